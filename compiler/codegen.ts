@@ -1,0 +1,106 @@
+/** codegen: graph → kernels and buffers (a Program).
+ *
+ *  Which values live in memory: graph inputs and constant data, graph outputs, and the result
+ *  of every elementwise op and every op with a kernel of its own. Index ops (movement, iota,
+ *  random, gather, scalar constants) never get a buffer or a copy kernel: they are inlined into
+ *  each consumer's loads as index arithmetic.
+ *      %3 = permute %1 {perm=[1,0]};  %4 = add %3, %2
+ *        → k0 = fused[permute, add]: v4[i] = v1[c1 * R + c0] + v2[i]
+ *  A kernel whose storage bindings would pass the device limit materializes the inlined node
+ *  reading the most buffers and tries again, so the limit shapes the plan instead of failing.
+ *  (Fusion of elementwise chains is a later pass; it only changes which nodes are inlined.) */
+import { liveNodes } from "../src/interpret.ts";
+import { describeNode, KilnError } from "../src/ir/errors.ts";
+import type { Graph, Node, OpKind, ValueId } from "../src/ir/types.ts";
+import { loweringOf, type Lowering } from "../src/ops/def.ts";
+import { OPS } from "../src/ops/table.ts";
+import type { BufferSpec, Kernel, Program } from "./program.ts";
+import { KernelBuilder } from "./wgsl/kernel-builder.ts";
+import { elementwiseKernel, KERNELS } from "./wgsl/kernels/index.ts";
+
+export interface CodegenOptions {
+  /** Storage buffers a kernel may bind (WebGPU's default and lavapipe's device limit: 8). */
+  readonly maxStorageBuffers: number;
+}
+
+export const DEFAULT_CODEGEN: CodegenOptions = { maxStorageBuffers: 8 };
+
+export const lowering = (n: Node): Lowering<OpKind> => loweringOf(OPS[n.op] as never, n.attrs as never);
+
+export function codegen(graph: Graph, opts: CodegenOptions = DEFAULT_CODEGEN): Program {
+  const live = liveNodes(graph);
+  const outputs = new Set(graph.outputs.map((o) => o.id));
+  const materialized = new Set<ValueId>();
+  for (const n of graph.nodes) if (live[n.id] && (outputs.has(n.id) || lowering(n).kind !== "index")) materialized.add(n.id);
+
+  for (;;) {
+    const kernels: Kernel[] = [];
+    let overflow: ValueId | undefined;
+    for (const n of graph.nodes) {
+      if (!materialized.has(n.id) || lowering(n).kind === "buffer") continue;
+      const inline = inlined(graph, n, materialized);
+      const k = generate(graph, n, inline, `k${kernels.length}`);
+      if (k.bindings.length > opts.maxStorageBuffers) {
+        overflow = widest(graph, n, inline, materialized);
+        if (overflow === undefined) {
+          throw new KilnError(`${describeNode(n.op, n.id, n.site)}: needs ${k.bindings.length} storage buffers, the device allows ${opts.maxStorageBuffers}`);
+        }
+        break;
+      }
+      kernels.push(k);
+    }
+    if (overflow === undefined) return { graph, kernels, buffers: buffers(graph, materialized) };
+    materialized.add(overflow);
+  }
+}
+
+/** The node itself when it is an expression, plus the non-materialized index nodes it reads. */
+function inlined(graph: Graph, root: Node, materialized: ReadonlySet<ValueId>): Set<ValueId> {
+  const set = new Set<ValueId>();
+  const visit = (id: ValueId) => {
+    if (set.has(id)) return;
+    set.add(id);
+    for (const i of graph.nodes[id].inputs) if (!materialized.has(i)) visit(i);
+  };
+  if (lowering(root).kind === "kernel") {
+    for (const i of root.inputs) if (!materialized.has(i)) visit(i);
+  } else visit(root.id);
+  return set;
+}
+
+function generate(graph: Graph, n: Node, inline: Set<ValueId>, name: string): Kernel {
+  const kb = new KernelBuilder(graph, name, n.id, inline);
+  const ops = [...inline].sort((a, b) => a - b).map((i) => graph.nodes[i].op).filter((op) => op !== "const");
+  const low = lowering(n);
+  if (low.kind === "kernel") {
+    const what = ops.length ? `${n.op}[${ops.join(", ")}]` : n.op;
+    const gen = KERNELS[low.kernel];
+    if (!gen) throw new Error(`no kernel generator for ${low.kernel}`);
+    return gen(kb, what);
+  }
+  return elementwiseKernel(kb, ops.length > 1 ? `fused[${ops.join(", ")}]` : ops[0] ?? n.op);
+}
+
+/** The inlined node (other than the root) whose own inputs span the most buffers. */
+function widest(graph: Graph, root: Node, inline: Set<ValueId>, materialized: ReadonlySet<ValueId>): ValueId | undefined {
+  let best: ValueId | undefined;
+  let most = 1;
+  for (const id of inline) {
+    if (id === root.id) continue;
+    const reads = new Set<ValueId>();
+    const visit = (v: ValueId) => {
+      for (const i of graph.nodes[v].inputs) materialized.has(i) ? reads.add(i) : visit(i);
+    };
+    visit(id);
+    if (reads.size > most) [best, most] = [id, reads.size];
+  }
+  return best;
+}
+
+function buffers(graph: Graph, materialized: ReadonlySet<ValueId>): BufferSpec[] {
+  return [...materialized].sort((a, b) => a - b).map((id) => {
+    const n = graph.nodes[id];
+    const role = n.op === "input" ? "input" : lowering(n).kind === "buffer" ? "const" : "temp";
+    return { value: id, dtype: n.type.dtype, shape: n.type.shape, role };
+  });
+}

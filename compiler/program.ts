@@ -1,0 +1,49 @@
+/** What the compiler hands the runtime (and, later, a bundle's manifest): kernels as WGSL text
+ *  with their bindings and dispatch sizes as data over the symbolic dims, and the buffers. */
+import type { Size } from "../src/ir/shape.ts";
+import type { DType, Graph, Shape, ValueId } from "../src/ir/types.ts";
+
+export interface Binding {
+  readonly value: ValueId;
+  readonly access: "read" | "read_write";
+}
+
+/** ceil(size / per) workgroups along one axis. */
+export interface Count {
+  readonly size: Size;
+  readonly per: number;
+}
+
+/** linear: ceil(total / perGroup) workgroups folded over x and y when over the per-dimension
+ *  limit (the kernel rebuilds its index from workgroup_id and num_workgroups);
+ *  grid: explicit counts per axis. */
+export type Dispatch =
+  | { readonly kind: "linear"; readonly total: Size; readonly perGroup: number }
+  | { readonly kind: "grid"; readonly x: Count; readonly y: Count; readonly z: Count };
+
+export interface Kernel {
+  /** k0, k1, … in schedule order. */
+  readonly name: string;
+  /** The node whose value the kernel writes. */
+  readonly output: ValueId;
+  readonly wgsl: string;
+  /** Storage bindings 0..n-1 in order; then, if `uniforms` is non-empty, binding n is a uniform
+   *  struct of those symbolic dims, u32 each, in that order. */
+  readonly bindings: readonly Binding[];
+  readonly uniforms: readonly string[];
+  readonly dispatch: Dispatch;
+}
+
+/** A buffer per value that lives in memory: inputs, constant data and kernel outputs. */
+export interface BufferSpec {
+  readonly value: ValueId;
+  readonly dtype: DType;
+  readonly shape: Shape;
+  readonly role: "input" | "const" | "temp";
+}
+
+export interface Program {
+  readonly graph: Graph;
+  readonly kernels: readonly Kernel[];
+  readonly buffers: readonly BufferSpec[];
+}

@@ -1,0 +1,210 @@
+/** KernelBuilder: what every kernel generator writes WGSL with.
+ *
+ *  The heart is `value(id, coords)`: the WGSL expression for node `id` at an element. A node
+ *  that lives in a buffer becomes a load; a node computed inside this kernel (an inlined index
+ *  map, an elementwise op fused in) becomes its op's expression over its inputs' values, found
+ *  the same way. So a fused kernel is just a bigger expression, and a permute or broadcast is
+ *  index arithmetic inside the consumer's load, never a copy:
+ *      value(%6 = add(%4, permute(%5)), [c0, c1])  →  (v4[c0 * 3u + c1] + v5[c1 * 2u + c0])
+ *  Bindings, uniforms and helpers are collected while the body is written, then `finish`
+ *  assembles the shader. */
+import { loweringOf, type IndexCtx, type LowerCtx } from "../../src/ops/def.ts";
+import { OPS } from "../../src/ops/table.ts";
+import { WGSL_HELPERS, wgslType } from "../../src/ops/wgsl.ts";
+import { formatType } from "../../src/ir/shape.ts";
+import type { DType, Dim, Graph, Node, OpKind, Shape, ValueId } from "../../src/ir/types.ts";
+import type { Binding, Dispatch, Kernel } from "../program.ts";
+import { Writer } from "./writer.ts";
+
+export const storageType = (d: DType): string => (d === "bool" ? "u32" : d);
+
+export class KernelBuilder {
+  /** The body of `main`; generators write into it. */
+  readonly w = new Writer();
+  private readonly reads = new Map<ValueId, "read" | "read_write">();
+  private readonly syms = new Set<string>();
+  private readonly flatOf = new Map<string, string>();
+  private tmp = 0;
+
+  constructor(
+    readonly graph: Graph,
+    readonly name: string,
+    readonly output: ValueId,
+    /** Nodes computed inside this kernel instead of loaded from their buffers. */
+    private readonly inline: ReadonlySet<ValueId>,
+  ) {}
+
+  node(id: ValueId): Node {
+    return this.graph.nodes[id];
+  }
+
+  /** A dim as a u32 expression: literal, or the uniform field of a symbolic dim. */
+  dim(d: Dim): string {
+    if (typeof d === "number") return `${d}u`;
+    this.syms.add(d);
+    return `u.${d}`;
+  }
+
+  /** The element count of `shape` as a u32 expression. */
+  size(shape: Shape): string {
+    const stat = shape.reduce<number>((a, d) => (typeof d === "number" ? a * d : a), 1);
+    const parts = shape.filter((d) => typeof d === "string").map((d) => this.dim(d));
+    if (stat !== 1 || parts.length === 0) parts.push(`${stat}u`);
+    return parts.length === 1 ? parts[0] : `(${parts.join(" * ")})`;
+  }
+
+  /** Bind `expr` to a fresh `let` in the body; returns its name. */
+  let(expr: string, prefix = "t"): string {
+    const name = `${prefix}${this.tmp++}`;
+    this.w.line(`let ${name} = ${expr};`);
+    return name;
+  }
+
+  /** Row-major flat index of `coords` in `shape` (Horner form; size-1 axes drop out). */
+  linear(coords: readonly string[], shape: Shape): string {
+    const known = this.flatOf.get(key(coords, shape));
+    if (known) return known;
+    let acc = "";
+    shape.forEach((d, a) => {
+      if (d === 1) return;
+      acc = acc ? `(${acc} * ${this.dim(d)} + ${coords[a]})` : coords[a];
+    });
+    return acc || "0u";
+  }
+
+  /** Coordinates of flat index `flat` in `shape`, as `let`s in the body. */
+  unravel(flat: string, shape: Shape, prefix = "c"): string[] {
+    const coords = new Array<string>(shape.length).fill("0u");
+    let rest = flat;
+    for (let a = shape.length - 1; a >= 0; a--) {
+      const d = shape[a];
+      if (d === 1) continue;
+      const first = shape.slice(0, a).every((e) => e === 1);
+      coords[a] = this.let(first ? rest : `${rest} % ${this.dim(d)}`, prefix);
+      if (!first) rest = this.let(`${rest} / ${this.dim(d)}`, "q");
+    }
+    this.flatOf.set(key(coords, shape), flat);
+    return coords;
+  }
+
+  /** Raw load of element `flat` of a buffer-backed value; bool comes back as a WGSL bool. */
+  load(id: ValueId, flat: string): string {
+    if (!this.reads.has(id)) this.reads.set(id, "read");
+    const e = `v${id}[${flat}]`;
+    return this.node(id).type.dtype === "bool" ? `(${e} != 0u)` : e;
+  }
+
+  /** The value of node `id` at `coords` (one u32 expression per axis of its shape). */
+  value(id: ValueId, coords: readonly string[]): string {
+    const node = this.node(id);
+    if (!this.inline.has(id)) return this.load(id, this.linear(coords, node.type.shape));
+    const low = loweringOf(OPS[node.op] as never, node.attrs as never) as ReturnType<typeof loweringOf<OpKind>>;
+    const ctx = this.lowerCtx(node);
+    switch (low.kind) {
+      case "elementwise":
+        return low.expr(node.inputs.map((i) => this.value(i, broadcastCoords(coords, node.type.shape, this.node(i).type.shape))), ctx);
+      case "index":
+        return low.expr({
+          ...ctx,
+          out: coords,
+          at: (i, c) => this.value(node.inputs[i], c),
+          linear: (c, s) => this.linear(c, s),
+          unravel: (f, s) => this.unravel(this.let(f, "f"), s),
+        } satisfies IndexCtx<OpKind>);
+      default:
+        throw new Error(`${node.op} %${id} cannot be computed inside another kernel`);
+    }
+  }
+
+  lowerCtx(node: Node): LowerCtx<OpKind> {
+    return { attrs: node.attrs, type: node.type, inTypes: node.inputs.map((i) => this.node(i).type), dim: (d) => this.dim(d) };
+  }
+
+  /** `v<out>[flat] = expr;`, converting a bool to its stored u32. */
+  store(flat: string, expr: string): void {
+    this.reads.set(this.output, "read_write");
+    const v = this.node(this.output).type.dtype === "bool" ? `select(0u, 1u, ${expr})` : expr;
+    this.w.line(`v${this.output}[${flat}] = ${v};`);
+  }
+
+  /** The global invocation index of a linear dispatch (folded over x and y). */
+  linearIndex(perGroup: number): string {
+    return this.let(`(wid.y * nwg.x + wid.x) * ${perGroup}u + lid`, "i");
+  }
+
+  /** Assemble the shader: header comment, helpers, bindings, then `main` around the body. */
+  finish(opts: { what: string; workgroupSize: readonly number[]; dispatch: Dispatch; shared?: readonly string[] }): Kernel {
+    const out = this.node(this.output);
+    const body = pruneLets(this.w.toString());
+    const bindings: Binding[] = [...this.reads].filter(([v]) => v !== this.output).map(([value, access]) => ({ value, access }));
+    bindings.push({ value: this.output, access: "read_write" });
+    const uniforms = [...this.syms].sort();
+    const head = new Writer();
+    head.line(`// ${this.name} = ${opts.what} -> %${out.id}, ${formatType(out.type)}${out.site ? ` @ ${out.site}` : ""}`);
+    bindings.forEach((b, i) => {
+      const t = storageType(this.node(b.value).type.dtype);
+      head.line(`@group(0) @binding(${i}) var<storage, ${b.access}> v${b.value}: array<${t}>;`);
+    });
+    if (uniforms.length) {
+      head.line(`struct Dims { ${uniforms.map((s) => `${s}: u32`).join(", ")} }`);
+      head.line(`@group(0) @binding(${bindings.length}) var<uniform> u: Dims;`);
+    }
+    for (const s of opts.shared ?? []) head.line(s);
+    for (const src of helpersFor(body)) head.line("", src);
+    head.line("", `@compute @workgroup_size(${opts.workgroupSize.join(", ")})`);
+    head.line("fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,");
+    head.line("        @builtin(local_invocation_index) lid: u32, @builtin(local_invocation_id) lid3: vec3<u32>) {");
+    const wgsl = `${head}\n${body.replace(/^/gm, "  ")}\n}\n`;
+    return { name: this.name, output: this.output, wgsl, bindings, uniforms, dispatch: opts.dispatch };
+  }
+}
+
+/** Coordinates into an input broadcast (numpy, right-aligned) to the output's shape. */
+export function broadcastCoords(coords: readonly string[], outShape: Shape, inShape: Shape): string[] {
+  const off = outShape.length - inShape.length;
+  return inShape.map((d, a) => (d === 1 ? "0u" : coords[a + off]));
+}
+
+/** The helper functions `body` calls, and those they call. */
+function helpersFor(body: string): string[] {
+  const used: string[] = [];
+  for (let text = body, grew = true; grew; ) {
+    grew = false;
+    for (const [name, src] of Object.entries(WGSL_HELPERS)) {
+      if (!used.includes(src) && text.includes(`${name}(`)) {
+        used.push(src);
+        text += src;
+        grew = true;
+      }
+    }
+  }
+  return used;
+}
+
+/** Drop `let`s nobody reads, and fold `let a = b;` aliases into their uses. */
+export function pruneLets(body: string): string {
+  let lines = body.split("\n");
+  for (let changed = true; changed; ) {
+    changed = false;
+    const text = lines.join("\n");
+    lines = lines.filter((l) => {
+      const m = /^\s*let (\w+) = (.*);$/.exec(l);
+      if (!m || new RegExp(`\\b${m[1]}\\b`).test(text.replace(l, ""))) return true;
+      changed = true;
+      return false;
+    });
+    for (let i = 0; i < lines.length; i++) {
+      const m = /^\s*let (\w+) = (\w+);$/.exec(lines[i]);
+      if (!m) continue;
+      const re = new RegExp(`\\b${m[1]}\\b`, "g");
+      lines = lines.filter((_, j) => j !== i).map((l) => l.replace(re, m[2]));
+      changed = true;
+      break;
+    }
+  }
+  return lines.join("\n");
+}
+
+const key = (coords: readonly string[], shape: Shape): string => `${coords.join(",")}|${shape.join(",")}`;
+
+export { wgslType };

@@ -1,0 +1,113 @@
+/** The only importer of `webgpu` (Dawn). Owns the one GPU handle, device and pipeline cache of
+ *  the process and releases them, so scripts and tests end on their own. Every WebGPU error
+ *  (validation, out-of-memory, internal, a lost device) becomes a thrown GpuError naming what
+ *  was being done; none is swallowed. */
+import { create, globals } from "webgpu";
+import { GpuError } from "../src/ir/errors.ts";
+
+export interface Gpu {
+  readonly device: GPUDevice;
+  /** e.g. "llvmpipe: Mesa 25.0.7 (LLVM 15.0.6) [mesa software]" */
+  readonly adapter: string;
+  readonly limits: GPUSupportedLimits;
+  readonly features: ReadonlySet<string>;
+  /** Pipelines by WGSL text: one compile per distinct shader in the process. */
+  readonly pipelines: Map<string, Promise<GPUComputePipeline>>;
+}
+
+let handle: GPU | undefined;
+let current: Promise<Gpu> | undefined;
+let lost: string | undefined;
+let uncaptured: string | undefined;
+
+export const SETUP_HINT =
+  "WebGPU found no adapter. Kiln runs on Dawn over Vulkan: on Debian bookworm run `bash runtime/setup.sh` " +
+  "(as root it installs libvulkan1 and mesa-vulkan-drivers ≥ 25 from bookworm-backports; Mesa 22 is too old for Dawn), " +
+  "or install your GPU's Vulkan driver.";
+
+/** The process's GPU, created on first use. */
+export function acquireGpu(): Promise<Gpu> {
+  current ??= open().catch((e) => {
+    current = undefined;
+    throw e;
+  });
+  return current;
+}
+
+async function open(): Promise<Gpu> {
+  for (const [k, v] of Object.entries(globals)) if (!(k in globalThis)) Object.assign(globalThis, { [k]: v });
+  process.env.XDG_RUNTIME_DIR ??= "/tmp";
+  handle ??= create([]);
+  const adapter = await handle.requestAdapter({ powerPreference: "high-performance" });
+  if (!adapter) throw new GpuError(SETUP_HINT);
+  const a = adapter.limits;
+  const device = await adapter.requestDevice({
+    requiredLimits: {
+      maxStorageBufferBindingSize: a.maxStorageBufferBindingSize,
+      maxBufferSize: a.maxBufferSize,
+      maxStorageBuffersPerShaderStage: a.maxStorageBuffersPerShaderStage,
+      maxComputeWorkgroupStorageSize: a.maxComputeWorkgroupStorageSize,
+      maxComputeInvocationsPerWorkgroup: a.maxComputeInvocationsPerWorkgroup,
+      maxComputeWorkgroupSizeX: a.maxComputeWorkgroupSizeX,
+      maxComputeWorkgroupSizeY: a.maxComputeWorkgroupSizeY,
+    },
+  });
+  lost = undefined;
+  uncaptured = undefined;
+  void device.lost.then((info) => {
+    if (info.reason !== "destroyed") lost = `device lost (${info.reason}): ${info.message}`;
+  });
+  device.addEventListener("uncapturederror", (ev) => {
+    uncaptured ??= (ev as GPUUncapturedErrorEvent).error.message;
+  });
+  const i = adapter.info;
+  return {
+    device,
+    adapter: `${i.description || i.device} [${[i.vendor, i.architecture].filter(Boolean).join(" ")}]`,
+    limits: device.limits,
+    features: new Set(adapter.features),
+    pipelines: new Map(),
+  };
+}
+
+/** Destroy the device and drop Dawn's handle; the next acquireGpu starts afresh. */
+export async function releaseGpu(): Promise<void> {
+  const g = current;
+  current = undefined;
+  if (g) (await g.catch(() => undefined))?.device.destroy();
+  handle = undefined;
+}
+
+/** Throw if the device was lost or reported an error outside any scope. */
+export function assertHealthy(what: string): void {
+  if (lost) throw new GpuError(`${what}: ${lost}`);
+  if (uncaptured) {
+    const m = uncaptured;
+    uncaptured = undefined;
+    throw new GpuError(`${what}: ${m}`);
+  }
+}
+
+const SCOPES: readonly GPUErrorFilter[] = ["validation", "out-of-memory", "internal"];
+
+/** Run `fn` inside error scopes; a WebGPU error raised by it is thrown as a GpuError naming `what`. */
+export async function checked<T>(gpu: Gpu, what: string, fn: () => T | Promise<T>): Promise<T> {
+  assertHealthy(what);
+  for (const s of SCOPES) gpu.device.pushErrorScope(s);
+  let result: T | undefined;
+  let thrown: unknown;
+  try {
+    result = await fn();
+  } catch (e) {
+    thrown = e;
+  }
+  const errors = [];
+  for (const s of [...SCOPES].reverse()) {
+    const e = await gpu.device.popErrorScope();
+    if (e) errors.push(`${s}: ${e.message}`);
+  }
+  if (errors.length) throw new GpuError(`${what}: ${errors.join("; ")}`);
+  if (thrown !== undefined) throw thrown;
+  assertHealthy(what);
+  return result as T;
+}

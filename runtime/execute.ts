@@ -1,0 +1,233 @@
+/** Running a compiled Program on the GPU.
+ *
+ *  load: every pipeline compiled once (asynchronously, cached by WGSL text for the process),
+ *        constant data uploaded.
+ *  run:  dims bound from the input shapes; for a new binding, buffers, uniforms and bind groups
+ *        are made once and kept; inputs uploaded; all kernels recorded into one compute pass and
+ *        one submission; only the requested outputs copied back. */
+import { bindDims } from "../src/ir/bind.ts";
+import { describeNode, GpuError, KilnError } from "../src/ir/errors.ts";
+import { bindShape, evalSize, formatType, type DimEnv } from "../src/ir/shape.ts";
+import type { DType, Node, ValueId } from "../src/ir/types.ts";
+import type { HostTensor } from "../src/interpret.ts";
+import type { Dispatch, Kernel, Program } from "../compiler/program.ts";
+import { createBuffer, destroyBuffer, fromStorage, toStorage, type HostArray } from "./buffers.ts";
+import { acquireGpu, checked, type Gpu } from "./device.ts";
+
+export interface OutputTensor {
+  readonly dtype: DType;
+  readonly shape: readonly number[];
+  readonly data: HostArray;
+}
+
+/** Buffers and bind groups for one binding of the symbolic dims. */
+interface Arena {
+  readonly key: string;
+  readonly env: DimEnv;
+  readonly buffers: Map<ValueId, GPUBuffer>;
+  readonly bytes: Map<ValueId, number>;
+  readonly uniforms: GPUBuffer[];
+  readonly groups: (GPUBindGroup | undefined)[];
+  readonly counts: (readonly [number, number, number] | undefined)[];
+  readonly staging: Map<ValueId, GPUBuffer>;
+}
+
+const { STORAGE, COPY_DST, COPY_SRC, MAP_READ, UNIFORM } = { STORAGE: 0x80, COPY_DST: 0x8, COPY_SRC: 0x4, MAP_READ: 0x1, UNIFORM: 0x40 };
+
+export class Executable {
+  private arena: Arena | undefined;
+  private readonly consts = new Map<ValueId, GPUBuffer>();
+  private disposed = false;
+
+  private constructor(
+    readonly gpu: Gpu,
+    readonly program: Program,
+    private readonly pipelines: readonly GPUComputePipeline[],
+  ) {}
+
+  static async load(program: Program, gpu?: Gpu): Promise<Executable> {
+    const g = gpu ?? (await acquireGpu());
+    const pipelines = await Promise.all(program.kernels.map((k) => pipeline(g, k)));
+    const exe = new Executable(g, program, pipelines);
+    await checked(g, "uploading constants", () => {
+      for (const b of program.buffers) {
+        if (b.role !== "const") continue;
+        const n = program.graph.nodes[b.value] as Node<"const">;
+        const data = toStorage(b.dtype, n.attrs.value as readonly number[], describeNode(n.op, n.id, n.site));
+        const buf = createBuffer(g.device, `v${b.value}`, data.byteLength, STORAGE | COPY_DST);
+        g.device.queue.writeBuffer(buf, 0, data);
+        exe.consts.set(b.value, buf);
+      }
+    });
+    return exe;
+  }
+
+  /** Run with `inputs` by name; returns the graph's outputs (or those named in `outputs`). */
+  async run(inputs: Readonly<Record<string, HostTensor>>, outputs?: readonly string[]): Promise<Record<string, OutputTensor>> {
+    if (this.disposed) throw new KilnError("run on a disposed Executable");
+    const { graph } = this.program;
+    const env = bindDims(graph, Object.fromEntries(Object.entries(inputs).map(([k, v]) => [k, v.shape])));
+    const wanted = outputs ? graph.outputs.filter((o) => outputs.includes(o.name)) : graph.outputs;
+    for (const name of outputs ?? []) if (!graph.outputs.some((o) => o.name === name)) throw new KilnError(`unknown output "${name}"`);
+    const arena = await this.arenaFor(env);
+    const { device } = this.gpu;
+
+    await checked(this.gpu, "uploading inputs", () => {
+      for (const n of graph.nodes) {
+        if (n.op !== "input") continue;
+        const { name } = (n as Node<"input">).attrs;
+        const data = toStorage(n.type.dtype, inputs[name].data, `input "${name}"`);
+        const want = arena.bytes.get(n.id)! / 4;
+        if (data.length !== want) throw new KilnError(`input "${name}": ${data.length} values for shape [${inputs[name].shape}] (${want} elements)`);
+        if (data.length) device.queue.writeBuffer(arena.buffers.get(n.id)!, 0, data);
+      }
+    });
+
+    const submit = (kernels: readonly number[], copyOut: boolean) => {
+      const enc = device.createCommandEncoder();
+      const pass = enc.beginComputePass();
+      for (const i of kernels) {
+        const c = arena.counts[i];
+        if (!c) continue;
+        pass.setPipeline(this.pipelines[i]);
+        pass.setBindGroup(0, arena.groups[i]!);
+        pass.dispatchWorkgroups(...c);
+      }
+      pass.end();
+      if (copyOut) for (const o of wanted) enc.copyBufferToBuffer(arena.buffers.get(o.id)!, 0, arena.staging.get(o.id)!, 0, arena.bytes.get(o.id)!);
+      device.queue.submit([enc.finish()]);
+    };
+    const all = this.program.kernels.map((_, i) => i);
+    try {
+      await checked(this.gpu, "running the graph", () => submit(all, true));
+    } catch (e) {
+      if (!(e instanceof GpuError)) throw e;
+      // Name the kernel: replay them one submission each until one fails.
+      for (const i of all) await checked(this.gpu, `kernel ${this.program.kernels[i].name} (${this.describe(i)})`, () => submit([i], false));
+      throw e;
+    }
+
+    const result: Record<string, OutputTensor> = {};
+    await Promise.all(wanted.map(async (o) => {
+      const st = arena.staging.get(o.id)!;
+      await st.mapAsync(MAP_READ);
+      const n = graph.nodes[o.id];
+      const shape = bindShape(n.type.shape, env);
+      result[o.name] = { dtype: n.type.dtype, shape, data: fromStorage(n.type.dtype, st.getMappedRange(), arena.bytes.get(o.id)! / 4) };
+      st.unmap();
+    }));
+    return result;
+  }
+
+  private describe(i: number): string {
+    const k = this.program.kernels[i];
+    const n = this.program.graph.nodes[k.output];
+    return describeNode(n.op, n.id, n.site);
+  }
+
+  private async arenaFor(env: DimEnv): Promise<Arena> {
+    const key = JSON.stringify(env);
+    if (this.arena?.key === key) return this.arena;
+    this.freeArena();
+    const { device, limits } = this.gpu;
+    const { graph, kernels } = this.program;
+    const arena: Arena = { key, env, buffers: new Map(), bytes: new Map(), uniforms: [], groups: [], counts: [], staging: new Map() };
+    this.arena = arena;
+    await checked(this.gpu, "allocating buffers", () => {
+      for (const b of this.program.buffers) {
+        const n = graph.nodes[b.value];
+        const elems = bindShape(b.shape, env).reduce((a, d) => a * d, 1);
+        const bytes = elems * 4;
+        if (bytes > limits.maxStorageBufferBindingSize) {
+          throw new KilnError(`${describeNode(n.op, n.id, n.site)}: ${formatType(n.type)} with ${JSON.stringify(env)} is ${bytes} bytes; the device binds at most ${limits.maxStorageBufferBindingSize}`);
+        }
+        arena.bytes.set(b.value, bytes);
+        arena.buffers.set(b.value, this.consts.get(b.value) ?? createBuffer(device, `v${b.value}`, bytes, STORAGE | COPY_DST | COPY_SRC));
+      }
+      for (const o of graph.outputs) {
+        if (!arena.staging.has(o.id)) arena.staging.set(o.id, createBuffer(device, `out ${o.name}`, arena.bytes.get(o.id)!, MAP_READ | COPY_DST));
+      }
+      kernels.forEach((k, i) => {
+        arena.counts.push(workgroups(k, env, limits.maxComputeWorkgroupsPerDimension));
+        const entries: GPUBindGroupEntry[] = k.bindings.map((b, j) => ({ binding: j, resource: { buffer: arena.buffers.get(b.value)! } }));
+        if (k.uniforms.length) {
+          const u = createBuffer(device, `${k.name} dims`, Math.ceil(k.uniforms.length / 4) * 16, UNIFORM | COPY_DST);
+          device.queue.writeBuffer(u, 0, Uint32Array.from(k.uniforms, (s) => env[s]));
+          arena.uniforms.push(u);
+          entries.push({ binding: k.bindings.length, resource: { buffer: u } });
+        }
+        arena.groups.push(device.createBindGroup({ label: k.name, layout: this.pipelines[i].getBindGroupLayout(0), entries }));
+      });
+    });
+    return arena;
+  }
+
+  private freeArena(): void {
+    const a = this.arena;
+    if (!a) return;
+    for (const [id, b] of a.buffers) if (!this.consts.has(id)) destroyBuffer(b);
+    for (const b of [...a.uniforms, ...a.staging.values()]) destroyBuffer(b);
+    this.arena = undefined;
+  }
+
+  /** Free every GPU buffer this executable made (pipelines stay cached in the process). */
+  dispose(): void {
+    this.freeArena();
+    for (const b of this.consts.values()) destroyBuffer(b);
+    this.consts.clear();
+    this.disposed = true;
+  }
+}
+
+/** Workgroup counts for a dispatch; undefined when there is nothing to do (an empty tensor). */
+function workgroups(k: Kernel, env: DimEnv, maxDim: number): readonly [number, number, number] | undefined {
+  const d: Dispatch = k.dispatch;
+  let c: [number, number, number];
+  if (d.kind === "linear") {
+    const groups = Math.ceil(evalSize(d.total, env) / d.perGroup);
+    const x = Math.min(groups, maxDim);
+    c = [x, x ? Math.ceil(groups / x) : 0, 1];
+  } else {
+    c = [d.x, d.y, d.z].map((a) => Math.ceil(evalSize(a.size, env) / a.per)) as [number, number, number];
+  }
+  if (c.some((n) => n === 0)) return undefined;
+  if (c.some((n) => n > maxDim)) throw new KilnError(`kernel ${k.name}: ${c.join("×")} workgroups with ${JSON.stringify(env)} exceed the device's ${maxDim} per dimension`);
+  return c;
+}
+
+/** Compile (or find) the pipeline of a kernel; WGSL errors name the kernel and the line. */
+async function pipeline(gpu: Gpu, k: Kernel): Promise<GPUComputePipeline> {
+  let p = gpu.pipelines.get(k.wgsl);
+  if (!p) {
+    p = compile(gpu, k);
+    gpu.pipelines.set(k.wgsl, p);
+    p.catch(() => gpu.pipelines.delete(k.wgsl));
+  }
+  return p;
+}
+
+async function compile(gpu: Gpu, k: Kernel): Promise<GPUComputePipeline> {
+  const { device } = gpu;
+  const title = `kernel ${k.name} (${k.wgsl.slice(3, k.wgsl.indexOf("\n"))})`;
+  return checked(gpu, title, async () => {
+    const module = device.createShaderModule({ label: k.name, code: k.wgsl });
+    const info = await module.getCompilationInfo();
+    const errors = info.messages.filter((m) => m.type === "error");
+    if (errors.length) {
+      const lines = k.wgsl.split("\n");
+      throw new GpuError(`${title}: WGSL does not compile:\n${errors.map((m) => `  ${m.lineNum}:${m.linePos}: ${m.message}\n    ${lines[m.lineNum - 1] ?? ""}`).join("\n")}`);
+    }
+    const entries: GPUBindGroupLayoutEntry[] = k.bindings.map((b, i) => ({
+      binding: i,
+      visibility: 4 /* COMPUTE */,
+      buffer: { type: b.access === "read" ? "read-only-storage" : "storage" },
+    }));
+    if (k.uniforms.length) entries.push({ binding: k.bindings.length, visibility: 4, buffer: { type: "uniform" } });
+    const layout = device.createPipelineLayout({ bindGroupLayouts: [device.createBindGroupLayout({ entries })] });
+    try {
+      return await device.createComputePipelineAsync({ label: k.name, layout, compute: { module, entryPoint: "main" } });
+    } catch (e) {
+      throw new GpuError(`${title}: ${(e as Error).message}`);
+    }
+  });
+}

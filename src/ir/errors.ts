@@ -1,0 +1,28 @@
+/** Errors that name the op, the shapes and where the node was made:
+ *    matmul %4 @ mlp.ts:12: inner dims differ (f32[B,784] × f32[500,10]) */
+import { formatType } from "./shape.ts";
+import type { TensorType } from "./types.ts";
+
+export class KilnError extends Error {
+  override name = "KilnError";
+}
+
+/** A shape or dtype rule rejected its inputs. Op rules throw it without a site; the builder adds one. */
+export class ShapeError extends KilnError {
+  override name = "ShapeError";
+}
+
+export class VerifyError extends KilnError {
+  override name = "VerifyError";
+}
+
+/** WebGPU reported a validation error, out-of-memory, an internal error or a lost device. */
+export class GpuError extends KilnError {
+  override name = "GpuError";
+}
+
+export function describeNode(op: string, id: number | undefined, site: string): string {
+  return `${op}${id === undefined ? "" : ` %${id}`}${site ? ` @ ${site}` : ""}`;
+}
+
+export const formatTypes = (ts: readonly TensorType[]): string => ts.map(formatType).join(" × ");

@@ -1,0 +1,18 @@
+/** OPS: every primitive's record, keyed by its name in the text IR. A missing op is a type error. */
+import type { OpKind } from "../ir/types.ts";
+import type { OpDef } from "./def.ts";
+import * as ew from "./elementwise.ts";
+import * as src from "./sources.ts";
+
+export const OPS: { readonly [K in OpKind]: OpDef<K> } = {
+  input: src.input, const: src.constant, iota: src.iota, random: src.random,
+  neg: ew.neg, abs: ew.abs, sign: ew.sign, exp: ew.exp, log: ew.log, sqrt: ew.sqrt, rsqrt: ew.rsqrt,
+  recip: ew.recip, sin: ew.sin, cos: ew.cos, tanh: ew.tanh, sigmoid: ew.sigmoid, relu: ew.relu,
+  floor: ew.floor, ceil: ew.ceil, not: ew.not, cast: ew.cast,
+  add: ew.add, sub: ew.sub, mul: ew.mul, div: ew.div, mod: ew.mod, pow: ew.pow, max: ew.max, min: ew.min,
+  eq: ew.eq, ne: ew.ne, lt: ew.lt, le: ew.le, gt: ew.gt, ge: ew.ge, and: ew.and, or: ew.or,
+  select: ew.select,
+  // TODO(issue 2): reduce.ts, movement.ts, matmul.ts, conv.ts
+} as never;
+
+export const isOpKind = (s: string): s is OpKind => Object.hasOwn(OPS, s);

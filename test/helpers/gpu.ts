@@ -1,0 +1,62 @@
+/** Shared by the GPU suites: compile and run a graph on Dawn, compare with the float64 oracle,
+ *  and print the graph as text IR when they disagree. */
+import { afterAll } from "vitest";
+import { codegen, type CodegenOptions } from "../../compiler/codegen.ts";
+import { interpret, type HostTensor } from "../../src/interpret.ts";
+import type { Graph } from "../../src/ir/types.ts";
+import { printGraph } from "../../src/ir/print.ts";
+import { acquireGpu, releaseGpu } from "../../runtime/device.ts";
+import { Executable, type OutputTensor } from "../../runtime/execute.ts";
+
+/** GPU suites call this at top level: the device is released when the file's tests end. */
+export function useGpu(): void {
+  afterAll(() => releaseGpu());
+}
+
+/** Resolves to the adapter's description, or fails loudly: with no adapter these suites cannot
+ *  check anything, and under CI the driver is installed, so a missing one is an error. */
+export async function gpuOrFail(): Promise<string> {
+  return (await acquireGpu()).adapter;
+}
+
+export async function runGpu(graph: Graph, inputs: Readonly<Record<string, HostTensor>>, opts?: CodegenOptions): Promise<Record<string, OutputTensor>> {
+  const exe = await Executable.load(codegen(graph, opts));
+  try {
+    return await exe.run(inputs);
+  } finally {
+    exe.dispose();
+  }
+}
+
+export interface Tolerance {
+  /** |gpu − ref| ≤ atol + rtol·|ref| per element. */
+  readonly atol: number;
+  readonly rtol: number;
+}
+
+/** f32 arithmetic against float64: a few ulps for plain arithmetic. */
+export const F32_TOL: Tolerance = { atol: 1e-6, rtol: 1e-5 };
+
+/** Describe the first mismatch, or undefined when every output agrees. NaN must match NaN. */
+export function mismatch(graph: Graph, gpu: Record<string, OutputTensor>, ref: ReturnType<typeof interpret>, tol: Tolerance): string | undefined {
+  for (const [name, r] of Object.entries(ref)) {
+    const g = gpu[name];
+    if (!g) return `output ${name} missing`;
+    if (g.shape.join() !== r.shape.join()) return `output ${name}: shape [${g.shape}] vs reference [${r.shape}]`;
+    for (let i = 0; i < r.data.length; i++) {
+      const a = g.data[i];
+      const b = r.data[i];
+      const ok = Number.isNaN(b) ? Number.isNaN(a) : a === b || Math.abs(a - b) <= tol.atol + tol.rtol * Math.abs(b);
+      if (!ok) return `output ${name}[${i}]: gpu ${a}, reference ${b}\n${printGraph(graph)}`;
+    }
+  }
+  return undefined;
+}
+
+/** Run on Dawn and on the reference; throw with the graph in text IR on any mismatch. */
+export async function expectMatchesReference(graph: Graph, inputs: Readonly<Record<string, HostTensor>>, tol: Tolerance = F32_TOL, opts?: CodegenOptions): Promise<void> {
+  const ref = interpret(graph, inputs);
+  const gpu = await runGpu(graph, inputs, opts);
+  const m = mismatch(graph, gpu, ref, tol);
+  if (m) throw new Error(m);
+}
