@@ -1,0 +1,23 @@
+import { mkdirSync } from "node:fs";
+import { fileURLToPath } from "node:url";
+import { defineConfig } from "vitest/config";
+
+const root = fileURLToPath(new URL(".", import.meta.url));
+// Lavapipe compiles each shader slowly; keep its cache in the repo (ignored) so reruns are fast.
+const shaderCache = `${root}.cache/mesa-shader`;
+mkdirSync(shaderCache, { recursive: true });
+// Unset, the Vulkan loader warns on every Dawn start.
+const runtimeDir = process.env.XDG_RUNTIME_DIR || `/tmp/xdg-${process.getuid?.() ?? "user"}`;
+mkdirSync(runtimeDir, { recursive: true, mode: 0o700 });
+
+export default defineConfig({
+  test: {
+    include: ["test/**/*.test.ts"],
+    // Dawn is a native addon: each test file gets its own process, which releases it on exit.
+    pool: "forks",
+    maxWorkers: 2,
+    testTimeout: 120_000,
+    hookTimeout: 120_000,
+    env: { MESA_SHADER_CACHE_DIR: shaderCache, XDG_RUNTIME_DIR: runtimeDir },
+  },
+});
