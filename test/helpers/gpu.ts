@@ -1,7 +1,7 @@
 /** Shared by the GPU suites: compile and run a graph on Dawn, compare with the float64 oracle,
  *  and print the graph as text IR when they disagree. */
 import { afterAll } from "vitest";
-import { codegen, type CodegenOptions } from "../../compiler/codegen.ts";
+import { compile, type CompileOptions } from "../../compiler/pipeline.ts";
 import { interpret, type HostTensor } from "../../src/interpret.ts";
 import type { Graph } from "../../src/ir/types.ts";
 import { printGraph } from "../../src/ir/print.ts";
@@ -19,8 +19,8 @@ export async function gpuOrFail(): Promise<string> {
   return (await acquireGpu()).adapter;
 }
 
-export async function runGpu(graph: Graph, inputs: Readonly<Record<string, HostTensor>>, opts?: CodegenOptions): Promise<Record<string, OutputTensor>> {
-  const exe = await Executable.load(codegen(graph, opts));
+export async function runGpu(graph: Graph, inputs: Readonly<Record<string, HostTensor>>, opts?: CompileOptions): Promise<Record<string, OutputTensor>> {
+  const exe = await Executable.load(compile(graph, { verifyEach: true, ...opts }));
   try {
     return await exe.run(inputs);
   } finally {
@@ -54,7 +54,7 @@ export function mismatch(graph: Graph, gpu: Record<string, OutputTensor>, ref: R
 }
 
 /** Run on Dawn and on the reference; throw with the graph in text IR on any mismatch. */
-export async function expectMatchesReference(graph: Graph, inputs: Readonly<Record<string, HostTensor>>, tol: Tolerance = F32_TOL, opts?: CodegenOptions): Promise<void> {
+export async function expectMatchesReference(graph: Graph, inputs: Readonly<Record<string, HostTensor>>, tol: Tolerance = F32_TOL, opts?: CompileOptions): Promise<void> {
   const ref = interpret(graph, inputs);
   const gpu = await runGpu(graph, inputs, opts);
   const m = mismatch(graph, gpu, ref, tol);
