@@ -29,7 +29,8 @@ interface Arena {
   readonly uniforms: GPUBuffer[];
   readonly groups: (GPUBindGroup | undefined)[];
   readonly counts: (readonly [number, number, number] | undefined)[];
-  readonly staging: Map<ValueId, GPUBuffer>;
+  /** By output name: two outputs may name one value. */
+  readonly staging: Map<string, GPUBuffer>;
 }
 
 const { STORAGE, COPY_DST, COPY_SRC, MAP_READ, UNIFORM } = { STORAGE: 0x80, COPY_DST: 0x8, COPY_SRC: 0x4, MAP_READ: 0x1, UNIFORM: 0x40 };
@@ -77,9 +78,10 @@ export class Executable {
         if (n.op !== "input") continue;
         const { name } = (n as Node<"input">).attrs;
         const data = toStorage(n.type.dtype, inputs[name].data, `input "${name}"`);
-        const want = arena.bytes.get(n.id)! / 4;
+        const want = bindShape(n.type.shape, env).reduce((a, d) => a * d, 1);
         if (data.length !== want) throw new KilnError(`input "${name}": ${data.length} values for shape [${inputs[name].shape}] (${want} elements)`);
-        if (data.length) device.queue.writeBuffer(arena.buffers.get(n.id)!, 0, data);
+        const buf = arena.buffers.get(n.id); // none when no output depends on this input
+        if (buf && data.length) device.queue.writeBuffer(buf, 0, data);
       }
     });
 
@@ -94,7 +96,7 @@ export class Executable {
         pass.dispatchWorkgroups(...c);
       }
       pass.end();
-      if (copyOut) for (const o of wanted) enc.copyBufferToBuffer(arena.buffers.get(o.id)!, 0, arena.staging.get(o.id)!, 0, arena.bytes.get(o.id)!);
+      if (copyOut) for (const o of wanted) enc.copyBufferToBuffer(arena.buffers.get(o.id)!, 0, arena.staging.get(o.name)!, 0, arena.bytes.get(o.id)!);
       device.queue.submit([enc.finish()]);
     };
     const all = this.program.kernels.map((_, i) => i);
@@ -109,7 +111,7 @@ export class Executable {
 
     const result: Record<string, OutputTensor> = {};
     await Promise.all(wanted.map(async (o) => {
-      const st = arena.staging.get(o.id)!;
+      const st = arena.staging.get(o.name)!;
       await st.mapAsync(MAP_READ);
       const n = graph.nodes[o.id];
       const shape = bindShape(n.type.shape, env);
@@ -145,7 +147,7 @@ export class Executable {
         arena.buffers.set(b.value, this.consts.get(b.value) ?? createBuffer(device, `v${b.value}`, bytes, STORAGE | COPY_DST | COPY_SRC));
       }
       for (const o of graph.outputs) {
-        if (!arena.staging.has(o.id)) arena.staging.set(o.id, createBuffer(device, `out ${o.name}`, arena.bytes.get(o.id)!, MAP_READ | COPY_DST));
+        arena.staging.set(o.name, createBuffer(device, `out ${o.name}`, arena.bytes.get(o.id)!, MAP_READ | COPY_DST));
       }
       kernels.forEach((k, i) => {
         arena.counts.push(workgroups(k, env, limits.maxComputeWorkgroupsPerDimension));

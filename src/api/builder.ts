@@ -44,10 +44,12 @@ export class GraphBuilder {
     return this.add("input", [], { name, dtype, shape: [...shape] });
   }
 
-  /** A number fills `shape` (inlined as a literal); an array is the row-major data. */
+  /** A number fills `shape` (inlined as a literal); an array is the row-major data. An f32
+   *  constant holds the f32 nearest the given number, as the GPU will. */
   constant(value: number | readonly number[], dtype: DType = "f32", shape?: Shape): Tensor {
     const s = shape ?? (typeof value === "number" ? [] : [value.length]);
-    return this.add("const", [], { dtype, shape: [...s], value: typeof value === "number" ? value : [...value] });
+    const f = dtype === "f32" ? Math.fround : (v: number) => v;
+    return this.add("const", [], { dtype, shape: [...s], value: typeof value === "number" ? f(value) : value.map(f) });
   }
 
   iota(shape: Shape, axis: number, dtype: DType = "i32"): Tensor {

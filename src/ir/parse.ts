@@ -39,6 +39,11 @@ class Cursor {
     this.pos += m[0].length;
     return m[0];
   }
+  /** Step back over a token just matched, so an error points at its start. */
+  back(token: string): this {
+    this.pos -= token.length;
+    return this;
+  }
   done(): boolean {
     this.ws();
     return this.pos >= this.text.length;
@@ -53,7 +58,7 @@ class Cursor {
   }
   type(): { dtype: DType; shape: Dim[] } {
     const dtype = this.match(/[a-z0-9]+/, "a dtype");
-    if (!DTYPES.includes(dtype as DType)) this.fail(`unknown dtype "${dtype}"`);
+    if (!DTYPES.includes(dtype as DType)) this.back(dtype).fail(`unknown dtype "${dtype}"`);
     this.expect("[");
     const shape: Dim[] = [];
     if (!this.eat("]")) {
@@ -118,7 +123,7 @@ function parseNode(c: Cursor, site: string): Node {
   const type = c.type();
   c.expect("=");
   const op = c.match(/[a-z_][a-z0-9_]*/, "an op name");
-  if (!isOpKind(op)) c.fail(`unknown op "${op}"`);
+  if (!isOpKind(op)) c.back(op).fail(`unknown op "${op}"`);
   const inputs: number[] = [];
   if (c.peek("%")) {
     do inputs.push(c.id());
