@@ -75,6 +75,8 @@ export class KernelBuilder {
   /** Coordinates of flat index `flat` in `shape`, as `let`s in the body. */
   unravel(flat: string, shape: Shape, prefix = "c"): string[] {
     const coords = new Array<string>(shape.length).fill("0u");
+    // An empty tensor has no element to locate, and `% 0u` would not compile.
+    if (shape.includes(0)) return coords;
     let rest = flat;
     for (let a = shape.length - 1; a >= 0; a--) {
       const d = shape[a];

@@ -2,6 +2,7 @@
  *  primitives' rules; fusion makes them as fast as a hand-written kernel would be. */
 import { KilnError } from "../ir/errors.ts";
 import { normAxis } from "../ir/shape.ts";
+import type { DType } from "../ir/types.ts";
 import type { Tensor } from "./builder.ts";
 
 const axisOf = (x: Tensor, axis: number): number => {
@@ -45,4 +46,15 @@ export function maxout(x: Tensor, pieces: number): Tensor {
     throw new KilnError(`maxout: the last axis (${c}) must be a static multiple of pieces (${pieces})`);
   }
   return x.reshape([...x.shape.slice(0, -1), c / pieces, pieces]).max(-1);
+}
+
+/** oneHot(indices, depth): [...S] i32 → [...S, depth], 1 where the new axis's position equals
+ *  the index, else 0; an index outside 0..depth-1 gives a row of zeros. An iota compared with
+ *  the indices expanded along the new axis, then cast: no primitive of its own. */
+export function oneHot(indices: Tensor, depth: number, dtype: DType = "f32"): Tensor {
+  if (indices.dtype !== "i32") throw new KilnError(`oneHot: indices must be i32, got ${indices.dtype}`);
+  if (!Number.isInteger(depth) || depth < 1) throw new KilnError(`oneHot: depth must be a positive integer, got ${depth}`);
+  const shape = [...indices.shape, depth];
+  const positions = indices.builder.iota(shape, indices.rank, "i32");
+  return positions.eq(indices.reshape([...indices.shape, 1]).expand(shape)).cast(dtype);
 }
