@@ -74,9 +74,7 @@ function generate(graph: Graph, n: Node, inline: Set<ValueId>, name: string): Ke
   const low = lowering(n);
   if (low.kind === "kernel") {
     const what = ops.length ? `${n.op}[${ops.join(", ")}]` : n.op;
-    const gen = KERNELS[low.kernel];
-    if (!gen) throw new Error(`no kernel generator for ${low.kernel}`);
-    return gen(kb, what);
+    return KERNELS[low.kernel](kb, what);
   }
   return elementwiseKernel(kb, ops.length > 1 ? `fused[${ops.join(", ")}]` : ops[0] ?? n.op);
 }

@@ -1,7 +1,11 @@
 /** OPS: every primitive's record, keyed by its name in the text IR. A missing op is a type error. */
 import type { OpKind } from "../ir/types.ts";
 import type { OpDef } from "./def.ts";
+import * as cv from "./conv.ts";
 import * as ew from "./elementwise.ts";
+import * as mm from "./matmul.ts";
+import * as mv from "./movement.ts";
+import * as rd from "./reduce.ts";
 import * as src from "./sources.ts";
 
 export const OPS: { readonly [K in OpKind]: OpDef<K> } = {
@@ -12,7 +16,9 @@ export const OPS: { readonly [K in OpKind]: OpDef<K> } = {
   add: ew.add, sub: ew.sub, mul: ew.mul, div: ew.div, mod: ew.mod, pow: ew.pow, max: ew.max, min: ew.min,
   eq: ew.eq, ne: ew.ne, lt: ew.lt, le: ew.le, gt: ew.gt, ge: ew.ge, and: ew.and, or: ew.or,
   select: ew.select,
-  // TODO(issue 2): reduce.ts, movement.ts, matmul.ts, conv.ts
-} as never;
+  reshape: mv.reshape, permute: mv.permute, expand: mv.expand, slice: mv.slice, pad: mv.pad, concat: mv.concat, gather: mv.gather,
+  reduce_sum: rd.reduceSum, reduce_mean: rd.reduceMean, reduce_max: rd.reduceMax, reduce_min: rd.reduceMin, argmax: rd.argmax,
+  matmul: mm.matmul, conv2d: cv.conv2d, max_pool2d: cv.maxPool2d, avg_pool2d: cv.avgPool2d,
+};
 
 export const isOpKind = (s: string): s is OpKind => Object.hasOwn(OPS, s);

@@ -3,10 +3,16 @@
 import type { KernelName } from "../../../src/ops/def.ts";
 import type { Kernel } from "../../program.ts";
 import type { KernelBuilder } from "../kernel-builder.ts";
+import { conv2dKernel } from "./conv2d.ts";
+import { matmulKernel } from "./matmul.ts";
+import { poolKernel } from "./pool.ts";
+import { reduceKernel } from "./reduce.ts";
 
 export type KernelGenerator = (kb: KernelBuilder, what: string) => Kernel;
 
 export { elementwiseKernel } from "./elementwise.ts";
 
-// TODO(issue 2): every KernelName gets its generator; this becomes Record<KernelName, …>.
-export const KERNELS: Partial<Record<KernelName, KernelGenerator>> = {};
+export const KERNELS: Readonly<Record<KernelName, KernelGenerator>> = {
+  reduce: reduceKernel, argmax: reduceKernel,
+  matmul: matmulKernel, conv2d: conv2dKernel, pool: poolKernel,
+};

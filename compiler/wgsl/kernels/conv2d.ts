@@ -1,0 +1,54 @@
+/** conv2d as an implicit GEMM on the shared tiled writer (./matmul.ts), with no im2col buffer:
+ *      C[m, n] = Σ_k A[m, k] · F[k, n]      m = (b, oh, ow) over N·OH·OW, n = co, k = (kh, kw, ci)
+ *  A is the input seen through the window: the tile loader turns (m, k) into
+ *      ih = oh·sh + kh·dh − top,  iw = ow·sw + kw·dw − left
+ *  in u32, where a position in the padding wraps past H (or W): the load uses clamped coordinates
+ *  (always in bounds) and `select` makes it 0. The HWIO filter is a row-major [K, Cout] matrix,
+ *  so B(k, n) is element k·Cout + n; the output [N,OH,OW,Cout] is C row-major. */
+import { sizeOf } from "../../../src/ir/shape.ts";
+import type { Dim, OpAttrs } from "../../../src/ir/types.ts";
+import type { Kernel } from "../../program.ts";
+import type { KernelBuilder } from "../kernel-builder.ts";
+import { tiledGemm } from "./matmul.ts";
+
+export function conv2dKernel(kb: KernelBuilder, what: string): Kernel {
+  const out = kb.node(kb.output);
+  const a = out.attrs as OpAttrs["conv2d"];
+  const [ix, iff] = out.inputs;
+  const [, h, w, c] = kb.node(ix).type.shape as readonly [Dim, number, number, number];
+  const fshape = kb.node(iff).type.shape as readonly number[];
+  const [kh, kw, , co] = fshape;
+  const rows = out.type.shape.slice(0, 3);
+  return tiledGemm(kb, what, {
+    rows: sizeOf(rows), cols: sizeOf([co]), batch: sizeOf([]),
+    M: kb.size(rows), N: `${co}u`, K: `${kh * kw * c}u`,
+    matrix: () => ({
+      loadA: (m, k) => {
+        const [b, oh, ow] = kb.unravel(m, rows, "p");
+        const [y, x, ci] = kb.unravel(k, [kh, kw, c], "r");
+        const ih = kb.let(window(oh, a.strides[0], y, a.dilations[0], a.padding[0]), "h");
+        const iw = kb.let(window(ow, a.strides[1], x, a.dilations[1], a.padding[2]), "w");
+        const padH = a.padding[0] + a.padding[1] > 0;
+        const padW = a.padding[2] + a.padding[3] > 0;
+        if (!padH && !padW) return kb.value(ix, [b, ih, iw, ci]);
+        const cy = padH ? `min(${ih}, ${h - 1}u)` : ih;
+        const cx = padW ? `min(${iw}, ${w - 1}u)` : iw;
+        const inside = [...(padH ? [`${ih} < ${h}u`] : []), ...(padW ? [`${iw} < ${w}u`] : [])].join(" && ");
+        return `select(0.0f, ${kb.value(ix, [b, cy, cx, ci])}, ${inside})`;
+      },
+      // Unravelling the flat filter index lets an inlined filter (a reshape, say) read its own
+      // coordinates; for a filter in a buffer the load is v[k·Cout + n] and the lets are pruned.
+      loadB: (k, n) => kb.value(iff, kb.unravel(`(${k} * ${co}u + ${n})`, fshape)),
+      store: (m, n, v) => kb.store(`${m} * ${co}u + ${n}`, v),
+    }),
+  });
+}
+
+/** `o·s + k·d − pad` as u32 WGSL, leaving out the terms that vanish. A constant is folded here:
+ *  `0u - 2u` would be a const-expression overflow, which WGSL rejects. */
+export function window(o: string, s: number, k: string, d: number, pad: number): string {
+  const term = (v: string, f: number) => (v === "0u" ? [] : [f === 1 ? v : `${v} * ${f}u`]);
+  const sum = [...term(o, s), ...term(k, d)].join(" + ");
+  if (!sum) return `${-pad >>> 0}u`;
+  return pad ? `${sum} - ${pad}u` : sum;
+}

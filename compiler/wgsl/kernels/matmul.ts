@@ -1,0 +1,147 @@
+/** matmul as a tiled GEMM, and the GEMM writer conv2d shares (it is an implicit GEMM).
+ *
+ *  Each workgroup of 16×16 threads computes a 64×64 tile of C = A·B; thread (tx, ty) keeps a
+ *  4×4 block of it in registers: rows ty + 16i, columns tx + 16j (strided, so the stores of
+ *  neighbouring threads are neighbours). K is walked 16 at a time:
+ *
+ *        k0 →                      n0 → (64 columns)
+ *       ┌──────┐                   ┌─────────────┐
+ *    m0 │ A    │ 64×16 → tileA  k0 │ B  16×64    │ → tileB       256 threads load 4 elements
+ *       │      │                   └─────────────┘               of each (0 past the edges),
+ *       └──────┘                                                  barrier, then 16 rank-1
+ *                                                                 updates of the 4×4 block.
+ *  So every element loaded from storage is used 64 times from workgroup memory (8 KiB of it):
+ *  64× fewer storage loads than a thread per output. Real GPUs want exactly this, and so does
+ *  lavapipe, where each storage load is a scalar loop with a bounds check. Operands are read through `kb.value`, so a
+ *  transposed or broadcast operand is a strided load inside the tile loader, never a copy.
+ *  Sizes come from `kb.dim`: with M = B symbolic, one pipeline serves every batch size.
+ *
+ *  Grid: x = column tiles, y = row tiles, z = batch. Row tiles past 65,535 (the per-dimension
+ *  limit) are folded onto z by a factor F: tile = (z % F)·nwg.y + y, batch = z / F; surplus
+ *  groups return before touching memory. */
+import { sizeOf, type Size } from "../../../src/ir/shape.ts";
+import type { Kernel } from "../../program.ts";
+import { broadcastCoords, type KernelBuilder } from "../kernel-builder.ts";
+
+const TILE = 64;
+const TK = 16;
+const THREADS = 16;
+const BLOCK = TILE / THREADS;
+/** WebGPU's default maxComputeWorkgroupsPerDimension, which Kiln's device keeps. */
+const MAX_GROUPS = 65535;
+/** F for a symbolic row count: up to 16·65,535·64 ≈ 67M rows (a conv over 10,000 MNIST
+ *  images has 7.8M); at most 15 surplus groups, which return at once. */
+const SYM_FOLD = 16;
+
+/** One matrix of a (batched) GEMM: WGSL for A(m, k) and B(k, n), and the store of C(m, n).
+ *  They may write `let`s into `kb.w` (they are called inside the loader's bounds check). */
+export interface GemmMatrix {
+  loadA(m: string, k: string): string;
+  loadB(k: string, n: string): string;
+  store(m: string, n: string, value: string): void;
+}
+
+export interface Gemm {
+  /** Rows, columns and matrices, for the dispatch. */
+  readonly rows: Size;
+  readonly cols: Size;
+  readonly batch: Size;
+  /** The same sizes and the reduction length as u32 expressions (from `kb.dim`/`kb.size`). */
+  readonly M: string;
+  readonly N: string;
+  readonly K: string;
+  /** Called once at the top of `main` with the batch index; may write `let`s. */
+  matrix(batch: string): GemmMatrix;
+}
+
+export function tiledGemm(kb: KernelBuilder, what: string, g: Gemm): Kernel {
+  const { w } = kb;
+  const { M, N, K } = g;
+  const fold = foldFactor(g.rows, g.batch);
+  const single = g.batch.k === 1 && g.batch.syms.length === 0;
+  let batch = single ? "0u" : "wid.z";
+  if (fold > 1) {
+    if (!single) batch = kb.let(`wid.z / ${fold}u`, "z");
+    w.line(`let m0 = (wid.z % ${fold}u * nwg.y + wid.y) * ${TILE}u;`);
+    w.line(`if (m0 >= ${M}) { return; }`);
+  } else {
+    w.line(`let m0 = wid.y * ${TILE}u;`);
+  }
+  w.line(`let n0 = wid.x * ${TILE}u;`);
+  const mat = g.matrix(batch);
+  w.line(`var acc: array<vec4<f32>, ${BLOCK}>;`);
+  w.block(`for (var k0 = 0u; k0 < ${K}; k0 += ${TK}u)`, () => {
+    w.block(`for (var r = 0u; r < ${(TILE * TK) / (THREADS * THREADS)}u; r++)`, () => {
+      w.line(`let ld = lid + r * ${THREADS * THREADS}u;`);
+      // A: consecutive threads take consecutive k (row-major A reads contiguously); the tile
+      // is stored k-major so the update loop reads a column of A as a row.
+      w.line(`let am = m0 + ld / ${TK}u;`, `let ak = k0 + ld % ${TK}u;`, "var a = 0.0f;");
+      w.block(`if (am < ${M} && ak < ${K})`, () => w.line(`a = ${mat.loadA("am", "ak")};`));
+      w.line(`tileA[ld % ${TK}u * ${TILE}u + ld / ${TK}u] = a;`);
+      w.line(`let bk = k0 + ld / ${TILE}u;`, `let bn = n0 + ld % ${TILE}u;`, "var b = 0.0f;");
+      w.block(`if (bk < ${K} && bn < ${N})`, () => w.line(`b = ${mat.loadB("bk", "bn")};`));
+      w.line("tileB[ld] = b;");
+    });
+    w.line("workgroupBarrier();");
+    w.block(`for (var kk = 0u; kk < ${TK}u; kk++)`, () => {
+      const cols = range(BLOCK).map((j) => `tileB[kk * ${TILE}u + lid3.x${off(j)}]`);
+      w.line(`let bv = vec4(${cols.join(", ")});`);
+      for (const i of range(BLOCK)) w.line(`acc[${i}] += tileA[kk * ${TILE}u + lid3.y${off(i)}] * bv;`);
+    });
+    w.line("workgroupBarrier();");
+  });
+  w.block(`for (var i = 0u; i < ${BLOCK}u; i++)`, () => {
+    w.line(`let sm = m0 + lid3.y + i * ${THREADS}u;`);
+    w.block(`for (var j = 0u; j < ${BLOCK}u; j++)`, () => {
+      w.line(`let sn = n0 + lid3.x + j * ${THREADS}u;`);
+      w.block(`if (sm < ${M} && sn < ${N})`, () => mat.store("sm", "sn", "acc[i][j]"));
+    });
+  });
+  const tile = `array<f32, ${TILE * TK}>`;
+  return kb.finish({
+    what,
+    workgroupSize: [THREADS, THREADS],
+    shared: [`var<workgroup> tileA: ${tile};`, `var<workgroup> tileB: ${tile};`],
+    dispatch: {
+      kind: "grid",
+      x: { size: g.cols, per: TILE },
+      y: { size: g.rows, per: TILE * fold },
+      z: { size: { k: g.batch.k * fold, syms: g.batch.syms }, per: 1 },
+    },
+  });
+}
+
+/** F: how many row-tile ranges share z (see the header); 1 when the batch leaves no room. */
+function foldFactor(rows: Size, batch: Size): number {
+  const f = rows.syms.length ? SYM_FOLD : Math.ceil(rows.k / TILE / MAX_GROUPS);
+  return f > 1 && batch.syms.length === 0 && batch.k * f <= MAX_GROUPS ? f : 1;
+}
+
+const range = (n: number): number[] => [...Array(n).keys()];
+const off = (i: number): string => (i ? ` + ${i * THREADS}u` : "");
+
+/** [..., M, K] × [..., K, N]: the batch index unravels over the output's batch dims and each
+ *  operand reads its broadcast coordinates (size-1 batch dims stay 0). */
+export function matmulKernel(kb: KernelBuilder, what: string): Kernel {
+  const out = kb.node(kb.output);
+  const [ia, ib] = out.inputs;
+  const sa = kb.node(ia).type.shape;
+  const sb = kb.node(ib).type.shape;
+  const batch = out.type.shape.slice(0, -2);
+  const [m, n] = out.type.shape.slice(-2);
+  const [M, N, K] = [kb.dim(m), kb.dim(n), kb.dim(sa[sa.length - 1])];
+  return tiledGemm(kb, what, {
+    rows: sizeOf([m]), cols: sizeOf([n]), batch: sizeOf(batch), M, N, K,
+    matrix: (b) => {
+      const bc = kb.unravel(b, batch, "z");
+      const ca = broadcastCoords(bc, batch, sa.slice(0, -2));
+      const cb = broadcastCoords(bc, batch, sb.slice(0, -2));
+      const row = (r: string) => (b === "0u" ? r : `(${b} * ${M} + ${r})`);
+      return {
+        loadA: (r, k) => kb.value(ia, [...ca, r, k]),
+        loadB: (k, c) => kb.value(ib, [...cb, k, c]),
+        store: (r, c, v) => kb.store(`${row(r)} * ${N} + ${c}`, v),
+      };
+    },
+  });
+}

@@ -1,0 +1,170 @@
+import fc from "fast-check";
+import { describe, expect, test } from "vitest";
+import { compile } from "../../compiler/pipeline.ts";
+import { GraphBuilder } from "../../src/api/builder.ts";
+import { interpret, type HostTensor } from "../../src/interpret.ts";
+import { printGraph } from "../../src/ir/print.ts";
+import type { Graph } from "../../src/ir/types.ts";
+import { Executable, type OutputTensor } from "../../runtime/execute.ts";
+import { runGpu, useGpu } from "../helpers/gpu.ts";
+
+useGpu();
+
+/** Deterministic f32 values in [-1, 1) (mulberry32), exactly representable in f32. */
+function floats(n: number, seed: number): number[] {
+  let s = seed >>> 0;
+  return Array.from({ length: n }, () => {
+    s = (s + 0x6d2b79f5) >>> 0;
+    let t = Math.imul(s ^ (s >>> 15), s | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return Math.fround((((t ^ (t >>> 14)) >>> 0) / 2 ** 32) * 2 - 1);
+  });
+}
+
+const host = (shape: readonly number[], seed: number): HostTensor => ({ shape, data: floats(shape.reduce((a, d) => a * d, 1), seed) });
+
+/** Tolerance. Each output is a dot product of length K of f32 inputs. Summed in f32 in any
+ *  order (tiles, FMA contraction or not), it is within γ_K·Σ|a_i·b_i| of the exact value, with
+ *  γ_K = K·u/(1 − K·u) and u = 2^-24 (Higham, Accuracy and Stability, §3.1); (K+1)·u covers it.
+ *  A per-element bound on Σ|a_i·b_i| (the same graph on |inputs|) rather than on |result| keeps
+ *  it tight where positive and negative products cancel, and an indexing bug is still off by
+ *  whole products, far beyond it. */
+function checkDotBound(graph: Graph, inputs: Readonly<Record<string, HostTensor>>, gpu: Record<string, OutputTensor>, k: number): void {
+  const ref = interpret(graph, inputs);
+  const abs = Object.fromEntries(Object.entries(inputs).map(([n, t]) => [n, { shape: t.shape, data: Array.from(t.data, Math.abs) }]));
+  const mag = interpret(graph, abs);
+  for (const [name, r] of Object.entries(ref)) {
+    expect(gpu[name].shape).toEqual(r.shape);
+    for (let i = 0; i < r.data.length; i++) {
+      const bound = (k + 1) * 2 ** -24 * mag[name].data[i];
+      const err = Math.abs(gpu[name].data[i] - r.data[i]);
+      if (!(err <= bound)) throw new Error(`${name}[${i}]: gpu ${gpu[name].data[i]}, reference ${r.data[i]}, bound ${bound}\n${printGraph(graph)}`);
+    }
+  }
+}
+
+async function expectDotBound(graph: Graph, inputs: Readonly<Record<string, HostTensor>>, k: number): Promise<void> {
+  checkDotBound(graph, inputs, await runGpu(graph, inputs), k);
+}
+
+/** Sizes: 1, odd ones, around one tile (64) and over two (up to 130). */
+const size = fc.oneof(fc.integer({ min: 1, max: 9 }), fc.integer({ min: 60, max: 70 }), fc.integer({ min: 120, max: 130 }));
+
+describe("matmul: infer", () => {
+  test("shapes, broadcast batch dims, symbolic dims", () => {
+    const g = new GraphBuilder();
+    const x = g.input("x", "f32", ["B", 784]);
+    expect(x.matmul(g.input("w", "f32", [784, 500])).type).toEqual({ dtype: "f32", shape: ["B", 500] });
+    expect(g.input("s", "f32", ["B", "T", 16]).matmul(g.input("v", "f32", [16, 8])).shape).toEqual(["B", "T", 8]);
+    expect(g.input("a", "f32", [2, 1, 5, 7]).matmul(g.input("b", "f32", [3, 7, 4])).shape).toEqual([2, 3, 5, 4]);
+    expect(g.input("c", "f32", [6, 7]).matmul(g.input("d", "f32", ["B", 7, 4])).shape).toEqual(["B", 6, 4]);
+    expect(g.input("m", "f32", ["M", "K"]).matmul(g.input("n", "f32", ["K", "N"])).shape).toEqual(["M", "N"]);
+  });
+
+  test("errors name the op, the site and both types", () => {
+    const g = new GraphBuilder();
+    const x = g.input("x", "f32", ["B", 784]);
+    expect(() => x.matmul(g.input("w", "f32", [500, 10]))).toThrow(/^matmul %\d+ @ matmul\.test\.ts:\d+: inner dims differ \(f32\[B,784\] × f32\[500,10\]\)$/);
+    expect(() => x.matmul(g.input("k", "f32", ["K", 10]))).toThrow(/inner dims differ \(f32\[B,784\] × f32\[K,10\]\)/);
+    expect(() => g.input("v", "f32", [784]).matmul(g.input("w2", "f32", [784, 10]))).toThrow(/needs operands of rank ≥ 2; reshape a vector to \[1,K\] or \[K,1\] \(f32\[784\] × f32\[784,10\]\)/);
+    expect(() => x.matmul(g.input("u", "f32", [784]))).toThrow(/needs operands of rank ≥ 2/);
+    expect(() => g.input("a", "f32", [2, 3, 4]).matmul(g.input("b", "f32", [5, 4, 6]))).toThrow(/batch dims do not broadcast \(f32\[2,3,4\] × f32\[5,4,6\]\)/);
+    expect(() => g.input("i", "i32", [2, 3]).matmul(g.input("j", "i32", [3, 2]))).toThrow(/matmul needs f32, got i32/);
+    expect(() => x.matmul(g.input("h", "i32", [784, 10]))).toThrow(/dtypes differ; cast explicitly/);
+  });
+});
+
+describe("matmul on Dawn", () => {
+  test("property: symbolic M, K, N (one pipeline) over 1, odd and multi-tile sizes", async () => {
+    const g = new GraphBuilder();
+    const graph = g.build(g.input("x", "f32", ["M", "K"]).matmul(g.input("w", "f32", ["K", "N"])));
+    expect(compile(graph).kernels).toHaveLength(1);
+    await fc.assert(
+      fc.asyncProperty(size, size, size, fc.nat(), async (m, k, n, seed) => {
+        await expectDotBound(graph, { x: host([m, k], seed), w: host([k, n], seed + 1) }, k);
+      }),
+      { seed: 42, numRuns: 25 },
+    );
+  });
+
+  test("property: static shapes", async () => {
+    await fc.assert(
+      fc.asyncProperty(size, size, size, fc.nat(), async (m, k, n, seed) => {
+        const g = new GraphBuilder();
+        const graph = g.build(g.input("x", "f32", [m, k]).matmul(g.input("w", "f32", [k, n])));
+        await expectDotBound(graph, { x: host([m, k], seed), w: host([k, n], seed + 1) }, k);
+      }),
+      { seed: 42, numRuns: 5 },
+    );
+  });
+
+  // The output's batch dims; each operand keeps a suffix of them with some replaced by 1.
+  const batched = fc.array(fc.integer({ min: 1, max: 3 }), { maxLength: 3 }).chain((ob) =>
+    fc.record({
+      ob: fc.constant(ob),
+      a: fc.tuple(fc.nat(ob.length), fc.array(fc.boolean(), { minLength: ob.length, maxLength: ob.length })),
+      b: fc.tuple(fc.nat(ob.length), fc.array(fc.boolean(), { minLength: ob.length, maxLength: ob.length })),
+      m: fc.integer({ min: 1, max: 70 }), k: fc.integer({ min: 1, max: 70 }), n: fc.integer({ min: 1, max: 70 }), seed: fc.nat(),
+    }));
+  const operandBatch = (ob: number[], [drop, ones]: [number, boolean[]]) => ob.map((d, i) => (ones[i] ? 1 : d)).slice(drop);
+
+  test("property: broadcast batch dims (static batch, symbolic M, K, N)", async () => {
+    await fc.assert(
+      fc.asyncProperty(batched, async ({ ob, a, b, m, k, n, seed }) => {
+        const [ba, bb] = [operandBatch(ob, a), operandBatch(ob, b)];
+        const g = new GraphBuilder();
+        const graph = g.build(g.input("x", "f32", [...ba, "M", "K"]).matmul(g.input("w", "f32", [...bb, "K", "N"])));
+        await expectDotBound(graph, { x: host([...ba, m, k], seed), w: host([...bb, k, n], seed + 1) }, k);
+      }),
+      { seed: 42, numRuns: 10 },
+    );
+  });
+
+  test("a symbolic batch dim runs on the grid's z axis: [B,T,K] × [K,N] and [B,M,K] × [B,K,N]", async () => {
+    const g = new GraphBuilder();
+    const x = g.input("x", "f32", ["B", 5, 33]);
+    const y = g.input("y", "f32", ["B", 33, 70]);
+    const graph = g.build({ shared: x.matmul(g.input("w", "f32", [33, 70])), paired: x.matmul(y) });
+    await expectDotBound(graph, { x: host([3, 5, 33], 1), w: host([33, 70], 2), y: host([3, 33, 70], 3) }, 33);
+  });
+
+  test("property: a transposed operand is a strided load, not a copy", async () => {
+    // xᵀ·w and x·wᵀ, batched and not; all dims symbolic, so one pipeline per graph.
+    const g = new GraphBuilder();
+    const x = g.input("x", "f32", ["K", "M"]);
+    const w = g.input("w", "f32", ["N", "K"]);
+    const bx = g.input("bx", "f32", ["B", "K", "M"]);
+    const graph = g.build({ t: x.transpose().matmul(w.transpose()), tb: bx.transpose().matmul(w.transpose()) });
+    const program = compile(graph);
+    expect(program.kernels).toHaveLength(2);
+    expect(program.buffers.map((b) => b.role)).toEqual(["input", "input", "input", "temp", "temp"]);
+    await fc.assert(
+      fc.asyncProperty(size, size, size, fc.integer({ min: 1, max: 3 }), fc.nat(), async (m, k, n, b, seed) => {
+        await expectDotBound(graph, { x: host([k, m], seed), w: host([n, k], seed + 1), bx: host([b, k, m], seed + 2) }, k);
+      }),
+      { seed: 42, numRuns: 12 },
+    );
+  });
+
+  test("one Executable of x:[B,K] × W:[K,N] serves B = 1, 65 and 200", async () => {
+    const g = new GraphBuilder();
+    const graph = g.build(g.input("x", "f32", ["B", 37]).matmul(g.input("W", "f32", [37, 70])));
+    const program = compile(graph);
+    expect(program.kernels).toHaveLength(1);
+    expect(program.kernels[0].uniforms).toEqual(["B"]);
+    // B reaches the shader only through the uniform: the WGSL (the pipeline key) has no size for it.
+    expect(program.kernels[0].wgsl).toContain("u.B");
+    const exe = await Executable.load(program);
+    try {
+      const W = host([37, 70], 7);
+      for (const b of [1, 65, 200]) {
+        const inputs = { x: host([b, 37], b), W };
+        const got = await exe.run(inputs);
+        expect(got.out.shape).toEqual([b, 70]);
+        checkDotBound(graph, inputs, got, 37);
+      }
+    } finally {
+      exe.dispose();
+    }
+  });
+});
