@@ -19,6 +19,22 @@ describe("codegen", () => {
     await expect(p.kernels[0].wgsl.replace(/@ codegen\.test\.ts:\d+/, "@ codegen.test.ts")).toMatchFileSnapshot("../golden/add-broadcast.wgsl");
   });
 
+  test("golden: tiled matmul with a transposed operand inlined as a strided load", async () => {
+    const g = new GraphBuilder();
+    const x = g.input("x", "f32", ["B", 784]);
+    const w = g.input("w", "f32", [500, 784]);
+    const p = compile(g.build({ y: x.matmul(w.transpose()) }));
+    expect(p.kernels).toHaveLength(1);
+    await expect(p.kernels[0].wgsl.replace(/ @ codegen\.test\.ts:\d+/, "")).toMatchFileSnapshot("../golden/matmul-transposed.wgsl");
+  });
+
+  test("golden: a workgroup-tree reduction over a symbolic batch", async () => {
+    const g = new GraphBuilder();
+    const x = g.input("x", "f32", ["B", 10]);
+    const p = compile(g.build({ y: x.mean([0]) }));
+    await expect(p.kernels[0].wgsl.replace(/ @ codegen\.test\.ts:\d+/, "")).toMatchFileSnapshot("../golden/mean-over-batch.wgsl");
+  });
+
   test("scalar constants are literals, not buffers", () => {
     const g = new GraphBuilder();
     const x = g.input("x", "f32", [4]);
