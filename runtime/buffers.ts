@@ -27,7 +27,7 @@ export function toStorage(dtype: DType, data: ArrayLike<number>, what: string): 
   for (let i = 0; i < data.length; i++) {
     const v = data[i];
     if (!Number.isInteger(v) || v < lo || v > hi) {
-      throw new KilnError(`${what}: element ${i} is ${v}, not a ${dtype}${dtype === "bool" ? " (0 or 1)" : ""}`);
+      throw new KilnError(`${what}: element ${i} is ${v}, not ${dtype === "i32" ? "an" : "a"} ${dtype}${dtype === "bool" ? " (0 or 1)" : ""}`);
     }
   }
   if (dtype === "i32") return data instanceof Int32Array ? data : Int32Array.from(data);

@@ -19,6 +19,8 @@ let handle: GPU | undefined;
 let current: Promise<Gpu> | undefined;
 let lost: string | undefined;
 let uncaptured: string | undefined;
+/** Devices releaseGpu destroyed: work on them fails with an AbortError that explains nothing. */
+const released = new WeakSet<GPUDevice>();
 
 export const SETUP_HINT =
   "WebGPU found no adapter. Kiln runs on Dawn over Vulkan: on Debian bookworm run `bash runtime/setup.sh` " +
@@ -74,7 +76,11 @@ async function open(): Promise<Gpu> {
 export async function releaseGpu(): Promise<void> {
   const g = current;
   current = undefined;
-  if (g) (await g.catch(() => undefined))?.device.destroy();
+  const device = g && (await g.catch(() => undefined))?.device;
+  if (device) {
+    released.add(device);
+    device.destroy();
+  }
   handle = undefined;
 }
 
@@ -92,6 +98,7 @@ const SCOPES: readonly GPUErrorFilter[] = ["validation", "out-of-memory", "inter
 
 /** Run `fn` inside error scopes; a WebGPU error raised by it is thrown as a GpuError naming `what`. */
 export async function checked<T>(gpu: Gpu, what: string, fn: () => T | Promise<T>): Promise<T> {
+  if (released.has(gpu.device)) throw new GpuError(`${what}: the GPU was released (releaseGpu); load the program again`);
   assertHealthy(what);
   for (const s of SCOPES) gpu.device.pushErrorScope(s);
   let result: T | undefined;
@@ -106,6 +113,8 @@ export async function checked<T>(gpu: Gpu, what: string, fn: () => T | Promise<T
     const e = await gpu.device.popErrorScope();
     if (e) errors.push(`${s}: ${e.message}`);
   }
+  // A GpuError thrown inside already explains the scope's error (e.g. WGSL compile messages).
+  if (thrown instanceof GpuError) throw thrown;
   if (errors.length) throw new GpuError(`${what}: ${errors.join("; ")}`);
   if (thrown !== undefined) throw thrown;
   assertHealthy(what);

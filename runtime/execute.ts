@@ -55,7 +55,8 @@ export class Executable {
         if (b.role !== "const") continue;
         const n = program.graph.nodes[b.value] as Node<"const">;
         const data = toStorage(b.dtype, n.attrs.value as readonly number[], describeNode(n.op, n.id, n.site));
-        const buf = createBuffer(g.device, `v${b.value}`, data.byteLength, STORAGE | COPY_DST);
+        // COPY_SRC: constant data may itself be a graph output, copied out like any other.
+        const buf = createBuffer(g.device, `v${b.value}`, data.byteLength, STORAGE | COPY_DST | COPY_SRC);
         g.device.queue.writeBuffer(buf, 0, data);
         exe.consts.set(b.value, buf);
       }
@@ -77,7 +78,7 @@ export class Executable {
       for (const n of graph.nodes) {
         if (n.op !== "input") continue;
         const { name } = (n as Node<"input">).attrs;
-        const data = toStorage(n.type.dtype, inputs[name].data, `input "${name}"`);
+        const data = toStorage(n.type.dtype, inputs[name].data, `input "${name}" ${formatType({ dtype: n.type.dtype, shape: inputs[name].shape })}`);
         const want = bindShape(n.type.shape, env).reduce((a, d) => a * d, 1);
         if (data.length !== want) throw new KilnError(`input "${name}": ${data.length} values for shape [${inputs[name].shape}] (${want} elements)`);
         const buf = arena.buffers.get(n.id); // none when no output depends on this input

@@ -63,6 +63,8 @@ function fixedOut<K extends OpKind>(s: ElementwiseSpec<K> & { out: DType }): OpD
 const I32_MIN = -2147483648;
 const int = (d: DType): boolean => d === "i32" || d === "u32";
 const zero = (ctx: LowerCtx<OpKind>): string => lit(0, ctx.inTypes[0].dtype);
+/** `!(a == b)`, not `a != b`: on Dawn `!=` is false when an operand is NaN (an ordered compare). */
+const notEqual: Expr = ([a, b]) => `(!(${a} == ${b}))`;
 
 // ---- unary ----
 export const neg = elementwise({ name: "neg", arity: 1, dtypes: SIGNED, reference: ([x]) => -x, wgsl: ([x]) => `(-${x})` });
@@ -83,7 +85,8 @@ export const ceil = elementwise({ name: "ceil", arity: 1, dtypes: FLOAT, referen
 export const not = elementwise({ name: "not", arity: 1, dtypes: ["bool"], reference: ([x]) => (x ? 0 : 1), wgsl: ([x]) => `(!${x})` });
 
 /** f32 → int truncates toward zero and clamps to the largest f32-representable value in range,
- *  as WGSL's conversions do; NaN → 0. Int ↔ int reinterprets bits. */
+ *  as WGSL's conversions do. NaN → 0: WGSL leaves it indeterminate (Dawn gives the minimum), so
+ *  the lowering selects 0 where `x == x` fails. Int ↔ int reinterprets bits. */
 function castScalar(x: number, from: DType, to: DType): number {
   if (from === "f32" && int(to)) {
     if (Number.isNaN(x)) return 0;
@@ -105,8 +108,9 @@ export const cast = defineOp({
       const from = c.inTypes[0].dtype;
       const to = c.attrs.dtype;
       if (from === to) return x;
-      if (to === "bool") return `(${x} != ${lit(0, from)})`;
+      if (to === "bool") return notEqual([x, lit(0, from)], c);
       if (from === "bool") return `select(${lit(0, to)}, ${lit(1, to)}, ${x})`;
+      if (from === "f32" && int(to)) return `select(${lit(0, to)}, ${to}(${x}), ${x} == ${x})`;
       return `${to}(${x})`;
     },
   },
@@ -132,11 +136,13 @@ export const div = elementwise({
   },
   wgsl: ([a, b], c) => ({ f32: `(${a} / ${b})`, i32: `kiln_idiv(${a}, ${b})`, u32: `kiln_udiv(${a}, ${b})`, bool: "" })[c.inTypes[0].dtype],
 });
-/** Truncated remainder (the sign of the dividend), as WGSL's %; integer x % 0 is 0. */
+/** Truncated remainder (the sign of the dividend), as WGSL's %; integer x % 0 is 0. For f32,
+ *  WGSL's x − y·trunc(x/y) truncates the f32 quotient: where x/y rounds to an integer in f32
+ *  (e.g. -99.99986 % 9.999987) the result is ≈ 0, not the exact remainder ≈ -9.99998. */
 export const mod = elementwise({
   name: "mod", arity: 2, dtypes: NUMERIC,
   reference: ([a, b], d) => {
-    if (d === "f32") return a - b * Math.trunc(a / b);
+    if (d === "f32") return a - b * Math.trunc(Math.fround(a / b));
     if (b === 0 || (d === "i32" && a === I32_MIN && b === -1)) return 0;
     return a % b;
   },
@@ -146,15 +152,15 @@ export const pow = elementwise({ name: "pow", arity: 2, dtypes: FLOAT, reference
 export const max = elementwise({ name: "max", arity: 2, dtypes: NUMERIC, reference: ([a, b]) => Math.max(a, b), wgsl: ([a, b]) => `max(${a}, ${b})` });
 export const min = elementwise({ name: "min", arity: 2, dtypes: NUMERIC, reference: ([a, b]) => Math.min(a, b), wgsl: ([a, b]) => `min(${a}, ${b})` });
 
-const compare = <K extends OpKind>(name: K, dtypes: readonly DType[], sym: string, f: (a: number, b: number) => boolean) =>
-  fixedOut({ name, arity: 2, dtypes, out: "bool", reference: ([a, b]) => (f(a, b) ? 1 : 0), wgsl: op2(sym) });
+const compare = <K extends OpKind>(name: K, dtypes: readonly DType[], wgsl: Expr, f: (a: number, b: number) => boolean) =>
+  fixedOut({ name, arity: 2, dtypes, out: "bool", reference: ([a, b]) => (f(a, b) ? 1 : 0), wgsl });
 
-export const eq = compare("eq", ANY, "==", (a, b) => a === b);
-export const ne = compare("ne", ANY, "!=", (a, b) => a !== b);
-export const lt = compare("lt", NUMERIC, "<", (a, b) => a < b);
-export const le = compare("le", NUMERIC, "<=", (a, b) => a <= b);
-export const gt = compare("gt", NUMERIC, ">", (a, b) => a > b);
-export const ge = compare("ge", NUMERIC, ">=", (a, b) => a >= b);
+export const eq = compare("eq", ANY, op2("=="), (a, b) => a === b);
+export const ne = compare("ne", ANY, notEqual, (a, b) => a !== b);
+export const lt = compare("lt", NUMERIC, op2("<"), (a, b) => a < b);
+export const le = compare("le", NUMERIC, op2("<="), (a, b) => a <= b);
+export const gt = compare("gt", NUMERIC, op2(">"), (a, b) => a > b);
+export const ge = compare("ge", NUMERIC, op2(">="), (a, b) => a >= b);
 export const and = elementwise({ name: "and", arity: 2, dtypes: ["bool"], reference: ([a, b]) => a && b, wgsl: op2("&&") });
 export const or = elementwise({ name: "or", arity: 2, dtypes: ["bool"], reference: ([a, b]) => a || b, wgsl: op2("||") });
 

@@ -30,9 +30,11 @@ export const WGSL_HELPERS: Readonly<Record<string, string>> = {
   kiln_f32: `fn kiln_f32(bits: u32) -> f32 {
   return bitcast<f32>(bits);
 }`,
-  // WGSL's pow is exp2(y·log2 x): undefined for x < 0 and for 0^0. Match Math.pow instead.
+  // WGSL's pow is exp2(y·log2 x): undefined for x < 0, for 0^0 and for 0^y with y < 0 (lavapipe
+  // gives 0, not inf). Match Math.pow instead.
   kiln_pow: `fn kiln_pow(x: f32, y: f32) -> f32 {
   if (y == 0.0) { return 1.0; }
+  if (x == 0.0 && y < 0.0) { return kiln_f32(0x7f800000u); }
   let m = pow(abs(x), y);
   if (x < 0.0) {
     if (y != floor(y)) { return kiln_f32(0x7fc00000u); }
@@ -40,9 +42,11 @@ export const WGSL_HELPERS: Readonly<Record<string, string>> = {
   }
   return m;
 }`,
-  // tanh(x) = 1 - 2/(exp(2x)+1) saturates cleanly; some drivers' tanh returns NaN for |x| > 88.
+  // Some drivers' tanh returns NaN for |x| > 88; past 15, tanh is ±1 in f32. Not a clamp: that
+  // would turn NaN into -1.
   kiln_tanh: `fn kiln_tanh(x: f32) -> f32 {
-  return tanh(clamp(x, -15.0, 15.0));
+  if (abs(x) > 15.0) { return sign(x); }
+  return tanh(x);
 }`,
   // σ(x) = 1/(1+e^-x), written so neither branch overflows to inf/inf.
   kiln_sigmoid: `fn kiln_sigmoid(x: f32) -> f32 {

@@ -46,7 +46,8 @@ export function mismatch(graph: Graph, gpu: Record<string, OutputTensor>, ref: R
     for (let i = 0; i < r.data.length; i++) {
       const a = g.data[i];
       const b = r.data[i];
-      const ok = Number.isNaN(b) ? Number.isNaN(a) : a === b || Math.abs(a - b) <= tol.atol + tol.rtol * Math.abs(b);
+      // An infinite reference must be met exactly: rtol·|inf| would accept anything.
+      const ok = Number.isNaN(b) ? Number.isNaN(a) : a === b || (Number.isFinite(b) && Math.abs(a - b) <= tol.atol + tol.rtol * Math.abs(b));
       if (!ok) return `output ${name}[${i}]: gpu ${a}, reference ${b}\n${printGraph(graph)}`;
     }
   }
