@@ -5,22 +5,10 @@ import { GraphBuilder } from "../../src/api/builder.ts";
 import { interpret, type HostTensor } from "../../src/interpret.ts";
 import { printGraph } from "../../src/ir/print.ts";
 import type { Graph } from "../../src/ir/types.ts";
+import { host } from "../helpers/data.ts";
 import { runGpu, useGpu } from "../helpers/gpu.ts";
 
 useGpu();
-
-/** Deterministic f32 values in [-1, 1) (mulberry32), exactly representable in f32. */
-function floats(n: number, seed: number): number[] {
-  let s = seed >>> 0;
-  return Array.from({ length: n }, () => {
-    s = (s + 0x6d2b79f5) >>> 0;
-    let t = Math.imul(s ^ (s >>> 15), s | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return Math.fround((((t ^ (t >>> 14)) >>> 0) / 2 ** 32) * 2 - 1);
-  });
-}
-
-const host = (shape: readonly number[], seed: number): HostTensor => ({ shape, data: floats(shape.reduce((a, d) => a * d, 1), seed) });
 
 /** Tolerance, per output, in units u = 2^-24 of Σ|terms| (the same graph on |inputs|):
  *  - conv2d: a dot product of K = KH·KW·Cin f32 products (padding adds exact zeros); in any
