@@ -37,6 +37,22 @@ export class GraphBuilder {
     return this.nodes[id].type;
   }
 
+  node(id: ValueId): Node {
+    return this.nodes[id];
+  }
+
+  tensor(id: ValueId): Tensor {
+    if (!this.nodes[id]) throw new KilnError(`no value %${id} in this graph`);
+    return new Tensor(this, id);
+  }
+
+  /** A builder that continues `graph`: its nodes keep their ids, new ones follow. */
+  static from(graph: Graph): GraphBuilder {
+    const b = new GraphBuilder();
+    b.nodes.push(...graph.nodes);
+    return b;
+  }
+
   input(name: string, dtype: DType, shape: Shape): Tensor {
     if (this.nodes.some((n) => n.op === "input" && (n.attrs as OpAttrs["input"]).name === name)) {
       throw new KilnError(`input "${name}" is declared twice`);
@@ -112,6 +128,8 @@ export class Tensor {
   ceil() { return this.un("ceil"); }
   not() { return this.un("not"); }
   cast(dtype: DType) { return this.builder.add("cast", [this], { dtype }); }
+  /** The same value, through which no gradient flows. */
+  stopGradient() { return this.un("stop_gradient"); }
 
   add(o: Operand) { return this.bin("add", o); }
   sub(o: Operand) { return this.bin("sub", o); }
@@ -141,6 +159,14 @@ export class Tensor {
   min(axes?: number | readonly number[], keepdims = false) { return this.builder.add("reduce_min", [this], { axes: this.axes(axes), keepdims }); }
   argmax(axis = -1, keepdims = false) { return this.builder.add("argmax", [this], { axis: normAxis(axis, this.rank) ?? axis, keepdims }); }
 
+  /** Undo numpy broadcasting: sum over the axes that broadcasting to this shape added or
+   *  stretched from 1, so the result has `shape`. */
+  sumTo(shape: Shape) {
+    const lead = this.rank - shape.length;
+    const axes = this.shape.map((_, a) => a).filter((a) => a < lead || (shape[a - lead] === 1 && this.shape[a] !== 1));
+    const summed = axes.length ? this.sum(axes, true) : this;
+    return lead > 0 || summed.rank !== shape.length ? summed.reshape(shape) : summed;
+  }
   reshape(shape: Shape) { return this.builder.add("reshape", [this], { shape: [...shape] }); }
   permute(perm: readonly number[]) { return this.builder.add("permute", [this], { perm: perm.map((a) => normAxis(a, this.rank) ?? a) }); }
   /** Swap the last two axes (a matrix transpose, batched). */

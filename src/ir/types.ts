@@ -44,6 +44,8 @@ export interface OpAttrs {
   neg: None; abs: None; sign: None; exp: None; log: None; sqrt: None; rsqrt: None; recip: None;
   sin: None; cos: None; tanh: None; sigmoid: None; relu: None; floor: None; ceil: None; not: None;
   cast: { readonly dtype: DType };
+  /** The identity whose gradient is zero. */
+  stop_gradient: None;
   // elementwise binary (numpy broadcasting)
   add: None; sub: None; mul: None; div: None; mod: None; pow: None; max: None; min: None;
   eq: None; ne: None; lt: None; le: None; gt: None; ge: None; and: None; or: None;

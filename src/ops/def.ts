@@ -5,6 +5,7 @@ import { ShapeError } from "../ir/errors.ts";
 import { formatType } from "../ir/shape.ts";
 import type { DType, Dim, OpAttrs, OpKind, TensorType } from "../ir/types.ts";
 import type { Tensor64 } from "./tensor64.ts";
+import type { Tensor } from "../api/builder.ts";
 
 /** The kinds of attribute value; the verifier and the text parser check attributes against them. */
 export type AttrKind =
@@ -56,7 +57,19 @@ export interface OpDef<K extends OpKind> {
   /** float64 oracle on concrete values. `out` is the inferred type with dims bound. */
   readonly reference: (ins: readonly Tensor64[], attrs: OpAttrs[K], out: ConcreteType) => Tensor64;
   readonly lower: Lowering<K> | ((attrs: OpAttrs[K]) => Lowering<K>);
+  /** Vector-Jacobian product: the cotangent of each input, built as new nodes, given the
+   *  output's cotangent `g`; undefined where an input gets none (integer inputs, indices,
+   *  zero derivatives). An op with float inputs and no rule cannot be differentiated. */
+  readonly vjp?: Vjp<K>;
 }
+
+export interface VjpCtx<K extends OpKind> {
+  readonly g: Tensor;
+  readonly ins: readonly Tensor[];
+  readonly out: Tensor;
+  readonly attrs: OpAttrs[K];
+}
+export type Vjp<K extends OpKind> = (ctx: VjpCtx<K>) => readonly (Tensor | undefined)[];
 
 export interface ConcreteType {
   readonly dtype: DType;

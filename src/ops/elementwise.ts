@@ -116,6 +116,16 @@ export const cast = defineOp({
   },
 });
 
+export const stopGradient = defineOp({
+  name: "stop_gradient",
+  arity: 1,
+  attrs: {},
+  infer: ([x]) => x,
+  reference: (ins, _a, out) => mapBroadcast(ins, out, ([x]) => x),
+  lower: { kind: "elementwise", expr: ([x]) => x },
+  vjp: () => [undefined],
+});
+
 // ---- binary ----
 const op2 = (sym: string): Expr => ([a, b]) => `(${a} ${sym} ${b})`;
 

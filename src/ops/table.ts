@@ -12,7 +12,7 @@ export const OPS: { readonly [K in OpKind]: OpDef<K> } = {
   input: src.input, const: src.constant, iota: src.iota, random: src.random,
   neg: ew.neg, abs: ew.abs, sign: ew.sign, exp: ew.exp, log: ew.log, sqrt: ew.sqrt, rsqrt: ew.rsqrt,
   recip: ew.recip, sin: ew.sin, cos: ew.cos, tanh: ew.tanh, sigmoid: ew.sigmoid, relu: ew.relu,
-  floor: ew.floor, ceil: ew.ceil, not: ew.not, cast: ew.cast,
+  floor: ew.floor, ceil: ew.ceil, not: ew.not, cast: ew.cast, stop_gradient: ew.stopGradient,
   add: ew.add, sub: ew.sub, mul: ew.mul, div: ew.div, mod: ew.mod, pow: ew.pow, max: ew.max, min: ew.min,
   eq: ew.eq, ne: ew.ne, lt: ew.lt, le: ew.le, gt: ew.gt, ge: ew.ge, and: ew.and, or: ew.or,
   select: ew.select,
