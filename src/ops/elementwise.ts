@@ -1,15 +1,20 @@
 /** Elementwise primitives: unary math, binary arithmetic and comparisons with numpy
  *  broadcasting, select, cast. Each is a scalar reference plus a scalar WGSL expression; the
  *  shape rule, the broadcasting loop and the kernel around them are shared. Inputs of one op
- *  share a dtype: Kiln never promotes implicitly (cast says what you mean). */
+ *  share a dtype: Kiln never promotes implicitly (cast says what you mean).
+ *
+ *  Gradient rules: binary ops and select sum each cotangent back to its input's shape
+ *  (`sumTo` undoes the broadcast). Comparisons, and, or, not have no rule: their bool outputs
+ *  never carry a cotangent, so grad never asks (a comparison of f32 values contributes zero). */
 import { broadcastShapes, formatType } from "../ir/shape.ts";
 import type { DType, OpKind, TensorType } from "../ir/types.ts";
 import {
   ANY, defineOp, fail, FLOAT, NUMERIC, requireDtype, SIGNED,
-  type LowerCtx, type OpDef,
+  type LowerCtx, type OpDef, type Vjp,
 } from "./def.ts";
 import { lit } from "./wgsl.ts";
 import { broadcastAt, forEachIndex, tensor64, wrap, type Tensor64 } from "./tensor64.ts";
+import type { Tensor } from "../api/builder.ts";
 
 type Scalar = (args: readonly number[], dtype: DType) => number;
 type Expr = (args: readonly string[], ctx: LowerCtx<OpKind>) => string;
@@ -41,6 +46,7 @@ interface ElementwiseSpec<K extends OpKind> {
   out?: DType;
   reference: Scalar;
   wgsl: Expr;
+  vjp?: Vjp<K>;
 }
 
 function elementwise<K extends OpKind>(s: ElementwiseSpec<K>): OpDef<K> {
@@ -51,6 +57,7 @@ function elementwise<K extends OpKind>(s: ElementwiseSpec<K>): OpDef<K> {
     infer: (ins) => broadcastType(ins, s.out ?? requireDtype(ins, s.dtypes, s.name)),
     reference: (ins, _attrs, out) => mapBroadcast(ins, out, s.reference),
     lower: { kind: "elementwise", expr: s.wgsl },
+    vjp: s.vjp,
   });
 }
 
@@ -65,23 +72,72 @@ const int = (d: DType): boolean => d === "i32" || d === "u32";
 const zero = (ctx: LowerCtx<OpKind>): string => lit(0, ctx.inTypes[0].dtype);
 /** `!(a == b)`, not `a != b`: on Dawn `!=` is false when an operand is NaN (an ordered compare). */
 const notEqual: Expr = ([a, b]) => `(!(${a} == ${b}))`;
+/** 1 − t, for derivative formulas. */
+const oneMinus = (t: Tensor): Tensor => t.builder.constant(1).sub(t);
+/** Piecewise constant (sign, floor, ceil): the derivative is zero wherever it exists. */
+const piecewiseConstant = (): [undefined] => [undefined];
 
 // ---- unary ----
-export const neg = elementwise({ name: "neg", arity: 1, dtypes: SIGNED, reference: ([x]) => -x, wgsl: ([x]) => `(-${x})` });
-export const abs = elementwise({ name: "abs", arity: 1, dtypes: SIGNED, reference: ([x]) => Math.abs(x), wgsl: ([x]) => `abs(${x})` });
-export const sign = elementwise({ name: "sign", arity: 1, dtypes: SIGNED, reference: ([x]) => Math.sign(x), wgsl: ([x]) => `sign(${x})` });
-export const exp = elementwise({ name: "exp", arity: 1, dtypes: FLOAT, reference: ([x]) => Math.exp(x), wgsl: ([x]) => `exp(${x})` });
-export const log = elementwise({ name: "log", arity: 1, dtypes: FLOAT, reference: ([x]) => Math.log(x), wgsl: ([x]) => `log(${x})` });
-export const sqrt = elementwise({ name: "sqrt", arity: 1, dtypes: FLOAT, reference: ([x]) => Math.sqrt(x), wgsl: ([x]) => `sqrt(${x})` });
-export const rsqrt = elementwise({ name: "rsqrt", arity: 1, dtypes: FLOAT, reference: ([x]) => 1 / Math.sqrt(x), wgsl: ([x]) => `inverseSqrt(${x})` });
-export const recip = elementwise({ name: "recip", arity: 1, dtypes: FLOAT, reference: ([x]) => 1 / x, wgsl: ([x]) => `(1.0 / ${x})` });
-export const sin = elementwise({ name: "sin", arity: 1, dtypes: FLOAT, reference: ([x]) => Math.sin(x), wgsl: ([x]) => `sin(${x})` });
-export const cos = elementwise({ name: "cos", arity: 1, dtypes: FLOAT, reference: ([x]) => Math.cos(x), wgsl: ([x]) => `cos(${x})` });
-export const tanh = elementwise({ name: "tanh", arity: 1, dtypes: FLOAT, reference: ([x]) => Math.tanh(x), wgsl: ([x]) => `kiln_tanh(${x})` });
-export const sigmoid = elementwise({ name: "sigmoid", arity: 1, dtypes: FLOAT, reference: ([x]) => 1 / (1 + Math.exp(-x)), wgsl: ([x]) => `kiln_sigmoid(${x})` });
-export const relu = elementwise({ name: "relu", arity: 1, dtypes: SIGNED, reference: ([x]) => Math.max(x, 0), wgsl: ([x], c) => `max(${x}, ${zero(c)})` });
-export const floor = elementwise({ name: "floor", arity: 1, dtypes: FLOAT, reference: ([x]) => Math.floor(x), wgsl: ([x]) => `floor(${x})` });
-export const ceil = elementwise({ name: "ceil", arity: 1, dtypes: FLOAT, reference: ([x]) => Math.ceil(x), wgsl: ([x]) => `ceil(${x})` });
+export const neg = elementwise({
+  name: "neg", arity: 1, dtypes: SIGNED, reference: ([x]) => -x, wgsl: ([x]) => `(-${x})`,
+  vjp: ({ g }) => [g.neg()],
+});
+export const abs = elementwise({
+  name: "abs", arity: 1, dtypes: SIGNED, reference: ([x]) => Math.abs(x), wgsl: ([x]) => `abs(${x})`,
+  vjp: ({ g, ins: [x] }) => [g.mul(x.sign())], // d|x| = sign x (0 at the kink)
+});
+export const sign = elementwise({
+  name: "sign", arity: 1, dtypes: SIGNED, reference: ([x]) => Math.sign(x), wgsl: ([x]) => `sign(${x})`,
+  vjp: piecewiseConstant,
+});
+export const exp = elementwise({
+  name: "exp", arity: 1, dtypes: FLOAT, reference: ([x]) => Math.exp(x), wgsl: ([x]) => `exp(${x})`,
+  vjp: ({ g, out }) => [g.mul(out)],
+});
+export const log = elementwise({
+  name: "log", arity: 1, dtypes: FLOAT, reference: ([x]) => Math.log(x), wgsl: ([x]) => `log(${x})`,
+  vjp: ({ g, ins: [x] }) => [g.div(x)],
+});
+export const sqrt = elementwise({
+  name: "sqrt", arity: 1, dtypes: FLOAT, reference: ([x]) => Math.sqrt(x), wgsl: ([x]) => `sqrt(${x})`,
+  vjp: ({ g, out }) => [g.div(out.mul(2))], // d√x = 1 / 2√x
+});
+export const rsqrt = elementwise({
+  name: "rsqrt", arity: 1, dtypes: FLOAT, reference: ([x]) => 1 / Math.sqrt(x), wgsl: ([x]) => `inverseSqrt(${x})`,
+  vjp: ({ g, out }) => [g.mul(out.mul(out).mul(out)).mul(-0.5)], // d x^-½ = −½·x^-3/2 = −½·out³
+});
+export const recip = elementwise({
+  name: "recip", arity: 1, dtypes: FLOAT, reference: ([x]) => 1 / x, wgsl: ([x]) => `(1.0 / ${x})`,
+  vjp: ({ g, out }) => [g.mul(out.mul(out)).neg()], // d 1/x = −1/x² = −out²
+});
+export const sin = elementwise({
+  name: "sin", arity: 1, dtypes: FLOAT, reference: ([x]) => Math.sin(x), wgsl: ([x]) => `sin(${x})`,
+  vjp: ({ g, ins: [x] }) => [g.mul(x.cos())],
+});
+export const cos = elementwise({
+  name: "cos", arity: 1, dtypes: FLOAT, reference: ([x]) => Math.cos(x), wgsl: ([x]) => `cos(${x})`,
+  vjp: ({ g, ins: [x] }) => [g.mul(x.sin()).neg()],
+});
+export const tanh = elementwise({
+  name: "tanh", arity: 1, dtypes: FLOAT, reference: ([x]) => Math.tanh(x), wgsl: ([x]) => `kiln_tanh(${x})`,
+  vjp: ({ g, out }) => [g.mul(oneMinus(out.mul(out)))], // d tanh = 1 − tanh²
+});
+export const sigmoid = elementwise({
+  name: "sigmoid", arity: 1, dtypes: FLOAT, reference: ([x]) => 1 / (1 + Math.exp(-x)), wgsl: ([x]) => `kiln_sigmoid(${x})`,
+  vjp: ({ g, out }) => [g.mul(out.mul(oneMinus(out)))], // d σ = σ·(1 − σ)
+});
+export const relu = elementwise({
+  name: "relu", arity: 1, dtypes: SIGNED, reference: ([x]) => Math.max(x, 0), wgsl: ([x], c) => `max(${x}, ${zero(c)})`,
+  vjp: ({ g, ins: [x] }) => [x.gt(0).select(g, 0)], // 1 where x > 0; 0 at the kink and below
+});
+export const floor = elementwise({
+  name: "floor", arity: 1, dtypes: FLOAT, reference: ([x]) => Math.floor(x), wgsl: ([x]) => `floor(${x})`,
+  vjp: piecewiseConstant,
+});
+export const ceil = elementwise({
+  name: "ceil", arity: 1, dtypes: FLOAT, reference: ([x]) => Math.ceil(x), wgsl: ([x]) => `ceil(${x})`,
+  vjp: piecewiseConstant,
+});
 export const not = elementwise({ name: "not", arity: 1, dtypes: ["bool"], reference: ([x]) => (x ? 0 : 1), wgsl: ([x]) => `(!${x})` });
 
 /** f32 → int truncates toward zero and clamps to the largest f32-representable value in range,
@@ -102,6 +158,9 @@ export const cast = defineOp({
   attrs: { dtype: "dtype" },
   infer: ([x], a) => ({ dtype: a.dtype, shape: x.shape }),
   reference: (ins, a, out) => mapBroadcast(ins, out, ([x], from) => castScalar(x, from, a.dtype)),
+  // Only f32 → f32 gets here (the identity): grad gives cotangents only to f32 values and asks
+  // rules only for f32 inputs, so a cast to or from another dtype passes no gradient.
+  vjp: ({ g }) => [g],
   lower: {
     kind: "elementwise",
     expr: ([x], c) => {
@@ -129,12 +188,19 @@ export const stopGradient = defineOp({
 // ---- binary ----
 const op2 = (sym: string): Expr => ([a, b]) => `(${a} ${sym} ${b})`;
 
-export const add = elementwise({ name: "add", arity: 2, dtypes: NUMERIC, reference: ([a, b]) => a + b, wgsl: op2("+") });
-export const sub = elementwise({ name: "sub", arity: 2, dtypes: NUMERIC, reference: ([a, b]) => a - b, wgsl: op2("-") });
+export const add = elementwise({
+  name: "add", arity: 2, dtypes: NUMERIC, reference: ([a, b]) => a + b, wgsl: op2("+"),
+  vjp: ({ g, ins: [a, b] }) => [g.sumTo(a.shape), g.sumTo(b.shape)],
+});
+export const sub = elementwise({
+  name: "sub", arity: 2, dtypes: NUMERIC, reference: ([a, b]) => a - b, wgsl: op2("-"),
+  vjp: ({ g, ins: [a, b] }) => [g.sumTo(a.shape), g.neg().sumTo(b.shape)],
+});
 export const mul = elementwise({
   name: "mul", arity: 2, dtypes: NUMERIC,
   reference: ([a, b], d) => (int(d) ? Math.imul(a, b) : a * b),
   wgsl: op2("*"),
+  vjp: ({ g, ins: [a, b] }) => [g.mul(b).sumTo(a.shape), g.mul(a).sumTo(b.shape)],
 });
 /** Integer ÷0 gives the dividend, as WGSL defines it; i32 MIN ÷ -1 gives MIN. */
 export const div = elementwise({
@@ -145,6 +211,8 @@ export const div = elementwise({
     return Math.trunc(a / b);
   },
   wgsl: ([a, b], c) => ({ f32: `(${a} / ${b})`, i32: `kiln_idiv(${a}, ${b})`, u32: `kiln_udiv(${a}, ${b})`, bool: "" })[c.inTypes[0].dtype],
+  // ∂b = −g·a/b² = −g·out/b
+  vjp: ({ g, ins: [a, b], out }) => [g.div(b).sumTo(a.shape), g.mul(out).div(b).neg().sumTo(b.shape)],
 });
 /** Truncated remainder (the sign of the dividend), as WGSL's %; integer x % 0 is 0. For f32,
  *  WGSL's x − y·trunc(x/y) truncates the f32 quotient: where x/y rounds to an integer in f32
@@ -157,10 +225,39 @@ export const mod = elementwise({
     return a % b;
   },
   wgsl: ([a, b], c) => ({ f32: `(${a} % ${b})`, i32: `kiln_imod(${a}, ${b})`, u32: `kiln_umod(${a}, ${b})`, bool: "" })[c.inTypes[0].dtype],
+  // a % b = a − b·trunc(a/b), trunc piecewise constant: ∂a = g, ∂b = −g·trunc(a/b), with
+  // trunc q = sign q · floor |q|. (At integer quotients the remainder jumps: no derivative.)
+  vjp: ({ g, ins: [a, b] }) => {
+    const q = a.div(b);
+    return [g.sumTo(a.shape), g.mul(q.sign().mul(q.abs().floor())).neg().sumTo(b.shape)];
+  },
 });
-export const pow = elementwise({ name: "pow", arity: 2, dtypes: FLOAT, reference: ([a, b]) => Math.pow(a, b), wgsl: ([a, b]) => `kiln_pow(${a}, ${b})` });
-export const max = elementwise({ name: "max", arity: 2, dtypes: NUMERIC, reference: ([a, b]) => Math.max(a, b), wgsl: ([a, b]) => `max(${a}, ${b})` });
-export const min = elementwise({ name: "min", arity: 2, dtypes: NUMERIC, reference: ([a, b]) => Math.min(a, b), wgsl: ([a, b]) => `min(${a}, ${b})` });
+/** ∂a = g·b·a^(b−1). ∂b = g·out·ln a where a > 0, else 0: a < 0 has a power only at integer b
+ *  (no derivative in b), and 0^b is constant for b > 0. Selecting a's stand-in 1 before the log
+ *  keeps NaN out of the unselected lanes, of this rule and of grad of grad (log's rule g/x). */
+export const pow = elementwise({
+  name: "pow", arity: 2, dtypes: FLOAT, reference: ([a, b]) => Math.pow(a, b), wgsl: ([a, b]) => `kiln_pow(${a}, ${b})`,
+  vjp: ({ g, ins: [a, b], out }) => {
+    const positive = a.gt(0);
+    const lnA = positive.select(a, 1).log();
+    return [g.mul(b).mul(a.pow(b.sub(1))).sumTo(a.shape), positive.select(g.mul(out).mul(lnA), 0).sumTo(b.shape)];
+  },
+});
+/** The larger (smaller) input gets g; at a tie each gets g/2, so the two still sum to g (as
+ *  for max(x, x) = x) and neither side's one-sided derivative is favoured. */
+const extremum = (wins: (a: Tensor, b: Tensor) => Tensor): Vjp<"max" | "min"> => ({ g, ins: [a, b] }) => {
+  const share = wins(a, b).select(1, a.eq(b).select(0.5, 0));
+  const ga = g.mul(share);
+  return [ga.sumTo(a.shape), g.sub(ga).sumTo(b.shape)];
+};
+export const max = elementwise({
+  name: "max", arity: 2, dtypes: NUMERIC, reference: ([a, b]) => Math.max(a, b), wgsl: ([a, b]) => `max(${a}, ${b})`,
+  vjp: extremum((a, b) => a.gt(b)),
+});
+export const min = elementwise({
+  name: "min", arity: 2, dtypes: NUMERIC, reference: ([a, b]) => Math.min(a, b), wgsl: ([a, b]) => `min(${a}, ${b})`,
+  vjp: extremum((a, b) => a.lt(b)),
+});
 
 const compare = <K extends OpKind>(name: K, dtypes: readonly DType[], wgsl: Expr, f: (a: number, b: number) => boolean) =>
   fixedOut({ name, arity: 2, dtypes, out: "bool", reference: ([a, b]) => (f(a, b) ? 1 : 0), wgsl });
@@ -192,4 +289,6 @@ export const select = defineOp({
     return r;
   },
   lower: { kind: "elementwise", expr: ([c, a, b]) => `select(${b}, ${a}, ${c})` },
+  // The condition gets no cotangent; each branch gets g where it was chosen.
+  vjp: ({ g, ins: [c, a, b] }) => [undefined, c.select(g, 0).sumTo(a.shape), c.select(0, g).sumTo(b.shape)],
 });
