@@ -1,8 +1,8 @@
 /** Composites: graph functions over primitives, not new kernels. Their gradients come from the
  *  primitives' rules; fusion makes them as fast as a hand-written kernel would be. */
 import { KilnError } from "../ir/errors.ts";
-import { normAxis } from "../ir/shape.ts";
-import type { DType } from "../ir/types.ts";
+import { formatType, isValidDim, normAxis, shapeEq } from "../ir/shape.ts";
+import type { DType, Dim } from "../ir/types.ts";
 import type { Tensor } from "./builder.ts";
 
 const axisOf = (x: Tensor, axis: number): number => {
@@ -11,24 +11,29 @@ const axisOf = (x: Tensor, axis: number): number => {
   return a;
 };
 
+/** The max over `axes` (kept), through which no gradient flows. The shift by it below cancels
+ *  mathematically, so its gradient terms sum to zero: stopping them keeps the backward graph
+ *  small and exact, as JAX does. */
+const shift = (x: Tensor, axes: number | readonly number[]): Tensor => x.max(axes, true).stopGradient();
+
 /** Subtracting the row max first keeps exp from overflowing: softmax(x) = softmax(x − max x). */
 export function softmax(x: Tensor, axis = -1): Tensor {
   const a = axisOf(x, axis);
-  const e = x.sub(x.max(a, true)).exp();
+  const e = x.sub(shift(x, a)).exp();
   return e.div(e.sum(a, true));
 }
 
 /** log softmax(x) = (x − m) − log Σ exp(x − m), m = max x: no exp overflow, no log(0). */
 export function logSoftmax(x: Tensor, axis = -1): Tensor {
   const a = axisOf(x, axis);
-  const z = x.sub(x.max(a, true));
+  const z = x.sub(shift(x, a));
   return z.sub(z.exp().sum(a, true).log());
 }
 
 /** log Σ exp(x) = m + log Σ exp(x − m), m = max x. */
 export function logsumexp(x: Tensor, axes: number | readonly number[] = -1, keepdims = false): Tensor {
   const list = (typeof axes === "number" ? [axes] : axes).map((a) => axisOf(x, a));
-  const m = x.max(list, true);
+  const m = shift(x, list);
   const r = x.sub(m).exp().sum(list, true).log().add(m);
   return keepdims ? r : r.reshape(x.shape.filter((_, i) => !list.includes(i)));
 }
@@ -49,12 +54,55 @@ export function maxout(x: Tensor, pieces: number): Tensor {
 }
 
 /** oneHot(indices, depth): [...S] i32 → [...S, depth], 1 where the new axis's position equals
- *  the index, else 0; an index outside 0..depth-1 gives a row of zeros. An iota compared with
- *  the indices expanded along the new axis, then cast: no primitive of its own. */
-export function oneHot(indices: Tensor, depth: number, dtype: DType = "f32"): Tensor {
+ *  the index, else 0; an index outside 0..depth-1 gives a row of zeros. The depth may be a
+ *  symbolic dim. An iota compared with the indices expanded along the new axis, then cast: no
+ *  primitive of its own. */
+export function oneHot(indices: Tensor, depth: Dim, dtype: DType = "f32"): Tensor {
   if (indices.dtype !== "i32") throw new KilnError(`oneHot: indices must be i32, got ${indices.dtype}`);
-  if (!Number.isInteger(depth) || depth < 1) throw new KilnError(`oneHot: depth must be a positive integer, got ${depth}`);
+  if (!isValidDim(depth) || depth === 0) throw new KilnError(`oneHot: depth must be a positive integer, got ${JSON.stringify(depth)} (or a symbolic dim such as "V")`);
   const shape = [...indices.shape, depth];
   const positions = indices.builder.iota(shape, indices.rank, "i32");
   return positions.eq(indices.reshape([...indices.shape, 1]).expand(shape)).cast(dtype);
+}
+
+// ---- losses: scalars, the mean over examples ----
+
+function sameShape(what: string, a: Tensor, b: Tensor): void {
+  if (!shapeEq(a.shape, b.shape)) throw new KilnError(`${what}: shapes differ (${formatType(a.type)} vs ${formatType(b.type)})`);
+}
+
+/** Cross-entropy of softmax(logits) against `labels`, a probability distribution along `axis`
+ *  of logits' shape: the mean over the other axes of −Σ labels · logSoftmax(logits). Its gradient
+ *  is softmax(logits) − labels, per example, over the mean's count. */
+export function softmaxCrossEntropy(logits: Tensor, labels: Tensor, axis = -1): Tensor {
+  sameShape("softmaxCrossEntropy", logits, labels);
+  const a = axisOf(logits, axis);
+  return labels.mul(logSoftmax(logits, a)).sum(a).neg().mean();
+}
+
+/** softmaxCrossEntropy with the labels as i32 class indices, of logits' shape without the last
+ *  axis. An index outside 0..C−1 adds 0 to the sum and gets no gradient. */
+export function sparseSoftmaxCrossEntropy(logits: Tensor, labels: Tensor): Tensor {
+  if (logits.rank === 0 || labels.dtype !== "i32" || !shapeEq(labels.shape, logits.shape.slice(0, -1))) {
+    throw new KilnError(`sparseSoftmaxCrossEntropy: needs i32 labels of the logits' shape without the last axis (logits ${formatType(logits.type)}, labels ${formatType(labels.type)})`);
+  }
+  return softmaxCrossEntropy(logits, oneHot(labels, logits.shape[logits.rank - 1]));
+}
+
+/** Binary cross-entropy of sigmoid(z) against labels y in [0, 1], stable for any |z|:
+ *      mean( max(z, 0) − z·y + log(1 + exp(−|z|)) )
+ *  with max(z, 0) = z·p and |z| = z·(2p − 1), p = [z ≥ 0] (no gradient of its own): the kinks of
+ *  max and abs at 0 then cancel exactly, and the gradient is sigmoid(z) − y everywhere, z = 0 too. */
+export function sigmoidBinaryCrossEntropy(logits: Tensor, labels: Tensor): Tensor {
+  sameShape("sigmoidBinaryCrossEntropy", logits, labels);
+  const p = logits.ge(0).cast("f32");
+  const absZ = logits.mul(p.mul(2).sub(1));
+  return logits.mul(p).sub(logits.mul(labels)).add(absZ.neg().exp().add(1).log()).mean();
+}
+
+/** Mean squared error. The shapes must match: a broadcast ([B,1] against [B]) is a classic bug. */
+export function mse(pred: Tensor, target: Tensor): Tensor {
+  sameShape("mse", pred, target);
+  const d = pred.sub(target);
+  return d.mul(d).mean();
 }

@@ -5,9 +5,11 @@
  *  Lowerings never read out of bounds: where an output element has no source (pad, gather's
  *  bad index) or a branch is not taken (concat), the read is clamped into range and a select
  *  picks the right value, since WGSL's select evaluates both sides. */
+import type { Tensor } from "../api/builder.ts";
+import { oneHot } from "../api/composites.ts";
 import { formatShape, formatSize, isStatic, isValidDim, normAxis, sizeEq, sizeOf, strides } from "../ir/shape.ts";
 import type { DType, Dim, Shape, TensorType } from "../ir/types.ts";
-import { defineOp, fail, type ConcreteType, type IndexCtx } from "./def.ts";
+import { defineOp, fail, type ConcreteType, type IndexCtx, type VjpCtx } from "./def.ts";
 import { forEachIndex, tensor64, type Tensor64 } from "./tensor64.ts";
 import { lit } from "./wgsl.ts";
 
@@ -65,6 +67,7 @@ export const reshape = defineOp({
     kind: "index",
     expr: (c) => c.at(0, c.unravel(c.linear(c.out, c.type.shape), c.inTypes[0].shape)),
   },
+  vjp: ({ g, ins: [x] }) => [g.reshape(x.shape)],
 });
 
 /** Output axis k is input axis perm[k]. */
@@ -96,6 +99,8 @@ export const permute = defineOp({
       return c.at(0, src);
     },
   },
+  // The inverse permutation: x's axis j is g's axis perm.indexOf(j).
+  vjp: ({ g, attrs: { perm } }) => [g.permute(perm.map((_, k) => perm.indexOf(k)))],
 });
 
 /** numpy broadcasting to `shape`: new axes on the left, size-1 axes stretched. */
@@ -127,6 +132,7 @@ export const expand = defineOp({
       return c.at(0, inShape.map((d, ax) => (d === 1 ? "0u" : c.out[ax + off])));
     },
   },
+  vjp: ({ g, ins: [x] }) => [g.sumTo(x.shape)],
 });
 
 /** Per axis: begin, begin+stride, … below end. A symbolic axis can only be kept whole. */
@@ -168,7 +174,32 @@ export const slice = defineOp({
         return b === 0 ? scaled : `(${b}u + ${scaled})`;
       })),
   },
+  vjp: sliceVjp,
 });
+
+/** The cotangent scatters g into zeros at the sliced positions: on a strided axis, s − 1 zeros
+ *  after each element (the last one's trimmed), then zero padding around the taken span.
+ *      x[0:7:3] of f32[8]: g = [a, b, c] → [a,0,0,b,0,0,c] → pad 0 before, 1 after
+ *  Symbolic axes are kept whole, and strided ones are static: the shape rule allows no other. */
+function sliceVjp({ g, ins: [x], attrs: { begin, stride } }: VjpCtx<"slice">): [Tensor] {
+  let t = g;
+  stride.forEach((s, ax) => {
+    if (s > 1 && (g.shape[ax] as number) > 1) t = interleaveZeros(t, ax, s);
+  });
+  return [t.pad(begin, x.shape.map((d, ax) => (typeof d === "number" ? d - begin[ax] - (t.shape[ax] as number) : 0)))];
+}
+
+/** s − 1 zeros after each element of static axis `ax`, none after the last: n → (n − 1)·s + 1. */
+function interleaveZeros(t: Tensor, ax: number, s: number): Tensor {
+  const shape = t.shape;
+  const n = shape[ax] as number;
+  const zeros = shape.map(() => 0);
+  const spread = t
+    .reshape([...shape.slice(0, ax + 1), 1, ...shape.slice(ax + 1)])
+    .pad([...zeros, 0], [...zeros.slice(0, ax + 1), s - 1, ...zeros.slice(ax + 1)])
+    .reshape(shape.map((d, k) => (k === ax ? n * s : d)));
+  return spread.slice(zeros, shape.map((d, k) => (k === ax ? (n - 1) * s + 1 : d)));
+}
 
 /** Whether `v` can be stored in `dtype` exactly (any number is an f32 literal). */
 function representable(v: number, dtype: DType): boolean {
@@ -232,6 +263,8 @@ export const pad = defineOp({
       return conds.length ? `select(${fill}, ${inner}, ${conds.join(" && ")})` : inner;
     },
   },
+  // The padded border is the constant: it gets no gradient; the rest is x's, sliced back out.
+  vjp: ({ g, ins: [x], attrs: { before } }) => [g.slice(before, x.shape.map((d, ax) => (typeof d === "number" ? before[ax] + d : d)))],
 });
 
 /** Joins inputs along `axis`. Their dims on the axis must be static (unless there is one input)
@@ -271,6 +304,17 @@ export const concat = defineOp({
     });
   },
   lower: { kind: "index", expr: lowerConcat },
+  vjp: ({ g, ins, attrs: { axis } }) => {
+    if (ins.length === 1) return [g];
+    let off = 0;
+    return ins.map((t) => {
+      const size = t.shape[axis] as number;
+      const begin = g.shape.map((_, ax) => (ax === axis ? off : 0));
+      const end = g.shape.map((d, ax) => (ax === axis ? off + size : d));
+      off += size;
+      return g.slice(begin, end);
+    });
+  },
 });
 
 /** Nested selects on the axis coordinate o, each input read at a clamped coordinate:
@@ -342,8 +386,49 @@ export const gather = defineOp({
       return `select(${zero}, ${row}, ${j} < ${c.dim(dim)})`;
     },
   },
+  vjp: (ctx) => [gatherVjp(ctx), undefined],
 });
 
 function gatherShape(table: TensorType, indices: TensorType, axis: number): Dim[] {
   return [...table.shape.slice(0, axis), ...indices.shape, ...table.shape.slice(axis + 1)];
+}
+
+/** The table's cotangent is a scatter-add of g, as a contraction with oneHot(indices) by a matmul
+ *  (indices get none; an out-of-range index has a row of zeros, so it adds nothing, as the GPU
+ *  reads 0 there). With table [P…, V, Q…], indices [I…] and g [P…, I…, Q…]:
+ *      dtable[p, v, q] = Σ_i oneHot[i, v] · g[p, i, q]  =  oneHotᵀ [V, K] × g [P…, K, Q]
+ *  where K merges the static I dims and Q the static Q dims. A symbolic dim cannot be merged with
+ *  others, so a symbolic I dim becomes a batch dim of the matmul that is summed afterwards, and a
+ *  symbolic Q dim a batch dim moved back into place afterwards. P stays as batch dims. */
+function gatherVjp({ g, ins: [table, indices], attrs: { axis } }: VjpCtx<"gather">): Tensor {
+  const v = table.shape[axis];
+  if (v === 0) return g.builder.constant(0, "f32", table.shape);
+  const n = indices.rank;
+  const range = (from: number, len: number) => Array.from({ length: len }, (_, k) => from + k);
+  const isSym = (ax: number) => typeof g.shape[ax] === "string";
+  const P = range(0, axis);
+  const I = range(axis, n);
+  const Q = range(axis + n, table.rank - axis - 1);
+  const [symI, statI] = [I.filter(isSym), I.filter((ax) => !isSym(ax))];
+  const [symQ, statQ] = [Q.filter(isSym), Q.filter((ax) => !isSym(ax))];
+  const dims = (axes: readonly number[]) => axes.map((ax) => g.shape[ax]);
+  const product = (axes: readonly number[]) => (dims(axes) as number[]).reduce((a, d) => a * d, 1);
+  const k = product(statI);
+
+  const rhs = permuteTo(g, [...P, ...symQ, ...symI, ...statI, ...statQ])
+    .reshape([...dims(P), ...dims(symQ), ...dims(symI), k, product(statQ)]);
+  // oneHot's axes are I, then V (at n).
+  const lhs = permuteTo(oneHot(indices, v), [...symI.map((ax) => ax - axis), n, ...statI.map((ax) => ax - axis)])
+    .reshape([...dims(symI), v, k]);
+  let r = lhs.matmul(rhs); // [P…, symQ…, symI…, V, Q]
+  if (symI.length) r = r.sum(range(P.length + symQ.length, symI.length));
+  r = r.reshape([...dims(P), ...dims(symQ), v, ...dims(statQ)]);
+  // Axes now, by g's axis numbers (V as -1): P, symQ, V, statQ; wanted: P, V, Q.
+  const now = [...P, ...symQ, -1, ...statQ];
+  return permuteTo(r, [...P, -1, ...Q].map((ax) => now.indexOf(ax)));
+}
+
+/** t.permute(perm), or t itself when perm is the identity. */
+function permuteTo(t: Tensor, perm: readonly number[]): Tensor {
+  return perm.every((p, k) => p === k) ? t : t.permute(perm);
 }

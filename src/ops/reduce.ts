@@ -6,9 +6,10 @@
  *  first index of the largest value (i32), counting NaN as larger than any number, as numpy
  *  does; over a static empty axis it is an error, over a symbolic one that is bound to 0 it
  *  gives 0, as the GPU kernel does. */
-import { strides } from "../ir/shape.ts";
-import type { DType, Dim, OpAttrs, TensorType } from "../ir/types.ts";
-import { defineOp, fail, FLOAT, NUMERIC, requireDtype, type AttrSchema, type ConcreteType, type OpDef } from "./def.ts";
+import type { Tensor } from "../api/builder.ts";
+import { isStatic, strides } from "../ir/shape.ts";
+import type { DType, Dim, OpAttrs, Shape, TensorType } from "../ir/types.ts";
+import { defineOp, fail, FLOAT, NUMERIC, requireDtype, type AttrSchema, type ConcreteType, type OpDef, type Vjp } from "./def.ts";
 import { forEachIndex, tensor64, wrap, type Tensor64 } from "./tensor64.ts";
 
 const I32_MIN = -2147483648;
@@ -70,6 +71,7 @@ interface ReduceSpec<K extends ReduceKind> {
   step: (acc: number, v: number) => number;
   /** The output from the accumulator and the number of reduced elements. */
   finish?: (acc: number, count: number) => number;
+  vjp: Vjp<ReduceKind>;
 }
 
 function reduction<K extends ReduceKind>(s: ReduceSpec<K>): OpDef<K> {
@@ -89,16 +91,41 @@ function reduction<K extends ReduceKind>(s: ReduceSpec<K>): OpDef<K> {
       return r;
     },
     lower: { kind: "kernel", kernel: "reduce" },
+    vjp: s.vjp,
   });
 }
 
 const add = (acc: number, v: number): number => acc + v;
 
-export const reduceSum = reduction({ name: "reduce_sum", dtypes: NUMERIC, init: () => 0, step: add });
+/** A reduction's result (or its cotangent) with the reduced axes back as size 1. */
+const kept = (t: Tensor, x: Tensor, a: OpAttrs[ReduceKind]): Tensor => (a.keepdims ? t : t.reshape(reducedShape(x.shape, a.axes, true)));
+
+/** The number of elements each output reduces: a constant, or a sum of ones over the reduced
+ *  dims when one is symbolic, so it holds for any bound size. */
+function count(x: Tensor, axes: readonly number[]): Tensor {
+  const dims: Shape = axes.map((a) => x.shape[a]);
+  const b = x.builder;
+  return isStatic(dims) ? b.constant(dims.reduce((n, d) => n * d, 1)) : b.constant(1, "f32", dims).sum();
+}
+
+/** max and min: the cotangent goes to the positions equal to the result; ties share it equally,
+ *  as in JAX (a subgradient; at a tie the function has no derivative). */
+const chooserVjp: Vjp<ReduceKind> = ({ g, ins: [x], out, attrs }) => {
+  const hit = x.eq(kept(out, x, attrs)).cast("f32");
+  return [hit.mul(kept(g, x, attrs).div(hit.sum(attrs.axes, true)))];
+};
+
+export const reduceSum = reduction({
+  name: "reduce_sum", dtypes: NUMERIC, init: () => 0, step: add,
+  vjp: ({ g, ins: [x], attrs }) => [kept(g, x, attrs).expand(x.shape)],
+});
 /** sum / count, the count from the dims (bound at run time for symbolic ones); 0/0 is NaN. */
-export const reduceMean = reduction({ name: "reduce_mean", dtypes: FLOAT, init: () => 0, step: add, finish: (acc, n) => acc / n });
-export const reduceMax = reduction({ name: "reduce_max", dtypes: NUMERIC, init: lowest, step: Math.max });
-export const reduceMin = reduction({ name: "reduce_min", dtypes: NUMERIC, init: highest, step: Math.min });
+export const reduceMean = reduction({
+  name: "reduce_mean", dtypes: FLOAT, init: () => 0, step: add, finish: (acc, n) => acc / n,
+  vjp: ({ g, ins: [x], attrs }) => [kept(g.div(count(x, attrs.axes)), x, attrs).expand(x.shape)],
+});
+export const reduceMax = reduction({ name: "reduce_max", dtypes: NUMERIC, init: lowest, step: Math.max, vjp: chooserVjp });
+export const reduceMin = reduction({ name: "reduce_min", dtypes: NUMERIC, init: highest, step: Math.min, vjp: chooserVjp });
 
 export const argmax = defineOp({
   name: "argmax",
@@ -124,4 +151,5 @@ export const argmax = defineOp({
     });
   },
   lower: { kind: "kernel", kernel: "argmax" },
+  // No rule: the i32 output carries no gradient, and grad never asks for one.
 });

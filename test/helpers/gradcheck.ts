@@ -18,6 +18,9 @@ export interface GradSpec {
   /** Build the function's value from the inputs (any shape: it is reduced as Σ u ⊙ f with a
    *  random weight u, so every output element matters differently). */
   readonly f: (xs: Readonly<Record<string, Tensor>>, g: GraphBuilder) => Tensor;
+  /** Declared shapes of inputs, where not the data's: e.g. ["B", 3] for a symbolic batch, bound
+   *  from the data when the graph runs. */
+  readonly shapes?: Readonly<Record<string, Shape>>;
 }
 
 export interface GradGraph {
@@ -30,8 +33,9 @@ export interface GradGraph {
 export function buildGradGraph(spec: GradSpec, seed = 1): GradGraph {
   const g = new GraphBuilder();
   const xs: Record<string, Tensor> = {};
-  for (const [name, t] of Object.entries(spec.inputs)) xs[name] = g.input(name, "f32", t.shape);
-  for (const [name, t] of Object.entries(spec.fixed ?? {})) xs[name] = g.input(name, t.dtype, t.shape);
+  const declared = (name: string, t: HostTensor) => spec.shapes?.[name] ?? t.shape;
+  for (const [name, t] of Object.entries(spec.inputs)) xs[name] = g.input(name, "f32", declared(name, t));
+  for (const [name, t] of Object.entries(spec.fixed ?? {})) xs[name] = g.input(name, t.dtype, declared(name, t));
   const out = spec.f(xs, g);
   const shape = out.shape.map((d) => (typeof d === "number" ? d : 1));
   const u = g.constant(floats(shape.reduce((a, d) => a * d, 1), seed + 99), "f32", shape as Shape);
