@@ -28,6 +28,11 @@ interface Pool {
   readonly strides: Pair;
   readonly padding: Pads4;
 }
+interface Conv {
+  readonly strides: Pair;
+  readonly padding: Pads4;
+  readonly dilations: Pair;
+}
 type None = Readonly<Record<never, never>>;
 
 /** Every primitive op and its attributes. Adding an op here makes `OPS` demand its rules. */
@@ -66,9 +71,18 @@ export interface OpAttrs {
   gather: { readonly axis: number };
   // contractions and windows (layout NHWC, filters HWIO: see src/ops/conv.ts)
   matmul: None;
-  conv2d: { readonly strides: Pair; readonly padding: Pads4; readonly dilations: Pair };
+  conv2d: Conv;
   max_pool2d: Pool;
   avg_pool2d: Pool;
+  // their gradients (see src/ops/conv.ts); `shape` is the shape of the value differentiated
+  /** The input's cotangent of conv2d: inputs [g, filter]. */
+  conv2d_grad_input: Conv & { readonly shape: Shape };
+  /** The filter's cotangent of conv2d: inputs [x, g]. */
+  conv2d_grad_filter: Conv & { readonly shape: Shape };
+  /** The input's cotangent of max_pool2d: inputs [x, g]. */
+  max_pool2d_grad: Pool;
+  /** The input's cotangent of avg_pool2d: input [g]. */
+  avg_pool2d_grad: Pool & { readonly shape: Shape };
 }
 
 export type OpKind = keyof OpAttrs;

@@ -45,7 +45,8 @@ export type Lowering<K extends OpKind> =
   | { readonly kind: "index"; readonly expr: (ctx: IndexCtx<K>) => string }
   | { readonly kind: "kernel"; readonly kernel: KernelName };
 
-export type KernelName = "reduce" | "argmax" | "matmul" | "conv2d" | "pool";
+export type KernelName =
+  | "reduce" | "argmax" | "matmul" | "conv2d" | "conv2d_grad_input" | "conv2d_grad_filter" | "pool" | "pool_grad";
 
 export interface OpDef<K extends OpKind> {
   readonly name: K;

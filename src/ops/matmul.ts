@@ -45,6 +45,9 @@ export const matmul = defineOp({
     return r;
   },
   lower: { kind: "kernel", kernel: "matmul" },
+  // C = A·B: ∂A = G·Bᵀ, ∂B = Aᵀ·G (the transposes are strided loads in the GEMM), each summed
+  // over the batch dims its operand was broadcast along: [B,T,K] × [K,N] sums ∂B over B and T.
+  vjp: ({ g, ins: [a, b] }) => [g.matmul(b.transpose()).sumTo(a.shape), a.transpose().matmul(g).sumTo(b.shape)],
 });
 
 /** Which matrix of `t` (rank ≥ 2) the output batch index `idx` reads: numpy broadcasting of

@@ -19,6 +19,8 @@ export const OPS: { readonly [K in OpKind]: OpDef<K> } = {
   reshape: mv.reshape, permute: mv.permute, expand: mv.expand, slice: mv.slice, pad: mv.pad, concat: mv.concat, gather: mv.gather,
   reduce_sum: rd.reduceSum, reduce_mean: rd.reduceMean, reduce_max: rd.reduceMax, reduce_min: rd.reduceMin, argmax: rd.argmax,
   matmul: mm.matmul, conv2d: cv.conv2d, max_pool2d: cv.maxPool2d, avg_pool2d: cv.avgPool2d,
+  conv2d_grad_input: cv.conv2dGradInput, conv2d_grad_filter: cv.conv2dGradFilter,
+  max_pool2d_grad: cv.maxPool2dGrad, avg_pool2d_grad: cv.avgPool2dGrad,
 };
 
 export const isOpKind = (s: string): s is OpKind => Object.hasOwn(OPS, s);

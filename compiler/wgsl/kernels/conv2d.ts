@@ -6,7 +6,7 @@
  *  (always in bounds) and `select` makes it 0. The HWIO filter is a row-major [K, Cout] matrix,
  *  so B(k, n) is element k·Cout + n; the output [N,OH,OW,Cout] is C row-major. */
 import { sizeOf } from "../../../src/ir/shape.ts";
-import type { Dim, OpAttrs } from "../../../src/ir/types.ts";
+import type { Dim, OpAttrs, ValueId } from "../../../src/ir/types.ts";
 import type { Kernel } from "../../program.ts";
 import type { KernelBuilder } from "../kernel-builder.ts";
 import { tiledGemm } from "./matmul.ts";
@@ -15,7 +15,7 @@ export function conv2dKernel(kb: KernelBuilder, what: string): Kernel {
   const out = kb.node(kb.output);
   const a = out.attrs as OpAttrs["conv2d"];
   const [ix, iff] = out.inputs;
-  const [, h, w, c] = kb.node(ix).type.shape as readonly [Dim, number, number, number];
+  const c = kb.node(ix).type.shape[3] as number;
   const fshape = kb.node(iff).type.shape as readonly number[];
   const [kh, kw, , co] = fshape;
   const rows = out.type.shape.slice(0, 3);
@@ -26,15 +26,7 @@ export function conv2dKernel(kb: KernelBuilder, what: string): Kernel {
       loadA: (m, k) => {
         const [b, oh, ow] = kb.unravel(m, rows, "p");
         const [y, x, ci] = kb.unravel(k, [kh, kw, c], "r");
-        const ih = kb.let(window(oh, a.strides[0], y, a.dilations[0], a.padding[0]), "h");
-        const iw = kb.let(window(ow, a.strides[1], x, a.dilations[1], a.padding[2]), "w");
-        const padH = a.padding[0] + a.padding[1] > 0;
-        const padW = a.padding[2] + a.padding[3] > 0;
-        if (!padH && !padW) return kb.value(ix, [b, ih, iw, ci]);
-        const cy = padH ? `min(${ih}, ${h - 1}u)` : ih;
-        const cx = padW ? `min(${iw}, ${w - 1}u)` : iw;
-        const inside = [...(padH ? [`${ih} < ${h}u`] : []), ...(padW ? [`${iw} < ${w}u`] : [])].join(" && ");
-        return `select(0.0f, ${kb.value(ix, [b, cy, cx, ci])}, ${inside})`;
+        return windowValue(kb, ix, a, [b, oh, ow], [y, x], ci);
       },
       // Unravelling the flat filter index lets an inlined filter (a reshape, say) read its own
       // coordinates; for a filter in a buffer the load is v[k·Cout + n] and the lets are pruned.
@@ -42,6 +34,21 @@ export function conv2dKernel(kb: KernelBuilder, what: string): Kernel {
       store: (m, n, v) => kb.store(`${m} * ${co}u + ${n}`, v),
     }),
   });
+}
+
+/** A(m, k) above, also the A of conv2d_grad_filter: input `ix` at tap (kh, kw) of the window of
+ *  output position (b, oh, ow), channel ci; 0 in the padding. */
+export function windowValue(kb: KernelBuilder, ix: ValueId, a: OpAttrs["conv2d"], [b, oh, ow]: readonly string[], [kh, kw]: readonly string[], ci: string): string {
+  const [, h, w] = kb.node(ix).type.shape as readonly [Dim, number, number, number];
+  const ih = kb.let(window(oh, a.strides[0], kh, a.dilations[0], a.padding[0]), "h");
+  const iw = kb.let(window(ow, a.strides[1], kw, a.dilations[1], a.padding[2]), "w");
+  const padH = a.padding[0] + a.padding[1] > 0;
+  const padW = a.padding[2] + a.padding[3] > 0;
+  if (!padH && !padW) return kb.value(ix, [b, ih, iw, ci]);
+  const cy = padH ? `min(${ih}, ${h - 1}u)` : ih;
+  const cx = padW ? `min(${iw}, ${w - 1}u)` : iw;
+  const inside = [...(padH ? [`${ih} < ${h}u`] : []), ...(padW ? [`${iw} < ${w}u`] : [])].join(" && ");
+  return `select(0.0f, ${kb.value(ix, [b, cy, cx, ci])}, ${inside})`;
 }
 
 /** `o·s + k·d − pad` as u32 WGSL, leaving out the terms that vanish. A constant is folded here:

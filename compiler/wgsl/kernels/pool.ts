@@ -13,7 +13,7 @@ import type { Kernel } from "../../program.ts";
 import type { KernelBuilder } from "../kernel-builder.ts";
 import { window } from "./conv2d.ts";
 
-const PER_GROUP = 64;
+export const PER_GROUP = 64;
 
 export function poolKernel(kb: KernelBuilder, what: string): Kernel {
   const out = kb.node(kb.output);
@@ -22,32 +22,36 @@ export function poolKernel(kb: KernelBuilder, what: string): Kernel {
   const [, h, w] = kb.node(ix).type.shape as readonly [Dim, number, number, Dim];
   const shape = out.type.shape;
   const isMax = out.op === "max_pool2d";
-  const [top, bottom, left, right] = a.padding;
-  const padH = top + bottom > 0;
-  const padW = left + right > 0;
-  const counted = !isMax && (padH || padW);
+  const counted = !isMax && a.padding.some((p) => p > 0);
 
   const i = kb.linearIndex(PER_GROUP);
   kb.w.line(`if (${i} >= ${kb.size(shape)}) { return; }`);
   const [b, oh, ow, c] = kb.unravel(i, shape);
   kb.w.line(`var acc = ${isMax ? lit(-Infinity, "f32") : "0.0f"};`);
   if (counted) kb.w.line("var count = 0.0f;");
-  kb.w.block(`for (var wy = 0u; wy < ${a.window[0]}u; wy++)`, () => {
-    const ih = kb.let(window(oh, a.strides[0], "wy", 1, top), "h");
-    const row = () => kb.w.block(`for (var wx = 0u; wx < ${a.window[1]}u; wx++)`, () => {
-      const iw = kb.let(window(ow, a.strides[1], "wx", 1, left), "w");
-      const visit = () => {
-        const v = kb.value(ix, [b, ih, iw, c]);
-        kb.w.line(isMax ? `acc = max(acc, ${v});` : `acc += ${v};`);
-        if (counted) kb.w.line("count += 1.0f;");
-      };
-      if (padW) kb.w.block(`if (${iw} < ${w}u)`, visit);
-      else visit();
-    });
-    if (padH) kb.w.block(`if (${ih} < ${h}u)`, row);
-    else row();
+  forEachInWindow(kb, a, [h, w], [oh, ow], ["wy", "wx"], (ih, iw) => {
+    const v = kb.value(ix, [b, ih, iw, c]);
+    kb.w.line(isMax ? `acc = max(acc, ${v});` : `acc += ${v};`);
+    if (counted) kb.w.line("count += 1.0f;");
   });
   const mean = counted ? "acc / count" : `acc / ${lit(a.window[0] * a.window[1], "f32")}`;
   kb.store(i, isMax ? "acc" : mean);
   return kb.finish({ what, workgroupSize: [PER_GROUP], dispatch: { kind: "linear", total: numel(shape), perGroup: PER_GROUP } });
+}
+
+/** Loops (variables `vy`, `vx`) over the valid positions (ih, iw) of the window of output
+ *  position (oh, ow) in an input of spatial size [h, w]; also used by ./pool-grad.ts. */
+export function forEachInWindow(kb: KernelBuilder, a: OpAttrs["max_pool2d"], [h, w]: readonly [number, number], [oh, ow]: readonly string[],
+  [vy, vx]: readonly [string, string], visit: (ih: string, iw: string) => void): void {
+  const [top, bottom, left, right] = a.padding;
+  kb.w.block(`for (var ${vy} = 0u; ${vy} < ${a.window[0]}u; ${vy}++)`, () => {
+    const ih = kb.let(window(oh, a.strides[0], vy, 1, top), "h");
+    const row = () => kb.w.block(`for (var ${vx} = 0u; ${vx} < ${a.window[1]}u; ${vx}++)`, () => {
+      const iw = kb.let(window(ow, a.strides[1], vx, 1, left), "w");
+      if (left + right > 0) kb.w.block(`if (${iw} < ${w}u)`, () => visit(ih, iw));
+      else visit(ih, iw);
+    });
+    if (top + bottom > 0) kb.w.block(`if (${ih} < ${h}u)`, row);
+    else row();
+  });
 }
