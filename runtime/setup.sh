@@ -15,6 +15,11 @@ die() { echo "setup: error: $*" >&2; exit 1; }
 
 MIN_MESA=25
 BACKPORTS_LIST=/etc/apt/sources.list.d/bookworm-backports.sources
+BACKPORTS_SOURCE="Types: deb
+URIs: http://deb.debian.org/debian
+Suites: bookworm-backports
+Components: main
+Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg"
 INSTALL_CMD="DEBIAN_FRONTEND=noninteractive apt-get install -y -t bookworm-backports libvulkan1 mesa-vulkan-drivers"
 
 has_loader() {
@@ -52,11 +57,7 @@ print_manual_steps() {
 setup: Dawn needs a Vulkan driver: mesa-vulkan-drivers >= $MIN_MESA (installed: $(mesa_major)) or your GPU's.
 On Debian bookworm, as root:
   cat > $BACKPORTS_LIST <<'END'
-Types: deb
-URIs: http://deb.debian.org/debian
-Suites: bookworm-backports
-Components: main
-Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
+$BACKPORTS_SOURCE
 END
   apt-get update
   $INSTALL_CMD
@@ -70,13 +71,7 @@ install_driver() {
   [[ $codename == bookworm ]] || die "no usable Vulkan driver, and this is not Debian bookworm ($codename): install libvulkan1 and mesa-vulkan-drivers >= $MIN_MESA (or your GPU's Vulkan driver) yourself"
   if ! grep -Eqs '^[^#]*bookworm-backports' /etc/apt/sources.list /etc/apt/sources.list.d/*.list /etc/apt/sources.list.d/*.sources; then
     say "adding $BACKPORTS_LIST"
-    cat > "$BACKPORTS_LIST" <<'EOF'
-Types: deb
-URIs: http://deb.debian.org/debian
-Suites: bookworm-backports
-Components: main
-Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
-EOF
+    printf '%s\n' "$BACKPORTS_SOURCE" > "$BACKPORTS_LIST"
   fi
   say "installing libvulkan1 and mesa-vulkan-drivers from bookworm-backports"
   apt-get update -qq
