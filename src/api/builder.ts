@@ -12,8 +12,18 @@ import { callSite } from "./site.ts";
 
 export type Operand = Tensor | number;
 
+/** A gradient rule attached to one value by `customGradient` (src/api/grad.ts). */
+export interface CustomVjp {
+  readonly inputs: readonly Tensor[];
+  readonly vjp: (g: Tensor) => readonly (Tensor | undefined)[];
+}
+
 export class GraphBuilder {
   private readonly nodes: Node[] = [];
+  /** Values whose gradient `grad` takes from a rule of their own rather than from the nodes
+   *  that compute them. A build-time notion, like JAX's custom_vjp: the built Graph holds only
+   *  the nodes, and the rule's backward nodes when `grad` ran. */
+  readonly customVjps = new Map<ValueId, CustomVjp>();
 
   /** Add a node; its type comes from the op's shape rule. */
   add<K extends OpKind>(op: K, inputs: readonly Tensor[], attrs: OpAttrs[K]): Tensor {
@@ -164,6 +174,8 @@ export class Tensor {
   sumTo(shape: Shape) {
     const lead = this.rank - shape.length;
     const axes = this.shape.map((_, a) => a).filter((a) => a < lead || (shape[a - lead] === 1 && this.shape[a] !== 1));
+    // Only leading axes to drop: one reduction without kept dims, no reshape after it.
+    if (axes.length === lead && lead > 0) return this.sum(axes, false);
     const summed = axes.length ? this.sum(axes, true) : this;
     return lead > 0 || summed.rank !== shape.length ? summed.reshape(shape) : summed;
   }

@@ -4,6 +4,7 @@ import { KilnError } from "../ir/errors.ts";
 import { formatType, isValidDim, normAxis, shapeEq } from "../ir/shape.ts";
 import type { DType, Dim } from "../ir/types.ts";
 import type { Tensor } from "./builder.ts";
+import { customGradient } from "./grad.ts";
 
 const axisOf = (x: Tensor, axis: number): number => {
   const a = normAxis(axis, x.rank);
@@ -72,21 +73,39 @@ function sameShape(what: string, a: Tensor, b: Tensor): void {
 }
 
 /** Cross-entropy of softmax(logits) against `labels`, a probability distribution along `axis`
- *  of logits' shape: the mean over the other axes of −Σ labels · logSoftmax(logits). Its gradient
- *  is softmax(logits) − labels, per example, over the mean's count. */
+ *  of logits' shape: the mean over the other axes of −Σ labels · logSoftmax(logits).
+ *  Its gradient with respect to the logits is the textbook (softmax(logits) − labels) / count,
+ *  as TF's softmax_cross_entropy_with_logits gives it: the chain rule alone would give
+ *  softmax·Σlabels − labels, equal only because the labels sum to 1, which is this function's
+ *  contract (one-hot rows and label smoothing keep it). */
 export function softmaxCrossEntropy(logits: Tensor, labels: Tensor, axis = -1): Tensor {
   sameShape("softmaxCrossEntropy", logits, labels);
-  const a = axisOf(logits, axis);
-  return labels.mul(logSoftmax(logits, a)).sum(a).neg().mean();
+  return crossEntropyRows(logits, labels, axisOf(logits, axis)).mean();
+}
+
+/** −Σ labels · logSoftmax(logits) along `axis`, with the gradient rule above; wrt the labels
+ *  it is −logSoftmax(logits). */
+function crossEntropyRows(logits: Tensor, labels: Tensor, axis: number): Tensor {
+  const logP = logSoftmax(logits, axis);
+  const rows = labels.mul(logP).sum(axis).neg();
+  return customGradient(rows, [logits, labels], (g) => {
+    const gk = g.reshape(logits.shape.map((d, i) => (i === axis ? 1 : d))).expand(logits.shape);
+    return [gk.mul(softmax(logits, axis).sub(labels)), gk.mul(logP).neg()];
+  });
 }
 
 /** softmaxCrossEntropy with the labels as i32 class indices, of logits' shape without the last
- *  axis. An index outside 0..C−1 adds 0 to the sum and gets no gradient. */
+ *  axis; the mean is over all of them. An index outside 0..C−1 (−1 for padding, say) adds
+ *  nothing to the loss and gets no gradient: its row is masked, so the gradient stays
+ *  (softmax − onehot) / count on the valid rows. */
 export function sparseSoftmaxCrossEntropy(logits: Tensor, labels: Tensor): Tensor {
   if (logits.rank === 0 || labels.dtype !== "i32" || !shapeEq(labels.shape, logits.shape.slice(0, -1))) {
     throw new KilnError(`sparseSoftmaxCrossEntropy: needs i32 labels of the logits' shape without the last axis (logits ${formatType(logits.type)}, labels ${formatType(labels.type)})`);
   }
-  return softmaxCrossEntropy(logits, oneHot(labels, logits.shape[logits.rank - 1]));
+  const classes = logits.shape[logits.rank - 1];
+  const valid = labels.ge(0).and(labels.lt(typeof classes === "number" ? classes : logits.builder.iota([classes], 0).max().add(1)));
+  const rows = crossEntropyRows(logits, oneHot(labels, classes), logits.rank - 1);
+  return valid.select(rows, 0).mean();
 }
 
 /** Binary cross-entropy of sigmoid(z) against labels y in [0, 1], stable for any |z|:

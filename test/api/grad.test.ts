@@ -1,6 +1,7 @@
 import { describe, expect, test } from "vitest";
 import { GraphBuilder } from "../../src/api/builder.ts";
-import { grad } from "../../src/api/grad.ts";
+import { softmax, softmaxCrossEntropy } from "../../src/api/composites.ts";
+import { customGradient, grad } from "../../src/api/grad.ts";
 import { interpret } from "../../src/interpret.ts";
 import { printGraph } from "../../src/ir/print.ts";
 import { floats } from "../helpers/data.ts";
@@ -81,5 +82,32 @@ describe("grad", () => {
     const at = (s: number) => interpret(graph, { x: { shape: [5], data: xv.map((a, i) => a + s * eps * vv[i]) }, v: { shape: [5], data: vv } });
     const [plus, minus, here] = [at(1), at(-1), at(0)];
     here.hv.data.forEach((h, i) => expect(Math.abs(h - (plus.gx.data[i] - minus.gx.data[i]) / (2 * eps))).toBeLessThan(1e-7));
+  });
+
+  test("customGradient: the rule replaces the chain rule through the composite's nodes", () => {
+    const g = new GraphBuilder();
+    const x = g.input("x", "f32", [3]);
+    // A straight-through estimator: floor forward, identity backward.
+    const y = customGradient(x.floor(), [x], (ct) => [ct]);
+    const [dx] = grad(y.mul(x).sum(), [x]);
+    const out = interpret(g.build({ dx }), { x: x3 });
+    expect(Array.from(out.dx.data)).toEqual(x3.data.map((v) => Math.floor(v) + v));
+    expect(() => customGradient(x, [y], (ct) => [ct])).toThrow("customGradient: %0 must be computed after its input %1");
+    expect(() => customGradient(y, [x], (ct) => [ct])).toThrow("already has a gradient rule");
+    const bad = customGradient(x.exp(), [x], (ct) => [ct.sum()]);
+    expect(() => grad(bad.sum(), [x])).toThrow(/grad: the custom rule of exp %\d+ @ .* gave f32\[\] for input %0 f32\[3\]/);
+  });
+
+  test("grad of grad through softmax cross-entropy's own rule: H·v = (diag p − p pᵀ) v / B", () => {
+    const g = new GraphBuilder();
+    const z = g.input("z", "f32", [2, 4]);
+    const y = g.constant([0, 1, 0, 0, 0.5, 0, 0, 0.5], "f32", [2, 4]);
+    const v = g.input("v", "f32", [2, 4]);
+    const [gz] = grad(softmaxCrossEntropy(z, y), [z]);
+    const [hv] = grad(gz.mul(v).sum(), [z]);
+    const p = softmax(z);
+    const expected = p.mul(v.sub(p.mul(v).sum(1, true))).div(2);
+    const out = interpret(g.build({ hv, expected }), { z: { shape: [2, 4], data: floats(8, 5) }, v: { shape: [2, 4], data: floats(8, 6) } });
+    out.hv.data.forEach((h, i) => expect(h).toBeCloseTo(out.expected.data[i], 12));
   });
 });

@@ -50,6 +50,65 @@ describe("simplification passes (before → after, in text IR)", () => {
       return a=%0, b=%1`));
   });
 
+  test("simplify: broadcasts of one element, unary ops before a broadcast, x / 2^k, splat shapes", () => {
+    const before = ir(`
+      %0:f32[B,3] = input name="x"
+      %1:f32[] = input name="s"
+      %2:f32[1] = reshape %1
+      %3:f32[B] = expand %2
+      %4:f32[B,1] = reshape %3
+      %5:f32[B,3] = expand %4
+      %6:f32[B,3] = neg %5
+      %7:f32[] = const value=4
+      %8:f32[B,3] = div %0, %7
+      %9:f32[] = const value=3
+      %10:f32[B,3] = div %0, %9
+      %11:f32[B,3] = const value=2
+      %12:f32[B,3] = mul %11, %0
+      %13:f32[B,3] = add %6, %8
+      %14:f32[B,3] = add %13, %10
+      %15:f32[B,3] = add %14, %12
+      return y=%15`);
+    expect(run(simplify, before)).toBe(ir(`
+      %0:f32[B,3] = input name="x"
+      %1:f32[] = input name="s"
+      %2:f32[1,1] = reshape %1
+      %3:f32[1,1] = neg %2
+      %4:f32[B,3] = expand %3
+      %5:f32[] = const value=0.25
+      %6:f32[B,3] = mul %0, %5
+      %7:f32[] = const value=3
+      %8:f32[B,3] = div %0, %7
+      %9:f32[] = const value=2
+      %10:f32[B,3] = mul %9, %0
+      %11:f32[B,3] = add %4, %6
+      %12:f32[B,3] = add %11, %8
+      %13:f32[B,3] = add %12, %10
+      return y=%13`));
+  });
+
+  test("cse: a·b meets b·a (+, ×, comparisons, logic), but not max or min", () => {
+    const before = ir(`
+      %0:f32[3] = input name="x"
+      %1:f32[3] = input name="y"
+      %2:f32[3] = mul %0, %1
+      %3:f32[3] = mul %1, %0
+      %4:f32[3] = max %0, %1
+      %5:f32[3] = max %1, %0
+      %6:f32[3] = sub %0, %1
+      %7:f32[3] = sub %1, %0
+      return a=%2, b=%3, c=%4, d=%5, e=%6, f=%7`);
+    expect(run(cse, before)).toBe(ir(`
+      %0:f32[3] = input name="x"
+      %1:f32[3] = input name="y"
+      %2:f32[3] = mul %0, %1
+      %3:f32[3] = max %0, %1
+      %4:f32[3] = max %1, %0
+      %5:f32[3] = sub %0, %1
+      %6:f32[3] = sub %1, %0
+      return a=%2, b=%2, c=%3, d=%4, e=%5, f=%6`));
+  });
+
   test("foldConstants: splats stay splats, small data folds, symbolic shapes too", () => {
     const before = ir(`
       %0:f32[B,3] = input name="x"

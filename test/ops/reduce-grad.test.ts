@@ -153,9 +153,13 @@ describe("losses: gradients at moderate and large logits", () => {
   const classes = { dtype: "i32" as const, shape: [4], data: [0, 4, 2, 4] };
 
   const cases = (logits: (shape: readonly number[], seed: number) => HostTensor): [string, GradSpec][] => [
-    ["softmaxCrossEntropy", { inputs: { z: logits([4, 5], 1), y: probs([4, 5], 2) }, f: ({ z, y }) => softmaxCrossEntropy(z, y) }],
-    ["softmaxCrossEntropy on axis 0", { inputs: { z: logits([5, 3, 2], 3), y: probs([5, 3, 2], 4) }, f: ({ z, y }) => softmaxCrossEntropy(z.permute([1, 2, 0]), y.permute([1, 2, 0])) }],
+    // The labels are distributions: the logits' gradient (p − y) holds on that contract, so
+    // the labels stay fixed there; the labels' own gradient (−log p) holds for any labels.
+    ["softmaxCrossEntropy", { inputs: { z: logits([4, 5], 1) }, fixed: { y: { dtype: "f32", ...probs([4, 5], 2) } }, f: ({ z, y }) => softmaxCrossEntropy(z, y) }],
+    ["softmaxCrossEntropy wrt the labels", { inputs: { y: probs([4, 5], 2) }, fixed: { z: { dtype: "f32", ...logits([4, 5], 1) } }, f: ({ z, y }) => softmaxCrossEntropy(z, y) }],
+    ["softmaxCrossEntropy on axis 0", { inputs: { z: logits([5, 3, 2], 3) }, fixed: { y: { dtype: "f32", ...probs([3, 2, 5], 4) } }, f: ({ z, y }) => softmaxCrossEntropy(z, y.permute([2, 0, 1]), 0) }],
     ["sparseSoftmaxCrossEntropy", { inputs: { z: logits([4, 5], 5) }, fixed: { c: classes }, f: ({ z, c }) => sparseSoftmaxCrossEntropy(z, c) }],
+    ["sparseSoftmaxCrossEntropy, indices −1 and 5 masked", { inputs: { z: logits([4, 5], 5) }, fixed: { c: { ...classes, data: [0, -1, 2, 5] } }, f: ({ z, c }) => sparseSoftmaxCrossEntropy(z, c) }],
     ["sigmoidBinaryCrossEntropy", { inputs: { z: logits([3, 4], 6), y: labels01([3, 4], 7) }, f: ({ z, y }) => sigmoidBinaryCrossEntropy(z, y) }],
     ["mse", { inputs: { p: logits([3, 4], 8), t: logits([3, 4], 9) }, f: ({ p, t }) => mse(p, t) }],
   ];
