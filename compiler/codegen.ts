@@ -49,7 +49,7 @@ export function codegen(graph: Graph, opts: CodegenOptions = DEFAULT_CODEGEN): P
       }
       kernels.push(k);
     }
-    if (overflow === undefined) return { graph, kernels, buffers: buffers(graph, materialized) };
+    if (overflow === undefined) return { graph, kernels, buffers: buffers(graph, materialized), state: [] };
     materialized.add(overflow);
   }
 }

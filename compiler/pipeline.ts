@@ -10,7 +10,10 @@ import { foldConstants } from "./fold-constants.ts";
 import { inferShapes } from "./infer-shapes.ts";
 import { legalize } from "./legalize.ts";
 import type { Pass, PassContext } from "./pass.ts";
-import type { Program } from "./program.ts";
+import type { Program, StateUpdate } from "./program.ts";
+import { inputNodes } from "../src/ir/bind.ts";
+import { KilnError } from "../src/ir/errors.ts";
+import { formatType, isStatic, shapeEq } from "../src/ir/shape.ts";
 import { simplify } from "./simplify.ts";
 
 /** Run `passes` in turn until a round changes nothing (at most `rounds` times). */
@@ -39,6 +42,9 @@ export const PASSES: readonly Pass[] = [
 export interface CompileOptions extends Partial<PassContext> {
   /** Verify the graph between passes (tests do; it costs a re-inference per pass). */
   readonly verifyEach?: boolean;
+  /** Resident state: input name → the output whose value replaces it after every run, e.g.
+   *  { W1: "W1_next" } for a training step. Shapes must be static and equal. */
+  readonly state?: Readonly<Record<string, string>>;
 }
 
 export function compile(graph: Graph, opts: CompileOptions = {}): Program {
@@ -51,5 +57,18 @@ export function compile(graph: Graph, opts: CompileOptions = {}): Program {
     if (opts.verifyEach) verify(g);
     if (dump.has(pass.name) || dump.has("all")) console.error(`--- after ${pass.name}\n${printGraph(g)}`);
   }
-  return codegen(g, ctx);
+  return { ...codegen(g, ctx), state: stateUpdates(g, opts.state ?? {}) };
+}
+
+function stateUpdates(g: Graph, state: Readonly<Record<string, string>>): StateUpdate[] {
+  return Object.entries(state).map(([input, output]) => {
+    const i = inputNodes(g).find((n) => n.attrs.name === input);
+    const o = g.outputs.find((x) => x.name === output);
+    if (!i) throw new KilnError(`state: "${input}" is not an input of the graph (inputs: ${inputNodes(g).map((n) => n.attrs.name).join(", ")})`);
+    if (!o) throw new KilnError(`state: "${output}" (the update of "${input}") is not an output of the graph (outputs: ${g.outputs.map((x) => x.name).join(", ")})`);
+    const [ti, to] = [i.type, g.nodes[o.id].type];
+    if (!isStatic(ti.shape)) throw new KilnError(`state: input "${input}" ${formatType(ti)} must have a static shape to stay resident`);
+    if (ti.dtype !== to.dtype || !shapeEq(ti.shape, to.shape)) throw new KilnError(`state: "${output}" ${formatType(to)} cannot replace input "${input}" ${formatType(ti)}`);
+    return { input, output };
+  });
 }

@@ -42,8 +42,16 @@ export interface BufferSpec {
   readonly role: "input" | "const" | "temp";
 }
 
+/** A graph input that stays on the GPU between runs and is replaced, after each run, by the
+ *  value of an output of the same type: parameters and optimizer state updated by a step. */
+export interface StateUpdate {
+  readonly input: string;
+  readonly output: string;
+}
+
 export interface Program {
   readonly graph: Graph;
   readonly kernels: readonly Kernel[];
   readonly buffers: readonly BufferSpec[];
+  readonly state: readonly StateUpdate[];
 }

@@ -4,8 +4,11 @@
  *        constant data uploaded.
  *  run:  dims bound from the input shapes; for a new binding, buffers, uniforms and bind groups
  *        are made once and kept; inputs uploaded; all kernels recorded into one compute pass and
- *        one submission; only the requested outputs copied back. */
-import { bindDims } from "../src/ir/bind.ts";
+ *        one submission; only the requested outputs copied back.
+ *  state: inputs named in the program's `state` live on the GPU across runs (`write` them once,
+ *        `read` them back); after each run's kernels, in the same submission, each takes the
+ *        value of its update output — a training step's parameters never leave the GPU. */
+import { bindDims, inputNodes } from "../src/ir/bind.ts";
 import { describeNode, GpuError, KilnError } from "../src/ir/errors.ts";
 import { bindShape, evalSize, formatType, type DimEnv } from "../src/ir/shape.ts";
 import type { DType, Node, ValueId } from "../src/ir/types.ts";
@@ -35,9 +38,20 @@ interface Arena {
 
 const { STORAGE, COPY_DST, COPY_SRC, MAP_READ, UNIFORM } = { STORAGE: 0x80, COPY_DST: 0x8, COPY_SRC: 0x4, MAP_READ: 0x1, UNIFORM: 0x40 };
 
+interface Resident {
+  readonly name: string;
+  readonly node: Node<"input">;
+  readonly buffer: GPUBuffer;
+  readonly bytes: number;
+  /** The output whose value replaces it after a run. */
+  readonly update: ValueId;
+  written: boolean;
+}
+
 export class Executable {
   private arena: Arena | undefined;
   private readonly consts = new Map<ValueId, GPUBuffer>();
+  private readonly resident = new Map<string, Resident>();
   private disposed = false;
 
   private constructor(
@@ -60,16 +74,70 @@ export class Executable {
         g.device.queue.writeBuffer(buf, 0, data);
         exe.consts.set(b.value, buf);
       }
+      for (const { input, output } of program.state) {
+        const node = inputNodes(program.graph).find((n) => n.attrs.name === input)!;
+        const update = program.graph.outputs.find((o) => o.name === output)!.id;
+        const from = program.graph.nodes[update];
+        if (from.op === "input" && from.id !== node.id && program.state.some((u) => u.input === (from as Node<"input">).attrs.name)) {
+          throw new KilnError(`state: "${input}" would take the value of resident input "${(from as Node<"input">).attrs.name}" as it is being replaced; compute the update from it instead`);
+        }
+        const bytes = bindShape(node.type.shape, {}).reduce((a, d) => a * d, 4);
+        exe.resident.set(input, { name: input, node, buffer: createBuffer(g.device, `state ${input}`, bytes, STORAGE | COPY_DST | COPY_SRC), bytes, update, written: false });
+      }
     });
     return exe;
   }
 
-  /** Run with `inputs` by name; returns the graph's outputs (or those named in `outputs`). */
+  /** Set a resident input's value (before the first run, or to reset it). */
+  async write(name: string, t: HostTensor): Promise<void> {
+    const r = this.residentOf(name, "write");
+    const shape = r.node.type.shape as readonly number[];
+    if (t.shape.join() !== shape.join()) throw new KilnError(`write "${name}": shape [${t.shape}] does not match ${formatType(r.node.type)}`);
+    const data = toStorage(r.node.type.dtype, t.data, `state "${name}" ${formatType(r.node.type)}`);
+    await checked(this.gpu, `writing state "${name}"`, () => this.gpu.device.queue.writeBuffer(r.buffer, 0, data));
+    r.written = true;
+  }
+
+  /** A resident input's current value. */
+  async read(name: string): Promise<OutputTensor> {
+    const r = this.residentOf(name, "read");
+    const { device } = this.gpu;
+    const st = createBuffer(device, `read ${name}`, r.bytes, MAP_READ | COPY_DST);
+    try {
+      await checked(this.gpu, `reading state "${name}"`, () => {
+        const enc = device.createCommandEncoder();
+        enc.copyBufferToBuffer(r.buffer, 0, st, 0, r.bytes);
+        device.queue.submit([enc.finish()]);
+      });
+      await st.mapAsync(MAP_READ);
+      const data = fromStorage(r.node.type.dtype, st.getMappedRange(), r.bytes / 4);
+      st.unmap();
+      return { dtype: r.node.type.dtype, shape: r.node.type.shape as number[], data };
+    } finally {
+      destroyBuffer(st);
+    }
+  }
+
+  private residentOf(name: string, what: string): Resident {
+    if (this.disposed) throw new KilnError(`${what} on a disposed Executable`);
+    const r = this.resident.get(name);
+    if (!r) throw new KilnError(`${what} "${name}": not a resident input (state: ${[...this.resident.keys()].join(", ") || "none"})`);
+    return r;
+  }
+
+  /** Run with `inputs` by name (resident ones may be left out: they keep their value); returns
+   *  the graph's outputs (or those named in `outputs`; by default all but the state updates). */
   async run(inputs: Readonly<Record<string, HostTensor>>, outputs?: readonly string[]): Promise<Record<string, OutputTensor>> {
     if (this.disposed) throw new KilnError("run on a disposed Executable");
     const { graph } = this.program;
-    const env = bindDims(graph, Object.fromEntries(Object.entries(inputs).map(([k, v]) => [k, v.shape])));
-    const wanted = outputs ? graph.outputs.filter((o) => outputs.includes(o.name)) : graph.outputs;
+    const shapes = Object.fromEntries(Object.entries(inputs).map(([k, v]) => [k, v.shape]));
+    for (const r of this.resident.values()) shapes[r.name] ??= r.node.type.shape as number[];
+    const env = bindDims(graph, shapes);
+    for (const r of this.resident.values()) {
+      if (!r.written && !inputs[r.name]) throw new KilnError(`resident input "${r.name}" ${formatType(r.node.type)} has no value yet: write it, or pass it to run`);
+    }
+    const updates = new Set(this.program.state.map((u) => u.output));
+    const wanted = outputs ? graph.outputs.filter((o) => outputs.includes(o.name)) : graph.outputs.filter((o) => !updates.has(o.name));
     for (const name of outputs ?? []) if (!graph.outputs.some((o) => o.name === name)) throw new KilnError(`unknown output "${name}"`);
     const arena = await this.arenaFor(env);
     const { device } = this.gpu;
@@ -78,11 +146,14 @@ export class Executable {
       for (const n of graph.nodes) {
         if (n.op !== "input") continue;
         const { name } = (n as Node<"input">).attrs;
+        if (this.resident.has(name) && !inputs[name]) continue;
         const data = toStorage(n.type.dtype, inputs[name].data, `input "${name}" ${formatType({ dtype: n.type.dtype, shape: inputs[name].shape })}`);
         const want = bindShape(n.type.shape, env).reduce((a, d) => a * d, 1);
         if (data.length !== want) throw new KilnError(`input "${name}": ${data.length} values for shape [${inputs[name].shape}] (${want} elements)`);
-        const buf = arena.buffers.get(n.id); // none when no output depends on this input
+        const buf = this.resident.get(name)?.buffer ?? arena.buffers.get(n.id); // none when no output depends on this input
         if (buf && data.length) device.queue.writeBuffer(buf, 0, data);
+        const r = this.resident.get(name);
+        if (r) r.written = true;
       }
     });
 
@@ -97,7 +168,14 @@ export class Executable {
         pass.dispatchWorkgroups(...c);
       }
       pass.end();
-      if (copyOut) for (const o of wanted) enc.copyBufferToBuffer(arena.buffers.get(o.id)!, 0, arena.staging.get(o.name)!, 0, arena.bytes.get(o.id)!);
+      if (copyOut) {
+        // Outputs first: they are this run's values, even one that is a resident input.
+        for (const o of wanted) enc.copyBufferToBuffer(arena.buffers.get(o.id)!, 0, arena.staging.get(o.name)!, 0, arena.bytes.get(o.id)!);
+        for (const r of this.resident.values()) {
+          const src = arena.buffers.get(r.update)!;
+          if (src !== r.buffer) enc.copyBufferToBuffer(src, 0, r.buffer, 0, r.bytes);
+        }
+      }
       device.queue.submit([enc.finish()]);
     };
     const all = this.program.kernels.map((_, i) => i);
@@ -145,7 +223,8 @@ export class Executable {
           throw new KilnError(`${describeNode(n.op, n.id, n.site)}: ${formatType(n.type)} with ${JSON.stringify(env)} is ${bytes} bytes; the device binds at most ${limits.maxStorageBufferBindingSize}`);
         }
         arena.bytes.set(b.value, bytes);
-        arena.buffers.set(b.value, this.consts.get(b.value) ?? createBuffer(device, `v${b.value}`, bytes, STORAGE | COPY_DST | COPY_SRC));
+        const resident = n.op === "input" ? this.resident.get((n as Node<"input">).attrs.name)?.buffer : undefined;
+        arena.buffers.set(b.value, resident ?? this.consts.get(b.value) ?? createBuffer(device, `v${b.value}`, bytes, STORAGE | COPY_DST | COPY_SRC));
       }
       for (const o of graph.outputs) {
         arena.staging.set(o.name, createBuffer(device, `out ${o.name}`, arena.bytes.get(o.id)!, MAP_READ | COPY_DST));
@@ -168,7 +247,8 @@ export class Executable {
   private freeArena(): void {
     const a = this.arena;
     if (!a) return;
-    for (const [id, b] of a.buffers) if (!this.consts.has(id)) destroyBuffer(b);
+    const kept = new Set([...this.consts.values(), ...[...this.resident.values()].map((r) => r.buffer)]);
+    for (const b of a.buffers.values()) if (!kept.has(b)) destroyBuffer(b);
     for (const b of [...a.uniforms, ...a.staging.values()]) destroyBuffer(b);
     this.arena = undefined;
   }
@@ -178,6 +258,8 @@ export class Executable {
     this.freeArena();
     for (const b of this.consts.values()) destroyBuffer(b);
     this.consts.clear();
+    for (const r of this.resident.values()) destroyBuffer(r.buffer);
+    this.resident.clear();
     this.disposed = true;
   }
 }

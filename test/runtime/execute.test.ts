@@ -5,6 +5,7 @@ import { describe, expect, test } from "vitest";
 import { compile } from "../../compiler/pipeline.ts";
 import type { Kernel, Program } from "../../compiler/program.ts";
 import { GraphBuilder } from "../../src/api/builder.ts";
+import { grad } from "../../src/api/grad.ts";
 import { GpuError, KilnError } from "../../src/ir/errors.ts";
 import type { Graph } from "../../src/ir/types.ts";
 import { liveBuffers } from "../../runtime/buffers.ts";
@@ -171,5 +172,60 @@ describe("releasing the GPU", () => {
     old.dispose();
     const after = await runGpu(graph, batch(3));
     expect(after).toEqual(before);
+  });
+});
+
+describe("resident state", () => {
+  /** One SGD step on f(w) = Σ (x·w − t)² / B: w ← w − 0.1 · ∇f(w), and a step counter. */
+  function sgdStep(): Graph {
+    const g = new GraphBuilder();
+    const x = g.input("x", "f32", ["B", 3]);
+    const t = g.input("t", "f32", ["B", 1]);
+    const w = g.input("w", "f32", [3, 1]);
+    const step = g.input("step", "f32", []);
+    const r = x.matmul(w).sub(t);
+    const loss = r.mul(r).mean();
+    const [dw] = grad(loss, [w]);
+    return g.build({ loss, w_next: w.sub(dw.mul(0.1)), step_next: step.add(1), w });
+  }
+
+  test("the state stays on the GPU and takes its update after every run, in one submission", async () => {
+    const start = liveBuffers();
+    const exe = await Executable.load(compile(sgdStep(), { state: { w: "w_next", step: "step_next" } }));
+    await expect(exe.run({ x: { shape: [2, 3], data: range(6) }, t: { shape: [2, 1], data: [1, 2] } })).rejects.toThrow(
+      'resident input "w" f32[3,1] has no value yet: write it, or pass it to run',
+    );
+    await exe.write("w", { shape: [3, 1], data: [0, 0, 0] });
+    await exe.write("step", { shape: [], data: [0] });
+    const x = [1, 0, 0, 0, 1, 0];
+    const t = [1, 2];
+    let w = [0, 0, 0];
+    for (let i = 0; i < 5; i++) {
+      const out = await exe.run({ x: { shape: [2, 3], data: x }, t: { shape: [2, 1], data: t } });
+      // Outputs are this run's values: the input w as it was, not as it becomes.
+      expect(Object.keys(out).sort()).toEqual(["loss", "w"]);
+      expect(Array.from(out.w.data)).toEqual(w.map(Math.fround));
+      const r = [w[0] - t[0], w[1] - t[1]];
+      expect(out.loss.data[0]).toBeCloseTo((r[0] ** 2 + r[1] ** 2) / 2, 6);
+      w = [w[0] - 0.1 * r[0], w[1] - 0.1 * r[1], w[2]];
+    }
+    Array.from((await exe.read("w")).data).forEach((v, i) => expect(v).toBeCloseTo(w[i], 6));
+    expect(Array.from((await exe.read("step")).data)).toEqual([5]);
+    // Passing a resident input to run sets it, as write would.
+    await exe.run({ x: { shape: [2, 3], data: x }, t: { shape: [2, 1], data: t }, step: { shape: [], data: [10] } }, ["loss"]);
+    expect(Array.from((await exe.read("step")).data)).toEqual([11]);
+    await expect(exe.write("x", { shape: [2, 3], data: x })).rejects.toThrow('write "x": not a resident input (state: w, step)');
+    await expect(exe.write("w", { shape: [3], data: [1, 2, 3] })).rejects.toThrow('write "w": shape [3] does not match f32[3,1]');
+    exe.dispose();
+    expect(liveBuffers()).toBe(start);
+    await expect(exe.read("w")).rejects.toThrow("read on a disposed Executable");
+  });
+
+  test("state that cannot be resident is refused when compiling", () => {
+    const g = sgdStep();
+    expect(() => compile(g, { state: { v: "w_next" } })).toThrow('state: "v" is not an input of the graph (inputs: x, t, w, step)');
+    expect(() => compile(g, { state: { w: "nope" } })).toThrow('state: "nope" (the update of "w") is not an output of the graph');
+    expect(() => compile(g, { state: { w: "loss" } })).toThrow('state: "loss" f32[] cannot replace input "w" f32[3,1]');
+    expect(() => compile(g, { state: { x: "w" } })).toThrow('state: input "x" f32[B,3] must have a static shape to stay resident');
   });
 });
