@@ -43,8 +43,9 @@ export interface CompileOptions extends Partial<PassContext> {
   /** Verify the graph between passes (tests do; it costs a re-inference per pass). */
   readonly verifyEach?: boolean;
   /** Resident state: input name → the output whose value replaces it after every run, e.g.
-   *  { W1: "W1_next" } for a training step. Shapes must be static and equal. */
-  readonly state?: Readonly<Record<string, string>>;
+   *  { W1: "W1_next" } for a training step, or null for an input that stays as written (see
+   *  Executable.write). Shapes must be static and equal. */
+  readonly state?: Readonly<Record<string, string | null>>;
 }
 
 export function compile(graph: Graph, opts: CompileOptions = {}): Program {
@@ -60,14 +61,15 @@ export function compile(graph: Graph, opts: CompileOptions = {}): Program {
   return { ...codegen(g, ctx), state: stateUpdates(g, opts.state ?? {}) };
 }
 
-function stateUpdates(g: Graph, state: Readonly<Record<string, string>>): StateUpdate[] {
+function stateUpdates(g: Graph, state: Readonly<Record<string, string | null>>): StateUpdate[] {
   return Object.entries(state).map(([input, output]) => {
     const i = inputNodes(g).find((n) => n.attrs.name === input);
-    const o = g.outputs.find((x) => x.name === output);
     if (!i) throw new KilnError(`state: "${input}" is not an input of the graph (inputs: ${inputNodes(g).map((n) => n.attrs.name).join(", ")})`);
+    if (!isStatic(i.type.shape)) throw new KilnError(`state: input "${input}" ${formatType(i.type)} must have a static shape to stay resident`);
+    if (output === null) return { input };
+    const o = g.outputs.find((x) => x.name === output);
     if (!o) throw new KilnError(`state: "${output}" (the update of "${input}") is not an output of the graph (outputs: ${g.outputs.map((x) => x.name).join(", ")})`);
     const [ti, to] = [i.type, g.nodes[o.id].type];
-    if (!isStatic(ti.shape)) throw new KilnError(`state: input "${input}" ${formatType(ti)} must have a static shape to stay resident`);
     if (ti.dtype !== to.dtype || !shapeEq(ti.shape, to.shape)) throw new KilnError(`state: "${output}" ${formatType(to)} cannot replace input "${input}" ${formatType(ti)}`);
     return { input, output };
   });

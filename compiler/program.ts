@@ -42,11 +42,13 @@ export interface BufferSpec {
   readonly role: "input" | "const" | "temp";
 }
 
-/** A graph input that stays on the GPU between runs and is replaced, after each run, by the
- *  value of an output of the same type: parameters and optimizer state updated by a step. */
+/** A graph input that stays on the GPU between runs and, when `output` is set, is replaced after
+ *  each run by that output's value (of the same type): parameters and optimizer state updated
+ *  by a step. Without `output` it keeps the value written to it (weights for inference, a
+ *  dataset already on the GPU). */
 export interface StateUpdate {
   readonly input: string;
-  readonly output: string;
+  readonly output?: string;
 }
 
 export interface Program {

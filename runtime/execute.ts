@@ -43,8 +43,8 @@ interface Resident {
   readonly node: Node<"input">;
   readonly buffer: GPUBuffer;
   readonly bytes: number;
-  /** The output whose value replaces it after a run. */
-  readonly update: ValueId;
+  /** The output whose value replaces it after a run, if any. */
+  readonly update?: ValueId;
   written: boolean;
 }
 
@@ -76,9 +76,9 @@ export class Executable {
       }
       for (const { input, output } of program.state) {
         const node = inputNodes(program.graph).find((n) => n.attrs.name === input)!;
-        const update = program.graph.outputs.find((o) => o.name === output)!.id;
-        const from = program.graph.nodes[update];
-        if (from.op === "input" && from.id !== node.id && program.state.some((u) => u.input === (from as Node<"input">).attrs.name)) {
+        const update = output === undefined ? undefined : program.graph.outputs.find((o) => o.name === output)!.id;
+        const from = update === undefined ? undefined : program.graph.nodes[update];
+        if (from?.op === "input" && from.id !== node.id && program.state.some((u) => u.input === (from as Node<"input">).attrs.name)) {
           throw new KilnError(`state: "${input}" would take the value of resident input "${(from as Node<"input">).attrs.name}" as it is being replaced; compute the update from it instead`);
         }
         const bytes = bindShape(node.type.shape, {}).reduce((a, d) => a * d, 4);
@@ -136,7 +136,7 @@ export class Executable {
     for (const r of this.resident.values()) {
       if (!r.written && !inputs[r.name]) throw new KilnError(`resident input "${r.name}" ${formatType(r.node.type)} has no value yet: write it, or pass it to run`);
     }
-    const updates = new Set(this.program.state.map((u) => u.output));
+    const updates = new Set(this.program.state.flatMap((u) => u.output ?? []));
     const wanted = outputs ? graph.outputs.filter((o) => outputs.includes(o.name)) : graph.outputs.filter((o) => !updates.has(o.name));
     for (const name of outputs ?? []) if (!graph.outputs.some((o) => o.name === name)) throw new KilnError(`unknown output "${name}"`);
     const arena = await this.arenaFor(env);
@@ -172,6 +172,7 @@ export class Executable {
         // Outputs first: they are this run's values, even one that is a resident input.
         for (const o of wanted) enc.copyBufferToBuffer(arena.buffers.get(o.id)!, 0, arena.staging.get(o.name)!, 0, arena.bytes.get(o.id)!);
         for (const r of this.resident.values()) {
+          if (r.update === undefined) continue;
           const src = arena.buffers.get(r.update)!;
           if (src !== r.buffer) enc.copyBufferToBuffer(src, 0, r.buffer, 0, r.bytes);
         }

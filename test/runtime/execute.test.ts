@@ -221,6 +221,21 @@ describe("resident state", () => {
     await expect(exe.read("w")).rejects.toThrow("read on a disposed Executable");
   });
 
+  test("a resident input without an update keeps what was written: weights for inference", async () => {
+    const g = new GraphBuilder();
+    const x = g.input("x", "f32", ["B", 2]);
+    const w = g.input("w", "f32", [2, 2]);
+    const exe = await Executable.load(compile(g.build({ y: x.matmul(w) }), { state: { w: null } }));
+    await expect(exe.run({ x: { shape: [1, 2], data: [1, 2] } })).rejects.toThrow('resident input "w" f32[2,2] has no value yet');
+    await exe.write("w", { shape: [2, 2], data: [1, 2, 3, 4] });
+    for (const b of [1, 3]) {
+      const { y } = await exe.run({ x: { shape: [b, 2], data: range(2 * b) } });
+      expect(Array.from(y.data)).toEqual(range(b).flatMap((i) => [2 * i + 3 * (2 * i + 1), 2 * 2 * i + 4 * (2 * i + 1)]));
+    }
+    expect(Array.from((await exe.read("w")).data)).toEqual([1, 2, 3, 4]);
+    exe.dispose();
+  });
+
   test("state that cannot be resident is refused when compiling", () => {
     const g = sgdStep();
     expect(() => compile(g, { state: { v: "w_next" } })).toThrow('state: "v" is not an input of the graph (inputs: x, t, w, step)');
