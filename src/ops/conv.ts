@@ -256,9 +256,11 @@ export const avgPool2d = defineOp({
   vjp: ({ g, ins: [x], attrs: a }) => [g.builder.add("avg_pool2d_grad", [g], { ...poolAttrs(a), shape: x.shape })],
 });
 
-/** max_pool2d's input cotangent: each window's g goes to the input positions where x equals the
- *  window's max. Ties give it to every maximal position (the max is not differentiable there;
- *  TF picks the first), so the gradient sums to more than g only at ties. */
+/** max_pool2d's input cotangent: each window's g goes to the first position, in row-major window
+ *  order, where x equals the window's max — TF's and PyTorch's convention. At a tie the max is
+ *  not differentiable, but a window over copies of one value (x repeated by a broadcast or a
+ *  concat) is, and one position per window gives its true derivative; every tied position
+ *  taking g would count it once per copy. */
 export const maxPool2dGrad = defineOp({
   name: "max_pool2d_grad",
   arity: 2,
@@ -273,7 +275,8 @@ export const maxPool2dGrad = defineOp({
     const r = tensor64(out.dtype, out.shape);
     forEachWindow(x.shape, g.shape, a, (o, at) => {
       const m = maxOf(x, at);
-      for (const i of at) if (x.data[i] === m) r.data[i] += g.data[o];
+      const first = at.find((i) => x.data[i] === m);
+      if (first !== undefined) r.data[first] += g.data[o];
     });
     return r;
   },
@@ -283,21 +286,26 @@ export const maxPool2dGrad = defineOp({
   vjp: ({ g: h, ins: [x], attrs: a }) => [undefined, gatherAtMax(x, h, a)],
 });
 
-/** The transpose of g ↦ max_pool2d_grad(x, g): each window sums h over its maximal positions.
- *  Offset (wy, wx) of every window at once is a strided slice of the padded x (and h), so this
- *  is KH·KW slices compared with the max. Padded positions hold h = 0, so whether the padded x
- *  ties with the max does not matter. */
+/** The transpose of g ↦ max_pool2d_grad(x, g): each window takes h at its first maximal
+ *  position. Offset (wy, wx) of every window at once is a strided slice of the padded x (and
+ *  h), so this is KH·KW slices compared with the max, in window order, each taking the windows
+ *  no earlier offset took. x is padded with −inf, so a padded position never comes first
+ *  unless the whole window is −inf. */
 function gatherAtMax(x: Tensor, h: Tensor, a: PoolAttrs): Tensor {
   const m = x.maxPool2d(a.window, a.strides, a.padding);
   const [, oh, ow, c] = m.shape as [unknown, number, number, number];
   const [top, bottom, left, right] = a.padding;
-  const pad = (t: Tensor) => t.pad([0, top, left, 0], [0, bottom, right, 0]);
-  const [xp, hp] = [pad(x), pad(h)];
+  const pad = (t: Tensor, v: number) => t.pad([0, top, left, 0], [0, bottom, right, 0], v);
+  const [xp, hp] = [pad(x, -Infinity), pad(h, 0)];
   const terms: Tensor[] = [];
+  let taken: Tensor | undefined;
   for (let wy = 0; wy < a.window[0]; wy++) {
     for (let wx = 0; wx < a.window[1]; wx++) {
       const at = (t: Tensor) => t.slice([0, wy, wx, 0], [x.shape[0], wy + (oh - 1) * a.strides[0] + 1, wx + (ow - 1) * a.strides[1] + 1, c], [1, ...a.strides, 1]);
-      terms.push(at(xp).eq(m).select(at(hp), 0));
+      const hit = at(xp).eq(m);
+      const first = taken ? hit.and(taken.not()) : hit;
+      taken = taken ? taken.or(hit) : hit;
+      terms.push(first.select(at(hp), 0));
     }
   }
   return terms.reduce((s, t) => s.add(t));

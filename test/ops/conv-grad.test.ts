@@ -5,7 +5,7 @@
  *  max pooling has kinks where a window's maximum is tied, so its data avoids ties on purpose. */
 import fc from "fast-check";
 import { describe, expect, test } from "vitest";
-import { GraphBuilder, type Tensor } from "../../src/api/builder.ts";
+import { concat, GraphBuilder, type Tensor } from "../../src/api/builder.ts";
 import { grad } from "../../src/api/grad.ts";
 import { interpret, type HostTensor } from "../../src/interpret.ts";
 import { printGraph } from "../../src/ir/print.ts";
@@ -183,14 +183,27 @@ describe("gradient primitives on Dawn against their float64 references (ulps of 
     }), { seed: 33, numRuns: 10 });
   });
 
-  test("max_pool2d_grad: a tie gives the window's g to every maximal position", async () => {
+  test("max_pool2d_grad: a tie gives the window's g to its first maximal position (TF, PyTorch)", async () => {
     const b = new GraphBuilder();
     const graph = b.build(b.add("max_pool2d_grad", [b.input("x", "f32", [1, 2, 3, 1]), b.input("g", "f32", [1, 1, 2, 1])], { window: [2, 2], strides: [1, 1], padding: [0, 0, 0, 0] }));
-    // Windows [[5,5],[1,5]] → g 10 at three 5s; [[5,2],[5,0]] → g 100 at three 5s; x[0,1] is in both.
+    // Windows [[5,5],[1,5]] → g 10 to the first 5, x[0,0]; [[5,2],[5,0]] → g 100 to its first 5, x[0,1].
     const inputs = { x: { shape: [1, 2, 3, 1], data: [5, 5, 2, 1, 5, 0] }, g: { shape: [1, 1, 2, 1], data: [10, 100] } };
-    const want = [10, 110, 0, 0, 110, 0];
+    const want = [10, 100, 0, 0, 0, 0];
     expect([...interpret(graph, inputs).out.data]).toEqual(want);
     expect([...(await runGpu(graph, inputs)).out.data]).toEqual(want);
+  });
+
+  test("max pooling over copies of one value: its true derivative, first and second order", () => {
+    // Each 2×2 window holds v twice (a concat of v with itself): d/dv Σ u·pool = Σ u per window.
+    const b = new GraphBuilder();
+    const v = b.input("v", "f32", [1, 2, 1, 1]);
+    const u = b.input("u", "f32", [1, 1, 1, 1]);
+    const pooled = concat([v, v], 2).maxPool2d([2, 2]);
+    const [dv] = grad(pooled.mul(u).sum(), [v]);
+    const [hu] = grad(dv.mul(b.constant(1, "f32", [1, 2, 1, 1])).sum(), [u]);
+    const out = interpret(b.build({ dv, hu }), { v: { shape: [1, 2, 1, 1], data: [3, 7] }, u: { shape: [1, 1, 1, 1], data: [2] } });
+    expect([...out.dv.data]).toEqual([0, 2]);
+    expect([...out.hu.data]).toEqual([1]);
   });
 });
 

@@ -2,8 +2,8 @@
  *  that contain it (window o has tap w on input i when o = (i + pad − w) / s divides and o is
  *  in range: see `windowAt`), so every thread writes its own element and nothing is scattered:
  *    - avg: acc += g[o] / count(o), with o's count of valid elements as the forward divides it;
- *    - max: recompute o's max (the forward's loop) and take g[o] where x equals it, so ties
- *      each take it, as the reference does.
+ *    - max: rescan window o as the forward does, finding its first maximal position, and take
+ *      g[o] if that is this element (one position per window, as the reference).
  *  A 2×2 stride-2 pool visits one window per element; overlapping windows visit a few more. */
 import { numel } from "../../../src/ir/shape.ts";
 import type { Dim, OpAttrs } from "../../../src/ir/types.ts";
@@ -34,7 +34,6 @@ export function poolGradKernel(kb: KernelBuilder, what: string): Kernel {
   const i = kb.linearIndex(PER_GROUP);
   kb.w.line(`if (${i} >= ${kb.size(shape)}) { return; }`);
   const [b, y, x, c] = kb.unravel(i, shape);
-  const xv = ix === undefined ? "" : kb.let(kb.value(ix, [b, y, x, c]), "x");
   kb.w.line("var acc = 0.0f;");
   kb.w.block(`for (var wy = 0u; wy < ${kh}u; wy++)`, () => {
     const sy = windowAt(kb, y, "wy", 1, top, a.strides[0], oh);
@@ -44,9 +43,12 @@ export function poolGradKernel(kb: KernelBuilder, what: string): Kernel {
         kb.w.block(`if (${sx.hit.join(" && ")})`, () => {
           const gv = kb.value(ig, [b, sy.o, sx.o, c]);
           if (ix !== undefined) {
-            kb.w.line(`var m = ${lit(-Infinity, "f32")};`);
-            forEachInWindow(kb, a, [h, w], [sy.o, sx.o], ["py", "px"], (ih, iw) => kb.w.line(`m = max(m, ${kb.value(ix, [b, ih, iw, c])});`));
-            kb.w.line(`if (${xv} == m) { acc += ${gv}; }`);
+            kb.w.line(`var m = ${lit(-Infinity, "f32")};`, "var fy = 0u;", "var fx = 0u;", "var found = false;");
+            forEachInWindow(kb, a, [h, w], [sy.o, sx.o], ["py", "px"], (ih, iw) => {
+              const v = kb.let(kb.value(ix, [b, ih, iw, c]), "v");
+              kb.w.block(`if (!found || ${v} > m)`, () => kb.w.line(`m = ${v};`, `fy = ${ih};`, `fx = ${iw};`, "found = true;"));
+            });
+            kb.w.line(`if (fy == ${y} && fx == ${x}) { acc += ${gv}; }`);
           } else if (counted) {
             const n = `f32(${count(sy.o, a.strides[0], kh, top, bottom, h)} * ${count(sx.o, a.strides[1], kw, left, right, w)})`;
             kb.w.line(`acc += ${gv} / ${n};`);
