@@ -15,15 +15,18 @@ import type { Graph, Node, OpKind, ValueId } from "../src/ir/types.ts";
 import { loweringOf, type Lowering } from "../src/ops/def.ts";
 import { OPS } from "../src/ops/table.ts";
 import type { BufferSpec, Kernel, Program } from "./program.ts";
+import { GPU_TARGET, type Target } from "./target.ts";
 import { KernelBuilder } from "./wgsl/kernel-builder.ts";
 import { elementwiseKernel, KERNELS } from "./wgsl/kernels/index.ts";
 
 export interface CodegenOptions {
   /** Storage buffers a kernel may bind (WebGPU's default and lavapipe's device limit: 8). */
   readonly maxStorageBuffers: number;
+  /** Which kernel variants to write (./target.ts). */
+  readonly target: Target;
 }
 
-export const DEFAULT_CODEGEN: CodegenOptions = { maxStorageBuffers: 8 };
+export const DEFAULT_CODEGEN: CodegenOptions = { maxStorageBuffers: 8, target: GPU_TARGET };
 
 export const lowering = (n: Node): Lowering<OpKind> => loweringOf(OPS[n.op] as never, n.attrs as never);
 
@@ -39,7 +42,7 @@ export function codegen(graph: Graph, opts: CodegenOptions = DEFAULT_CODEGEN): P
     for (const n of graph.nodes) {
       if (!materialized.has(n.id) || lowering(n).kind === "buffer") continue;
       const inline = inlined(graph, n, materialized);
-      const k = generate(graph, n, inline, `k${kernels.length}`);
+      const k = generate(graph, n, inline, `k${kernels.length}`, opts.target);
       if (k.bindings.length > opts.maxStorageBuffers) {
         overflow = widest(graph, n, inline, materialized);
         if (overflow === undefined) {
@@ -68,8 +71,8 @@ function inlined(graph: Graph, root: Node, materialized: ReadonlySet<ValueId>): 
   return set;
 }
 
-function generate(graph: Graph, n: Node, inline: Set<ValueId>, name: string): Kernel {
-  const kb = new KernelBuilder(graph, name, n.id, inline);
+function generate(graph: Graph, n: Node, inline: Set<ValueId>, name: string, target: Target): Kernel {
+  const kb = new KernelBuilder(graph, name, n.id, inline, target);
   const ops = [...inline].sort((a, b) => a - b).map((i) => graph.nodes[i].op).filter((op) => op !== "const");
   const low = lowering(n);
   if (low.kind === "kernel") {

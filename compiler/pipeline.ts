@@ -15,6 +15,7 @@ import { inputNodes } from "../src/ir/bind.ts";
 import { KilnError } from "../src/ir/errors.ts";
 import { formatType, isStatic, shapeEq } from "../src/ir/shape.ts";
 import { simplify } from "./simplify.ts";
+import { GPU_TARGET } from "./target.ts";
 
 /** Run `passes` in turn until a round changes nothing (at most `rounds` times). */
 export function fixpoint(name: string, passes: readonly Pass[], rounds = 4): Pass {
@@ -49,7 +50,7 @@ export interface CompileOptions extends Partial<PassContext> {
 }
 
 export function compile(graph: Graph, opts: CompileOptions = {}): Program {
-  const ctx: PassContext = { maxStorageBuffers: opts.maxStorageBuffers ?? 8 };
+  const ctx: Required<PassContext> = { maxStorageBuffers: opts.maxStorageBuffers ?? 8, target: opts.target ?? GPU_TARGET };
   const dump = new Set((process.env.KILN_DUMP ?? "").split(",").filter(Boolean));
   verify(graph);
   let g = graph;

@@ -45,7 +45,7 @@ try {
   const gpu = await acquireGpu();
   console.log(`adapter: ${gpu.adapter}`);
   const t0 = performance.now();
-  const program = compile(graph);
+  const program = compile(graph, { target: gpu.target, maxStorageBuffers: gpu.limits.maxStorageBuffersPerShaderStage });
   const exe = await Executable.load(program, gpu);
   const t1 = performance.now();
   const out = await exe.run(inputs);

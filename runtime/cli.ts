@@ -56,15 +56,16 @@ async function run(file: string, opts: { dim: string[]; seed: string; wgsl?: boo
     if (!k || !/^\d+$/.test(v ?? "")) throw new Error(`--dim wants NAME=SIZE, got "${d}"`);
     return [k, Number(v)];
   }));
-  const program = compile(graph);
-  for (const k of program.kernels) console.log(opts.wgsl ? k.wgsl : k.wgsl.slice(0, k.wgsl.indexOf("\n")));
   const inputs: Record<string, HostTensor> = {};
   for (const [i, n] of inputNodes(graph).entries()) {
     const shape = bindShape(n.type.shape, env);
     inputs[n.attrs.name] = { shape, data: sample(n.type.dtype, shape.reduce((a, b) => a * b, 1), Number(opts.seed) + i) };
   }
+  const gpu = await acquireGpu();
   try {
-    const exe = await Executable.load(program);
+    const program = compile(graph, { target: gpu.target, maxStorageBuffers: gpu.limits.maxStorageBuffersPerShaderStage });
+    for (const k of program.kernels) console.log(opts.wgsl ? k.wgsl : k.wgsl.slice(0, k.wgsl.indexOf("\n")));
+    const exe = await Executable.load(program, gpu);
     const out = await exe.run(inputs);
     const ref = interpret(graph, inputs);
     console.log(`adapter: ${exe.gpu.adapter}`);

@@ -3,6 +3,7 @@
  *  (validation, out-of-memory, internal, a lost device) becomes a thrown GpuError naming what
  *  was being done; none is swallowed. */
 import { create, globals } from "webgpu";
+import { targetForAdapter, type Target } from "../compiler/target.ts";
 import { GpuError } from "../src/ir/errors.ts";
 
 export interface Gpu {
@@ -11,6 +12,9 @@ export interface Gpu {
   readonly adapter: string;
   readonly limits: GPUSupportedLimits;
   readonly features: ReadonlySet<string>;
+  /** What to compile for (pass it as `compile(graph, { target })`): CPU_TARGET on a software
+   *  rasterizer such as lavapipe, else GPU_TARGET. */
+  readonly target: Target;
   /** Pipelines by WGSL text: one compile per distinct shader in the process. */
   readonly pipelines: Map<string, Promise<GPUComputePipeline>>;
 }
@@ -63,9 +67,12 @@ async function open(): Promise<Gpu> {
     uncaptured ??= (ev as GPUUncapturedErrorEvent).error.message;
   });
   const i = adapter.info;
+  // isFallbackAdapter moved from GPUAdapter to GPUAdapterInfo in the spec; read either (Dawn: info).
+  const fallback = Boolean((i as { isFallbackAdapter?: boolean }).isFallbackAdapter ?? (adapter as { isFallbackAdapter?: boolean }).isFallbackAdapter);
   return {
     device,
     adapter: `${i.description || i.device} [${[i.vendor, i.architecture].filter(Boolean).join(" ")}]`,
+    target: targetForAdapter([i.description, i.device, i.vendor, i.architecture].join(" "), fallback),
     limits: device.limits,
     features: new Set(adapter.features),
     pipelines: new Map(),

@@ -11,7 +11,8 @@
 import { bindDims, inputNodes } from "../src/ir/bind.ts";
 import { describeNode, GpuError, KilnError } from "../src/ir/errors.ts";
 import { bindShape, evalSize, formatType, type DimEnv } from "../src/ir/shape.ts";
-import type { DType, Node, ValueId } from "../src/ir/types.ts";
+import type { DType, Graph, Node, ValueId } from "../src/ir/types.ts";
+import { compile as compileGraph, type CompileOptions } from "../compiler/pipeline.ts";
 import type { HostTensor } from "../src/interpret.ts";
 import type { Dispatch, Kernel, Program } from "../compiler/program.ts";
 import { createBuffer, destroyBuffer, fromStorage, toStorage, type HostArray } from "./buffers.ts";
@@ -59,6 +60,14 @@ export class Executable {
     readonly program: Program,
     private readonly pipelines: readonly GPUComputePipeline[],
   ) {}
+
+  /** Compile `graph` for this process's device — its target (e.g. the register-blocked GEMM on
+   *  lavapipe) and its storage-buffer limit — and load it. */
+  static async fromGraph(graph: Graph, opts: CompileOptions = {}): Promise<Executable> {
+    const gpu = await acquireGpu();
+    const program = compileGraph(graph, { target: gpu.target, maxStorageBuffers: gpu.limits.maxStorageBuffersPerShaderStage, ...opts });
+    return Executable.load(program, gpu);
+  }
 
   static async load(program: Program, gpu?: Gpu): Promise<Executable> {
     const g = gpu ?? (await acquireGpu());

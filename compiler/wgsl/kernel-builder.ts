@@ -14,6 +14,7 @@ import { WGSL_HELPERS, wgslType } from "../../src/ops/wgsl.ts";
 import { formatType } from "../../src/ir/shape.ts";
 import type { DType, Dim, Graph, Node, OpKind, Shape, ValueId } from "../../src/ir/types.ts";
 import type { Binding, Dispatch, Kernel } from "../program.ts";
+import { GPU_TARGET, type Target } from "../target.ts";
 import { Writer } from "./writer.ts";
 
 export const storageType = (d: DType): string => (d === "bool" ? "u32" : d);
@@ -32,6 +33,8 @@ export class KernelBuilder {
     readonly output: ValueId,
     /** Nodes computed inside this kernel instead of loaded from their buffers. */
     private readonly inline: ReadonlySet<ValueId>,
+    /** The device kind: generators with more than one way to write a kernel ask it. */
+    readonly target: Target = GPU_TARGET,
   ) {}
 
   node(id: ValueId): Node {
@@ -55,7 +58,9 @@ export class KernelBuilder {
 
   /** Bind `expr` to a fresh `let` in the body; returns its name. */
   let(expr: string, prefix = "t"): string {
-    const name = `${prefix}${this.tmp++}`;
+    let name = `${prefix}${this.tmp++}`;
+    // "f" or "i" with counter 32 would shadow a WGSL type (`let f32 = …` does not compile).
+    while (WGSL_TYPE_NAMES.has(name)) name = `${prefix}${this.tmp++}`;
     this.w.line(`let ${name} = ${expr};`);
     return name;
   }
@@ -206,6 +211,8 @@ export function pruneLets(body: string): string {
   }
   return lines.join("\n");
 }
+
+const WGSL_TYPE_NAMES = new Set(["f16", "f32", "i32", "u32"]);
 
 const key = (coords: readonly string[], shape: Shape): string => `${coords.join(",")}|${shape.join(",")}`;
 

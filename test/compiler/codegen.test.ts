@@ -1,6 +1,7 @@
 import fc from "fast-check";
 import { describe, expect, test } from "vitest";
 import { compile } from "../../compiler/pipeline.ts";
+import { CPU_TARGET } from "../../compiler/target.ts";
 import { GraphBuilder } from "../../src/api/builder.ts";
 import { expectMatchesReference, useGpu } from "../helpers/gpu.ts";
 import { buildRecipe, recipeArb } from "../helpers/random-graph.ts";
@@ -26,6 +27,16 @@ describe("codegen", () => {
     const p = compile(g.build({ y: x.matmul(w.transpose()) }));
     expect(p.kernels).toHaveLength(1);
     await expect(p.kernels[0].wgsl.replace(/ @ codegen\.test\.ts:\d+/, "")).toMatchFileSnapshot("../golden/matmul-transposed.wgsl");
+  });
+
+  test("golden: the CPU target's register-blocked matmul, same graph: 16×8 outputs an invocation, no workgroup memory", async () => {
+    const g = new GraphBuilder();
+    const x = g.input("x", "f32", ["B", 784]);
+    const w = g.input("w", "f32", [500, 784]);
+    const p = compile(g.build({ y: x.matmul(w.transpose()) }), { target: CPU_TARGET });
+    expect(p.kernels).toHaveLength(1);
+    expect(p.kernels[0].dispatch).toEqual({ kind: "grid", x: { size: { k: 500, syms: [] }, per: 512 }, y: { size: { k: 1, syms: ["B"] }, per: 256 }, z: { size: { k: 16, syms: [] }, per: 1 } });
+    await expect(p.kernels[0].wgsl.replace(/ @ codegen\.test\.ts:\d+/, "")).toMatchFileSnapshot("../golden/matmul-transposed-cpu.wgsl");
   });
 
   test("golden: a workgroup-tree reduction over a symbolic batch", async () => {

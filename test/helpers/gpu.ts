@@ -2,6 +2,7 @@
  *  and print the graph as text IR when they disagree. */
 import { afterAll } from "vitest";
 import { compile, type CompileOptions } from "../../compiler/pipeline.ts";
+import { CPU_TARGET, GPU_TARGET, type Target } from "../../compiler/target.ts";
 import { interpret, type HostTensor } from "../../src/interpret.ts";
 import type { Graph } from "../../src/ir/types.ts";
 import { printGraph } from "../../src/ir/print.ts";
@@ -18,6 +19,17 @@ export function useGpu(): void {
 export async function gpuOrFail(): Promise<string> {
   return (await acquireGpu()).adapter;
 }
+
+/** The targets whose kernels differ for GEMMs (matmul, conv2d and its gradients): the default
+ *  GPU target (workgroup-tiled) and the CPU target (register-blocked), both run on this Dawn.
+ *  `share` scales a property's runs: the full count on the default, a third on the other. */
+export const GEMM_TARGETS: readonly { readonly name: string; readonly target: Target; readonly share: number }[] = [
+  { name: "gpu target (workgroup-tiled GEMM)", target: GPU_TARGET, share: 1 },
+  { name: "cpu target (register-blocked GEMM)", target: CPU_TARGET, share: 1 / 3 },
+];
+
+/** `n` runs scaled by a target's share, at least 2. */
+export const runsFor = (n: number, share: number): number => Math.max(2, Math.round(n * share));
 
 export async function runGpu(graph: Graph, inputs: Readonly<Record<string, HostTensor>>, opts?: CompileOptions): Promise<Record<string, OutputTensor>> {
   const exe = await Executable.load(compile(graph, { verifyEach: true, ...opts }));

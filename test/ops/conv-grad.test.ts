@@ -11,7 +11,8 @@ import { interpret, type HostTensor } from "../../src/interpret.ts";
 import { printGraph } from "../../src/ir/print.ts";
 import type { Graph, OpAttrs, Shape } from "../../src/ir/types.ts";
 import { floats, host } from "../helpers/data.ts";
-import { runGpu, useGpu } from "../helpers/gpu.ts";
+import type { CompileOptions } from "../../compiler/pipeline.ts";
+import { GEMM_TARGETS, runGpu, runsFor, useGpu } from "../helpers/gpu.ts";
 import { expectGradOk } from "../helpers/gradcheck.ts";
 import { expectWithinUlps } from "../helpers/ulps.ts";
 
@@ -155,23 +156,27 @@ describe("vjps against float64 central differences", () => {
   });
 });
 
-describe("gradient primitives on Dawn against their float64 references (ulps of Σ|terms|, test/helpers/ulps.ts)", () => {
+describe.each(GEMM_TARGETS)("conv2d gradient primitives on Dawn against their float64 references (ulps of Σ|terms|, test/helpers/ulps.ts), $name", ({ target, share }) => {
+  const opts: CompileOptions = { target };
+
   test("conv2d_grad_input, symbolic N: a sum of KH·KW·Cout products (zeros where no tap hits)", async () => {
     await fc.assert(fc.asyncProperty(convCases(true), async (c) => {
       const b = new GraphBuilder();
       const out = b.add("conv2d_grad_input", [b.input("g", "f32", withN(c.y)), b.input("f", "f32", c.f)], { ...convOf(c), shape: withN(c.x) });
-      await expectWithinUlps(b.build(out), { g: host(c.y, c.seed), f: host(c.f, c.seed + 1) }, c.f[0] * c.f[1] * c.f[3] + 1);
-    }), { seed: 31, numRuns: 10 });
+      await expectWithinUlps(b.build(out), { g: host(c.y, c.seed), f: host(c.f, c.seed + 1) }, c.f[0] * c.f[1] * c.f[3] + 1, [], opts);
+    }), { seed: 31, numRuns: runsFor(10, share) });
   });
 
   test("conv2d_grad_filter, symbolic N: a sum of N·OH·OW products", async () => {
     await fc.assert(fc.asyncProperty(convCases(true), async (c) => {
       const b = new GraphBuilder();
       const out = b.add("conv2d_grad_filter", [b.input("x", "f32", withN(c.x)), b.input("g", "f32", withN(c.y))], { ...convOf(c), shape: c.f });
-      await expectWithinUlps(b.build(out), { x: host(c.x, c.seed), g: host(c.y, c.seed + 1) }, prod(c.y.slice(0, 3)) + 1);
-    }), { seed: 32, numRuns: 10 });
+      await expectWithinUlps(b.build(out), { x: host(c.x, c.seed), g: host(c.y, c.seed + 1) }, prod(c.y.slice(0, 3)) + 1, [], opts);
+    }), { seed: 32, numRuns: runsFor(10, share) });
   });
+});
 
+describe("pool gradient primitives on Dawn against their float64 references", () => {
   test("pool grads, symbolic N: max sums ≤ KH·KW selected g, avg ≤ KH·KW quotients g/count", async () => {
     await fc.assert(fc.asyncProperty(poolCases, async (c) => {
       const b = new GraphBuilder();
@@ -216,19 +221,16 @@ function gradGraph(shapes: Readonly<Record<string, Shape>>, f: (xs: Readonly<Rec
   return b.build({ ...(outputs ? { out } : {}), ...Object.fromEntries(Object.keys(xs).map((n, i) => [`d_${n}`, ds[i]])) });
 }
 
-describe("gradient graphs on Dawn against the reference, symbolic N", () => {
+describe.each(GEMM_TARGETS)("conv2d gradient graphs on Dawn against the reference, symbolic N, $name", ({ target }) => {
+  const opts: CompileOptions = { target };
+
   test("conv2d: strided, dilated, unevenly padded; ulps: the longer of the two gradient sums", async () => {
     const c: ConvAttrs = { strides: [2, 3], padding: [1, 2, 0, 2], dilations: [2, 1] };
     const graph = gradGraph({ x: ["N", 9, 10, 3], f: [3, 2, 3, 5] }, (xs) => xs.x.conv2d(xs.f, c));
     // OH = (9 + 3 − 2·2 − 1)/2 + 1 = 4, OW = (10 + 2 − 1 − 1)/3 + 1 = 4; ∂x sums KH·KW·Cout = 30
     // products, ∂f N·OH·OW = 48.
     const inputs = { x: host([3, 9, 10, 3], 1), f: host([3, 2, 3, 5], 2), u: host([3, 4, 4, 5], 3) };
-    await expectWithinUlps(graph, inputs, 48 + 1);
-  });
-
-  test("pools: overlapping padded windows", async () => {
-    const graph = gradGraph({ x: ["N", 7, 6, 2] }, (xs) => xs.x.maxPool2d([3, 2], [2, 1], [1, 1, 0, 1]).add(xs.x.avgPool2d([3, 2], [2, 1], [1, 1, 0, 1])));
-    await expectWithinUlps(graph, { x: distinct([2, 7, 6, 2], 4), u: host([2, 4, 6, 2], 5) }, 2 * 3 * 2 + 2, ["x"]);
+    await expectWithinUlps(graph, inputs, 48 + 1, [], opts);
   });
 
   test("LeNet-like: conv, relu, maxpool, conv, relu, maxpool, reshape, matmul, forward and backward", async () => {
@@ -238,7 +240,7 @@ describe("gradient graphs on Dawn against the reference, symbolic N", () => {
       return h2.reshape(["N", 400]).matmul(w);
     }, true);
     const inputs = { x: host([3, 28, 28, 1], 1), f1: host([5, 5, 1, 6], 2), f2: host([5, 5, 6, 16], 3), w: host([400, 10], 4), u: host([3, 10], 5) };
-    await expectNearScale(graph, inputs);
+    await expectNearScale(graph, inputs, opts);
   });
 
   test("second order: the gradient of ‖∂x‖² + ‖∂f‖² through conv2d, max_pool2d and avg_pool2d", async () => {
@@ -248,7 +250,14 @@ describe("gradient graphs on Dawn against the reference, symbolic N", () => {
     const y = x.conv2d(f, { strides: [2, 2], padding: [1, 1, 1, 1] }).maxPool2d([2, 2], [1, 1]).avgPool2d([2, 2], [1, 1], [1, 0, 1, 0]);
     const [dx, df] = grad(y, [x, f], b.input("u", "f32", y.shape));
     const [ddx, ddf] = grad(dx.mul(dx).sum().add(df.mul(df).sum()), [x, f]);
-    await expectNearScale(b.build({ ddx, ddf }), { x: distinct([2, 8, 8, 2], 6), f: host([3, 3, 2, 4], 7), u: host([2, 3, 3, 4], 8) });
+    await expectNearScale(b.build({ ddx, ddf }), { x: distinct([2, 8, 8, 2], 6), f: host([3, 3, 2, 4], 7), u: host([2, 3, 3, 4], 8) }, opts);
+  });
+});
+
+describe("pool gradient graph on Dawn against the reference, symbolic N", () => {
+  test("pools: overlapping padded windows", async () => {
+    const graph = gradGraph({ x: ["N", 7, 6, 2] }, (xs) => xs.x.maxPool2d([3, 2], [2, 1], [1, 1, 0, 1]).add(xs.x.avgPool2d([3, 2], [2, 1], [1, 1, 0, 1])));
+    await expectWithinUlps(graph, { x: distinct([2, 7, 6, 2], 4), u: host([2, 4, 6, 2], 5) }, 2 * 3 * 2 + 2, ["x"]);
   });
 });
 
@@ -257,9 +266,9 @@ describe("gradient graphs on Dawn against the reference, symbolic N", () => {
  *  the layers and sums of up to a few thousand terms, yet stays near √K·u relative in f32, far
  *  inside that; a wrong index or a misrouted max moves whole terms. (The data has no ReLU input
  *  or pool tie within f32 rounding of flipping: a flip would show as a large mismatch.) */
-async function expectNearScale(graph: Graph, inputs: Readonly<Record<string, HostTensor>>): Promise<void> {
+async function expectNearScale(graph: Graph, inputs: Readonly<Record<string, HostTensor>>, opts?: CompileOptions): Promise<void> {
   const ref = interpret(graph, inputs);
-  const gpu = await runGpu(graph, inputs);
+  const gpu = await runGpu(graph, inputs, opts);
   for (const [name, r] of Object.entries(ref)) {
     const tol = 1e-4 * Math.max(...r.data.map(Math.abs));
     const bad = r.data.findIndex((v, i) => !(Math.abs(gpu[name].data[i] - v) <= tol));

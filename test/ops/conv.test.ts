@@ -1,12 +1,12 @@
 import fc from "fast-check";
 import { describe, expect, test } from "vitest";
-import { compile } from "../../compiler/pipeline.ts";
+import { compile, type CompileOptions } from "../../compiler/pipeline.ts";
 import { GraphBuilder } from "../../src/api/builder.ts";
 import { interpret, type HostTensor } from "../../src/interpret.ts";
 import { printGraph } from "../../src/ir/print.ts";
 import type { Graph } from "../../src/ir/types.ts";
 import { host } from "../helpers/data.ts";
-import { runGpu, useGpu } from "../helpers/gpu.ts";
+import { GEMM_TARGETS, runGpu, runsFor, useGpu } from "../helpers/gpu.ts";
 
 useGpu();
 
@@ -19,11 +19,11 @@ useGpu();
  *  - max_pool2d: picks one of its inputs, exactly: 0.
  *  Bounding by Σ|terms| instead of |result| stays tight where terms cancel; an indexing bug is
  *  off by whole terms, far beyond it. */
-async function expectWithin(graph: Graph, inputs: Readonly<Record<string, HostTensor>>, ulps: Readonly<Record<string, number>>): Promise<void> {
+async function expectWithin(graph: Graph, inputs: Readonly<Record<string, HostTensor>>, ulps: Readonly<Record<string, number>>, opts?: CompileOptions): Promise<void> {
   const ref = interpret(graph, inputs);
   const abs = Object.fromEntries(Object.entries(inputs).map(([n, t]) => [n, { shape: t.shape, data: Array.from(t.data, Math.abs) }]));
   const mag = interpret(graph, abs);
-  const gpu = await runGpu(graph, inputs);
+  const gpu = await runGpu(graph, inputs, opts);
   for (const [name, r] of Object.entries(ref)) {
     expect(gpu[name].shape).toEqual(r.shape);
     for (let i = 0; i < r.data.length; i++) {
@@ -90,7 +90,8 @@ describe("pools: infer", () => {
   });
 });
 
-describe("conv2d on Dawn", () => {
+describe.each(GEMM_TARGETS)("conv2d on Dawn, $name", ({ target, share }) => {
+  const opts: CompileOptions = { target };
   const pair = (max: number) => fc.tuple(fc.integer({ min: 1, max }), fc.integer({ min: 1, max })) as fc.Arbitrary<Pair>;
   const cases = fc.record({
     n: fc.integer({ min: 1, max: 3 }), h: fc.integer({ min: 1, max: 10 }), w: fc.integer({ min: 1, max: 10 }), c: fc.integer({ min: 1, max: 4 }),
@@ -104,9 +105,9 @@ describe("conv2d on Dawn", () => {
         const g = new GraphBuilder();
         const y = g.input("x", "f32", ["N", h, w, c]).conv2d(g.input("f", "f32", [...k, c, co]), { strides, dilations, padding });
         const graph = g.build(y);
-        await expectWithin(graph, { x: host([n, h, w, c], seed), f: host([...k, c, co], seed + 1) }, { out: k[0] * k[1] * c + 1 });
+        await expectWithin(graph, { x: host([n, h, w, c], seed), f: host([...k, c, co], seed + 1) }, { out: k[0] * k[1] * c + 1 }, opts);
       }),
-      { seed: 42, numRuns: 15 },
+      { seed: 42, numRuns: runsFor(15, share) },
     );
   });
 
@@ -116,7 +117,7 @@ describe("conv2d on Dawn", () => {
     const c2 = g.input("p", "f32", ["N", 14, 14, 6]).conv2d(g.input("f2", "f32", [5, 5, 6, 16]));
     const graph = g.build({ c1, c2 });
     const inputs = { x: host([3, 28, 28, 1], 1), f1: host([5, 5, 1, 6], 2), p: host([3, 14, 14, 6], 3), f2: host([5, 5, 6, 16], 4) };
-    await expectWithin(graph, inputs, { c1: 26, c2: 151 });
+    await expectWithin(graph, inputs, { c1: 26, c2: 151 }, opts);
   });
 
   test("inlined operands: a reshaped flat image and a permuted OIHW filter, no copies", async () => {
@@ -124,8 +125,8 @@ describe("conv2d on Dawn", () => {
     const x = g.input("x", "f32", ["N", 784]).reshape(["N", 28, 28, 1]);
     const f = g.input("oihw", "f32", [6, 1, 5, 5]).permute([2, 3, 1, 0]);
     const graph = g.build(x.conv2d(f, { strides: [2, 2], padding: [2, 1, 2, 1] }));
-    expect(compile(graph).kernels).toHaveLength(1);
-    await expectWithin(graph, { x: host([2, 784], 5), oihw: host([6, 1, 5, 5], 6) }, { out: 26 });
+    expect(compile(graph, opts).kernels).toHaveLength(1);
+    await expectWithin(graph, { x: host([2, 784], 5), oihw: host([6, 1, 5, 5], 6) }, { out: 26 }, opts);
   });
 });
 

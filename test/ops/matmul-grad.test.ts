@@ -8,7 +8,8 @@ import { GraphBuilder, type Tensor } from "../../src/api/builder.ts";
 import { grad } from "../../src/api/grad.ts";
 import type { Shape } from "../../src/ir/types.ts";
 import { host } from "../helpers/data.ts";
-import { useGpu } from "../helpers/gpu.ts";
+import type { CompileOptions } from "../../compiler/pipeline.ts";
+import { GEMM_TARGETS, useGpu } from "../helpers/gpu.ts";
 import { expectGradOk } from "../helpers/gradcheck.ts";
 import { expectWithinUlps } from "../helpers/ulps.ts";
 
@@ -73,25 +74,27 @@ function gradGraph(sa: Shape, sb: Shape, f: (a: Tensor, b: Tensor) => Tensor) {
 
 /** Every gradient element sums at most (the sum of all dims) products of f32 inputs: that many
  *  ulps of Σ|terms| (test/helpers/ulps.ts). */
-async function expectGradOnDawn(graph: ReturnType<typeof gradGraph>, a: number[], b: number[], u: number[], seed: number): Promise<void> {
+async function expectGradOnDawn(graph: ReturnType<typeof gradGraph>, a: number[], b: number[], u: number[], seed: number, opts: CompileOptions): Promise<void> {
   const ulps = [...a, ...b, ...u].reduce((s, d) => s + d, 1);
-  await expectWithinUlps(graph, { a: host(a, seed), b: host(b, seed + 1), u: host(u, seed + 2) }, ulps);
+  await expectWithinUlps(graph, { a: host(a, seed), b: host(b, seed + 1), u: host(u, seed + 2) }, ulps, [], opts);
 }
 
-describe("matmul gradient graphs on Dawn", () => {
+describe.each(GEMM_TARGETS)("matmul gradient graphs on Dawn, $name", ({ target }) => {
+  const opts: CompileOptions = { target };
+
   test("symbolic M: [M,37] × [37,70] with M = 1, 5 and 130 (two row tiles and a bit)", async () => {
     const graph = gradGraph(["M", 37], [37, 70], (a, b) => a.matmul(b));
-    for (const m of [1, 5, 130]) await expectGradOnDawn(graph, [m, 37], [37, 70], [m, 70], m);
+    for (const m of [1, 5, 130]) await expectGradOnDawn(graph, [m, 37], [37, 70], [m, 70], m, opts);
   });
 
   test("symbolic batch: [B,5,33] × [33,70], ∂W summed over B and T", async () => {
     const graph = gradGraph(["B", 5, 33], [33, 70], (a, b) => a.matmul(b));
-    await expectGradOnDawn(graph, [3, 5, 33], [33, 70], [3, 5, 70], 1);
+    await expectGradOnDawn(graph, [3, 5, 33], [33, 70], [3, 5, 70], 1, opts);
   });
 
   test("transposed operands with broadcast batch dims: [2,1,K,M]ᵀ × [3,N,K]ᵀ, symbolic M, K, N", async () => {
     const graph = gradGraph([2, 1, "K", "M"], [3, "N", "K"], product({ ta: true, tb: true }));
-    await expectGradOnDawn(graph, [2, 1, 65, 9], [3, 3, 65], [2, 3, 9, 3], 2);
-    await expectGradOnDawn(graph, [2, 1, 1, 70], [3, 66, 1], [2, 3, 70, 66], 3);
+    await expectGradOnDawn(graph, [2, 1, 65, 9], [3, 3, 65], [2, 3, 9, 3], 2, opts);
+    await expectGradOnDawn(graph, [2, 1, 1, 70], [3, 66, 1], [2, 3, 70, 66], 3, opts);
   });
 });

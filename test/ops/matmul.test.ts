@@ -1,13 +1,13 @@
 import fc from "fast-check";
 import { describe, expect, test } from "vitest";
-import { compile } from "../../compiler/pipeline.ts";
+import { compile, type CompileOptions } from "../../compiler/pipeline.ts";
 import { GraphBuilder } from "../../src/api/builder.ts";
 import { interpret, type HostTensor } from "../../src/interpret.ts";
 import { printGraph } from "../../src/ir/print.ts";
 import type { Graph } from "../../src/ir/types.ts";
 import { Executable, type OutputTensor } from "../../runtime/execute.ts";
 import { host } from "../helpers/data.ts";
-import { runGpu, useGpu } from "../helpers/gpu.ts";
+import { GEMM_TARGETS, runGpu, runsFor, useGpu } from "../helpers/gpu.ts";
 
 useGpu();
 
@@ -31,8 +31,8 @@ function checkDotBound(graph: Graph, inputs: Readonly<Record<string, HostTensor>
   }
 }
 
-async function expectDotBound(graph: Graph, inputs: Readonly<Record<string, HostTensor>>, k: number): Promise<void> {
-  checkDotBound(graph, inputs, await runGpu(graph, inputs), k);
+async function expectDotBound(graph: Graph, inputs: Readonly<Record<string, HostTensor>>, k: number, opts?: CompileOptions): Promise<void> {
+  checkDotBound(graph, inputs, await runGpu(graph, inputs, opts), k);
 }
 
 /** Sizes: 1, odd ones, around one tile (64) and over two (up to 130). */
@@ -62,16 +62,19 @@ describe("matmul: infer", () => {
   });
 });
 
-describe("matmul on Dawn", () => {
+// Both GEMM writers; the register-blocked one has 16×8 blocks, so these sizes cross its edges too.
+describe.each(GEMM_TARGETS)("matmul on Dawn, $name", ({ target, share }) => {
+  const opts: CompileOptions = { target };
+
   test("property: symbolic M, K, N (one pipeline) over 1, odd and multi-tile sizes", async () => {
     const g = new GraphBuilder();
     const graph = g.build(g.input("x", "f32", ["M", "K"]).matmul(g.input("w", "f32", ["K", "N"])));
-    expect(compile(graph).kernels).toHaveLength(1);
+    expect(compile(graph, opts).kernels).toHaveLength(1);
     await fc.assert(
       fc.asyncProperty(size, size, size, fc.nat(), async (m, k, n, seed) => {
-        await expectDotBound(graph, { x: host([m, k], seed), w: host([k, n], seed + 1) }, k);
+        await expectDotBound(graph, { x: host([m, k], seed), w: host([k, n], seed + 1) }, k, opts);
       }),
-      { seed: 42, numRuns: 25 },
+      { seed: 42, numRuns: runsFor(25, share) },
     );
   });
 
@@ -80,9 +83,9 @@ describe("matmul on Dawn", () => {
       fc.asyncProperty(size, size, size, fc.nat(), async (m, k, n, seed) => {
         const g = new GraphBuilder();
         const graph = g.build(g.input("x", "f32", [m, k]).matmul(g.input("w", "f32", [k, n])));
-        await expectDotBound(graph, { x: host([m, k], seed), w: host([k, n], seed + 1) }, k);
+        await expectDotBound(graph, { x: host([m, k], seed), w: host([k, n], seed + 1) }, k, opts);
       }),
-      { seed: 42, numRuns: 5 },
+      { seed: 42, numRuns: runsFor(5, share) },
     );
   });
 
@@ -102,9 +105,9 @@ describe("matmul on Dawn", () => {
         const [ba, bb] = [operandBatch(ob, a), operandBatch(ob, b)];
         const g = new GraphBuilder();
         const graph = g.build(g.input("x", "f32", [...ba, "M", "K"]).matmul(g.input("w", "f32", [...bb, "K", "N"])));
-        await expectDotBound(graph, { x: host([...ba, m, k], seed), w: host([...bb, k, n], seed + 1) }, k);
+        await expectDotBound(graph, { x: host([...ba, m, k], seed), w: host([...bb, k, n], seed + 1) }, k, opts);
       }),
-      { seed: 42, numRuns: 10 },
+      { seed: 42, numRuns: runsFor(10, share) },
     );
   });
 
@@ -113,7 +116,7 @@ describe("matmul on Dawn", () => {
     const x = g.input("x", "f32", ["B", 5, 33]);
     const y = g.input("y", "f32", ["B", 33, 70]);
     const graph = g.build({ shared: x.matmul(g.input("w", "f32", [33, 70])), paired: x.matmul(y) });
-    await expectDotBound(graph, { x: host([3, 5, 33], 1), w: host([33, 70], 2), y: host([3, 33, 70], 3) }, 33);
+    await expectDotBound(graph, { x: host([3, 5, 33], 1), w: host([33, 70], 2), y: host([3, 33, 70], 3) }, 33, opts);
   });
 
   test("property: a transposed operand is a strided load, not a copy", async () => {
@@ -123,21 +126,30 @@ describe("matmul on Dawn", () => {
     const w = g.input("w", "f32", ["N", "K"]);
     const bx = g.input("bx", "f32", ["B", "K", "M"]);
     const graph = g.build({ t: x.transpose().matmul(w.transpose()), tb: bx.transpose().matmul(w.transpose()) });
-    const program = compile(graph);
+    const program = compile(graph, opts);
     expect(program.kernels).toHaveLength(2);
     expect(program.buffers.map((b) => b.role)).toEqual(["input", "input", "input", "temp", "temp"]);
     await fc.assert(
       fc.asyncProperty(size, size, size, fc.integer({ min: 1, max: 3 }), fc.nat(), async (m, k, n, b, seed) => {
-        await expectDotBound(graph, { x: host([k, m], seed), w: host([n, k], seed + 1), bx: host([b, k, m], seed + 2) }, k);
+        await expectDotBound(graph, { x: host([k, m], seed), w: host([n, k], seed + 1), bx: host([b, k, m], seed + 2) }, k, opts);
       }),
-      { seed: 42, numRuns: 12 },
+      { seed: 42, numRuns: runsFor(12, share) },
     );
+  });
+
+  test("many row groups: a narrow [B,3] × [3,5] with B = 2500, symbolic (folded onto z) and static", async () => {
+    // N = 5: the register-blocked writer stacks all 64 lanes along M, 1024 rows a group.
+    for (const m of ["B", 2500] as const) {
+      const g = new GraphBuilder();
+      const graph = g.build(g.input("x", "f32", [m, 3]).matmul(g.input("w", "f32", [3, 5])));
+      await expectDotBound(graph, { x: host([2500, 3], 8), w: host([3, 5], 9) }, 3, opts);
+    }
   });
 
   test("one Executable of x:[B,K] × W:[K,N] serves B = 1, 65 and 200", async () => {
     const g = new GraphBuilder();
     const graph = g.build(g.input("x", "f32", ["B", 37]).matmul(g.input("W", "f32", [37, 70])));
-    const program = compile(graph);
+    const program = compile(graph, opts);
     expect(program.kernels).toHaveLength(1);
     expect(program.kernels[0].uniforms).toEqual(["B"]);
     // B reaches the shader only through the uniform: the WGSL (the pipeline key) has no size for it.

@@ -9,7 +9,7 @@ import { grad } from "../../src/api/grad.ts";
 import { GpuError, KilnError } from "../../src/ir/errors.ts";
 import type { Graph } from "../../src/ir/types.ts";
 import { liveBuffers } from "../../runtime/buffers.ts";
-import { releaseGpu } from "../../runtime/device.ts";
+import { acquireGpu, releaseGpu } from "../../runtime/device.ts";
 import { Executable } from "../../runtime/execute.ts";
 import { expectMatchesReference, runGpu, useGpu } from "../helpers/gpu.ts";
 
@@ -242,5 +242,19 @@ describe("resident state", () => {
     expect(() => compile(g, { state: { w: "nope" } })).toThrow('state: "nope" (the update of "w") is not an output of the graph');
     expect(() => compile(g, { state: { w: "loss" } })).toThrow('state: "loss" f32[] cannot replace input "w" f32[3,1]');
     expect(() => compile(g, { state: { x: "w" } })).toThrow('state: input "x" f32[B,3] must have a static shape to stay resident');
+  });
+});
+
+describe("Executable.fromGraph", () => {
+  test("compiles for the device's target and limits, then loads", async () => {
+    const g = new GraphBuilder();
+    const y = g.input("a", "f32", ["B", 3]).matmul(g.input("b", "f32", [3, 2]));
+    const graph = g.build({ y });
+    const exe = await Executable.fromGraph(graph);
+    const gpu = await acquireGpu();
+    expect(exe.program.kernels.map((k) => k.wgsl)).toEqual(compile(graph, { target: gpu.target, maxStorageBuffers: gpu.limits.maxStorageBuffersPerShaderStage }).kernels.map((k) => k.wgsl));
+    const out = await exe.run({ a: { shape: [2, 3], data: [1, 2, 3, 4, 5, 6] }, b: { shape: [3, 2], data: [1, 0, 0, 1, 1, 1] } });
+    expect(Array.from(out.y.data)).toEqual([4, 5, 10, 11]);
+    exe.dispose();
   });
 });

@@ -1,4 +1,4 @@
-/** conv2d's gradients as implicit GEMMs on the shared tiled writer (./matmul.ts), like conv2d.
+/** conv2d's gradients as implicit GEMMs on the shared GEMM writers (./matmul.ts), like conv2d.
  *
  *  conv2d_grad_filter: the filter is the GEMM's output matrix,
  *      df[m, n] = Σ_k X[m, k] · G[k, n]    m = (kh, kw, ci), n = co, k = (b, oh, ow) over N·OH·OW
@@ -15,7 +15,7 @@ import type { Dim, OpAttrs } from "../../../src/ir/types.ts";
 import type { Kernel } from "../../program.ts";
 import type { KernelBuilder } from "../kernel-builder.ts";
 import { windowValue } from "./conv2d.ts";
-import { tiledGemm } from "./matmul.ts";
+import { gemm } from "./matmul.ts";
 
 export function conv2dGradFilterKernel(kb: KernelBuilder, what: string): Kernel {
   const out = kb.node(kb.output);
@@ -24,7 +24,7 @@ export function conv2dGradFilterKernel(kb: KernelBuilder, what: string): Kernel 
   const gshape = kb.node(ig).type.shape;
   const [kh, kw, c, co] = out.type.shape as readonly number[];
   const red = gshape.slice(0, 3);
-  return tiledGemm(kb, what, {
+  return gemm(kb, what, {
     rows: sizeOf([kh * kw * c]), cols: sizeOf([co]), batch: sizeOf([]),
     M: `${kh * kw * c}u`, N: `${co}u`, K: kb.size(red),
     matrix: () => ({
@@ -47,7 +47,7 @@ export function conv2dGradInputKernel(kb: KernelBuilder, what: string): Kernel {
   const [, oh, ow, co] = kb.node(ig).type.shape as readonly [Dim, number, number, number];
   const [kh, kw, c] = kb.node(iff).type.shape as readonly number[];
   const rows = out.type.shape.slice(0, 3);
-  return tiledGemm(kb, what, {
+  return gemm(kb, what, {
     rows: sizeOf(rows), cols: sizeOf([c]), batch: sizeOf([]),
     M: kb.size(rows), N: `${c}u`, K: `${kh * kw * co}u`,
     matrix: () => ({

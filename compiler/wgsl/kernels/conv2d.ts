@@ -1,4 +1,4 @@
-/** conv2d as an implicit GEMM on the shared tiled writer (./matmul.ts), with no im2col buffer:
+/** conv2d as an implicit GEMM on the shared GEMM writers (./matmul.ts), with no im2col buffer:
  *      C[m, n] = Σ_k A[m, k] · F[k, n]      m = (b, oh, ow) over N·OH·OW, n = co, k = (kh, kw, ci)
  *  A is the input seen through the window: the tile loader turns (m, k) into
  *      ih = oh·sh + kh·dh − top,  iw = ow·sw + kw·dw − left
@@ -9,7 +9,7 @@ import { sizeOf } from "../../../src/ir/shape.ts";
 import type { Dim, OpAttrs, ValueId } from "../../../src/ir/types.ts";
 import type { Kernel } from "../../program.ts";
 import type { KernelBuilder } from "../kernel-builder.ts";
-import { tiledGemm } from "./matmul.ts";
+import { gemm } from "./matmul.ts";
 
 export function conv2dKernel(kb: KernelBuilder, what: string): Kernel {
   const out = kb.node(kb.output);
@@ -19,7 +19,7 @@ export function conv2dKernel(kb: KernelBuilder, what: string): Kernel {
   const fshape = kb.node(iff).type.shape as readonly number[];
   const [kh, kw, , co] = fshape;
   const rows = out.type.shape.slice(0, 3);
-  return tiledGemm(kb, what, {
+  return gemm(kb, what, {
     rows: sizeOf(rows), cols: sizeOf([co]), batch: sizeOf([]),
     M: kb.size(rows), N: `${co}u`, K: `${kh * kw * c}u`,
     matrix: () => ({

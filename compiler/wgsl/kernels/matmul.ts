@@ -1,4 +1,5 @@
-/** matmul as a tiled GEMM, and the GEMM writer conv2d shares (it is an implicit GEMM).
+/** matmul as a GEMM, and the workgroup-tiled GEMM writer (for GPUs) that conv2d shares (it is an
+ *  implicit GEMM); `gemm` picks it or ./gemm-register.ts by target.
  *
  *  Each workgroup of 16×16 threads computes a 64×64 tile of C = A·B; thread (tx, ty) keeps a
  *  4×4 block of it in registers: rows ty + 16i, columns tx + 16j (strided, so the stores of
@@ -11,53 +12,35 @@
  *       └──────┘                                                  barrier, then 16 rank-1
  *                                                                 updates of the 4×4 block.
  *  So every element loaded from storage is used 64 times from workgroup memory (8 KiB of it):
- *  64× fewer storage loads than a thread per output. Real GPUs want exactly this, and so does
- *  lavapipe, where each storage load is a scalar loop with a bounds check. Operands are read through `kb.value`, so a
- *  transposed or broadcast operand is a strided load inside the tile loader, never a copy.
+ *  64× fewer storage loads than a thread per output. Real GPUs want exactly this; a CPU
+ *  rasterizer pays for the barriers instead (../../target.ts). Operands are read through
+ *  `kb.value`, so a transposed or broadcast operand is a strided load inside the tile loader,
+ *  never a copy.
  *  Sizes come from `kb.dim`: with M = B symbolic, one pipeline serves every batch size.
  *
- *  Grid: x = column tiles, y = row tiles, z = batch. Row tiles past 65,535 (the per-dimension
- *  limit) are folded onto z by a factor F: tile = (z % F)·nwg.y + y, batch = z / F; surplus
- *  groups return before touching memory. */
-import { sizeOf, type Size } from "../../../src/ir/shape.ts";
+ *  Grid: x = column tiles, y = row tiles, z = batch; row tiles past 65,535 fold onto z
+ *  (`foldFactor` in ./gemm.ts). */
+import { sizeOf } from "../../../src/ir/shape.ts";
 import type { Kernel } from "../../program.ts";
 import { broadcastCoords, type KernelBuilder } from "../kernel-builder.ts";
+import { foldFactor, type Gemm } from "./gemm.ts";
+import { registerGemm } from "./gemm-register.ts";
 
 const TILE = 64;
 const TK = 16;
 const THREADS = 16;
 const BLOCK = TILE / THREADS;
-/** WebGPU's default maxComputeWorkgroupsPerDimension, which Kiln's device keeps. */
-const MAX_GROUPS = 65535;
-/** F for a symbolic row count: up to 16·65,535·64 ≈ 67M rows (a conv over 10,000 MNIST
- *  images has 7.8M); at most 15 surplus groups, which return at once. */
-const SYM_FOLD = 16;
 
-/** One matrix of a (batched) GEMM: WGSL for A(m, k) and B(k, n), and the store of C(m, n).
- *  They may write `let`s into `kb.w` (they are called inside the loader's bounds check). */
-export interface GemmMatrix {
-  loadA(m: string, k: string): string;
-  loadB(k: string, n: string): string;
-  store(m: string, n: string, value: string): void;
-}
-
-export interface Gemm {
-  /** Rows, columns and matrices, for the dispatch. */
-  readonly rows: Size;
-  readonly cols: Size;
-  readonly batch: Size;
-  /** The same sizes and the reduction length as u32 expressions (from `kb.dim`/`kb.size`). */
-  readonly M: string;
-  readonly N: string;
-  readonly K: string;
-  /** Called once at the top of `main` with the batch index; may write `let`s. */
-  matrix(batch: string): GemmMatrix;
+/** The GEMM writer for `kb.target` (../../target.ts): workgroup tiles on a GPU, register blocks
+ *  on a CPU rasterizer. */
+export function gemm(kb: KernelBuilder, what: string, g: Gemm): Kernel {
+  return kb.target.gemm === "register-blocked" ? registerGemm(kb, what, g) : tiledGemm(kb, what, g);
 }
 
 export function tiledGemm(kb: KernelBuilder, what: string, g: Gemm): Kernel {
   const { w } = kb;
   const { M, N, K } = g;
-  const fold = foldFactor(g.rows, g.batch);
+  const fold = foldFactor(g.rows, g.batch, TILE);
   const single = g.batch.k === 1 && g.batch.syms.length === 0;
   let batch = single ? "0u" : "wid.z";
   if (fold > 1) {
@@ -111,12 +94,6 @@ export function tiledGemm(kb: KernelBuilder, what: string, g: Gemm): Kernel {
   });
 }
 
-/** F: how many row-tile ranges share z (see the header); 1 when the batch leaves no room. */
-function foldFactor(rows: Size, batch: Size): number {
-  const f = rows.syms.length ? SYM_FOLD : Math.ceil(rows.k / TILE / MAX_GROUPS);
-  return f > 1 && batch.syms.length === 0 && batch.k * f <= MAX_GROUPS ? f : 1;
-}
-
 const range = (n: number): number[] => [...Array(n).keys()];
 const off = (i: number): string => (i ? ` + ${i * THREADS}u` : "");
 
@@ -130,7 +107,7 @@ export function matmulKernel(kb: KernelBuilder, what: string): Kernel {
   const batch = out.type.shape.slice(0, -2);
   const [m, n] = out.type.shape.slice(-2);
   const [M, N, K] = [kb.dim(m), kb.dim(n), kb.dim(sa[sa.length - 1])];
-  return tiledGemm(kb, what, {
+  return gemm(kb, what, {
     rows: sizeOf([m]), cols: sizeOf([n]), batch: sizeOf(batch), M, N, K,
     matrix: (b) => {
       const bc = kb.unravel(b, batch, "z");

@@ -1,0 +1,32 @@
+/** What the compiler knows about the device it writes kernels for: the choices where the fast
+ *  habit on a real GPU is the slow one on a CPU rasterizer, and the reverse.
+ *
+ *  GEMMs (matmul, conv2d and its gradients) are the main case. A GPU wants workgroup-memory
+ *  tiling: each storage load is reused from fast shared memory by 64 threads. On lavapipe /
+ *  llvmpipe (and SwiftShader) a workgroup is a loop over SIMD lanes, so a barrier ends the loop
+ *  and starts another, and every storage load is a per-lane scalar loop with a bounds check:
+ *  speed follows loads per FMA, and a large block of outputs in each invocation's registers wins
+ *  (measured on lavapipe, 2 cores: ≈3 GFLOP/s tiled, ≈20 register-blocked). */
+export interface Target {
+  /** Shown in benchmark notes and kernel dumps. */
+  readonly name: string;
+  /** The GEMM writer: "workgroup-tiled" (./wgsl/kernels/matmul.ts) or "register-blocked"
+   *  (./wgsl/kernels/gemm-register.ts). */
+  readonly gemm: "workgroup-tiled" | "register-blocked";
+}
+
+/** A hardware GPU: the default when nothing is known. */
+export const GPU_TARGET: Target = { name: "gpu", gemm: "workgroup-tiled" };
+
+/** A software rasterizer running compute shaders on the CPU. */
+export const CPU_TARGET: Target = { name: "cpu", gemm: "register-blocked" };
+
+/** Mesa's llvmpipe/lavapipe, Google's SwiftShader, Microsoft's WARP ("Basic Render Driver"),
+ *  and Vulkan's CPU device type as adapters describe it. */
+const SOFTWARE = /llvmpipe|lavapipe|softpipe|swiftshader|\bwarp\b|basic render|software|\bcpu\b/i;
+
+/** The target for an adapter, from its description (Dawn's `adapter.info` description, device,
+ *  vendor and architecture, in any order) and `isFallbackAdapter` where the platform has it. */
+export function targetForAdapter(description: string, isFallback = false): Target {
+  return isFallback || SOFTWARE.test(description) ? CPU_TARGET : GPU_TARGET;
+}
