@@ -1,0 +1,39 @@
+/** The runners the bench knows. Each is a module under runners/ that speaks protocol.ts, started
+ *  as `node --import tsx runners/<module> <...args>` in its own process per workload. A module
+ *  that does not exist yet is reported as "not built" rather than failing the run. */
+import type { WorkloadId } from "./workloads.ts";
+
+export interface RunnerEntry {
+  readonly id: string;
+  /** File under runnersDir (default test/bench/runners/). */
+  readonly module: string;
+  readonly args: readonly string[];
+  readonly workloads: readonly WorkloadId[];
+  /** In the CI smoke run (W1, a few steps). */
+  readonly smoke?: boolean;
+  /** Left out of a default run, with the reason shown in the table; naming the runner in
+   *  --runners includes it. */
+  readonly optIn?: string;
+}
+
+const ALL: readonly WorkloadId[] = ["W1", "W2", "W3", "W5"];
+
+export const RUNNERS: readonly RunnerEntry[] = [
+  { id: "kiln", module: "kiln.ts", args: [], workloads: ALL, smoke: true },
+  { id: "tfjs-webgpu", module: "tfjs.ts", args: ["webgpu"], workloads: ALL, smoke: true },
+  { id: "tfjs-wasm", module: "tfjs.ts", args: ["wasm"], workloads: ALL, smoke: true },
+  { id: "tfjs-cpu", module: "tfjs.ts", args: ["cpu"], workloads: ALL },
+  { id: "jax-webgpu", module: "jax.ts", args: ["webgpu"], workloads: ALL },
+  { id: "jax-wasm", module: "jax.ts", args: ["wasm"], workloads: ALL, smoke: true },
+  {
+    id: "jax-cpu",
+    module: "jax.ts",
+    args: ["cpu"],
+    workloads: ALL,
+    // jax-js's README: the cpu backend is "slow, interpreted JS, only meant for debugging".
+    optIn: "interpreted JS, ~55 s per W1 step on 2 cores; --runners jax-cpu times it",
+  },
+];
+
+/** The ratio column divides by this runner's median. */
+export const BASELINE = "kiln";
