@@ -9,11 +9,11 @@
  *  A kernel whose storage bindings would pass the device limit materializes the inlined node
  *  reading the most buffers and tries again, so the limit shapes the plan instead of failing.
  *  (Fusion of elementwise chains is a later pass; it only changes which nodes are inlined.) */
-import { liveNodes } from "../src/interpret.ts";
 import { describeNode, KilnError } from "../src/ir/errors.ts";
 import type { Graph, Node, OpKind, ValueId } from "../src/ir/types.ts";
 import { loweringOf, type Lowering } from "../src/ops/def.ts";
 import { OPS } from "../src/ops/table.ts";
+import { planBuffers } from "./fuse.ts";
 import type { BufferSpec, Kernel, Program } from "./program.ts";
 import { GPU_TARGET, type Target } from "./target.ts";
 import { KernelBuilder } from "./wgsl/kernel-builder.ts";
@@ -24,6 +24,8 @@ export interface CodegenOptions {
   readonly maxStorageBuffers: number;
   /** Which kernel variants to write (./target.ts). */
   readonly target: Target;
+  /** Fuse elementwise chains into their consumers (./fuse.ts); default true. */
+  readonly fuse?: boolean;
 }
 
 export const DEFAULT_CODEGEN: CodegenOptions = { maxStorageBuffers: 8, target: GPU_TARGET };
@@ -31,10 +33,7 @@ export const DEFAULT_CODEGEN: CodegenOptions = { maxStorageBuffers: 8, target: G
 export const lowering = (n: Node): Lowering<OpKind> => loweringOf(OPS[n.op] as never, n.attrs as never);
 
 export function codegen(graph: Graph, opts: CodegenOptions = DEFAULT_CODEGEN): Program {
-  const live = liveNodes(graph);
-  const outputs = new Set(graph.outputs.map((o) => o.id));
-  const materialized = new Set<ValueId>();
-  for (const n of graph.nodes) if (live[n.id] && (outputs.has(n.id) || lowering(n).kind !== "index")) materialized.add(n.id);
+  const materialized = planBuffers(graph, { fuse: opts.fuse ?? true });
 
   for (;;) {
     const kernels: Kernel[] = [];
@@ -52,7 +51,7 @@ export function codegen(graph: Graph, opts: CodegenOptions = DEFAULT_CODEGEN): P
       }
       kernels.push(k);
     }
-    if (overflow === undefined) return { graph, kernels, buffers: buffers(graph, materialized), state: [] };
+    if (overflow === undefined) return { graph, kernels, buffers: buffers(graph, materialized), state: [], stats: [] };
     materialized.add(overflow);
   }
 }

@@ -1,5 +1,7 @@
-/** The compiler's table of contents: the passes, in order, then codegen.
- *  KILN_DUMP=<pass>[,<pass>…] (or "all") prints the text IR after those passes. */
+/** The compiler's table of contents: the passes, in order, then fusion and codegen.
+ *  A pipeline of your own: `compile(graph, { passes: (std) => [...std, myPass] })`; each pass's
+ *  node count and time land in `program.stats`. KILN_DUMP=<pass>[,<pass>…] (or "all") prints
+ *  the text IR after those passes. */
 import { printGraph } from "../src/ir/print.ts";
 import type { Graph } from "../src/ir/types.ts";
 import { verify } from "../src/ir/verify.ts";
@@ -40,13 +42,24 @@ export const PASSES: readonly Pass[] = [
   legalize,
 ];
 
+/** What one pass did: the graph's node count after it, and its time. */
+export interface PassStat {
+  readonly pass: string;
+  readonly nodes: number;
+  readonly ms: number;
+}
+
 export interface CompileOptions extends Partial<PassContext> {
+  /** The graph passes to run, from the standard list (PASSES): add, remove, reorder. */
+  readonly passes?: (standard: readonly Pass[]) => readonly Pass[];
   /** Verify the graph between passes (tests do; it costs a re-inference per pass). */
   readonly verifyEach?: boolean;
   /** Resident state: input name → the output whose value replaces it after every run, e.g.
    *  { W1: "W1_next" } for a training step, or null for an input that stays as written (see
    *  Executable.write). Shapes must be static and equal. */
   readonly state?: Readonly<Record<string, string | null>>;
+  /** Fuse elementwise chains into their consumers (compiler/fuse.ts); default true. */
+  readonly fuse?: boolean;
 }
 
 export function compile(graph: Graph, opts: CompileOptions = {}): Program {
@@ -54,12 +67,18 @@ export function compile(graph: Graph, opts: CompileOptions = {}): Program {
   const dump = new Set((process.env.KILN_DUMP ?? "").split(",").filter(Boolean));
   verify(graph);
   let g = graph;
-  for (const pass of PASSES) {
+  const stats: PassStat[] = [{ pass: "input", nodes: graph.nodes.length, ms: 0 }];
+  for (const pass of opts.passes ? opts.passes(PASSES) : PASSES) {
+    const t0 = performance.now();
     g = pass.run(g, ctx);
+    stats.push({ pass: pass.name, nodes: g.nodes.length, ms: performance.now() - t0 });
     if (opts.verifyEach) verify(g);
     if (dump.has(pass.name) || dump.has("all")) console.error(`--- after ${pass.name}\n${printGraph(g)}`);
   }
-  return { ...codegen(g, ctx), state: stateUpdates(g, opts.state ?? {}) };
+  const t0 = performance.now();
+  const program = codegen(g, { ...ctx, fuse: opts.fuse });
+  stats.push({ pass: `fuse + codegen (${program.kernels.length} kernels)`, nodes: g.nodes.length, ms: performance.now() - t0 });
+  return { ...program, state: stateUpdates(g, opts.state ?? {}), stats };
 }
 
 function stateUpdates(g: Graph, state: Readonly<Record<string, string | null>>): StateUpdate[] {

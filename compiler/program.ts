@@ -56,4 +56,6 @@ export interface Program {
   readonly kernels: readonly Kernel[];
   readonly buffers: readonly BufferSpec[];
   readonly state: readonly StateUpdate[];
+  /** Per pass: node count after it and its time (compile fills it; codegen alone leaves it empty). */
+  readonly stats: readonly { readonly pass: string; readonly nodes: number; readonly ms: number }[];
 }

@@ -108,8 +108,12 @@ export class KernelBuilder {
     const low = loweringOf(OPS[node.op] as never, node.attrs as never) as ReturnType<typeof loweringOf<OpKind>>;
     const ctx = this.lowerCtx(node);
     switch (low.kind) {
-      case "elementwise":
-        return low.expr(node.inputs.map((i) => this.value(i, broadcastCoords(coords, node.type.shape, this.node(i).type.shape))), ctx);
+      case "elementwise": {
+        const e = low.expr(node.inputs.map((i) => this.value(i, broadcastCoords(coords, node.type.shape, this.node(i).type.shape))), ctx);
+        // A value fused in from another node gets a name: the expression stays flat when an
+        // op's WGSL uses an argument twice, and a reader sees the chain step by step.
+        return id === this.output || node.op === "const" ? e : this.let(e, "e");
+      }
       case "index":
         return low.expr({
           ...ctx,

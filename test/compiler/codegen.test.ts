@@ -50,8 +50,9 @@ describe("codegen", () => {
     const g = new GraphBuilder();
     const x = g.input("x", "f32", [4]);
     const p = compile(g.build({ y: x.mul(2).add(1) }));
-    expect(p.buffers.map((b) => b.role)).toEqual(["input", "temp", "temp"]);
+    expect(p.buffers.map((b) => b.role)).toEqual(["input", "temp"]);
     expect(p.kernels[0].wgsl).toContain("* 2f");
+    expect(p.kernels[0].wgsl).toContain("+ 1f");
   });
 
   test("values nobody reads get no kernel", () => {

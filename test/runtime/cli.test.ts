@@ -12,7 +12,7 @@ describe("kiln CLI", () => {
 
   test("run executes a text-IR graph on the GPU and agrees with the reference", () => {
     const out = kiln("run", "examples/ir/affine-tanh.kir", "-d", "B=3");
-    expect(out).toMatch(/^\/\/ k0 = mul -> %3, f32\[B,4\]$/m);
+    expect(out).toMatch(/^\/\/ k0 = fused\[mul, add, tanh\] -> %5, f32\[B,4\]$/m);
     const err = /y: f32\[3,4\] max \|gpu − reference\| = (\S+)/.exec(out);
     expect(Number(err?.[1])).toBeLessThan(1e-6);
     expect(out).toMatch(/positive: bool\[3,4\] max \|gpu − reference\| = 0\.00e\+0/);

@@ -1,0 +1,71 @@
+/** fuse: which values get a buffer of their own (and so a kernel that writes it); the rest are
+ *  computed inside their consumer's kernel as part of its expression (see
+ *  wgsl/kernel-builder.ts `value`). Codegen starts from this plan and only ever adds to it (when
+ *  a kernel would bind more storage buffers than the device allows).
+ *
+ *  Always in a buffer: graph outputs, buffer-backed values (inputs, constant data) and the
+ *  result of every op with a kernel of its own (matmul, conv, pools, reductions). Never: index
+ *  ops (movement, iota, random, gather, scalar constants), which are index arithmetic inside
+ *  their consumer's loads. An elementwise value is fused into its consumers (computed inside
+ *  each consumer's kernel) when every consumer is elementwise or a reduction (a prologue: exp
+ *  inside Σ exp), never the operand of a GEMM-like kernel (matmul, conv and their gradients,
+ *  pools), which reads each element many times; and either
+ *    - it has exactly one use over as many elements: nothing is computed twice; or
+ *    - its fused cone (it and the fused values it reads, in rough op costs: 1 for + − × and
+ *      selects, 2 for ÷ and √, 4 for transcendentals) costs ≤ 8: then it is recomputed in each
+ *      consumer, and across a broadcast, rather than written out and read back — the
+ *      subtracted max and exp(x − max) of softmax are recomputed beside the row sum and the
+ *      division, which saves a tensor's round trip through memory.
+ *      ew₁ → ew₂ → ew₃ → reduce_sum     one kernel: Σ ew₃(ew₂(ew₁(x)))
+ *  `fuse: false` keeps today's one kernel per non-index op, for comparison. */
+import { liveNodes } from "../src/interpret.ts";
+import { numel, sizeEq } from "../src/ir/shape.ts";
+import type { Graph, Node, OpKind, ValueId } from "../src/ir/types.ts";
+import { loweringOf, type Lowering } from "../src/ops/def.ts";
+import { OPS } from "../src/ops/table.ts";
+
+const lowering = (n: Node): Lowering<OpKind> => loweringOf(OPS[n.op] as never, n.attrs as never);
+
+const REDUCTIONS = new Set(["reduce_sum", "reduce_mean", "reduce_max", "reduce_min", "argmax"]);
+
+export interface FusionOptions {
+  readonly fuse: boolean;
+}
+
+const COST: Readonly<Record<string, number>> = {
+  div: 2, mod: 2, sqrt: 2, rsqrt: 2, recip: 2,
+  exp: 4, log: 4, sin: 4, cos: 4, tanh: 4, sigmoid: 4, pow: 6,
+};
+/** The most recomputation a fused value may bring into each of its consumers. */
+const BUDGET = 8;
+
+/** The values that live in buffers. */
+export function planBuffers(graph: Graph, opts: FusionOptions = { fuse: true }): Set<ValueId> {
+  const live = liveNodes(graph);
+  const outputs = new Set(graph.outputs.map((o) => o.id));
+  const uses = new Map<ValueId, Node[]>();
+  for (const n of graph.nodes) if (live[n.id]) for (const i of n.inputs) uses.set(i, [...(uses.get(i) ?? []), n]);
+  const kept = new Set<ValueId>();
+  const cone = new Map<ValueId, number>();
+  for (const n of graph.nodes) {
+    if (!live[n.id]) continue;
+    const kind = lowering(n).kind;
+    if (outputs.has(n.id) || kind === "buffer" || kind === "kernel") {
+      kept.add(n.id);
+      continue;
+    }
+    if (kind !== "elementwise") continue;
+    const cost = (COST[n.op] ?? 1) + n.inputs.reduce((s, i) => s + (cone.get(i) ?? 0), 0);
+    if (opts.fuse && fusible(n, uses.get(n.id) ?? [], cost)) cone.set(n.id, cost);
+    else kept.add(n.id);
+  }
+  return kept;
+}
+
+function fusible(n: Node, uses: readonly Node[], cost: number): boolean {
+  if (!uses.every((c) => REDUCTIONS.has(c.op) || lowering(c).kind === "elementwise")) return false;
+  const [c] = uses;
+  const once = uses.length === 1 && c.inputs.filter((i) => i === n.id).length === 1;
+  if (once && (REDUCTIONS.has(c.op) || sizeEq(numel(c.type.shape), numel(n.type.shape)))) return true;
+  return cost <= BUDGET;
+}
