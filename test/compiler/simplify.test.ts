@@ -10,7 +10,9 @@ import { interpret } from "../../src/interpret.ts";
 import { parseGraph } from "../../src/ir/parse.ts";
 import { printGraph } from "../../src/ir/print.ts";
 import { verify } from "../../src/ir/verify.ts";
+import { buildGradGraph } from "../helpers/gradcheck.ts";
 import { buildRecipe, recipeArb } from "../helpers/random-graph.ts";
+import { buildOpRecipe, opRecipeArb, recipeInputs, recipeShapes } from "../helpers/random-op-graph.ts";
 
 const ctx = { maxStorageBuffers: 8 };
 const run = (p: Pass, text: string) => printGraph(dce.run(p.run(parseGraph(text), ctx), ctx));
@@ -165,6 +167,18 @@ describe("simplification passes (before → after, in text IR)", () => {
         for (const p of PASSES) expect(p.run(g, ctx)).toBe(g);
       }),
       { seed: 3, numRuns: 150 },
+    );
+  });
+
+  test("idempotent on random graphs of the whole op table with their backward graphs", () => {
+    fc.assert(
+      fc.property(opRecipeArb, (r) => {
+        let g = buildGradGraph({ inputs: recipeInputs(r), shapes: recipeShapes(r), f: (xs) => buildOpRecipe(r, xs) }, r.seed).graph;
+        for (const p of PASSES) g = p.run(g, ctx);
+        verify(g);
+        for (const p of PASSES) expect(p.run(g, ctx), p.name).toBe(g);
+      }),
+      { seed: 5, numRuns: 100 },
     );
   });
 

@@ -4,7 +4,9 @@ import { GraphBuilder } from "../../src/api/builder.ts";
 import { parseGraph } from "../../src/ir/parse.ts";
 import { printGraph } from "../../src/ir/print.ts";
 import { verify } from "../../src/ir/verify.ts";
+import { buildGradGraph } from "../helpers/gradcheck.ts";
 import { buildRecipe, recipeArb } from "../helpers/random-graph.ts";
+import { buildOpRecipe, opRecipeArb, recipeInputs, recipeShapes } from "../helpers/random-op-graph.ts";
 
 describe("text IR", () => {
   test("prints one node per line with its type and site", () => {
@@ -28,6 +30,18 @@ describe("text IR", () => {
         verify(parsed);
       }),
       { seed: 7, numRuns: 200 },
+    );
+  });
+
+  test("round-trips exactly over random graphs of the whole op table, backward graphs included", () => {
+    fc.assert(
+      fc.property(opRecipeArb, (r) => {
+        const g = buildGradGraph({ inputs: recipeInputs(r), shapes: recipeShapes(r), f: (xs) => buildOpRecipe(r, xs) }, r.seed).graph;
+        const parsed = parseGraph(printGraph(g));
+        expect(parsed).toEqual(g);
+        verify(parsed);
+      }),
+      { seed: 8, numRuns: 150 },
     );
   });
 
