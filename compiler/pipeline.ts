@@ -60,6 +60,9 @@ export interface CompileOptions extends Partial<PassContext> {
   readonly state?: Readonly<Record<string, string | null>>;
   /** Fuse elementwise chains into their consumers (compiler/fuse.ts); default true. */
   readonly fuse?: boolean;
+  /** Plan memory: values share one arena at planned offsets (compiler/plan-memory.ts); false
+   *  gives every value a buffer of its own. Default true. */
+  readonly plan?: boolean;
 }
 
 export function compile(graph: Graph, opts: CompileOptions = {}): Program {
@@ -78,7 +81,7 @@ export function compile(graph: Graph, opts: CompileOptions = {}): Program {
   const t0 = performance.now();
   const program = codegen(g, { ...ctx, fuse: opts.fuse });
   stats.push({ pass: `fuse + codegen (${program.kernels.length} kernels)`, nodes: g.nodes.length, ms: performance.now() - t0 });
-  return { ...program, state: stateUpdates(g, opts.state ?? {}), stats };
+  return { ...program, state: stateUpdates(g, opts.state ?? {}), stats, arena: opts.plan ?? true };
 }
 
 function stateUpdates(g: Graph, state: Readonly<Record<string, string | null>>): StateUpdate[] {

@@ -56,6 +56,9 @@ export interface Program {
   readonly kernels: readonly Kernel[];
   readonly buffers: readonly BufferSpec[];
   readonly state: readonly StateUpdate[];
+  /** Place temporaries and non-resident inputs in one planned arena (./plan-memory.ts) instead of
+   *  a buffer each; compile sets it (CompileOptions.plan), codegen alone leaves it off. */
+  readonly arena?: boolean;
   /** Per pass: node count after it and its time (compile fills it; codegen alone leaves it empty). */
   readonly stats: readonly { readonly pass: string; readonly nodes: number; readonly ms: number }[];
 }

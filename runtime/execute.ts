@@ -3,8 +3,10 @@
  *  load: every pipeline compiled once (asynchronously, cached by WGSL text for the process),
  *        constant data uploaded.
  *  run:  dims bound from the input shapes; for a new binding, buffers, uniforms and bind groups
- *        are made once and kept; inputs uploaded; all kernels recorded into one compute pass and
- *        one submission; only the requested outputs copied back.
+ *        are made once and kept — with `program.arena`, temporaries and inputs share one arena
+ *        (or a few) at the offsets compiler/plan-memory.ts plans for those dims; inputs
+ *        uploaded; all kernels recorded into one compute pass and one submission; only the
+ *        requested outputs copied back.
  *  state: inputs named in the program's `state` live on the GPU across runs (`write` them once,
  *        `read` them back); after each run's kernels, in the same submission, each takes the
  *        value of its update output — a training step's parameters never leave the GPU. */
@@ -15,6 +17,7 @@ import type { DType, Graph, Node, ValueId } from "../src/ir/types.ts";
 import { compile as compileGraph, type CompileOptions } from "../compiler/pipeline.ts";
 import type { HostTensor } from "../src/interpret.ts";
 import type { Dispatch, Kernel, Program } from "../compiler/program.ts";
+import { arenaKernels, planMemory, type MemoryPlan } from "../compiler/plan-memory.ts";
 import { createBuffer, destroyBuffer, fromStorage, toStorage, type HostArray } from "./buffers.ts";
 import { acquireGpu, checked, type Gpu } from "./device.ts";
 
@@ -29,13 +32,21 @@ interface Arena {
   readonly key: string;
   readonly env: DimEnv;
   readonly buffers: Map<ValueId, GPUBuffer>;
+  /** Where each value starts in its buffer (0 unless it is in an arena). */
+  readonly offsets: Map<ValueId, number>;
   readonly bytes: Map<ValueId, number>;
+  /** The buffers made for this binding: the arenas, or a buffer per value. */
+  readonly owned: GPUBuffer[];
+  readonly plan?: MemoryPlan;
   readonly uniforms: GPUBuffer[];
   readonly groups: (GPUBindGroup | undefined)[];
   readonly counts: (readonly [number, number, number] | undefined)[];
   /** By output name: two outputs may name one value. */
   readonly staging: Map<string, GPUBuffer>;
 }
+
+/** WebGPU's default maxBufferSize: an arena never grows past it, even where the device allows more. */
+const MAX_ARENA = 256 * 2 ** 20;
 
 const { STORAGE, COPY_DST, COPY_SRC, MAP_READ, UNIFORM } = { STORAGE: 0x80, COPY_DST: 0x8, COPY_SRC: 0x4, MAP_READ: 0x1, UNIFORM: 0x40 };
 
@@ -61,6 +72,11 @@ export class Executable {
     private readonly pipelines: readonly GPUComputePipeline[],
   ) {}
 
+  /** The memory plan of the current binding of the dims (after a run; none without an arena). */
+  get memoryPlan(): MemoryPlan | undefined {
+    return this.arena?.plan;
+  }
+
   /** Compile `graph` for this process's device — its target (e.g. the register-blocked GEMM on
    *  lavapipe) and its storage-buffer limit — and load it. */
   static async fromGraph(graph: Graph, opts: CompileOptions = {}): Promise<Executable> {
@@ -71,7 +87,9 @@ export class Executable {
 
   static async load(program: Program, gpu?: Gpu): Promise<Executable> {
     const g = gpu ?? (await acquireGpu());
-    const pipelines = await Promise.all(program.kernels.map((k) => pipeline(g, k)));
+    // Arena bindings are declared read_write: a dispatch may not bind one buffer read-only and writable.
+    const kernels = program.arena ? arenaKernels(program) : program.kernels;
+    const pipelines = await Promise.all(kernels.map((k) => pipeline(g, k)));
     const exe = new Executable(g, program, pipelines);
     await checked(g, "uploading constants", () => {
       for (const b of program.buffers) {
@@ -160,7 +178,7 @@ export class Executable {
         const want = bindShape(n.type.shape, env).reduce((a, d) => a * d, 1);
         if (data.length !== want) throw new KilnError(`input "${name}": ${data.length} values for shape [${inputs[name].shape}] (${want} elements)`);
         const buf = this.resident.get(name)?.buffer ?? arena.buffers.get(n.id); // none when no output depends on this input
-        if (buf && data.length) device.queue.writeBuffer(buf, 0, data);
+        if (buf && data.length) device.queue.writeBuffer(buf, this.resident.has(name) ? 0 : arena.offsets.get(n.id)!, data);
         const r = this.resident.get(name);
         if (r) r.written = true;
       }
@@ -179,11 +197,11 @@ export class Executable {
       pass.end();
       if (copyOut) {
         // Outputs first: they are this run's values, even one that is a resident input.
-        for (const o of wanted) enc.copyBufferToBuffer(arena.buffers.get(o.id)!, 0, arena.staging.get(o.name)!, 0, arena.bytes.get(o.id)!);
+        for (const o of wanted) enc.copyBufferToBuffer(arena.buffers.get(o.id)!, arena.offsets.get(o.id)!, arena.staging.get(o.name)!, 0, arena.bytes.get(o.id)!);
         for (const r of this.resident.values()) {
           if (r.update === undefined) continue;
           const src = arena.buffers.get(r.update)!;
-          if (src !== r.buffer) enc.copyBufferToBuffer(src, 0, r.buffer, 0, r.bytes);
+          if (src !== r.buffer) enc.copyBufferToBuffer(src, arena.offsets.get(r.update)!, r.buffer, 0, r.bytes);
         }
       }
       device.queue.submit([enc.finish()]);
@@ -222,9 +240,18 @@ export class Executable {
     this.freeArena();
     const { device, limits } = this.gpu;
     const { graph, kernels } = this.program;
-    const arena: Arena = { key, env, buffers: new Map(), bytes: new Map(), uniforms: [], groups: [], counts: [], staging: new Map() };
+    const plan = this.program.arena
+      ? planMemory(this.program, env, { alignment: limits.minStorageBufferOffsetAlignment, maxBufferSize: Math.min(MAX_ARENA, limits.maxBufferSize) })
+      : undefined;
+    const arena: Arena = { key, env, buffers: new Map(), offsets: new Map(), bytes: new Map(), owned: [], plan, uniforms: [], groups: [], counts: [], staging: new Map() };
     this.arena = arena;
     await checked(this.gpu, "allocating buffers", () => {
+      const arenas = (plan?.arenas ?? []).map((bytes, i) => createBuffer(device, `arena ${i}`, bytes, STORAGE | COPY_DST | COPY_SRC));
+      arena.owned.push(...arenas);
+      for (const p of plan?.placements ?? []) {
+        arena.buffers.set(p.value, arenas[p.arena]);
+        arena.offsets.set(p.value, p.offset);
+      }
       for (const b of this.program.buffers) {
         const n = graph.nodes[b.value];
         const elems = bindShape(b.shape, env).reduce((a, d) => a * d, 1);
@@ -233,15 +260,23 @@ export class Executable {
           throw new KilnError(`${describeNode(n.op, n.id, n.site)}: ${formatType(n.type)} with ${JSON.stringify(env)} is ${bytes} bytes; the device binds at most ${limits.maxStorageBufferBindingSize}`);
         }
         arena.bytes.set(b.value, bytes);
+        if (arena.buffers.has(b.value)) continue;
+        arena.offsets.set(b.value, 0);
         const resident = n.op === "input" ? this.resident.get((n as Node<"input">).attrs.name)?.buffer : undefined;
-        arena.buffers.set(b.value, resident ?? this.consts.get(b.value) ?? createBuffer(device, `v${b.value}`, bytes, STORAGE | COPY_DST | COPY_SRC));
+        let buf = resident ?? this.consts.get(b.value);
+        if (!buf) arena.owned.push((buf = createBuffer(device, `v${b.value}`, bytes, STORAGE | COPY_DST | COPY_SRC)));
+        arena.buffers.set(b.value, buf);
       }
       for (const o of graph.outputs) {
         arena.staging.set(o.name, createBuffer(device, `out ${o.name}`, arena.bytes.get(o.id)!, MAP_READ | COPY_DST));
       }
       kernels.forEach((k, i) => {
         arena.counts.push(workgroups(k, env, limits.maxComputeWorkgroupsPerDimension));
-        const entries: GPUBindGroupEntry[] = k.bindings.map((b, j) => ({ binding: j, resource: { buffer: arena.buffers.get(b.value)! } }));
+        const entries: GPUBindGroupEntry[] = k.bindings.map((b, j) => ({
+          binding: j,
+          // An empty tensor still binds 4 bytes: a binding may not be empty.
+          resource: { buffer: arena.buffers.get(b.value)!, offset: arena.offsets.get(b.value)!, size: Math.max(4, arena.bytes.get(b.value)!) },
+        }));
         if (k.uniforms.length) {
           const u = createBuffer(device, `${k.name} dims`, Math.ceil(k.uniforms.length / 4) * 16, UNIFORM | COPY_DST);
           device.queue.writeBuffer(u, 0, Uint32Array.from(k.uniforms, (s) => env[s]));
@@ -257,9 +292,7 @@ export class Executable {
   private freeArena(): void {
     const a = this.arena;
     if (!a) return;
-    const kept = new Set([...this.consts.values(), ...[...this.resident.values()].map((r) => r.buffer)]);
-    for (const b of a.buffers.values()) if (!kept.has(b)) destroyBuffer(b);
-    for (const b of [...a.uniforms, ...a.staging.values()]) destroyBuffer(b);
+    for (const b of [...a.owned, ...a.uniforms, ...a.staging.values()]) destroyBuffer(b);
     this.arena = undefined;
   }
 

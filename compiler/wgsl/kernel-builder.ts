@@ -152,10 +152,7 @@ export class KernelBuilder {
     const uniforms = [...this.syms].sort();
     const head = new Writer();
     head.line(`// ${this.name} = ${opts.what} -> %${out.id}, ${formatType(out.type)}${out.site ? ` @ ${out.site}` : ""}`);
-    bindings.forEach((b, i) => {
-      const t = storageType(this.node(b.value).type.dtype);
-      head.line(`@group(0) @binding(${i}) var<storage, ${b.access}> v${b.value}: array<${t}>;`);
-    });
+    bindings.forEach((b, i) => head.line(`${bindingDecl(i, b)}: array<${storageType(this.node(b.value).type.dtype)}>;`));
     if (uniforms.length) {
       head.line(`struct Dims { ${uniforms.map((s) => `${s}: u32`).join(", ")} }`);
       head.line(`@group(0) @binding(${bindings.length}) var<uniform> u: Dims;`);
@@ -169,6 +166,28 @@ export class KernelBuilder {
     return { name: this.name, output: this.output, wgsl, bindings, uniforms, dispatch: opts.dispatch };
   }
 }
+
+/** The start of binding `i`'s declaration, as `finish` writes it. */
+const bindingDecl = (i: number, b: Binding): string => `@group(0) @binding(${i}) var<storage, ${b.access}> v${b.value}`;
+
+/** `k` with the bindings of `values` declared read_write, in its WGSL and its bindings. WebGPU
+ *  rejects a dispatch that binds one buffer read-only and writable, even on disjoint ranges, so
+ *  every value placed in a shared arena is bound read_write (see compiler/plan-memory.ts).
+ *  A binding whose declaration is not in `finish`'s form (hand-written WGSL) is left as it is;
+ *  `canDeclareReadWrite` says which are. */
+export function declareReadWrite(k: Kernel, values: ReadonlySet<ValueId>): Kernel {
+  let wgsl = k.wgsl;
+  const bindings = k.bindings.map((b, i): Binding => {
+    if (b.access === "read_write" || !values.has(b.value) || !canDeclareReadWrite(k, i)) return b;
+    const rw: Binding = { value: b.value, access: "read_write" };
+    wgsl = wgsl.replace(`${bindingDecl(i, b)}:`, `${bindingDecl(i, rw)}:`);
+    return rw;
+  });
+  return { ...k, wgsl, bindings };
+}
+
+/** Whether binding `i` of `k` is declared as `finish` writes it (so its access can be changed). */
+export const canDeclareReadWrite = (k: Kernel, i: number): boolean => k.wgsl.includes(`${bindingDecl(i, k.bindings[i])}:`);
 
 /** Coordinates into an input broadcast (numpy, right-aligned) to the output's shape. */
 export function broadcastCoords(coords: readonly string[], outShape: Shape, inShape: Shape): string[] {

@@ -1,0 +1,190 @@
+/** planMemory: place the program's values at offsets in one arena (a few when one would pass
+ *  the buffer-size limit), reusing the bytes of values that are dead.
+ *
+ *  Liveness is over the kernel schedule, times -1 (uploads) … K (copies out after kernel K-1):
+ *      value      from                       to
+ *      input      -1 (written before k0)     its last reader
+ *      temp       the kernel that writes it  its last reader (or that kernel, if none)
+ *      output     as above                   K (copied to staging / into resident state)
+ *  Intervals are closed: a kernel's inputs and its output are live together, so a kernel never
+ *  writes over what it reads (no in-place reuse: an elementwise kernel could overwrite an input
+ *  that dies there, but not every generator reads element i only at invocation i — matmul tiles
+ *  and reductions do not — and proving it per kernel is left for later).
+ *
+ *  Placement is greedy by size with best fit (TFLite's GreedyBySize): largest first; each takes
+ *  the smallest gap between the values already placed that are live at the same time, or the
+ *  end. Every size is rounded up to `alignment` (WebGPU's minStorageBufferOffsetAlignment, 256
+ *  on lavapipe) and a zero-size tensor still takes one unit (a binding cannot be empty), so
+ *  every offset is aligned.
+ *      time →   k0   k1   k2   k3
+ *      v1  [=========]                 offset 0
+ *      v2       [=========]            offset |v1|
+ *      v3            [=========]       offset 0 (v1 is dead by k2)
+ *  arenaBytes ≥ lowerBound (the most aligned bytes live at one time) and ≤ naiveBytes (the sum).
+ *
+ *  Which values: temporaries and inputs that are not resident. Constant data and resident state
+ *  keep buffers of their own (uploaded once, persistent across runs), and so does a value that a
+ *  kernel binds twice (possible only in hand-written WGSL; see below).
+ *
+ *  WebGPU's aliasing rule: one buffer may not be bound read-only and writable in one dispatch,
+ *  even on disjoint ranges, while disjoint writable ranges are fine. So every arena binding is
+ *  declared read_write (`declareReadWrite`; the runtime does it at load, codegen's WGSL keeps
+ *  `read`): a kernel's bindings into the arena are then all writable and, being live together,
+ *  disjoint. The alternative — two or more arenas so a kernel's reads and its write sit in
+ *  different buffers — is a colouring problem whose arenas peak separately, for nothing:
+ *  read_write costs no step time on lavapipe (bench Kiln runner, 20 steps, medians planned vs a
+ *  buffer per value: W1 32.7–34.7 vs 33.5–33.9 ms, W3 36.0–39.1 vs 40.0–43.7 ms; same losses). */
+import { describeNode, KilnError } from "../src/ir/errors.ts";
+import { bindShape, formatType, type DimEnv } from "../src/ir/shape.ts";
+import type { Node, ValueId } from "../src/ir/types.ts";
+import type { Kernel, Program } from "./program.ts";
+import { canDeclareReadWrite, declareReadWrite } from "./wgsl/kernel-builder.ts";
+
+export interface PlanOptions {
+  /** Offsets are multiples of this (the device's minStorageBufferOffsetAlignment). */
+  readonly alignment: number;
+  /** An arena is at most this many bytes; more values open another arena. */
+  readonly maxBufferSize: number;
+}
+
+/** WebGPU's defaults, as lavapipe checks them: 256-byte offsets, 256 MiB buffers. */
+export const DEFAULT_PLAN: PlanOptions = { alignment: 256, maxBufferSize: 256 * 2 ** 20 };
+
+export interface Placement {
+  readonly value: ValueId;
+  readonly arena: number;
+  readonly offset: number;
+  /** The tensor's bytes (elements × 4: every dtype is stored in 32 bits). */
+  readonly bytes: number;
+  /** Bytes it occupies: `bytes` rounded up to the alignment, at least one unit. */
+  readonly size: number;
+  /** Live from `start` to `end`, both included (-1: uploaded before k0; K: copied out after). */
+  readonly start: number;
+  readonly end: number;
+}
+
+export interface MemoryPlan {
+  readonly alignment: number;
+  /** Bytes of each arena buffer. */
+  readonly arenas: readonly number[];
+  /** By value id, ascending. */
+  readonly placements: readonly Placement[];
+  /** The sum of `arenas`. */
+  readonly arenaBytes: number;
+  /** Every placed value in a range of its own: the sum of their sizes. */
+  readonly naiveBytes: number;
+  /** The most bytes (aligned sizes) live at one time: no placement can do better. */
+  readonly lowerBound: number;
+  /** Bytes in buffers of their own, outside the arena: constant data, resident state, and a
+   *  value kept out (bound twice by one kernel). */
+  readonly ownBytes: number;
+}
+
+/** The values the arena holds: temporaries and non-resident inputs, except a value some kernel
+ *  binds twice or whose declaration cannot be switched to read_write (hand-written WGSL). */
+export function arenaValues(program: Program): Set<ValueId> {
+  const resident = new Set(program.state.map((s) => s.input));
+  const values = new Set<ValueId>();
+  for (const b of program.buffers) {
+    const n = program.graph.nodes[b.value];
+    if (b.role === "temp" || (b.role === "input" && !resident.has((n as Node<"input">).attrs.name))) values.add(b.value);
+  }
+  for (const k of program.kernels) {
+    const seen = new Set<ValueId>();
+    k.bindings.forEach((b, i) => {
+      if (seen.has(b.value) || (b.access === "read" && !canDeclareReadWrite(k, i))) values.delete(b.value);
+      seen.add(b.value);
+    });
+  }
+  return values;
+}
+
+/** The kernels as the runtime loads them with an arena: arena bindings declared read_write. */
+export function arenaKernels(program: Program, values: ReadonlySet<ValueId> = arenaValues(program)): Kernel[] {
+  return program.kernels.map((k) => declareReadWrite(k, values));
+}
+
+/** Live intervals of `values` over the schedule (see the header). */
+export function liveness(program: Program, values: ReadonlySet<ValueId>): Map<ValueId, { start: number; end: number }> {
+  const K = program.kernels.length;
+  const live = new Map<ValueId, { start: number; end: number }>();
+  for (const v of values) live.set(v, { start: -1, end: -1 });
+  program.kernels.forEach((k, i) => {
+    const w = live.get(k.output);
+    if (w) w.start = w.end = i;
+  });
+  program.kernels.forEach((k, i) => {
+    for (const b of k.bindings) {
+      const r = live.get(b.value);
+      if (r && b.value !== k.output) r.end = Math.max(r.end, i);
+    }
+  });
+  for (const o of program.graph.outputs) {
+    const r = live.get(o.id);
+    if (r) r.end = K;
+  }
+  return live;
+}
+
+export function planMemory(program: Program, env: DimEnv, opts: PlanOptions = DEFAULT_PLAN): MemoryPlan {
+  const values = arenaValues(program);
+  const live = liveness(program, values);
+  const align = (n: number) => Math.max(1, Math.ceil(n / opts.alignment)) * opts.alignment;
+  const items = [...values].map((value) => {
+    const n = program.graph.nodes[value];
+    const bytes = bindShape(n.type.shape, env).reduce((a, d) => a * d, 4);
+    if (align(bytes) > opts.maxBufferSize) {
+      throw new KilnError(`${describeNode(n.op, n.id, n.site)}: ${formatType(n.type)} with ${JSON.stringify(env)} is ${bytes} bytes; a buffer holds at most ${opts.maxBufferSize}`);
+    }
+    return { value, bytes, size: align(bytes), ...live.get(value)! };
+  });
+  // Largest first; among equals the longest-lived, then by id (deterministic).
+  const order = [...items].sort((a, b) => b.size - a.size || b.end - b.start - (a.end - a.start) || a.value - b.value);
+  const arenas: number[] = [];
+  const placed: Placement[][] = [];
+  const result: Placement[] = [];
+  for (const it of order) {
+    let p: Placement | undefined;
+    for (let a = 0; !p; a++) {
+      if (a === arenas.length) [arenas[a], placed[a]] = [0, []];
+      const offset = bestFit(placed[a].filter((q) => q.start <= it.end && it.start <= q.end), it.size);
+      if (offset + it.size <= opts.maxBufferSize) p = { ...it, arena: a, offset };
+    }
+    placed[p.arena].push(p);
+    arenas[p.arena] = Math.max(arenas[p.arena], p.offset + p.size);
+    result.push(p);
+  }
+  let lowerBound = 0;
+  for (let t = -1; t <= program.kernels.length; t++) {
+    lowerBound = Math.max(lowerBound, items.reduce((s, it) => (it.start <= t && t <= it.end ? s + it.size : s), 0));
+  }
+  return {
+    alignment: opts.alignment,
+    arenas,
+    placements: result.sort((a, b) => a.value - b.value),
+    arenaBytes: arenas.reduce((a, b) => a + b, 0),
+    naiveBytes: items.reduce((s, it) => s + it.size, 0),
+    lowerBound,
+    ownBytes: program.buffers.filter((b) => !values.has(b.value)).reduce((s, b) => s + bindShape(b.shape, env).reduce((a, d) => a * d, 4), 0),
+  };
+}
+
+/** The smallest gap between `conflicts` (values live at the same time) that fits `size`, else
+ *  the end of the highest one. */
+function bestFit(conflicts: readonly Placement[], size: number): number {
+  let cursor = 0;
+  let best: number | undefined;
+  let bestGap = Infinity;
+  for (const q of [...conflicts].sort((a, b) => a.offset - b.offset)) {
+    const gap = q.offset - cursor;
+    if (gap >= size && gap < bestGap) [best, bestGap] = [cursor, gap];
+    cursor = Math.max(cursor, q.offset + q.size);
+  }
+  return best ?? cursor;
+}
+
+/** For `kiln explain` and reports: the plan of a compiled program with its symbolic dims bound
+ *  (to a declared upper bound, say), at WebGPU's default alignment and buffer limit. */
+export function memoryReport(program: Program, env: DimEnv, opts: PlanOptions = DEFAULT_PLAN): MemoryPlan {
+  return planMemory(program, env, opts);
+}
