@@ -11,6 +11,7 @@ import { bindShape } from "../src/ir/shape.ts";
 import type { DType } from "../src/ir/types.ts";
 import { acquireGpu, releaseGpu, SETUP_HINT } from "./device.ts";
 import { Executable } from "./execute.ts";
+import { explain, parseDims } from "./explain.ts";
 
 /** The limits that decide how Kiln binds, sizes and dispatches kernels. */
 const LIMITS = [
@@ -51,11 +52,7 @@ function sample(dtype: DType, n: number, seed: number): number[] {
 /** kiln run: a graph in text IR on the GPU with seeded inputs, checked against the reference. */
 async function run(file: string, opts: { dim: string[]; seed: string; wgsl?: boolean }): Promise<void> {
   const graph = parseGraph(readFileSync(file, "utf8"));
-  const env = Object.fromEntries(opts.dim.map((d) => {
-    const [k, v] = d.split("=");
-    if (!k || !/^\d+$/.test(v ?? "")) throw new Error(`--dim wants NAME=SIZE, got "${d}"`);
-    return [k, Number(v)];
-  }));
+  const env = parseDims(opts.dim);
   const inputs: Record<string, HostTensor> = {};
   for (const [i, n] of inputNodes(graph).entries()) {
     const shape = bindShape(n.type.shape, env);
@@ -92,6 +89,15 @@ function cli(): Command {
     .option("--seed <n>", "seed of the input values", "1")
     .option("--wgsl", "print each kernel's WGSL, not just its header")
     .action(run);
+  program
+    .command("explain <model>")
+    .description("show what the compiler made of a model (.kir, or a .ts module exporting a graph): passes, kernels with FLOPs and bytes, values saved for the backward pass, memory")
+    .option("-d, --dim <NAME=SIZE...>", "bind a symbolic dim (e.g. -d B=128)", [])
+    .option("--wgsl", "print each kernel's WGSL, not just its header")
+    .option("--dot <file>", "write the compiled graph as Graphviz DOT, clustered by kernel")
+    .option("--svg <file>", "write the compiled graph as SVG (Graphviz in WebAssembly: no system install)")
+    .option("--no-fuse", "compile without fusion, for comparison")
+    .action(explain);
   return program;
 }
 

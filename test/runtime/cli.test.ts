@@ -1,4 +1,7 @@
 import { execFileSync } from "node:child_process";
+import { mkdtempSync, readFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { describe, expect, test } from "vitest";
 
 const kiln = (...args: string[]) => execFileSync("node", ["bin/kiln.js", ...args], { encoding: "utf8", stdio: ["ignore", "pipe", "pipe"] });
@@ -16,6 +19,57 @@ describe("kiln CLI", () => {
     const err = /y: f32\[3,4\] max \|gpu − reference\| = (\S+)/.exec(out);
     expect(Number(err?.[1])).toBeLessThan(1e-6);
     expect(out).toMatch(/positive: bool\[3,4\] max \|gpu − reference\| = 0\.00e\+0/);
+  });
+
+  test("explain on a text-IR file: passes, kernels with FLOPs and bytes, saved values, memory", () => {
+    const out = kiln("explain", "examples/ir/affine-tanh.kir", "-d", "B=3");
+    expect(out).toMatch(/^  infer-shapes\s+8\s+\d+\.\d\d$/m);
+    expect(out).toMatch(/^  fuse \+ codegen \(2 kernels\)\s+8\s+\d+\.\d\d$/m);
+    expect(out).toMatch(/^  k0 = fused\[mul, add, tanh\] -> %5, f32\[B,4\]$/m);
+    // 3 fused ops × 12 elements; reads x (12) and b (4) floats, writes y (12).
+    expect(out).toMatch(/^ {6}36 FLOP, read 64 B, write 48 B; binds r %0 x \| r %1 b \| w %5 y; uniforms B$/m);
+    expect(out).toMatch(/^saved for the backward pass \(forward: the 6 nodes output "y" depends on; backward: the other 2\)$/m);
+    expect(out).toMatch(/^ {2}every buffer its own: {3}160 B \(4 buffers: 2 input, 0 const, 2 temp\)$/m);
+  });
+
+  test("explain works without an adapter, for the default target", () => {
+    const out = execFileSync("node", ["bin/kiln.js", "explain", "examples/ir/affine-tanh.kir", "-d", "B=3"], {
+      encoding: "utf8", stdio: ["ignore", "pipe", "pipe"], env: { ...process.env, VK_ICD_FILENAMES: "/nonexistent/icd.json" },
+    });
+    expect(out).toMatch(/^target: gpu, 8 storage buffers per kernel, fusion on \(no GPU adapter \(.+\); compiled for the default target\)$/m);
+    expect(out).toMatch(/^kernels: 2$/m);
+  });
+
+  test("explain needs every symbolic dim bound", () => {
+    expect(() => kiln("explain", "examples/ir/affine-tanh.kir")).toThrow(/bind the symbolic dim B for the figures, e\.g\. --dim B=8/);
+  });
+
+  test("explain on the MLP training step: 5 matmuls' FLOPs, the activations saved, the arena", { timeout: 60_000 }, () => {
+    const out = kiln("explain", "examples/models/mlp-train.ts");
+    expect(out).toMatch(/^  simplify-all\s+\d+\s+\d+\.\d\d$/m);
+    // The first layer's forward matmul, 2·128·784·500 FLOPs, and its weight gradient.
+    expect(out).toMatch(/^  k0 = matmul -> %\d+, f32\[128,500\] .*\n {6}100\.35 MFLOP, read 1\.88 MiB, write 250\.00 KiB; binds r %0 x \| r %1 w1 \| w %\d+$/m);
+    expect(out).toMatch(/^  k\d+ = matmul\[permute\] -> %\d+, f32\[784,500\]/m);
+    expect(out).toMatch(/^ {6}.*binds r %1 w1 \| r %\d+ \| w %\d+ w1_next$/m);
+    // Saved: the two hidden layers' pre-activations and activations, 128×500 floats each.
+    expect(out.match(/^ {2}%\d+ +f32\[128,500\] +250\.00 KiB +read by k\d+$/gm)).toHaveLength(4);
+    expect(out).toMatch(/^ {4}planned \S+ \S+ in 1 arena\(s\), naive \S+ \S+, lower bound \S+ \S+$/m);
+    const unfused = kiln("explain", "examples/models/mlp-train.ts", "--no-fuse");
+    const count = (s: string) => Number(/^kernels: (\d+)$/m.exec(s)?.[1]);
+    expect(count(unfused)).toBeGreaterThan(count(out));
+  });
+
+  test("explain --dot and --svg write the graph clustered by kernel; --wgsl dumps the kernels", { timeout: 60_000 }, () => {
+    const dir = mkdtempSync(join(tmpdir(), "kiln-explain-"));
+    const [dot, svg] = [join(dir, "g.dot"), join(dir, "g.svg")];
+    const out = kiln("explain", "examples/ir/affine-tanh.kir", "-d", "B=3", "--wgsl", "--dot", dot, "--svg", svg);
+    expect(out).toMatch(/@compute @workgroup_size/);
+    const text = readFileSync(dot, "utf8");
+    expect(text).toMatch(/^digraph kiln \{/);
+    expect(text).toMatch(/subgraph cluster_0 \{\n\s+label="k0 = fused\[mul, add, tanh\] -> %5, f32\[B,4\]"/);
+    const image = readFileSync(svg, "utf8");
+    expect(image).toMatch(/<svg /);
+    expect(image).toContain("%5 tanh");
   });
 
   test("a bad graph file fails with the parser's line and column", () => {
