@@ -8,7 +8,10 @@
  *        → k0 = fused[permute, add]: v4[i] = v1[c1 * R + c0] + v2[i]
  *  A kernel whose storage bindings would pass the device limit materializes the inlined node
  *  reading the most buffers and tries again, so the limit shapes the plan instead of failing.
- *  (Fusion of elementwise chains is a later pass; it only changes which nodes are inlined.) */
+ *  Fusion (./fuse.ts) only changes which nodes are inlined. A kernel whose root is elementwise
+ *  and which inlines a GEMM (an epilogue) is written by the GEMM's generator, storing the root:
+ *      %7 = matmul %0, %1;  %8 = add %7, %2;  %9 = relu %8   →  k0 = fused[matmul, add, relu]
+ *  Past the binding limit the GEMM is materialized first, which gives back the plain GEMM. */
 import { describeNode, KilnError } from "../src/ir/errors.ts";
 import type { Graph, Node, OpKind, ValueId } from "../src/ir/types.ts";
 import { loweringOf, type Lowering } from "../src/ops/def.ts";
@@ -43,7 +46,7 @@ export function codegen(graph: Graph, opts: CodegenOptions = DEFAULT_CODEGEN): P
       const inline = inlined(graph, n, materialized);
       const k = generate(graph, n, inline, `k${kernels.length}`, opts.target);
       if (k.bindings.length > opts.maxStorageBuffers) {
-        overflow = widest(graph, n, inline, materialized);
+        overflow = gemmOf(graph, n, inline) ?? widest(graph, n, inline, materialized);
         if (overflow === undefined) {
           throw new KilnError(`${describeNode(n.op, n.id, n.site)}: needs ${k.bindings.length} storage buffers, the device allows ${opts.maxStorageBuffers}`);
         }
@@ -71,14 +74,25 @@ function inlined(graph: Graph, root: Node, materialized: ReadonlySet<ValueId>): 
 }
 
 function generate(graph: Graph, n: Node, inline: Set<ValueId>, name: string, target: Target): Kernel {
-  const kb = new KernelBuilder(graph, name, n.id, inline, target);
+  const gemm = gemmOf(graph, n, inline);
+  const kb = new KernelBuilder(graph, name, n.id, inline, target, gemm);
   const ops = [...inline].sort((a, b) => a - b).map((i) => graph.nodes[i].op).filter((op) => op !== "const");
   const low = lowering(n);
   if (low.kind === "kernel") {
     const what = ops.length ? `${n.op}[${ops.join(", ")}]` : n.op;
     return KERNELS[low.kernel](kb, what);
   }
-  return elementwiseKernel(kb, ops.length > 1 ? `fused[${ops.join(", ")}]` : ops[0] ?? n.op);
+  const what = ops.length > 1 ? `fused[${ops.join(", ")}]` : ops[0] ?? n.op;
+  const epi = gemm === undefined ? undefined : lowering(graph.nodes[gemm]);
+  return epi?.kind === "kernel" ? KERNELS[epi.kernel](kb, what) : elementwiseKernel(kb, what);
+}
+
+/** The GEMM whose epilogue an elementwise root is (./fuse.ts), if any: an inlined kernel op. */
+function gemmOf(graph: Graph, root: Node, inline: ReadonlySet<ValueId>): ValueId | undefined {
+  if (lowering(root).kind === "kernel") return undefined;
+  const ks = [...inline].filter((id) => lowering(graph.nodes[id]).kind === "kernel");
+  if (ks.length > 1) throw new Error(`${describeNode(root.op, root.id, root.site)}: inlines ${ks.length} kernel ops`);
+  return ks[0];
 }
 
 /** The inlined node (other than the root) whose own inputs span the most buffers. */

@@ -12,7 +12,8 @@
  *      elementwise            fused ops × output elements (an inlined op runs at every output
  *                             element, broadcast or not: that is the recomputation fusion buys)
  *  plus, for a kernel root, the elementwise ops inlined into it (a reduction's prologue) once
- *  per element of their own shape. Index ops (movement, iota, random, constants) are free. */
+ *  per element of their own shape; an elementwise root that is a GEMM's epilogue adds the
+ *  GEMM's count. Index ops (movement, iota, random, constants) are free. */
 import { evalSize, numel, type DimEnv } from "../src/ir/shape.ts";
 import type { Graph, Node, Shape, ValueId } from "../src/ir/types.ts";
 import { lowering } from "./codegen.ts";
@@ -65,7 +66,9 @@ export function kernelCost(program: Program, kernel: Kernel, env: DimEnv): Kerne
   const kind = lowering(root).kind;
   if (kind !== "kernel") {
     // An output that is an index op (a reshaped input, say) gets a copy kernel: no arithmetic.
-    flops = (inlinedOps.length + (kind === "elementwise" ? 1 : 0)) * elems(root.id);
+    // A GEMM with this root as its epilogue (./fuse.ts) adds its own FLOPs.
+    const gemms = kernelNodes(program, kernel).filter((id) => lowering(graph.nodes[id]).kind === "kernel");
+    flops = (inlinedOps.length + (kind === "elementwise" ? 1 : 0)) * elems(root.id) + gemms.reduce((s, id) => s + rootFlops(graph, graph.nodes[id], env), 0);
   } else {
     flops = rootFlops(graph, root, env) + inlinedOps.reduce((s, id) => s + elems(id), 0);
   }

@@ -4,12 +4,13 @@
  *  a kernel would bind more storage buffers than the device allows).
  *
  *  Always in a buffer: graph outputs, buffer-backed values (inputs, constant data) and the
- *  result of every op with a kernel of its own (matmul, conv, pools, reductions). Never: index
- *  ops (movement, iota, random, gather, scalar constants), which are index arithmetic inside
- *  their consumer's loads. An elementwise value is fused into its consumers (computed inside
- *  each consumer's kernel) when every consumer is elementwise or a reduction (a prologue: exp
- *  inside Σ exp), never the operand of a GEMM-like kernel (matmul, conv and their gradients,
- *  pools), which reads each element many times; and either
+ *  result of every op with a kernel of its own (pools, reductions; matmul and conv unless an
+ *  epilogue takes them, below). Never: index ops (movement, iota, random, gather, scalar
+ *  constants), which are index arithmetic inside their consumer's loads. An elementwise value
+ *  is fused into its consumers (computed inside each consumer's kernel) when every consumer is
+ *  elementwise or a reduction (a prologue: exp inside Σ exp), never the operand of a GEMM-like
+ *  kernel (matmul, conv and their gradients, pools), which reads each element many times; and
+ *  either
  *    - it has exactly one use over as many elements: nothing is computed twice; or
  *    - its fused cone (it and the fused values it reads, in rough op costs: 1 for + − × and
  *      selects, 2 for ÷ and √, 4 for transcendentals) costs ≤ 8: then it is recomputed in each
@@ -17,10 +18,17 @@
  *      subtracted max and exp(x − max) of softmax are recomputed beside the row sum and the
  *      division, which saves a tensor's round trip through memory.
  *      ew₁ → ew₂ → ew₃ → reduce_sum     one kernel: Σ ew₃(ew₂(ew₁(x)))
+ *  A GEMM (matmul, conv2d and its gradients) takes an epilogue: the chain of elementwise values
+ *  after it, each the single use of the one before, read once, of exactly the GEMM's shape, is
+ *  computed at the GEMM's store, and only the chain's last value gets a buffer:
+ *      matmul → add(·, bias) → relu        one kernel: C = relu(A·B + bias), stored once
+ *  The chain's other operands are fused as usual (a broadcast bias is a load at the store's
+ *  coordinates). The GEMM itself is never recomputed, nor read across a broadcast or in a
+ *  reduction's prologue, and a kernel holds at most one GEMM (`epilogues`).
  *  `fuse: false` keeps today's one kernel per non-index op, for comparison. */
 import { liveNodes } from "../src/interpret.ts";
 import { numel, sizeEq } from "../src/ir/shape.ts";
-import type { Graph, Node, OpKind, ValueId } from "../src/ir/types.ts";
+import type { Graph, Node, OpKind, Shape, ValueId } from "../src/ir/types.ts";
 import { loweringOf, type Lowering } from "../src/ops/def.ts";
 import { OPS } from "../src/ops/table.ts";
 
@@ -59,8 +67,39 @@ export function planBuffers(graph: Graph, opts: FusionOptions = { fuse: true }):
     if (opts.fuse && fusible(n, uses.get(n.id) ?? [], cost)) cone.set(n.id, cost);
     else kept.add(n.id);
   }
+  if (opts.fuse) epilogues(graph, live, outputs, uses, kept);
   return kept;
 }
+
+/** Matmul, conv2d and conv2d's gradients: the ops written by the GEMM writers, whose store can
+ *  compute an epilogue (wgsl/kernels/gemm.ts). */
+export const GEMMS: ReadonlySet<OpKind> = new Set<OpKind>(["matmul", "conv2d", "conv2d_grad_input", "conv2d_grad_filter"]);
+
+/** Moves each GEMM's buffer to the end of its epilogue chain (see the header): the GEMM and the
+ *  chain before the last value leave `kept`, the last value joins it. */
+function epilogues(graph: Graph, live: readonly boolean[], outputs: ReadonlySet<ValueId>, uses: ReadonlyMap<ValueId, Node[]>, kept: Set<ValueId>): void {
+  const roots = new Set<ValueId>();
+  for (const m of graph.nodes) {
+    if (!live[m.id] || !GEMMS.has(m.op) || outputs.has(m.id)) continue;
+    const chain: ValueId[] = [];
+    let cur = m;
+    for (;;) {
+      const us = uses.get(cur.id) ?? [];
+      const [c] = us;
+      const next = us.length === 1 && c.inputs.filter((i) => i === cur.id).length === 1 && lowering(c).kind === "elementwise" && sameDims(c.type.shape, m.type.shape);
+      if (!next) break;
+      chain.push(c.id);
+      cur = c;
+      if (kept.has(c.id)) break;
+    }
+    if (!chain.length || roots.has(cur.id)) continue;
+    roots.add(cur.id);
+    for (const id of [m.id, ...chain]) kept.delete(id);
+    kept.add(cur.id);
+  }
+}
+
+const sameDims = (a: Shape, b: Shape): boolean => a.length === b.length && a.every((d, i) => d === b[i]);
 
 function fusible(n: Node, uses: readonly Node[], cost: number): boolean {
   if (!uses.every((c) => REDUCTIONS.has(c.op) || lowering(c).kind === "elementwise")) return false;

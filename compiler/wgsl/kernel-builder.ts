@@ -26,6 +26,8 @@ export class KernelBuilder {
   private readonly syms = new Set<string>();
   private readonly flatOf = new Map<string, string>();
   private tmp = 0;
+  /** While an epilogue is written: the GEMM's value at the store's coordinates (`result`). */
+  private acc?: { coords: string; expr: string };
 
   constructor(
     readonly graph: Graph,
@@ -35,6 +37,9 @@ export class KernelBuilder {
     private readonly inline: ReadonlySet<ValueId>,
     /** The device kind: generators with more than one way to write a kernel ask it. */
     readonly target: Target = GPU_TARGET,
+    /** The node whose kernel generator writes this kernel: the output, or a GEMM whose
+     *  epilogue computes the output (../fuse.ts) — then `result` stores the epilogue. */
+    readonly op: ValueId = output,
   ) {}
 
   node(id: ValueId): Node {
@@ -104,6 +109,12 @@ export class KernelBuilder {
   /** The value of node `id` at `coords` (one u32 expression per axis of its shape). */
   value(id: ValueId, coords: readonly string[]): string {
     const node = this.node(id);
+    if (id === this.op && id !== this.output) {
+      // The epilogue reads its GEMM only at the store's coordinates (../fuse.ts keeps the chain
+      // elementwise and of one shape), so this is the accumulator.
+      if (this.acc?.coords !== unitZero(coords, node.type.shape)) throw new Error(`${node.op} %${id} read outside its epilogue's store`);
+      return this.acc.expr;
+    }
     if (!this.inline.has(id)) return this.load(id, this.linear(coords, node.type.shape));
     const low = loweringOf(OPS[node.op] as never, node.attrs as never) as ReturnType<typeof loweringOf<OpKind>>;
     const ctx = this.lowerCtx(node);
@@ -136,6 +147,17 @@ export class KernelBuilder {
     this.reads.set(this.output, "read_write");
     const v = this.node(this.output).type.dtype === "bool" ? `select(0u, 1u, ${expr})` : expr;
     this.w.line(`v${this.output}[${flat}] = ${v};`);
+  }
+
+  /** A kernel op's store of `acc`, its value at `coords()` (element `flat` of its shape): the
+   *  output itself, or, when the op is a GEMM with an epilogue, the output's expression with
+   *  the GEMM's value taken to be `acc` (same shape, so the same flat index). */
+  result(coords: () => readonly string[], flat: string, acc: string): void {
+    if (this.op === this.output) return this.store(flat, acc);
+    const at = coords();
+    this.acc = { coords: unitZero(at, this.node(this.op).type.shape), expr: acc };
+    this.store(flat, this.value(this.output, at));
+    this.acc = undefined;
   }
 
   /** The global invocation index of a linear dispatch (folded over x and y). */
@@ -236,6 +258,9 @@ export function pruneLets(body: string): string {
 }
 
 const WGSL_TYPE_NAMES = new Set(["f16", "f32", "i32", "u32"]);
+
+/** Coordinates as a key, size-1 axes as 0u (as `broadcastCoords` writes them). */
+const unitZero = (coords: readonly string[], shape: Shape): string => coords.map((c, a) => (shape[a] === 1 ? "0u" : c)).join(",");
 
 const key = (coords: readonly string[], shape: Shape): string => `${coords.join(",")}|${shape.join(",")}`;
 

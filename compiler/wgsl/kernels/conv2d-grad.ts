@@ -18,7 +18,7 @@ import { windowValue } from "./conv2d.ts";
 import { gemm } from "./matmul.ts";
 
 export function conv2dGradFilterKernel(kb: KernelBuilder, what: string): Kernel {
-  const out = kb.node(kb.output);
+  const out = kb.node(kb.op);
   const a = out.attrs as OpAttrs["conv2d_grad_filter"];
   const [ix, ig] = out.inputs;
   const gshape = kb.node(ig).type.shape;
@@ -35,13 +35,13 @@ export function conv2dGradFilterKernel(kb: KernelBuilder, what: string): Kernel 
       },
       // As conv2d's filter: an inlined g reads its own coordinates, a buffer reads v[k·Cout + n].
       loadB: (k, n) => kb.value(ig, kb.unravel(`(${k} * ${co}u + ${n})`, gshape)),
-      store: (m, n, v) => kb.store(`${m} * ${co}u + ${n}`, v),
+      store: (m, n, v) => kb.result(() => [...kb.unravel(m, [kh, kw, c], "s"), n], `${m} * ${co}u + ${n}`, v),
     }),
   });
 }
 
 export function conv2dGradInputKernel(kb: KernelBuilder, what: string): Kernel {
-  const out = kb.node(kb.output);
+  const out = kb.node(kb.op);
   const a = out.attrs as OpAttrs["conv2d_grad_input"];
   const [ig, iff] = out.inputs;
   const [, oh, ow, co] = kb.node(ig).type.shape as readonly [Dim, number, number, number];
@@ -64,7 +64,7 @@ export function conv2dGradInputKernel(kb: KernelBuilder, what: string): Kernel {
         const [p, t, q] = kb.unravel(k, [kh, kw, co], "r");
         return kb.value(iff, [p, t, n, q]);
       },
-      store: (m, n, v) => kb.store(`${m} * ${c}u + ${n}`, v),
+      store: (m, n, v) => kb.result(() => [...kb.unravel(m, rows, "s"), n], `${m} * ${c}u + ${n}`, v),
     }),
   });
 }

@@ -12,7 +12,7 @@ import type { KernelBuilder } from "../kernel-builder.ts";
 import { gemm } from "./matmul.ts";
 
 export function conv2dKernel(kb: KernelBuilder, what: string): Kernel {
-  const out = kb.node(kb.output);
+  const out = kb.node(kb.op);
   const a = out.attrs as OpAttrs["conv2d"];
   const [ix, iff] = out.inputs;
   const c = kb.node(ix).type.shape[3] as number;
@@ -31,7 +31,7 @@ export function conv2dKernel(kb: KernelBuilder, what: string): Kernel {
       // Unravelling the flat filter index lets an inlined filter (a reshape, say) read its own
       // coordinates; for a filter in a buffer the load is v[k·Cout + n] and the lets are pruned.
       loadB: (k, n) => kb.value(iff, kb.unravel(`(${k} * ${co}u + ${n})`, fshape)),
-      store: (m, n, v) => kb.store(`${m} * ${co}u + ${n}`, v),
+      store: (m, n, v) => kb.result(() => [...kb.unravel(m, rows, "s"), n], `${m} * ${co}u + ${n}`, v),
     }),
   });
 }

@@ -4,7 +4,8 @@
  *  writer for `kb.target`. */
 import type { Size } from "../../../src/ir/shape.ts";
 
-/** One matrix of a (batched) GEMM: WGSL for A(m, k) and B(k, n), and the store of C(m, n).
+/** One matrix of a (batched) GEMM: WGSL for A(m, k) and B(k, n), and the store of C(m, n)
+ *  (through `kb.result`, which applies a fused epilogue: ../kernel-builder.ts).
  *  They may write `let`s into `kb.w`: the loads are called inside a bounds check (tiled) or with
  *  in-bounds coordinates inside the k loop (register-blocked), the store inside its bounds check. */
 export interface GemmMatrix {

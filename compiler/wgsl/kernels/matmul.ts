@@ -100,7 +100,7 @@ const off = (i: number): string => (i ? ` + ${i * THREADS}u` : "");
 /** [..., M, K] × [..., K, N]: the batch index unravels over the output's batch dims and each
  *  operand reads its broadcast coordinates (size-1 batch dims stay 0). */
 export function matmulKernel(kb: KernelBuilder, what: string): Kernel {
-  const out = kb.node(kb.output);
+  const out = kb.node(kb.op);
   const [ia, ib] = out.inputs;
   const sa = kb.node(ia).type.shape;
   const sb = kb.node(ib).type.shape;
@@ -117,7 +117,7 @@ export function matmulKernel(kb: KernelBuilder, what: string): Kernel {
       return {
         loadA: (r, k) => kb.value(ia, [...ca, r, k]),
         loadB: (k, c) => kb.value(ib, [...cb, k, c]),
-        store: (r, c, v) => kb.store(`${row(r)} * ${N} + ${c}`, v),
+        store: (r, c, v) => kb.result(() => [...bc, r, c], `${row(r)} * ${N} + ${c}`, v),
       };
     },
   });
