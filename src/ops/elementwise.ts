@@ -128,7 +128,10 @@ export const sigmoid = elementwise({
 });
 export const relu = elementwise({
   name: "relu", arity: 1, dtypes: SIGNED, reference: ([x]) => Math.max(x, 0), wgsl: ([x], c) => `max(${x}, ${zero(c)})`,
-  vjp: ({ g, ins: [x] }) => [x.gt(0).select(g, 0)], // 1 where x > 0; 0 at the kink and below
+  // 1 where x > 0, 0 at the kink and below; relu(x) > 0 exactly there, so the rule reads the
+  // output: the backward pass keeps the activation, not also the pre-activation, and the
+  // forward's matmul + bias + relu stays one kernel.
+  vjp: ({ g, out }) => [out.gt(0).select(g, 0)],
 });
 export const floor = elementwise({
   name: "floor", arity: 1, dtypes: FLOAT, reference: ([x]) => Math.floor(x), wgsl: ([x]) => `floor(${x})`,

@@ -68,7 +68,8 @@ describe("softmax cross-entropy: the gradient wrt the logits is (p − y) / batc
 describe("MLP 784-500-500-10: the backward graph is the delta recursion", () => {
   /** δ³ = (p − y)/B; δˡ = f′(zˡ) ⊙ δˡ⁺¹ Wˡ⁺¹ᵀ; ∂E/∂Wˡ = aˡ⁻¹ᵀ δˡ; ∂E/∂bˡ = Σ_batch δˡ — in the
    *  row-vector convention (activations are rows of a [B, n] matrix), written with the same
-   *  builder calls a person would use: relu′(z) ⊙ x as select(z > 0, x, 0), σ′ as a·(1 − a). */
+   *  builder calls a person would use, f′ from the activation a = f(z): relu′ ⊙ x as
+   *  select(a > 0, x, 0), σ′ as a·(1 − a). */
   function mlp(act: "relu" | "sigmoid") {
     const batch = 128;
     const b = new GraphBuilder();
@@ -86,7 +87,7 @@ describe("MLP 784-500-500-10: the backward graph is the delta recursion", () => 
     const loss = softmaxCrossEntropy(z[2], y);
     const grads = grad(loss, [...W, ...bias]);
 
-    const fprime = (l: number, d: Tensor) => (act === "relu" ? z[l].gt(0).select(d, 0) : d.mul(a[l + 1].mul(b.constant(1).sub(a[l + 1]))));
+    const fprime = (l: number, d: Tensor) => (act === "relu" ? a[l + 1].gt(0).select(d, 0) : d.mul(a[l + 1].mul(b.constant(1).sub(a[l + 1]))));
     const delta: Tensor[] = [];
     delta[2] = softmax(z[2]).sub(y).div(batch);
     for (let l = 1; l >= 0; l--) delta[l] = fprime(l, delta[l + 1].matmul(W[l + 1].transpose()));
