@@ -25,12 +25,16 @@
  *  The chain's other operands are fused as usual (a broadcast bias is a load at the store's
  *  coordinates). The GEMM itself is never recomputed, nor read across a broadcast or in a
  *  reduction's prologue, and a kernel holds at most one GEMM (`epilogues`).
- *  `fuse: false` keeps today's one kernel per non-index op, for comparison. */
+ *  A reduction with kept dims over a short static row takes a row epilogue: the elementwise
+ *  value of the row's shape that reads it broadcast back (`rowEpilogues`):
+ *      m = max x; z = x − m;  s = Σ exp z; p = exp z / s      two kernels for softmax
+ *  `fuse: false` keeps one kernel per non-index op, for comparison. */
 import { liveNodes } from "../src/interpret.ts";
 import { numel, sizeEq } from "../src/ir/shape.ts";
-import type { Graph, Node, OpKind, Shape, ValueId } from "../src/ir/types.ts";
+import type { Graph, Node, OpAttrs, OpKind, Shape, ValueId } from "../src/ir/types.ts";
 import { loweringOf, type Lowering } from "../src/ops/def.ts";
 import { OPS } from "../src/ops/table.ts";
+import { usesTree } from "./wgsl/kernels/reduce.ts";
 
 const lowering = (n: Node): Lowering<OpKind> => loweringOf(OPS[n.op] as never, n.attrs as never);
 
@@ -68,7 +72,46 @@ export function planBuffers(graph: Graph, opts: FusionOptions = { fuse: true }):
     else kept.add(n.id);
   }
   if (opts.fuse) epilogues(graph, live, outputs, uses, kept);
+  if (opts.fuse) rowEpilogues(graph, live, outputs, uses, kept);
   return kept;
+}
+
+const ROW_REDUCTIONS: ReadonlySet<OpKind> = new Set<OpKind>(["reduce_sum", "reduce_mean", "reduce_max", "reduce_min"]);
+
+/** A reduction with kept dims takes an epilogue too, when its value goes, one use after another
+ *  through elementwise values of its own shape, to one elementwise value of its input's shape
+ *  (the row it reduced, broadcast back): softmax's Σ exp(x − m) and the division e / Σ are one
+ *  kernel, each thread summing its row and then writing it. Only for the one-thread-per-output
+ *  reduction (a short static reduced extent), whose thread holds the whole row. */
+function rowEpilogues(graph: Graph, live: readonly boolean[], outputs: ReadonlySet<ValueId>, uses: ReadonlyMap<ValueId, Node[]>, kept: Set<ValueId>): void {
+  for (const r of graph.nodes) {
+    if (!live[r.id] || !ROW_REDUCTIONS.has(r.op) || outputs.has(r.id) || !kept.has(r.id)) continue;
+    const { axes, keepdims } = r.attrs as OpAttrs["reduce_sum"];
+    const x = graph.nodes[r.inputs[0]].type.shape;
+    const reduced = axes.map((a) => x[a]);
+    if (!keepdims || reduced.some((d) => typeof d !== "number") || usesTree(r.type.shape, reduced)) continue;
+    let cur: Node = r;
+    const path: ValueId[] = [];
+    let root: ValueId | undefined;
+    for (;;) {
+      const us = uses.get(cur.id) ?? [];
+      const [c] = us;
+      if (us.length !== 1 || c.inputs.filter((i) => i === cur.id).length !== 1 || lowering(c).kind !== "elementwise") break;
+      if (sameDims(c.type.shape, x)) {
+        root = c.id;
+        break;
+      }
+      if (!sameDims(c.type.shape, r.type.shape) || kept.has(c.id)) break;
+      path.push(c.id);
+      cur = c;
+    }
+    if (root === undefined || lowering(graph.nodes[root]).kind !== "elementwise") continue;
+    // One kernel op per kernel: not where a GEMM's epilogue ends.
+    if (inlinesKernelOp(graph, root, kept)) continue;
+    kept.delete(r.id);
+    for (const id of path) kept.delete(id);
+    kept.add(root);
+  }
 }
 
 /** Matmul, conv2d and conv2d's gradients: the ops written by the GEMM writers, whose store can
@@ -107,4 +150,15 @@ function fusible(n: Node, uses: readonly Node[], cost: number): boolean {
   const once = uses.length === 1 && c.inputs.filter((i) => i === n.id).length === 1;
   if (once && (REDUCTIONS.has(c.op) || sizeEq(numel(c.type.shape), numel(n.type.shape)))) return true;
   return cost <= BUDGET;
+}
+
+/** Whether the kernel of `root` would compute a kernel op inside it (a GEMM with its epilogue). */
+function inlinesKernelOp(graph: Graph, root: ValueId, kept: ReadonlySet<ValueId>): boolean {
+  const seen = new Set<ValueId>();
+  const visit = (id: ValueId): boolean => {
+    if (seen.has(id)) return false;
+    seen.add(id);
+    return graph.nodes[id].inputs.some((i) => !kept.has(i) && (lowering(graph.nodes[i]).kind === "kernel" || visit(i)));
+  };
+  return visit(root);
 }

@@ -160,6 +160,14 @@ export class KernelBuilder {
     this.acc = undefined;
   }
 
+  /** While `write` runs, the kernel op's value at `coords` is `acc`: a reduction's row epilogue
+   *  (wgsl/kernels/reduce.ts) reads it broadcast back over the row it reduced. */
+  withValue(coords: readonly string[], acc: string, write: () => void): void {
+    this.acc = { coords: unitZero(coords, this.node(this.op).type.shape), expr: acc };
+    write();
+    this.acc = undefined;
+  }
+
   /** The global invocation index of a linear dispatch (folded over x and y). */
   linearIndex(perGroup: number): string {
     return this.let(`(wid.y * nwg.x + wid.x) * ${perGroup}u + lid`, "i");

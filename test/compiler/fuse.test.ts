@@ -1,10 +1,11 @@
 /** Fusion (compiler/fuse.ts): which values get a buffer and a kernel, and that fusing never
- *  changes results (random graphs on Dawn, fused and unfused, against the float64 reference). */
+ *  changes results (random graphs and row epilogues on Dawn, fused and unfused, against the
+ *  float64 reference). */
 import fc from "fast-check";
 import { describe, expect, test } from "vitest";
 import { compile } from "../../compiler/pipeline.ts";
 import { GraphBuilder, type Tensor } from "../../src/api/builder.ts";
-import { softmax } from "../../src/api/composites.ts";
+import { logSoftmax, softmax } from "../../src/api/composites.ts";
 import type { Graph } from "../../src/ir/types.ts";
 import { expectMatchesReference, useGpu } from "../helpers/gpu.ts";
 import { buildRecipe, recipeArb } from "../helpers/random-graph.ts";
@@ -43,11 +44,36 @@ describe("fusion decisions", () => {
     expect(heads(out)).toEqual(["k0 = tanh", "k1 = mul"]);
   });
 
-  test("prologues fuse into reductions: softmax over a row is its two reductions and the division", () => {
+  test("prologues and row epilogues fuse into reductions: softmax and log-softmax in two kernels", () => {
     const g = graph((x) => ({ y: x.sub(1).exp().sum(1) }));
     expect(heads(g)).toEqual(["k0 = reduce_sum[sub, exp]"]);
-    // max, Σ exp(x − max) and the division: x − max is read by exp only, inside the sum.
-    expect(heads(graph((x) => ({ p: softmax(x) })))).toEqual(["k0 = reduce_max", "k1 = reduce_sum[stop_gradient, sub, exp]", "k2 = fused[stop_gradient, sub, exp, div]"]);
+    // Each thread reduces its row, then writes the row: max then x − max; Σ exp then the division.
+    expect(heads(graph((x) => ({ p: softmax(x) })))).toEqual(["k0 = fused[reduce_max, stop_gradient, sub]", "k1 = fused[exp, reduce_sum, div]"]);
+    expect(heads(graph((x) => ({ l: logSoftmax(x) })))).toEqual(["k0 = fused[reduce_max, stop_gradient, sub]", "k1 = fused[exp, reduce_sum, log, sub]"]);
+    // Centring by the row mean: one kernel.
+    expect(heads(graph((x) => ({ c: x.sub(x.mean(1, true)) })))).toEqual(["k0 = fused[reduce_mean, sub]"]);
+    // Long rows are reduced by a workgroup tree, which holds no row per thread: no epilogue.
+    const long = new GraphBuilder();
+    const v = long.input("v", "f32", [4, 1000]);
+    expect(heads(long.build({ p: softmax(v) }))).toHaveLength(3);
+  });
+
+  test("row epilogues on Dawn: softmax, log-softmax and centring against the float64 reference", async () => {
+    await fc.assert(
+      fc.asyncProperty(fc.integer({ min: 1, max: 70 }), fc.integer({ min: 1, max: 40 }), fc.boolean(), async (rows, cols, fuse) => {
+        const g = new GraphBuilder();
+        const x = g.input("x", "f32", ["B", cols]);
+        const graph = g.build({ p: softmax(x), c: x.sub(x.mean(1, true)) });
+        const lg = new GraphBuilder();
+        const xl = lg.input("x", "f32", ["B", cols]);
+        const lgraph = lg.build({ l: logSoftmax(xl) });
+        const data = { x: { shape: [rows, cols], data: Array.from({ length: rows * cols }, (_, i) => Math.fround(Math.sin(i * 0.37) * 6)) } };
+        // exp, log and ÷ are within a few ulps; a row sum of ≤ 40 terms adds ≤ 40 ulps.
+        await expectMatchesReference(graph, data, { atol: 1e-6, rtol: 2e-5 }, { fuse });
+        await expectMatchesReference(lgraph, data, { atol: 2e-6, rtol: 2e-5 }, { fuse });
+      }),
+      { seed: 12, numRuns: 20 },
+    );
   });
 
   test("no fusion into a GEMM's operands (each element is read many times) or across a broadcast", () => {

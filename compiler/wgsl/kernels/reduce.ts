@@ -112,7 +112,8 @@ function argmaxAccumulator(dtype: DType): Accumulator {
 const helpers = (acc: Accumulator): string[] => acc.helpers.flatMap((h) => ["", h]);
 
 export function reduceKernel(kb: KernelBuilder, what: string): Kernel {
-  const node = kb.node(kb.output);
+  // The reduction: the kernel's output, or the op whose epilogue computes it (../../fuse.ts).
+  const node = kb.node(kb.op);
   const xId = node.inputs[0];
   const x = kb.node(xId).type;
   const { axes, keepdims } = node.op === "argmax"
@@ -147,15 +148,16 @@ export function reduceKernel(kb: KernelBuilder, what: string): Kernel {
   };
 
   const out = sizeOf(outShape);
-  const red = sizeOf(reduced);
-  const tree = out.syms.length === 0 && out.k <= TREE_MAX_OUTPUTS && (red.syms.length > 0 || red.k >= TREE_MIN_REDUCED);
-  if (!tree) {
+  if (!usesTree(outShape, reduced)) {
     const i = kb.linearIndex(PER_GROUP);
     kb.w.line(`if (${i} >= ${kb.size(outShape)}) { return; }`);
-    const state = walk(kb.unravel(i, outShape));
-    kb.store(i, acc.result(state));
+    const outCoords = kb.unravel(i, outShape);
+    const state = walk(outCoords);
+    if (kb.op === kb.output) kb.store(i, acc.result(state));
+    else epilogue(kb, outCoords, i, kb.let(acc.result(state), "r"), (c) => inputCoords(outCoords, c), reduced, x.shape);
     return kb.finish({ what, workgroupSize: [PER_GROUP], dispatch: { kind: "linear", total: out, perGroup: PER_GROUP }, shared: helpers(acc) });
   }
+  if (kb.op !== kb.output) throw new Error(`${node.op} %${node.id}: an epilogue needs the one-thread-per-output reduction (../../fuse.ts)`);
 
   // One workgroup per output element; the group index is folded over x and y like `linear`.
   // Every thread of a group takes the same branches around the barriers (o is uniform).
@@ -173,4 +175,28 @@ export function reduceKernel(kb: KernelBuilder, what: string): Kernel {
   w.block("if (lid == 0u)", () => kb.store(o, acc.result(at("0"))));
   const shared = acc.vars.map(([name, type]) => `var<workgroup> ${name}_wg: array<${type}, ${TREE}>;`);
   return kb.finish({ what, workgroupSize: [TREE], dispatch: { kind: "linear", total: out, perGroup: 1 }, shared: [...shared, ...helpers(acc)] });
+}
+
+/** Whether a reduction to `outShape` over `reduced` runs as a workgroup tree (else a loop of one
+ *  thread per output element). */
+export function usesTree(outShape: readonly Dim[], reduced: readonly Dim[]): boolean {
+  const out = sizeOf(outShape);
+  const red = sizeOf(reduced);
+  return out.syms.length === 0 && out.k <= TREE_MAX_OUTPUTS && (red.syms.length > 0 || red.k >= TREE_MIN_REDUCED);
+}
+
+/** A reduction's epilogue (../../fuse.ts), once the thread has its output element `r`: either
+ *  the elementwise chain after it at that element (the root has the reduction's shape), or a
+ *  row epilogue — the root has the reduction's input shape and reads the reduced value
+ *  broadcast back (softmax's e / Σe): the thread walks its row again and writes every element.
+ *      r = Σ_j exp(x[i,j] − m[i]);  for j: y[i,j] = exp(x[i,j] − m[i]) / r */
+function epilogue(kb: KernelBuilder, outCoords: readonly string[], flat: string, r: string, rowCoords: (red: readonly string[]) => string[], reduced: readonly Dim[], inShape: readonly Dim[]): void {
+  const root = kb.node(kb.output).type.shape;
+  const own = kb.node(kb.op).type.shape;
+  if (root.length === own.length && root.every((d, a) => d === own[a])) return kb.result(() => outCoords, flat, r);
+  const n = kb.size(reduced);
+  kb.w.block(`for (var j = 0u; j < ${n}; j++)`, () => {
+    const coords = rowCoords(kb.unravel("j", reduced, "s"));
+    kb.withValue(outCoords, r, () => kb.store(kb.linear(coords, inShape), kb.value(kb.output, coords)));
+  });
 }
