@@ -11,7 +11,15 @@
  *  Fusion (./fuse.ts) only changes which nodes are inlined. A kernel whose root is elementwise
  *  and which inlines a GEMM (an epilogue) is written by the GEMM's generator, storing the root:
  *      %7 = matmul %0, %1;  %8 = add %7, %2;  %9 = relu %8   →  k0 = fused[matmul, add, relu]
- *  Past the binding limit the GEMM is materialized first, which gives back the plain GEMM. */
+ *  Past the binding limit the GEMM is materialized first, which gives back the plain GEMM.
+ *
+ *  In-place updates (`inPlace`: update output → resident input): once the schedule is fixed, an
+ *  update's kernel is written again storing into the input's buffer when that is safe — no
+ *  kernel after it binds the input, no other kernel binds the output, the input is not read back
+ *  as an output, and the kernel builder saw every load of the input at the element the store
+ *  writes (never broadcast, permuted or in a GEMM/reduction loop). Otherwise the kernel stays as
+ *  it was and the runtime copies the output into the input after the run.
+ *      k7 = fused[permute, matmul, mul, sub]: v3[sm * 16u + sn] = v3[(sm * 16u + sn)] - 0.1 * acc */
 import { describeNode, KilnError } from "../src/ir/errors.ts";
 import type { Graph, Node, OpKind, ValueId } from "../src/ir/types.ts";
 import { loweringOf, type Lowering } from "../src/ops/def.ts";
@@ -29,6 +37,8 @@ export interface CodegenOptions {
   readonly target: Target;
   /** Fuse elementwise chains into their consumers (./fuse.ts); default true. */
   readonly fuse?: boolean;
+  /** Resident-state updates to write in place where safe: update output → resident input. */
+  readonly inPlace?: ReadonlyMap<ValueId, ValueId>;
 }
 
 export const DEFAULT_CODEGEN: CodegenOptions = { maxStorageBuffers: 8, target: GPU_TARGET };
@@ -54,7 +64,10 @@ export function codegen(graph: Graph, opts: CodegenOptions = DEFAULT_CODEGEN): P
       }
       kernels.push(k);
     }
-    if (overflow === undefined) return { graph, kernels, buffers: buffers(graph, materialized), state: [], stats: [] };
+    if (overflow === undefined) {
+      for (const [o, w] of opts.inPlace ?? []) updateInPlace(graph, kernels, materialized, o, w, opts.target);
+      return { graph, kernels, buffers: buffers(graph, materialized), state: [], stats: [] };
+    }
     materialized.add(overflow);
   }
 }
@@ -73,9 +86,31 @@ function inlined(graph: Graph, root: Node, materialized: ReadonlySet<ValueId>): 
   return set;
 }
 
-function generate(graph: Graph, n: Node, inline: Set<ValueId>, name: string, target: Target): Kernel {
+/** Rewrite the kernel computing `o` to store into `w`'s buffer, if that is safe (see the header). */
+function updateInPlace(graph: Graph, kernels: Kernel[], materialized: ReadonlySet<ValueId>, o: ValueId, w: ValueId, target: Target): void {
+  const i = kernels.findIndex((k) => k.output === o);
+  if (i < 0 || o === w || kernels[i].inPlace !== undefined) return;
+  const binds = (k: Kernel, v: ValueId) => k.bindings.some((b) => b.value === v);
+  if (kernels.some((k, j) => j > i && binds(k, w))) return; // a later kernel reads the old value
+  if (kernels.some((k, j) => j !== i && binds(k, o))) return; // the update is read as a value
+  if (graph.outputs.some((x) => x.id === w)) return; // read back as this run's input value
+  const n = graph.nodes[o];
+  const k = generate(graph, n, inlined(graph, n, materialized), kernels[i].name, target, w);
+  if (k) kernels[i] = k;
+}
+
+/** The kernel writing `n`; with `alias`, storing into that input instead, or undefined where
+ *  the kernel reads it at an element other than the one it writes. */
+function generate(graph: Graph, n: Node, inline: Set<ValueId>, name: string, target: Target): Kernel;
+function generate(graph: Graph, n: Node, inline: Set<ValueId>, name: string, target: Target, alias: ValueId): Kernel | undefined;
+function generate(graph: Graph, n: Node, inline: Set<ValueId>, name: string, target: Target, alias?: ValueId): Kernel | undefined {
   const gemm = gemmOf(graph, n, inline);
-  const kb = new KernelBuilder(graph, name, n.id, inline, target, gemm);
+  const kb = new KernelBuilder(graph, name, n.id, inline, target, gemm, alias);
+  const k = write(kb, graph, n, inline, gemm);
+  return alias === undefined || kb.aliasSafe ? k : undefined;
+}
+
+function write(kb: KernelBuilder, graph: Graph, n: Node, inline: Set<ValueId>, gemm: ValueId | undefined): Kernel {
   const ops = [...inline].sort((a, b) => a - b).map((i) => graph.nodes[i].op).filter((op) => op !== "const");
   const low = lowering(n);
   if (low.kind === "kernel") {

@@ -3,7 +3,7 @@
  *  node count and time land in `program.stats`. KILN_DUMP=<pass>[,<pass>…] (or "all") prints
  *  the text IR after those passes. */
 import { printGraph } from "../src/ir/print.ts";
-import type { Graph } from "../src/ir/types.ts";
+import type { Graph, ValueId } from "../src/ir/types.ts";
 import { verify } from "../src/ir/verify.ts";
 import { codegen } from "./codegen.ts";
 import { cse } from "./cse.ts";
@@ -12,7 +12,7 @@ import { foldConstants } from "./fold-constants.ts";
 import { inferShapes } from "./infer-shapes.ts";
 import { legalize } from "./legalize.ts";
 import type { Pass, PassContext } from "./pass.ts";
-import type { Program, StateUpdate } from "./program.ts";
+import { inPlaceOutputs, type Program, type StateUpdate } from "./program.ts";
 import { inputNodes } from "../src/ir/bind.ts";
 import { KilnError } from "../src/ir/errors.ts";
 import { formatType, isStatic, shapeEq } from "../src/ir/shape.ts";
@@ -63,6 +63,9 @@ export interface CompileOptions extends Partial<PassContext> {
   /** Plan memory: values share one arena at planned offsets (compiler/plan-memory.ts); false
    *  gives every value a buffer of its own. Default true. */
   readonly plan?: boolean;
+  /** Write a state update straight into its input's resident buffer where that is safe
+   *  (compiler/codegen.ts), skipping the copy after each run. Default true. */
+  readonly inPlace?: boolean;
 }
 
 export function compile(graph: Graph, opts: CompileOptions = {}): Program {
@@ -79,9 +82,24 @@ export function compile(graph: Graph, opts: CompileOptions = {}): Program {
     if (dump.has(pass.name) || dump.has("all")) console.error(`--- after ${pass.name}\n${printGraph(g)}`);
   }
   const t0 = performance.now();
-  const program = codegen(g, { ...ctx, fuse: opts.fuse });
+  const state = stateUpdates(g, opts.state ?? {});
+  const inPlace = new Map<ValueId, ValueId>();
+  if (opts.inPlace ?? true) {
+    for (const u of state) {
+      if (u.output === undefined) continue;
+      const o = g.outputs.find((x) => x.name === u.output)!.id;
+      if (!inPlace.has(o)) inPlace.set(o, inputNodes(g).find((n) => n.attrs.name === u.input)!.id);
+    }
+  }
+  const program = codegen(g, { ...ctx, fuse: opts.fuse, inPlace });
   stats.push({ pass: `fuse + codegen (${program.kernels.length} kernels)`, nodes: g.nodes.length, ms: performance.now() - t0 });
-  return { ...program, state: stateUpdates(g, opts.state ?? {}), stats, arena: opts.plan ?? true };
+  const done = inPlaceOutputs(program);
+  const marked = state.map((u) => {
+    const i = inputNodes(g).find((n) => n.attrs.name === u.input)!.id;
+    const o = u.output === undefined ? undefined : g.outputs.find((x) => x.name === u.output)!.id;
+    return o !== undefined && done.get(o) === i ? { ...u, inPlace: true } : u;
+  });
+  return { ...program, state: marked, stats, arena: opts.plan ?? true };
 }
 
 function stateUpdates(g: Graph, state: Readonly<Record<string, string | null>>): StateUpdate[] {

@@ -24,7 +24,8 @@
  *
  *  Which values: temporaries and inputs that are not resident. Constant data and resident state
  *  keep buffers of their own (uploaded once, persistent across runs), and so does a value that a
- *  kernel binds twice (possible only in hand-written WGSL; see below).
+ *  kernel binds twice (possible only in hand-written WGSL; see below). A state update written in
+ *  place (Kernel.inPlace) takes no bytes at all: it lives in its input's resident buffer.
  *
  *  WebGPU's aliasing rule: one buffer may not be bound read-only and writable in one dispatch,
  *  even on disjoint ranges, while disjoint writable ranges are fine. So every arena binding is
@@ -37,7 +38,7 @@
 import { describeNode, KilnError } from "../src/ir/errors.ts";
 import { bindShape, formatType, type DimEnv } from "../src/ir/shape.ts";
 import type { Node, ValueId } from "../src/ir/types.ts";
-import type { Kernel, Program } from "./program.ts";
+import { inPlaceOutputs, type Kernel, type Program } from "./program.ts";
 import { canDeclareReadWrite, declareReadWrite } from "./wgsl/kernel-builder.ts";
 
 export interface PlanOptions {
@@ -84,9 +85,11 @@ export interface MemoryPlan {
  *  binds twice or whose declaration cannot be switched to read_write (hand-written WGSL). */
 export function arenaValues(program: Program): Set<ValueId> {
   const resident = new Set(program.state.map((s) => s.input));
+  const inPlace = inPlaceOutputs(program);
   const values = new Set<ValueId>();
   for (const b of program.buffers) {
     const n = program.graph.nodes[b.value];
+    if (inPlace.has(b.value)) continue;
     if (b.role === "temp" || (b.role === "input" && !resident.has((n as Node<"input">).attrs.name))) values.add(b.value);
   }
   for (const k of program.kernels) {
@@ -128,6 +131,7 @@ export function liveness(program: Program, values: ReadonlySet<ValueId>): Map<Va
 
 export function planMemory(program: Program, env: DimEnv, opts: PlanOptions = DEFAULT_PLAN): MemoryPlan {
   const values = arenaValues(program);
+  const inPlace = inPlaceOutputs(program);
   const live = liveness(program, values);
   const align = (n: number) => Math.max(1, Math.ceil(n / opts.alignment)) * opts.alignment;
   const items = [...values].map((value) => {
@@ -165,7 +169,7 @@ export function planMemory(program: Program, env: DimEnv, opts: PlanOptions = DE
     arenaBytes: arenas.reduce((a, b) => a + b, 0),
     naiveBytes: items.reduce((s, it) => s + it.size, 0),
     lowerBound,
-    ownBytes: program.buffers.filter((b) => !values.has(b.value)).reduce((s, b) => s + bindShape(b.shape, env).reduce((a, d) => a * d, 4), 0),
+    ownBytes: program.buffers.filter((b) => !values.has(b.value) && !inPlace.has(b.value)).reduce((s, b) => s + bindShape(b.shape, env).reduce((a, d) => a * d, 4), 0),
   };
 }
 

@@ -32,6 +32,9 @@ export interface Kernel {
   readonly bindings: readonly Binding[];
   readonly uniforms: readonly string[];
   readonly dispatch: Dispatch;
+  /** An in-place update (compiler/codegen.ts): the kernel stores `output` into this resident
+   *  input's buffer, bound once read_write, and `output` gets no buffer of its own. */
+  readonly inPlace?: ValueId;
 }
 
 /** A buffer per value that lives in memory: inputs, constant data and kernel outputs. */
@@ -49,7 +52,13 @@ export interface BufferSpec {
 export interface StateUpdate {
   readonly input: string;
   readonly output?: string;
+  /** The update's kernel writes the input's buffer directly: no copy after the run. */
+  readonly inPlace?: boolean;
 }
+
+/** Output value → the resident input it is stored into, for the kernels updating in place. */
+export const inPlaceOutputs = (p: Pick<Program, "kernels">): Map<ValueId, ValueId> =>
+  new Map(p.kernels.flatMap((k) => (k.inPlace === undefined ? [] : [[k.output, k.inPlace] as const])));
 
 export interface Program {
   readonly graph: Graph;

@@ -9,14 +9,16 @@
  *        requested outputs copied back.
  *  state: inputs named in the program's `state` live on the GPU across runs (`write` them once,
  *        `read` them back); after each run's kernels, in the same submission, each takes the
- *        value of its update output — a training step's parameters never leave the GPU. */
+ *        value of its update output — a training step's parameters never leave the GPU. An
+ *        update written in place (Kernel.inPlace) already is in the resident buffer: no copy;
+ *        reading that output back reads the resident buffer, i.e. the same (new) value. */
 import { bindDims, inputNodes } from "../src/ir/bind.ts";
 import { describeNode, GpuError, KilnError } from "../src/ir/errors.ts";
 import { bindShape, evalSize, formatType, type DimEnv } from "../src/ir/shape.ts";
 import type { DType, Graph, Node, ValueId } from "../src/ir/types.ts";
 import { compile as compileGraph, type CompileOptions } from "../compiler/pipeline.ts";
 import type { HostTensor } from "../src/interpret.ts";
-import type { Dispatch, Kernel, Program } from "../compiler/program.ts";
+import { inPlaceOutputs, type Dispatch, type Kernel, type Program } from "../compiler/program.ts";
 import { arenaKernels, planMemory, type MemoryPlan } from "../compiler/plan-memory.ts";
 import { createBuffer, destroyBuffer, fromStorage, toStorage, type HostArray } from "./buffers.ts";
 import { acquireGpu, checked, type Gpu } from "./device.ts";
@@ -110,6 +112,13 @@ export class Executable {
         }
         const bytes = bindShape(node.type.shape, {}).reduce((a, d) => a * d, 4);
         exe.resident.set(input, { name: input, node, buffer: createBuffer(g.device, `state ${input}`, bytes, STORAGE | COPY_DST | COPY_SRC), bytes, update, written: false });
+      }
+      for (const k of program.kernels) {
+        if (k.inPlace === undefined) continue;
+        const n = program.graph.nodes[k.inPlace];
+        if (n.op !== "input" || !exe.resident.has((n as Node<"input">).attrs.name)) {
+          throw new KilnError(`kernel ${k.name} updates %${k.inPlace} in place, which is not a resident input of the program's state`);
+        }
       }
     });
     return exe;
@@ -211,7 +220,8 @@ export class Executable {
       await checked(this.gpu, "running the graph", () => submit(all, true));
     } catch (e) {
       if (!(e instanceof GpuError)) throw e;
-      // Name the kernel: replay them one submission each until one fails.
+      // Name the kernel: replay them one submission each until one fails. (Resident state
+      // updated in place is then as undefined as after any failed step: write it again.)
       for (const i of all) await checked(this.gpu, `kernel ${this.program.kernels[i].name} (${this.describe(i)})`, () => submit([i], false));
       throw e;
     }
@@ -243,6 +253,7 @@ export class Executable {
     const plan = this.program.arena
       ? planMemory(this.program, env, { alignment: limits.minStorageBufferOffsetAlignment, maxBufferSize: Math.min(MAX_ARENA, limits.maxBufferSize) })
       : undefined;
+    const inPlace = inPlaceOutputs(this.program);
     const arena: Arena = { key, env, buffers: new Map(), offsets: new Map(), bytes: new Map(), owned: [], plan, uniforms: [], groups: [], counts: [], staging: new Map() };
     this.arena = arena;
     await checked(this.gpu, "allocating buffers", () => {
@@ -262,7 +273,9 @@ export class Executable {
         arena.bytes.set(b.value, bytes);
         if (arena.buffers.has(b.value)) continue;
         arena.offsets.set(b.value, 0);
-        const resident = n.op === "input" ? this.resident.get((n as Node<"input">).attrs.name)?.buffer : undefined;
+        const into = inPlace.get(b.value);
+        const of = into === undefined ? n : graph.nodes[into];
+        const resident = of.op === "input" ? this.resident.get((of as Node<"input">).attrs.name)?.buffer : undefined;
         let buf = resident ?? this.consts.get(b.value);
         if (!buf) arena.owned.push((buf = createBuffer(device, `v${b.value}`, bytes, STORAGE | COPY_DST | COPY_SRC)));
         arena.buffers.set(b.value, buf);

@@ -28,6 +28,10 @@ export class KernelBuilder {
   private tmp = 0;
   /** While an epilogue is written: the GEMM's value at the store's coordinates (`result`). */
   private acc?: { coords: string; expr: string };
+  /** With `alias`: its loads since the last store (flat index, and coordinates when known). */
+  private pending: { flat: string; at?: string }[] = [];
+  private aliasOk = true;
+  private stores = 0;
 
   constructor(
     readonly graph: Graph,
@@ -40,7 +44,17 @@ export class KernelBuilder {
     /** The node whose kernel generator writes this kernel: the output, or a GEMM whose
      *  epilogue computes the output (../fuse.ts) — then `result` stores the epilogue. */
     readonly op: ValueId = output,
+    /** An in-place update: the store goes to this input's buffer (bound once, read_write)
+     *  instead of the output's. Safe only if every load of it reads the element the next store
+     *  writes; `aliasSafe` says whether the written kernel did. */
+    readonly alias?: ValueId,
   ) {}
+
+  /** Whether the aliased input was read only at the element each store writes (by the same
+   *  coordinates or the same flat index expression), and the output itself never. */
+  get aliasSafe(): boolean {
+    return this.alias !== undefined && this.aliasOk && this.pending.length === 0 && this.stores > 0;
+  }
 
   node(id: ValueId): Node {
     return this.graph.nodes[id];
@@ -100,7 +114,9 @@ export class KernelBuilder {
   }
 
   /** Raw load of element `flat` of a buffer-backed value; bool comes back as a WGSL bool. */
-  load(id: ValueId, flat: string): string {
+  load(id: ValueId, flat: string, at?: string): string {
+    if (id === this.alias) this.pending.push({ flat, at });
+    if (id === this.output && this.alias !== undefined) this.aliasOk = false;
     if (!this.reads.has(id)) this.reads.set(id, "read");
     const e = `v${id}[${flat}]`;
     return this.node(id).type.dtype === "bool" ? `(${e} != 0u)` : e;
@@ -115,7 +131,7 @@ export class KernelBuilder {
       if (this.acc?.coords !== unitZero(coords, node.type.shape)) throw new Error(`${node.op} %${id} read outside its epilogue's store`);
       return this.acc.expr;
     }
-    if (!this.inline.has(id)) return this.load(id, this.linear(coords, node.type.shape));
+    if (!this.inline.has(id)) return this.load(id, this.linear(coords, node.type.shape), unitZero(coords, node.type.shape));
     const low = loweringOf(OPS[node.op] as never, node.attrs as never) as ReturnType<typeof loweringOf<OpKind>>;
     const ctx = this.lowerCtx(node);
     switch (low.kind) {
@@ -143,10 +159,16 @@ export class KernelBuilder {
   }
 
   /** `v<out>[flat] = expr;`, converting a bool to its stored u32. */
-  store(flat: string, expr: string): void {
-    this.reads.set(this.output, "read_write");
+  store(flat: string, expr: string, at?: string): void {
+    const dest = this.alias ?? this.output;
+    if (this.alias !== undefined) {
+      if (!this.pending.every((p) => p.flat === flat || (p.at !== undefined && p.at === at))) this.aliasOk = false;
+      this.pending = [];
+      this.stores++;
+    }
+    this.reads.set(dest, "read_write");
     const v = this.node(this.output).type.dtype === "bool" ? `select(0u, 1u, ${expr})` : expr;
-    this.w.line(`v${this.output}[${flat}] = ${v};`);
+    this.w.line(`v${dest}[${flat}] = ${v};`);
   }
 
   /** A kernel op's store of `acc`, its value at `coords()` (element `flat` of its shape): the
@@ -156,7 +178,7 @@ export class KernelBuilder {
     if (this.op === this.output) return this.store(flat, acc);
     const at = coords();
     this.acc = { coords: unitZero(at, this.node(this.op).type.shape), expr: acc };
-    this.store(flat, this.value(this.output, at));
+    this.store(flat, this.value(this.output, at), unitZero(at, this.node(this.output).type.shape));
     this.acc = undefined;
   }
 
@@ -177,8 +199,11 @@ export class KernelBuilder {
   finish(opts: { what: string; workgroupSize: readonly number[]; dispatch: Dispatch; shared?: readonly string[] }): Kernel {
     const out = this.node(this.output);
     const body = pruneLets(this.w.toString());
-    const bindings: Binding[] = [...this.reads].filter(([v]) => v !== this.output).map(([value, access]) => ({ value, access }));
-    bindings.push({ value: this.output, access: "read_write" });
+    const dest = this.alias ?? this.output;
+    // Hand-written WGSL naming the output's binding cannot be redirected.
+    if (this.alias !== undefined && new RegExp(`\\bv${this.output}\\[`).test(body)) this.aliasOk = false;
+    const bindings: Binding[] = [...this.reads].filter(([v]) => v !== dest).map(([value, access]) => ({ value, access }));
+    bindings.push({ value: dest, access: "read_write" });
     const uniforms = [...this.syms].sort();
     const head = new Writer();
     head.line(`// ${this.name} = ${opts.what} -> %${out.id}, ${formatType(out.type)}${out.site ? ` @ ${out.site}` : ""}`);
@@ -193,7 +218,8 @@ export class KernelBuilder {
     head.line("fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,");
     head.line("        @builtin(local_invocation_index) lid: u32, @builtin(local_invocation_id) lid3: vec3<u32>) {");
     const wgsl = `${head}\n${body.replace(/^/gm, "  ")}\n}\n`;
-    return { name: this.name, output: this.output, wgsl, bindings, uniforms, dispatch: opts.dispatch };
+    const k: Kernel = { name: this.name, output: this.output, wgsl, bindings, uniforms, dispatch: opts.dispatch };
+    return this.alias === undefined ? k : { ...k, inPlace: this.alias };
   }
 }
 
