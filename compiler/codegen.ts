@@ -37,6 +37,8 @@ export interface CodegenOptions {
   readonly target: Target;
   /** Fuse elementwise chains into their consumers (./fuse.ts); default true. */
   readonly fuse?: boolean;
+  /** The fusion plan (./fuse.ts planBuffers), when the caller made it already. */
+  readonly buffers?: ReadonlySet<ValueId>;
   /** Resident-state updates to write in place where safe: update output → resident input. */
   readonly inPlace?: ReadonlyMap<ValueId, ValueId>;
 }
@@ -46,7 +48,7 @@ export const DEFAULT_CODEGEN: CodegenOptions = { maxStorageBuffers: 8, target: G
 export const lowering = (n: Node): Lowering<OpKind> => loweringOf(OPS[n.op] as never, n.attrs as never);
 
 export function codegen(graph: Graph, opts: CodegenOptions = DEFAULT_CODEGEN): Program {
-  const materialized = planBuffers(graph, { fuse: opts.fuse ?? true });
+  const materialized = new Set(opts.buffers ?? planBuffers(graph, { fuse: opts.fuse ?? true }));
 
   for (;;) {
     const kernels: Kernel[] = [];

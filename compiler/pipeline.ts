@@ -6,6 +6,8 @@ import { printGraph } from "../src/ir/print.ts";
 import type { Graph, ValueId } from "../src/ir/types.ts";
 import { verify } from "../src/ir/verify.ts";
 import { codegen } from "./codegen.ts";
+import { planBuffers } from "./fuse.ts";
+import { memoryReport } from "./plan-memory.ts";
 import { cse } from "./cse.ts";
 import { dce } from "./dce.ts";
 import { foldConstants } from "./fold-constants.ts";
@@ -66,6 +68,10 @@ export interface CompileOptions extends Partial<PassContext> {
   /** Write a state update straight into its input's resident buffer where that is safe
    *  (compiler/codegen.ts), skipping the copy after each run. Default true. */
   readonly inPlace?: boolean;
+  /** Values for symbolic dims (a declared upper bound, e.g. { B: 128 }) so that the memory plan
+   *  is reported in `stats` at compile time; without them only static programs report it. The
+   *  runtime plans for each binding it meets either way. */
+  readonly dims?: Readonly<Record<string, number>>;
 }
 
 export function compile(graph: Graph, opts: CompileOptions = {}): Program {
@@ -91,15 +97,27 @@ export function compile(graph: Graph, opts: CompileOptions = {}): Program {
       if (!inPlace.has(o)) inPlace.set(o, inputNodes(g).find((n) => n.attrs.name === u.input)!.id);
     }
   }
-  const program = codegen(g, { ...ctx, fuse: opts.fuse, inPlace });
-  stats.push({ pass: `fuse + codegen (${program.kernels.length} kernels)`, nodes: g.nodes.length, ms: performance.now() - t0 });
+  const buffers = planBuffers(g, { fuse: opts.fuse ?? true });
+  const t1 = performance.now();
+  stats.push({ pass: `fuse (${buffers.size} values in buffers)`, nodes: g.nodes.length, ms: t1 - t0 });
+  const program = codegen(g, { ...ctx, fuse: opts.fuse, inPlace, buffers });
+  stats.push({ pass: `codegen (${program.kernels.length} kernels)`, nodes: g.nodes.length, ms: performance.now() - t1 });
   const done = inPlaceOutputs(program);
   const marked = state.map((u) => {
     const i = inputNodes(g).find((n) => n.attrs.name === u.input)!.id;
     const o = u.output === undefined ? undefined : g.outputs.find((x) => x.name === u.output)!.id;
     return o !== undefined && done.get(o) === i ? { ...u, inPlace: true } : u;
   });
-  return { ...program, state: marked, stats, arena: opts.plan ?? true };
+  const result: Program = { ...program, state: marked, stats, arena: opts.plan ?? true };
+  // The memory plan is made per binding of the dims when the program runs; here it is reported
+  // for static shapes, or for the dims the caller declares (an upper bound, e.g. the batch).
+  const dims = opts.dims ?? {};
+  if (result.arena && result.buffers.every((b) => b.shape.every((d) => typeof d === "number" || dims[d] !== undefined))) {
+    const t2 = performance.now();
+    const m = memoryReport(result, dims);
+    stats.push({ pass: `plan-memory (arena ${m.arenaBytes} B, naive ${m.naiveBytes} B, lower bound ${m.lowerBound} B)`, nodes: g.nodes.length, ms: performance.now() - t2 });
+  }
+  return result;
 }
 
 function stateUpdates(g: Graph, state: Readonly<Record<string, string | null>>): StateUpdate[] {

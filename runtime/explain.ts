@@ -126,17 +126,18 @@ export async function explain(file: string, opts: ExplainOptions): Promise<void>
   const model = await loadModel(file);
   const env: DimEnv = { ...model.dims, ...parseDims(opts.dim) };
   const dev = await deviceTarget();
-  const program = compile(model.graph, { target: dev.target, maxStorageBuffers: dev.maxStorageBuffers, state: model.state, fuse: opts.fuse });
+  const program = compile(model.graph, { target: dev.target, maxStorageBuffers: dev.maxStorageBuffers, state: model.state, fuse: opts.fuse, dims: env });
   const unbound = unboundDims(program.graph, env);
   if (unbound.length) throw new KilnError(`explain: bind the symbolic dim${unbound.length > 1 ? "s" : ""} ${unbound.join(", ")} for the figures, e.g. --dim ${unbound[0]}=8`);
 
+  const nameWidth = Math.max(40, ...program.stats.map((st) => st.pass.length + 4));
   const lines = [
     `model:  ${file} (${model.graph.nodes.length} nodes; outputs ${model.graph.outputs.map((o) => o.name).join(", ")})`,
     `target: ${dev.target.name}, ${dev.maxStorageBuffers} storage buffers per kernel, fusion ${opts.fuse ? "on" : "off"} (${dev.note})`,
     ...(Object.keys(env).length ? [`dims:   ${Object.entries(env).map(([k, v]) => `${k}=${v}`).join(" ")}`] : []),
     "",
-    row(["passes", "nodes", "ms"], [40, 8, 10]),
-    ...program.stats.map((s) => row([`  ${s.pass}`, s.nodes, s.ms.toFixed(2)], [40, 8, 10])),
+    row(["passes", "nodes", "ms"], [nameWidth, 8, 10]),
+    ...program.stats.map((s) => row([`  ${s.pass}`, s.nodes, s.ms.toFixed(2)], [nameWidth, 8, 10])),
     "",
     ...kernelsSection(program, env, opts.wgsl ?? false),
     "",

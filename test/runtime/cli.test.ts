@@ -24,7 +24,9 @@ describe("kiln CLI", () => {
   test("explain on a text-IR file: passes, kernels with FLOPs and bytes, saved values, memory", () => {
     const out = kiln("explain", "examples/ir/affine-tanh.kir", "-d", "B=3");
     expect(out).toMatch(/^  infer-shapes\s+8\s+\d+\.\d\d$/m);
-    expect(out).toMatch(/^  fuse \+ codegen \(2 kernels\)\s+8\s+\d+\.\d\d$/m);
+    expect(out).toMatch(/^  fuse \(4 values in buffers\)\s+8\s+\d+\.\d\d$/m);
+    expect(out).toMatch(/^  codegen \(2 kernels\)\s+8\s+\d+\.\d\d$/m);
+    expect(out).toMatch(/^  plan-memory \(arena \d+ B, naive \d+ B, lower bound \d+ B\)\s+8\s+\d+\.\d\d$/m);
     expect(out).toMatch(/^  k0 = fused\[mul, add, tanh\] -> %5, f32\[B,4\]$/m);
     // 3 fused ops × 12 elements; reads x (12) and b (4) floats, writes y (12).
     expect(out).toMatch(/^ {6}36 FLOP, read 64 B, write 48 B; binds r %0 x \| r %1 b \| w %5 y; uniforms B$/m);
