@@ -3,6 +3,7 @@ import type { OpKind } from "../ir/types.ts";
 import type { OpDef } from "./def.ts";
 import * as cv from "./conv.ts";
 import * as ew from "./elementwise.ts";
+import { gather } from "./gather.ts";
 import * as mm from "./matmul.ts";
 import * as mv from "./movement.ts";
 import * as rd from "./reduce.ts";
@@ -16,7 +17,7 @@ export const OPS: { readonly [K in OpKind]: OpDef<K> } = {
   add: ew.add, sub: ew.sub, mul: ew.mul, div: ew.div, mod: ew.mod, pow: ew.pow, max: ew.max, min: ew.min,
   eq: ew.eq, ne: ew.ne, lt: ew.lt, le: ew.le, gt: ew.gt, ge: ew.ge, and: ew.and, or: ew.or,
   select: ew.select,
-  reshape: mv.reshape, permute: mv.permute, expand: mv.expand, slice: mv.slice, pad: mv.pad, concat: mv.concat, gather: mv.gather,
+  reshape: mv.reshape, permute: mv.permute, expand: mv.expand, slice: mv.slice, pad: mv.pad, concat: mv.concat, gather,
   reduce_sum: rd.reduceSum, reduce_mean: rd.reduceMean, reduce_max: rd.reduceMax, reduce_min: rd.reduceMin, argmax: rd.argmax,
   matmul: mm.matmul, conv2d: cv.conv2d, max_pool2d: cv.maxPool2d, avg_pool2d: cv.avgPool2d,
   conv2d_grad_input: cv.conv2dGradInput, conv2d_grad_filter: cv.conv2dGradFilter,
