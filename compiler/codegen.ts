@@ -74,8 +74,9 @@ export function codegen(graph: Graph, opts: CodegenOptions = DEFAULT_CODEGEN): P
   }
 }
 
-/** The node itself when it is an expression, plus the non-materialized index nodes it reads. */
-function inlined(graph: Graph, root: Node, materialized: ReadonlySet<ValueId>): Set<ValueId> {
+/** The node itself when it is an expression, plus the non-materialized nodes it reads (index
+ *  maps, fused values, a GEMM or reduction whose epilogue it is). Also ./cost.ts's membership. */
+export function inlined(graph: Graph, root: Node, materialized: ReadonlySet<ValueId>): Set<ValueId> {
   const set = new Set<ValueId>();
   const visit = (id: ValueId) => {
     if (set.has(id)) return;

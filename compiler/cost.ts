@@ -16,7 +16,7 @@
  *  GEMM's count. Index ops (movement, iota, random, constants) are free. */
 import { evalSize, numel, type DimEnv } from "../src/ir/shape.ts";
 import type { Graph, Node, Shape, ValueId } from "../src/ir/types.ts";
-import { lowering } from "./codegen.ts";
+import { inlined, lowering } from "./codegen.ts";
 import type { Kernel, Program } from "./program.ts";
 
 export interface KernelCost {
@@ -28,22 +28,12 @@ export interface KernelCost {
 /** Every dtype is stored as 4 bytes (bool as u32, see runtime/buffers.ts). */
 export const bytesOf = (shape: Shape, env: DimEnv): number => 4 * evalSize(numel(shape), env);
 
-/** The nodes a kernel computes: its root and the values inlined into it (as codegen decides:
- *  every non-buffer value reachable from the root through non-buffer values). */
+/** The nodes a kernel computes: its root and the values codegen inlined into it. */
 export function kernelNodes(program: Program, kernel: Kernel): ValueId[] {
   const { graph } = program;
-  const buffered = new Set(program.buffers.map((b) => b.value));
   const root = graph.nodes[kernel.output];
-  const set = new Set<ValueId>([root.id]);
-  const visit = (id: ValueId) => {
-    for (const i of graph.nodes[id].inputs) {
-      if (buffered.has(i) || set.has(i)) continue;
-      set.add(i);
-      visit(i);
-    }
-  };
-  visit(root.id);
-  return [...set].sort((a, b) => a - b);
+  const set = inlined(graph, root, new Set(program.buffers.map((b) => b.value)));
+  return [...set.add(root.id)].sort((a, b) => a - b);
 }
 
 /** Per kernel, the graph nodes it computes, named by its header: the groups of ir/dot.ts. */
