@@ -6,12 +6,12 @@
  *  each consumer's loads as index arithmetic.
  *      %3 = permute %1 {perm=[1,0]};  %4 = add %3, %2
  *        → k0 = fused[permute, add]: v4[i] = v1[c1 * R + c0] + v2[i]
- *  A kernel whose storage bindings would pass the device limit materializes the inlined node
- *  reading the most buffers and tries again, so the limit shapes the plan instead of failing.
- *  Fusion (./fuse.ts) only changes which nodes are inlined. A kernel whose root is elementwise
- *  and which inlines a GEMM (an epilogue) is written by the GEMM's generator, storing the root:
+ *  Fusion (./fuse.ts) decides which nodes are inlined, the storage-binding limit included (it
+ *  stores values, chosen by cost, until every kernel fits); codegen writes that plan as it is:
+ *      plan → k0 … kn, each binding ≤ maxStorageBuffers, else an internal error naming the kernel
+ *  A kernel whose root is elementwise and which inlines a GEMM (an epilogue) is written by the
+ *  GEMM's generator, storing the root:
  *      %7 = matmul %0, %1;  %8 = add %7, %2;  %9 = relu %8   →  k0 = fused[matmul, add, relu]
- *  Past the binding limit the GEMM is materialized first, which gives back the plain GEMM.
  *
  *  In-place updates (`inPlace`: update output → resident input): once the schedule is fixed, an
  *  update's kernel is written again storing into the input's buffer when that is safe — no
@@ -21,13 +21,12 @@
  *  it was and the runtime copies the output into the input after the run.
  *      k7 = fused[permute, matmul, mul, sub]: v3[sm * 16u + sn] = v3[(sm * 16u + sn)] - 0.1 * acc */
 import { describeNode, KilnError } from "../src/ir/errors.ts";
-import type { Graph, Node, OpKind, ValueId } from "../src/ir/types.ts";
-import { loweringOf, type Lowering } from "../src/ops/def.ts";
-import { OPS } from "../src/ops/table.ts";
-import { planBuffers } from "./fuse.ts";
+import { numel, sizeEq } from "../src/ir/shape.ts";
+import type { Graph, Node, ValueId } from "../src/ir/types.ts";
+import { inlined, lowering, planBuffers } from "./fuse.ts";
 import type { BufferSpec, Kernel, Program } from "./program.ts";
 import { GPU_TARGET, type Target } from "./target.ts";
-import { KernelBuilder } from "./wgsl/kernel-builder.ts";
+import { KernelBuilder, storageType } from "./wgsl/kernel-builder.ts";
 import { elementwiseKernel, KERNELS } from "./wgsl/kernels/index.ts";
 
 export interface CodegenOptions {
@@ -41,52 +40,36 @@ export interface CodegenOptions {
   readonly buffers?: ReadonlySet<ValueId>;
   /** Resident-state updates to write in place where safe: update output → resident input. */
   readonly inPlace?: ReadonlyMap<ValueId, ValueId>;
+  /** Write a kernel's output over an input that dies there, where safe (`reuseInPlace`);
+   *  default false (compile turns it on with CompileOptions.inPlace). */
+  readonly reuse?: boolean;
+  /** The kernels' order, as roots (./schedule.ts); default: graph order. */
+  readonly order?: readonly ValueId[];
+  /** The resident inputs, which reuse must never overwrite. Without it reuse takes temporaries
+   *  only, never a graph input. */
+  readonly resident?: ReadonlySet<ValueId>;
 }
 
 export const DEFAULT_CODEGEN: CodegenOptions = { maxStorageBuffers: 8, target: GPU_TARGET };
 
-export const lowering = (n: Node): Lowering<OpKind> => loweringOf(OPS[n.op] as never, n.attrs as never);
+export { inlined, lowering };
 
 export function codegen(graph: Graph, opts: CodegenOptions = DEFAULT_CODEGEN): Program {
-  const materialized = new Set(opts.buffers ?? planBuffers(graph, { fuse: opts.fuse ?? true }));
-
-  for (;;) {
-    const kernels: Kernel[] = [];
-    let overflow: ValueId | undefined;
-    for (const n of graph.nodes) {
-      if (!materialized.has(n.id) || lowering(n).kind === "buffer") continue;
-      const inline = inlined(graph, n, materialized);
-      const k = generate(graph, n, inline, `k${kernels.length}`, opts.target);
-      if (k.bindings.length > opts.maxStorageBuffers) {
-        overflow = gemmOf(graph, n, inline) ?? widest(graph, n, inline, materialized);
-        if (overflow === undefined) {
-          throw new KilnError(`${describeNode(n.op, n.id, n.site)}: needs ${k.bindings.length} storage buffers, the device allows ${opts.maxStorageBuffers}`);
-        }
-        break;
-      }
-      kernels.push(k);
+  const materialized = new Set(opts.buffers ?? planBuffers(graph, { fuse: opts.fuse ?? true, maxStorageBuffers: opts.maxStorageBuffers }));
+  const kernels: Kernel[] = [];
+  for (const n of opts.order?.map((id) => graph.nodes[id]) ?? graph.nodes) {
+    if (!materialized.has(n.id) || lowering(n).kind === "buffer") continue;
+    const k = generate(graph, n, inlined(graph, n, materialized), `k${kernels.length}`, opts.target);
+    if (k.bindings.length > opts.maxStorageBuffers) {
+      // ./fuse.ts fits every kernel to the limit: reaching here is a compiler bug, or a plan
+      // (opts.buffers) made for a larger limit than this one.
+      throw new KilnError(`internal: ${k.name} for ${describeNode(n.op, n.id, n.site)} binds ${k.bindings.length} storage buffers, past the limit of ${opts.maxStorageBuffers} that the fusion plan was made to fit`);
     }
-    if (overflow === undefined) {
-      for (const [o, w] of opts.inPlace ?? []) updateInPlace(graph, kernels, materialized, o, w, opts.target);
-      return { graph, kernels, buffers: buffers(graph, materialized), state: [], stats: [] };
-    }
-    materialized.add(overflow);
+    kernels.push(k);
   }
-}
-
-/** The node itself when it is an expression, plus the non-materialized nodes it reads (index
- *  maps, fused values, a GEMM or reduction whose epilogue it is). Also ./cost.ts's membership. */
-export function inlined(graph: Graph, root: Node, materialized: ReadonlySet<ValueId>): Set<ValueId> {
-  const set = new Set<ValueId>();
-  const visit = (id: ValueId) => {
-    if (set.has(id)) return;
-    set.add(id);
-    for (const i of graph.nodes[id].inputs) if (!materialized.has(i)) visit(i);
-  };
-  if (lowering(root).kind === "kernel") {
-    for (const i of root.inputs) if (!materialized.has(i)) visit(i);
-  } else visit(root.id);
-  return set;
+  for (const [o, w] of opts.inPlace ?? []) updateInPlace(graph, kernels, materialized, o, w, opts.target);
+  if (opts.reuse) reuseInPlace(graph, kernels, materialized, opts.target, opts.resident);
+  return { graph, kernels, buffers: buffers(graph, materialized), state: [], stats: [] };
 }
 
 /** Rewrite the kernel computing `o` to store into `w`'s buffer, if that is safe (see the header). */
@@ -100,6 +83,33 @@ function updateInPlace(graph: Graph, kernels: Kernel[], materialized: ReadonlySe
   const n = graph.nodes[o];
   const k = generate(graph, n, inlined(graph, n, materialized), kernels[i].name, target, w);
   if (k) kernels[i] = k;
+}
+
+/** In-place reuse, after the resident updates: each kernel in turn whose output is a temporary
+ *  is written storing into an input that dies there — its last reader, not a graph output, a
+ *  temporary or (given `resident`) a non-resident input, the same storage type and element count
+ *  — when the kernel builder saw every load of it at the element the store writes. The output
+ *  then lives in that input's memory (compiler/plan-memory.ts places the two as one value);
+ *  chains follow, each step over the last:  k0: v1 = exp(v0) → v0;  k1: v2 = neg(v1) → v0. */
+function reuseInPlace(graph: Graph, kernels: Kernel[], materialized: ReadonlySet<ValueId>, target: Target, resident?: ReadonlySet<ValueId>): void {
+  const last = new Map<ValueId, number>();
+  kernels.forEach((k, i) => k.bindings.forEach((b) => last.set(b.value, i)));
+  const outputs = new Set(graph.outputs.map((o) => o.id));
+  const dying = (w: ValueId, i: number): boolean => {
+    const n = graph.nodes[w];
+    const temp = n.op !== "input" && lowering(n).kind !== "buffer";
+    return last.get(w) === i && !outputs.has(w) && (temp || (n.op === "input" && resident !== undefined && !resident.has(w)));
+  };
+  kernels.forEach((k, i) => {
+    const n = graph.nodes[k.output];
+    if (k.inPlace !== undefined || n.op === "input" || lowering(n).kind === "buffer") return;
+    for (const b of k.bindings) {
+      const w = graph.nodes[b.value];
+      if (w.id === n.id || !dying(w.id, i) || storageType(w.type.dtype) !== storageType(n.type.dtype) || !sizeEq(numel(w.type.shape), numel(n.type.shape))) continue;
+      const alias = generate(graph, n, inlined(graph, n, materialized), k.name, target, w.id);
+      if (alias) return void (kernels[i] = alias);
+    }
+  });
 }
 
 /** The kernel writing `n`; with `alias`, storing into that input instead, or undefined where
@@ -131,22 +141,6 @@ function gemmOf(graph: Graph, root: Node, inline: ReadonlySet<ValueId>): ValueId
   const ks = [...inline].filter((id) => lowering(graph.nodes[id]).kind === "kernel");
   if (ks.length > 1) throw new Error(`${describeNode(root.op, root.id, root.site)}: inlines ${ks.length} kernel ops`);
   return ks[0];
-}
-
-/** The inlined node (other than the root) whose own inputs span the most buffers. */
-function widest(graph: Graph, root: Node, inline: Set<ValueId>, materialized: ReadonlySet<ValueId>): ValueId | undefined {
-  let best: ValueId | undefined;
-  let most = 1;
-  for (const id of inline) {
-    if (id === root.id) continue;
-    const reads = new Set<ValueId>();
-    const visit = (v: ValueId) => {
-      for (const i of graph.nodes[v].inputs) materialized.has(i) ? reads.add(i) : visit(i);
-    };
-    visit(id);
-    if (reads.size > most) [best, most] = [id, reads.size];
-  }
-  return best;
 }
 
 function buffers(graph: Graph, materialized: ReadonlySet<ValueId>): BufferSpec[] {

@@ -1,7 +1,7 @@
 /** fuse: which values get a buffer of their own (and so a kernel that writes it); the rest are
  *  computed inside their consumer's kernel as part of its expression (see
- *  wgsl/kernel-builder.ts `value`). Codegen starts from this plan and only ever adds to it (when
- *  a kernel would bind more storage buffers than the device allows).
+ *  wgsl/kernel-builder.ts `value`). Codegen writes exactly this plan, the binding limit included
+ *  (below).
  *
  *  Always in a buffer: graph outputs, buffer-backed values (inputs, constant data) and the
  *  result of every op with a kernel of its own (pools, reductions; matmul and conv unless an
@@ -28,20 +28,49 @@
  *  A reduction with kept dims over a short static row takes a row epilogue: the elementwise
  *  value of the row's shape that reads it broadcast back (`rowEpilogues`):
  *      m = max x; z = x − m;  s = Σ exp z; p = exp z / s      two kernels for softmax
- *  `fuse: false` keeps one kernel per non-index op, for comparison. */
+ *  Last, the binding limit (`fitBindings`): a kernel binds its output and every buffer its
+ *  inlined cone reads. Past `maxStorageBuffers`, one inlined value of that kernel is stored —
+ *  a GEMM of an epilogue too, which gives back the plain GEMM — chosen by cost: of the values
+ *  whose storing brings the kernel and the value's own new kernel within the limit (pushing no
+ *  other kernel that inlined it past it), else of those that lower the count most, the one
+ *  with the least extra traffic (elements × 2 × kernels now reading it), then the fewest ops
+ *  left to compute, then the lowest id; repeated until every kernel fits:
+ *      y = tanh(Σ₆ xᵢ[64,64] + Σ₄ sⱼ[64])   11 bindings  →  Σ₄ sⱼ stored (64 elements), y: 8
+ *  Where no single value lowers the count (operands sharing their reads), all the kernel's
+ *  operands are stored; an op whose own operands and output pass the limit is an error.
+ *  `spilled` records each such value and why. `fuse: false` keeps one kernel per non-index op,
+ *  for comparison (the limit still applies to the index ops it inlines). */
 import { liveNodes } from "../src/interpret.ts";
+import { describeNode, KilnError } from "../src/ir/errors.ts";
 import { numel, sizeEq } from "../src/ir/shape.ts";
 import type { Graph, Node, OpAttrs, OpKind, Shape, ValueId } from "../src/ir/types.ts";
 import { loweringOf, type Lowering } from "../src/ops/def.ts";
 import { OPS } from "../src/ops/table.ts";
 import { usesTree } from "./wgsl/kernels/reduce.ts";
 
-const lowering = (n: Node): Lowering<OpKind> => loweringOf(OPS[n.op] as never, n.attrs as never);
+/** How an op is lowered (its record's `wgsl`): buffer, index map, elementwise expression or kernel. */
+export const lowering = (n: Node): Lowering<OpKind> => loweringOf(OPS[n.op] as never, n.attrs as never);
 
 const REDUCTIONS = new Set(["reduce_sum", "reduce_mean", "reduce_max", "reduce_min", "argmax"]);
 
 export interface FusionOptions {
   readonly fuse: boolean;
+  /** Storage buffers one kernel may bind, its output included (WebGPU's default: 8). */
+  readonly maxStorageBuffers?: number;
+}
+
+/** A value stored only so that a kernel fits the binding limit: `root`'s kernel needed `bindings`. */
+export interface Spill {
+  readonly value: ValueId;
+  readonly root: ValueId;
+  readonly bindings: number;
+}
+
+export interface FusionPlan {
+  /** The values that live in buffers. */
+  readonly buffers: Set<ValueId>;
+  /** The values among them stored for the binding limit, in the order chosen. */
+  readonly spilled: readonly Spill[];
 }
 
 const COST: Readonly<Record<string, number>> = {
@@ -52,7 +81,10 @@ const COST: Readonly<Record<string, number>> = {
 const BUDGET = 8;
 
 /** The values that live in buffers. */
-export function planBuffers(graph: Graph, opts: FusionOptions = { fuse: true }): Set<ValueId> {
+export const planBuffers = (graph: Graph, opts: FusionOptions = { fuse: true }): Set<ValueId> => planFusion(graph, opts).buffers;
+
+/** The values that live in buffers, and which of them are there for the binding limit. */
+export function planFusion(graph: Graph, opts: FusionOptions = { fuse: true }): FusionPlan {
   const live = liveNodes(graph);
   const outputs = new Set(graph.outputs.map((o) => o.id));
   const uses = new Map<ValueId, Node[]>();
@@ -73,7 +105,8 @@ export function planBuffers(graph: Graph, opts: FusionOptions = { fuse: true }):
   }
   if (opts.fuse) epilogues(graph, live, outputs, uses, kept);
   if (opts.fuse) rowEpilogues(graph, live, outputs, uses, kept);
-  return kept;
+  const spilled = fitBindings(graph, live, kept, opts.maxStorageBuffers ?? 8);
+  return { buffers: kept, spilled };
 }
 
 const ROW_REDUCTIONS: ReadonlySet<OpKind> = new Set<OpKind>(["reduce_sum", "reduce_mean", "reduce_max", "reduce_min"]);
@@ -161,4 +194,105 @@ function inlinesKernelOp(graph: Graph, root: ValueId, kept: ReadonlySet<ValueId>
     return graph.nodes[id].inputs.some((i) => !kept.has(i) && (lowering(graph.nodes[i]).kind === "kernel" || visit(i)));
   };
   return visit(root);
+}
+
+/** What `root`'s kernel computes inside it, given the values in buffers (`kept`): the root
+ *  itself unless it is a kernel op, and the values in no buffer it reads, transitively (index
+ *  maps, fused values, a GEMM or reduction whose epilogue it is). Codegen writes exactly these;
+ *  ./cost.ts and ./schedule.ts count with them. */
+export function inlined(graph: Graph, root: Node, kept: ReadonlySet<ValueId>): Set<ValueId> {
+  const set = new Set<ValueId>();
+  const visit = (id: ValueId) => {
+    if (set.has(id)) return;
+    set.add(id);
+    for (const i of graph.nodes[id].inputs) if (!kept.has(i)) visit(i);
+  };
+  if (lowering(root).kind === "kernel") {
+    for (const i of root.inputs) if (!kept.has(i)) visit(i);
+  } else visit(root.id);
+  return set;
+}
+
+/** The storage buffers `root`'s kernel binds, ascending: every buffer its cone (and a kernel
+ *  op's own operands) loads, as wgsl/kernel-builder.ts binds what `value` loads, and its output. */
+export function kernelBindings(graph: Graph, root: ValueId, kept: ReadonlySet<ValueId>): ValueId[] {
+  const reads = new Set<ValueId>([root]);
+  for (const id of [root, ...inlined(graph, graph.nodes[root], kept)]) {
+    for (const i of graph.nodes[id].inputs) if (kept.has(i)) reads.add(i);
+  }
+  return [...reads].sort((a, b) => a - b);
+}
+
+/** Adds to `kept` until every kernel binds at most `limit` buffers (see the header); returns
+ *  what it added and why. Ends: each round stores one more value, or throws. */
+function fitBindings(graph: Graph, live: readonly boolean[], kept: Set<ValueId>, limit: number): Spill[] {
+  const spilled: Spill[] = [];
+  for (;;) {
+    const roots = graph.nodes.filter((n) => live[n.id] && kept.has(n.id) && lowering(n).kind !== "buffer");
+    const counts = new Map(roots.map((r) => [r.id, kernelBindings(graph, r.id, kept).length]));
+    const over = roots.find((r) => counts.get(r.id)! > limit);
+    if (!over) return spilled;
+    const need = counts.get(over.id)!;
+    const one = cheapestSpill(graph, roots, counts, over, kept, limit);
+    // No single value helps when inlined operands share their reads (f(g₁, g₂), both over a, b,
+    // c): storing every operand gives the floor, its distinct operands and its output.
+    const operands = [...new Set(over.inputs.filter((i) => !kept.has(i)))];
+    const values = one !== undefined ? [one] : operands;
+    if (!values.length || kernelBindings(graph, over.id, new Set([...kept, ...values])).length >= need) {
+      throw new KilnError(`${describeNode(over.op, over.id, over.site)}: needs ${need} storage buffers (its operands and output), the device allows ${limit}`);
+    }
+    for (const value of values) {
+      kept.add(value);
+      spilled.push({ value, root: over.id, bindings: need });
+    }
+  }
+}
+
+/** A symbolic dim counts as this many elements when traffic is compared (a typical batch). */
+const NOMINAL_DIM = 256;
+
+interface SpillOption {
+  readonly id: ValueId;
+  /** The over-limit kernel, the value's own kernel and every other kernel it touches fit. */
+  readonly fits: boolean;
+  /** The over-limit kernel's bindings afterwards. */
+  readonly left: number;
+  /** Extra memory traffic in elements: written once, read once, per kernel now reading it. */
+  readonly traffic: number;
+  /** Ops computed, over the kernels that inlined it and its own new one. */
+  readonly work: number;
+}
+
+/** The inlined value of `root`'s kernel to store (see the header), or undefined when storing
+ *  none of them lowers its binding count. */
+function cheapestSpill(graph: Graph, roots: readonly Node[], counts: ReadonlyMap<ValueId, number>, root: Node, kept: ReadonlySet<ValueId>, limit: number): ValueId | undefined {
+  const cones = new Map(roots.map((r) => [r.id, inlined(graph, r, kept)]));
+  const options: SpillOption[] = [];
+  for (const id of cones.get(root.id)!) {
+    if (id === root.id) continue;
+    const next = new Set(kept).add(id);
+    const left = kernelBindings(graph, root.id, next).length;
+    if (left >= counts.get(root.id)!) continue;
+    const readers = roots.filter((r) => cones.get(r.id)!.has(id));
+    const fits = left <= limit && kernelBindings(graph, id, next).length <= limit &&
+      readers.every((r) => kernelBindings(graph, r.id, next).length <= Math.max(limit, counts.get(r.id)!));
+    const n = numel(graph.nodes[id].type.shape);
+    const traffic = n.k * NOMINAL_DIM ** n.syms.length * 2 * readers.length;
+    const work = [...readers, graph.nodes[id]].reduce((s, r) => s + opsIn(graph, r, next), 0);
+    options.push({ id, fits, left, traffic, work });
+  }
+  if (!options.length) return undefined;
+  const least = Math.min(...options.map((o) => o.left));
+  const pool = options.some((o) => o.fits) ? options.filter((o) => o.fits) : options.filter((o) => o.left === least);
+  return pool.sort((a, b) => a.traffic - b.traffic || a.work - b.work || a.id - b.id)[0].id;
+}
+
+/** The ops `root`'s kernel computes (index ops and constants are free). */
+function opsIn(graph: Graph, root: Node, kept: ReadonlySet<ValueId>): number {
+  const cone = inlined(graph, root, kept).add(root.id);
+  return [...cone].filter((id) => {
+    const n = graph.nodes[id];
+    const kind = lowering(n).kind;
+    return n.op !== "const" && kind !== "index" && kind !== "buffer";
+  }).length;
 }
