@@ -7,9 +7,11 @@
  *      temp       the kernel that writes it  its last reader (or that kernel, if none)
  *      output     as above                   K (copied to staging / into resident state)
  *  Intervals are closed: a kernel's inputs and its output are live together, so a kernel never
- *  writes over what it reads (no in-place reuse: an elementwise kernel could overwrite an input
- *  that dies there, but not every generator reads element i only at invocation i — matmul tiles
- *  and reductions do not — and proving it per kernel is left for later).
+ *  writes over what it reads — except a kernel written in place (Kernel.inPlace, chosen by
+ *  compiler/codegen.ts where the kernel reads that input only at the element it stores): its
+ *  output and that input are ONE value here, placed once (under the input's id, the chain's
+ *  root), live over the union of their intervals; `members` names the outputs stored in it.
+ *      k0: v1 = exp(v0) over v0;  k1: v2 = neg(v1) over v1   →   v0 [-1, K] holds v0, v1, v2
  *
  *  Placement is greedy by size with best fit (TFLite's GreedyBySize): largest first; each takes
  *  the smallest gap between the values already placed that are live at the same time, or the
@@ -25,7 +27,8 @@
  *  Which values: temporaries and inputs that are not resident. Constant data and resident state
  *  keep buffers of their own (uploaded once, persistent across runs), and so does a value that a
  *  kernel binds twice (possible only in hand-written WGSL; see below). A state update written in
- *  place (Kernel.inPlace) takes no bytes at all: it lives in its input's resident buffer.
+ *  place (Kernel.inPlace) takes no bytes at all: it lives in its input's resident buffer; and so
+ *  does an output written in place over an arena value: it lives in that value's range.
  *
  *  WebGPU's aliasing rule: one buffer may not be bound read-only and writable in one dispatch,
  *  even on disjoint ranges, while disjoint writable ranges are fine. So every arena binding is
@@ -38,7 +41,7 @@
 import { describeNode, KilnError } from "../src/ir/errors.ts";
 import { bindShape, formatType, type DimEnv } from "../src/ir/shape.ts";
 import type { Node, ValueId } from "../src/ir/types.ts";
-import { inPlaceOutputs, type Kernel, type Program } from "./program.ts";
+import { inPlaceRoots, type Kernel, type Program } from "./program.ts";
 import { canDeclareReadWrite, declareReadWrite } from "./wgsl/kernel-builder.ts";
 
 export interface PlanOptions {
@@ -62,6 +65,8 @@ export interface Placement {
   /** Live from `start` to `end`, both included (-1: uploaded before k0; K: copied out after). */
   readonly start: number;
   readonly end: number;
+  /** Outputs written in place into this range after `value` (a chain, in schedule order). */
+  readonly members: readonly ValueId[];
 }
 
 export interface MemoryPlan {
@@ -72,7 +77,8 @@ export interface MemoryPlan {
   readonly placements: readonly Placement[];
   /** The sum of `arenas`. */
   readonly arenaBytes: number;
-  /** Every placed value in a range of its own: the sum of their sizes. */
+  /** Every placed value (an in-place chain counting once) in a range of its own: the sum of
+   *  their sizes. */
   readonly naiveBytes: number;
   /** The most bytes (aligned sizes) live at one time: no placement can do better. */
   readonly lowerBound: number;
@@ -81,35 +87,48 @@ export interface MemoryPlan {
   readonly ownBytes: number;
 }
 
-/** The values the arena holds: temporaries and non-resident inputs, except a value some kernel
- *  binds twice or whose declaration cannot be switched to read_write (hand-written WGSL). */
+/** The values the arena places: temporaries and non-resident inputs, except outputs written in
+ *  place (they live in their root's memory) and a value some kernel binds twice or whose
+ *  declaration cannot be switched to read_write (hand-written WGSL) — with its whole chain. */
 export function arenaValues(program: Program): Set<ValueId> {
   const resident = new Set(program.state.map((s) => s.input));
-  const inPlace = inPlaceOutputs(program);
+  const roots = inPlaceRoots(program);
   const values = new Set<ValueId>();
   for (const b of program.buffers) {
     const n = program.graph.nodes[b.value];
-    if (inPlace.has(b.value)) continue;
+    if (roots.has(b.value)) continue;
     if (b.role === "temp" || (b.role === "input" && !resident.has((n as Node<"input">).attrs.name))) values.add(b.value);
   }
   for (const k of program.kernels) {
     const seen = new Set<ValueId>();
     k.bindings.forEach((b, i) => {
-      if (seen.has(b.value) || (b.access === "read" && !canDeclareReadWrite(k, i))) values.delete(b.value);
-      seen.add(b.value);
+      const r = roots.get(b.value) ?? b.value;
+      if (seen.has(r) || (b.access === "read" && !canDeclareReadWrite(k, i))) values.delete(r);
+      seen.add(r);
     });
   }
   return values;
 }
 
-/** The kernels as the runtime loads them with an arena: arena bindings declared read_write. */
-export function arenaKernels(program: Program, values: ReadonlySet<ValueId> = arenaValues(program)): Kernel[] {
-  return program.kernels.map((k) => declareReadWrite(k, values));
+/** Every value bound in the arena: the placed `values` and the outputs written in place there. */
+export function arenaBound(program: Program, values: ReadonlySet<ValueId>): Set<ValueId> {
+  const bound = new Set(values);
+  for (const [o, r] of inPlaceRoots(program)) if (values.has(r)) bound.add(o);
+  return bound;
 }
 
-/** Live intervals of `values` over the schedule (see the header). */
+/** The kernels as the runtime loads them with an arena: arena bindings declared read_write. */
+export function arenaKernels(program: Program, values: ReadonlySet<ValueId> = arenaValues(program)): Kernel[] {
+  const bound = arenaBound(program, values);
+  return program.kernels.map((k) => declareReadWrite(k, bound));
+}
+
+/** Live intervals of `values` over the schedule (see the header); an output written in place
+ *  counts as its root. */
 export function liveness(program: Program, values: ReadonlySet<ValueId>): Map<ValueId, { start: number; end: number }> {
   const K = program.kernels.length;
+  const roots = inPlaceRoots(program);
+  const at = (v: ValueId) => live.get(roots.get(v) ?? v);
   const live = new Map<ValueId, { start: number; end: number }>();
   for (const v of values) live.set(v, { start: -1, end: -1 });
   program.kernels.forEach((k, i) => {
@@ -117,13 +136,13 @@ export function liveness(program: Program, values: ReadonlySet<ValueId>): Map<Va
     if (w) w.start = w.end = i;
   });
   program.kernels.forEach((k, i) => {
-    for (const b of k.bindings) {
-      const r = live.get(b.value);
-      if (r && b.value !== k.output) r.end = Math.max(r.end, i);
+    for (const v of [k.output, ...k.bindings.map((b) => b.value)]) {
+      const r = at(v);
+      if (r) r.end = Math.max(r.end, i);
     }
   });
   for (const o of program.graph.outputs) {
-    const r = live.get(o.id);
+    const r = at(o.id);
     if (r) r.end = K;
   }
   return live;
@@ -131,8 +150,10 @@ export function liveness(program: Program, values: ReadonlySet<ValueId>): Map<Va
 
 export function planMemory(program: Program, env: DimEnv, opts: PlanOptions = DEFAULT_PLAN): MemoryPlan {
   const values = arenaValues(program);
-  const inPlace = inPlaceOutputs(program);
+  const roots = inPlaceRoots(program);
   const live = liveness(program, values);
+  const members = new Map<ValueId, ValueId[]>();
+  for (const [o, r] of roots) members.set(r, [...(members.get(r) ?? []), o]);
   const align = (n: number) => Math.max(1, Math.ceil(n / opts.alignment)) * opts.alignment;
   const items = [...values].map((value) => {
     const n = program.graph.nodes[value];
@@ -140,7 +161,7 @@ export function planMemory(program: Program, env: DimEnv, opts: PlanOptions = DE
     if (align(bytes) > opts.maxBufferSize) {
       throw new KilnError(`${describeNode(n.op, n.id, n.site)}: ${formatType(n.type)} with ${JSON.stringify(env)} is ${bytes} bytes; a buffer holds at most ${opts.maxBufferSize}`);
     }
-    return { value, bytes, size: align(bytes), ...live.get(value)! };
+    return { value, bytes, size: align(bytes), ...live.get(value)!, members: members.get(value) ?? [] };
   });
   // Largest first; among equals the longest-lived, then by id (deterministic).
   const order = [...items].sort((a, b) => b.size - a.size || b.end - b.start - (a.end - a.start) || a.value - b.value);
@@ -169,7 +190,7 @@ export function planMemory(program: Program, env: DimEnv, opts: PlanOptions = DE
     arenaBytes: arenas.reduce((a, b) => a + b, 0),
     naiveBytes: items.reduce((s, it) => s + it.size, 0),
     lowerBound,
-    ownBytes: program.buffers.filter((b) => !values.has(b.value) && !inPlace.has(b.value)).reduce((s, b) => s + bindShape(b.shape, env).reduce((a, d) => a * d, 4), 0),
+    ownBytes: program.buffers.filter((b) => !values.has(b.value) && !roots.has(b.value)).reduce((s, b) => s + bindShape(b.shape, env).reduce((a, d) => a * d, 4), 0),
   };
 }
 

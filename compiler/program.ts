@@ -32,8 +32,10 @@ export interface Kernel {
   readonly bindings: readonly Binding[];
   readonly uniforms: readonly string[];
   readonly dispatch: Dispatch;
-  /** An in-place update (compiler/codegen.ts): the kernel stores `output` into this resident
-   *  input's buffer, bound once read_write, and `output` gets no buffer of its own. */
+  /** Written in place (compiler/codegen.ts): the kernel stores `output` into this input's
+   *  buffer or arena range, bound once read_write, and `output` gets no memory of its own. The
+   *  input is a resident input that `output` updates, or a value that dies at this kernel (a
+   *  temporary, or a non-resident input: uploaded again each run); chains share one range. */
   readonly inPlace?: ValueId;
 }
 
@@ -56,9 +58,17 @@ export interface StateUpdate {
   readonly inPlace?: boolean;
 }
 
-/** Output value → the resident input it is stored into, for the kernels updating in place. */
+/** Output value → the input it is stored into, for the kernels writing in place. */
 export const inPlaceOutputs = (p: Pick<Program, "kernels">): Map<ValueId, ValueId> =>
   new Map(p.kernels.flatMap((k) => (k.inPlace === undefined ? [] : [[k.output, k.inPlace] as const])));
+
+/** Output value → the value whose memory it finally lives in, following chains written in place
+ *  (a → b over a → c over b: b and c → a). Schedule order resolves a chain front to back. */
+export function inPlaceRoots(p: Pick<Program, "kernels">): Map<ValueId, ValueId> {
+  const roots = new Map<ValueId, ValueId>();
+  for (const k of p.kernels) if (k.inPlace !== undefined) roots.set(k.output, roots.get(k.inPlace) ?? k.inPlace);
+  return roots;
+}
 
 export interface Program {
   readonly graph: Graph;
@@ -68,6 +78,9 @@ export interface Program {
   /** Place temporaries and non-resident inputs in one planned arena (./plan-memory.ts) instead of
    *  a buffer each; compile sets it (CompileOptions.plan), codegen alone leaves it off. */
   readonly arena?: boolean;
+  /** Declared upper bounds of symbolic dims (CompileOptions.dims, e.g. { B: 128 }): the memory
+   *  plan is made once for them and serves every binding within them. */
+  readonly dims?: Readonly<Record<string, number>>;
   /** Per pass: node count after it and its time (compile fills it; codegen alone leaves it empty). */
   readonly stats: readonly { readonly pass: string; readonly nodes: number; readonly ms: number }[];
 }

@@ -2,11 +2,17 @@
  *
  *  load: every pipeline compiled once (asynchronously, cached by WGSL text for the process),
  *        constant data uploaded.
- *  run:  dims bound from the input shapes; for a new binding, buffers, uniforms and bind groups
- *        are made once and kept — with `program.arena`, temporaries and inputs share one arena
- *        (or a few) at the offsets compiler/plan-memory.ts plans for those dims; inputs
- *        uploaded; all kernels recorded into one compute pass and one submission; only the
- *        requested outputs copied back.
+ *  run:  dims bound from the input shapes; memory is planned and allocated once for every
+ *        binding up to some dims — the program's declared bounds (Program.dims; a binding past
+ *        one is an error), else the largest binding seen so far (it grows, then stays) — with
+ *        `program.arena`, temporaries and inputs share one arena (or a few) at the offsets
+ *        compiler/plan-memory.ts plans for those dims. Sizes only grow with each dim, so ranges
+ *        planned disjoint at the bound stay disjoint for any smaller binding; staging and
+ *        uniform buffers are sized for it too. Per binding only what depends on the dims is
+ *        made, and cached (a few: a training loop alternates a full and a last batch): binding
+ *        sizes, bind groups, workgroup counts and the uniform values, written when the binding
+ *        changes. Inputs uploaded; all kernels recorded into one compute pass and one
+ *        submission; only the requested outputs (their current sizes) copied back.
  *  state: inputs named in the program's `state` live on the GPU across runs (`write` them once,
  *        `read` them back); after each run's kernels, in the same submission, each takes the
  *        value of its update output — a training step's parameters never leave the GPU. An
@@ -14,14 +20,15 @@
  *        reading that output back reads the resident buffer, i.e. the same (new) value. */
 import { bindDims, inputNodes } from "../src/ir/bind.ts";
 import { describeNode, GpuError, KilnError } from "../src/ir/errors.ts";
-import { bindShape, evalSize, formatType, type DimEnv } from "../src/ir/shape.ts";
-import type { DType, Graph, Node, ValueId } from "../src/ir/types.ts";
+import { bindShape, formatType, type DimEnv } from "../src/ir/shape.ts";
+import type { DType, Graph, Node, Shape, ValueId } from "../src/ir/types.ts";
 import { compile as compileGraph, type CompileOptions } from "../compiler/pipeline.ts";
 import type { HostTensor } from "../src/interpret.ts";
-import { inPlaceOutputs, type Dispatch, type Kernel, type Program } from "../compiler/program.ts";
+import { inPlaceOutputs, type Program } from "../compiler/program.ts";
 import { arenaKernels, planMemory, type MemoryPlan } from "../compiler/plan-memory.ts";
 import { createBuffer, destroyBuffer, fromStorage, toStorage, type HostArray } from "./buffers.ts";
 import { acquireGpu, checked, type Gpu } from "./device.ts";
+import { pipeline, workgroups } from "./pipelines.ts";
 
 export interface OutputTensor {
   readonly dtype: DType;
@@ -29,23 +36,36 @@ export interface OutputTensor {
   readonly data: HostArray;
 }
 
-/** Buffers and bind groups for one binding of the symbolic dims. */
-interface Arena {
-  readonly key: string;
+/** Buffers for every binding of the dims up to `env`: the arenas (or a buffer per value), a
+ *  staging buffer per output and a dims uniform per kernel that has symbolic dims. */
+interface Memory {
   readonly env: DimEnv;
   readonly buffers: Map<ValueId, GPUBuffer>;
   /** Where each value starts in its buffer (0 unless it is in an arena). */
   readonly offsets: Map<ValueId, number>;
-  readonly bytes: Map<ValueId, number>;
-  /** The buffers made for this binding: the arenas, or a buffer per value. */
+  /** The buffers made for it. */
   readonly owned: GPUBuffer[];
   readonly plan?: MemoryPlan;
-  readonly uniforms: GPUBuffer[];
-  readonly groups: (GPUBindGroup | undefined)[];
-  readonly counts: (readonly [number, number, number] | undefined)[];
   /** By output name: two outputs may name one value. */
   readonly staging: Map<string, GPUBuffer>;
+  readonly uniforms: (GPUBuffer | undefined)[];
 }
+
+/** What one binding of the dims adds (cached per binding, no buffers of its own): sizes, bind
+ *  groups over the memory, workgroup counts, and the uniform values, written on a switch. */
+interface Bound {
+  readonly key: string;
+  readonly env: DimEnv;
+  readonly bytes: Map<ValueId, number>;
+  readonly groups: (GPUBindGroup | undefined)[];
+  readonly counts: (readonly [number, number, number] | undefined)[];
+  readonly dims: (Uint32Array | undefined)[];
+}
+
+type Arena = Memory & Bound;
+
+/** Bindings whose bind groups are kept (a training loop alternates between two or so). */
+const MAX_BINDINGS = 8;
 
 /** WebGPU's default maxBufferSize: an arena never grows past it, even where the device allows more. */
 const MAX_ARENA = 256 * 2 ** 20;
@@ -63,7 +83,11 @@ interface Resident {
 }
 
 export class Executable {
-  private arena: Arena | undefined;
+  private memory: Memory | undefined;
+  private readonly bound = new Map<string, Bound>();
+  /** The binding whose dims the uniform buffers hold. */
+  private dimsIn: string | undefined;
+  private allocated = 0;
   private readonly consts = new Map<ValueId, GPUBuffer>();
   private readonly resident = new Map<string, Resident>();
   private disposed = false;
@@ -74,9 +98,15 @@ export class Executable {
     private readonly pipelines: readonly GPUComputePipeline[],
   ) {}
 
-  /** The memory plan of the current binding of the dims (after a run; none without an arena). */
+  /** The memory plan in use (after a run; none without an arena): made for the declared bounds,
+   *  or for the largest binding seen so far, and serving the current binding. */
   get memoryPlan(): MemoryPlan | undefined {
-    return this.arena?.plan;
+    return this.memory?.plan;
+  }
+
+  /** How many times memory was planned and allocated (tests count reallocations). */
+  get allocations(): number {
+    return this.allocated;
   }
 
   /** Compile `graph` for this process's device — its target (e.g. the register-blocked GEMM on
@@ -116,8 +146,10 @@ export class Executable {
       for (const k of program.kernels) {
         if (k.inPlace === undefined) continue;
         const n = program.graph.nodes[k.inPlace];
-        if (n.op !== "input" || !exe.resident.has((n as Node<"input">).attrs.name)) {
-          throw new KilnError(`kernel ${k.name} updates %${k.inPlace} in place, which is not a resident input of the program's state`);
+        const r = n.op === "input" ? exe.resident.get((n as Node<"input">).attrs.name) : undefined;
+        // Over a resident input only as its update; never over constant data (uploaded once).
+        if (r ? r.update !== k.output : n.op === "const") {
+          throw new KilnError(`kernel ${k.name} writes %${k.output} in place over %${k.inPlace}, which must keep its value (${r ? "resident state" : "constant data"})`);
         }
       }
     });
@@ -169,6 +201,9 @@ export class Executable {
     const shapes = Object.fromEntries(Object.entries(inputs).map(([k, v]) => [k, v.shape]));
     for (const r of this.resident.values()) shapes[r.name] ??= r.node.type.shape as number[];
     const env = bindDims(graph, shapes);
+    for (const [d, bound] of Object.entries(this.program.dims ?? {})) {
+      if (env[d] !== undefined && env[d] > bound) throw new KilnError(`dim ${d} = ${env[d]} exceeds its declared bound ${bound} (compile(graph, { dims: { ${d}: ${bound} } }))`);
+    }
     for (const r of this.resident.values()) {
       if (!r.written && !inputs[r.name]) throw new KilnError(`resident input "${r.name}" ${formatType(r.node.type)} has no value yet: write it, or pass it to run`);
     }
@@ -244,131 +279,109 @@ export class Executable {
     return describeNode(n.op, n.id, n.site);
   }
 
+  /** Memory covering `env` (planned at the declared bounds, else grown to the largest binding
+   *  seen), and this binding's sizes, bind groups and uniform values over it. */
   private async arenaFor(env: DimEnv): Promise<Arena> {
     const key = JSON.stringify(env);
-    if (this.arena?.key === key) return this.arena;
-    this.freeArena();
+    const mem = this.memory && Object.entries(env).every(([d, n]) => n <= this.memory!.env[d]) ? this.memory : await this.allocate(env);
+    let b = this.bound.get(key);
+    if (!b || this.dimsIn !== key) {
+      await checked(this.gpu, "binding buffers", () => {
+        if (!b) {
+          if (this.bound.size >= MAX_BINDINGS) this.bound.delete(this.bound.keys().next().value!);
+          this.bound.set(key, (b = this.bind(key, env, mem)));
+        }
+        b.dims.forEach((d, i) => d && this.gpu.device.queue.writeBuffer(mem.uniforms[i]!, 0, d));
+        this.dimsIn = key;
+      });
+    }
+    return { ...mem, ...b! };
+  }
+
+  /** Plan and allocate for the declared bounds and the largest binding seen (with `env`). */
+  private async allocate(env: DimEnv): Promise<Memory> {
+    const at: Record<string, number> = {};
+    for (const [d, n] of Object.entries(env)) at[d] = this.program.dims?.[d] ?? Math.max(n, this.memory?.env[d] ?? 0);
+    this.freeMemory();
     const { device, limits } = this.gpu;
     const { graph, kernels } = this.program;
     const plan = this.program.arena
-      ? planMemory(this.program, env, { alignment: limits.minStorageBufferOffsetAlignment, maxBufferSize: Math.min(MAX_ARENA, limits.maxBufferSize) })
+      ? planMemory(this.program, at, { alignment: limits.minStorageBufferOffsetAlignment, maxBufferSize: Math.min(MAX_ARENA, limits.maxBufferSize) })
       : undefined;
     const inPlace = inPlaceOutputs(this.program);
-    const arena: Arena = { key, env, buffers: new Map(), offsets: new Map(), bytes: new Map(), owned: [], plan, uniforms: [], groups: [], counts: [], staging: new Map() };
-    this.arena = arena;
+    const mem: Memory = { env: at, buffers: new Map(), offsets: new Map(), owned: [], plan, staging: new Map(), uniforms: [] };
+    const bytesAt = (s: Shape) => bindShape(s, at).reduce((a, d) => a * d, 4);
     await checked(this.gpu, "allocating buffers", () => {
-      const arenas = (plan?.arenas ?? []).map((bytes, i) => createBuffer(device, `arena ${i}`, bytes, STORAGE | COPY_DST | COPY_SRC));
-      arena.owned.push(...arenas);
+      const made = (label: string, bytes: number, usage: number): GPUBuffer => {
+        const buf = createBuffer(device, label, bytes, usage);
+        mem.owned.push(buf);
+        return buf;
+      };
+      const arenas = (plan?.arenas ?? []).map((bytes, i) => made(`arena ${i}`, bytes, STORAGE | COPY_DST | COPY_SRC));
       for (const p of plan?.placements ?? []) {
-        arena.buffers.set(p.value, arenas[p.arena]);
-        arena.offsets.set(p.value, p.offset);
+        mem.buffers.set(p.value, arenas[p.arena]);
+        mem.offsets.set(p.value, p.offset);
       }
       for (const b of this.program.buffers) {
         const n = graph.nodes[b.value];
-        const elems = bindShape(b.shape, env).reduce((a, d) => a * d, 1);
-        const bytes = elems * 4;
+        const bytes = bytesAt(b.shape);
         if (bytes > limits.maxStorageBufferBindingSize) {
-          throw new KilnError(`${describeNode(n.op, n.id, n.site)}: ${formatType(n.type)} with ${JSON.stringify(env)} is ${bytes} bytes; the device binds at most ${limits.maxStorageBufferBindingSize}`);
+          throw new KilnError(`${describeNode(n.op, n.id, n.site)}: ${formatType(n.type)} with ${JSON.stringify(at)} is ${bytes} bytes; the device binds at most ${limits.maxStorageBufferBindingSize}`);
         }
-        arena.bytes.set(b.value, bytes);
-        if (arena.buffers.has(b.value)) continue;
-        arena.offsets.set(b.value, 0);
+        if (mem.buffers.has(b.value)) continue;
+        // Written in place: the memory of the input it is stored into (a smaller id: seen already).
         const into = inPlace.get(b.value);
         const of = into === undefined ? n : graph.nodes[into];
         const resident = of.op === "input" ? this.resident.get((of as Node<"input">).attrs.name)?.buffer : undefined;
-        let buf = resident ?? this.consts.get(b.value);
-        if (!buf) arena.owned.push((buf = createBuffer(device, `v${b.value}`, bytes, STORAGE | COPY_DST | COPY_SRC)));
-        arena.buffers.set(b.value, buf);
+        const shared = resident ?? (into === undefined ? undefined : mem.buffers.get(into));
+        mem.buffers.set(b.value, shared ?? this.consts.get(b.value) ?? made(`v${b.value}`, bytes, STORAGE | COPY_DST | COPY_SRC));
+        mem.offsets.set(b.value, !resident && shared ? mem.offsets.get(into!)! : 0);
       }
-      for (const o of graph.outputs) {
-        arena.staging.set(o.name, createBuffer(device, `out ${o.name}`, arena.bytes.get(o.id)!, MAP_READ | COPY_DST));
-      }
-      kernels.forEach((k, i) => {
-        arena.counts.push(workgroups(k, env, limits.maxComputeWorkgroupsPerDimension));
-        const entries: GPUBindGroupEntry[] = k.bindings.map((b, j) => ({
-          binding: j,
-          // An empty tensor still binds 4 bytes: a binding may not be empty.
-          resource: { buffer: arena.buffers.get(b.value)!, offset: arena.offsets.get(b.value)!, size: Math.max(4, arena.bytes.get(b.value)!) },
-        }));
-        if (k.uniforms.length) {
-          const u = createBuffer(device, `${k.name} dims`, Math.ceil(k.uniforms.length / 4) * 16, UNIFORM | COPY_DST);
-          device.queue.writeBuffer(u, 0, Uint32Array.from(k.uniforms, (s) => env[s]));
-          arena.uniforms.push(u);
-          entries.push({ binding: k.bindings.length, resource: { buffer: u } });
-        }
-        arena.groups.push(device.createBindGroup({ label: k.name, layout: this.pipelines[i].getBindGroupLayout(0), entries }));
-      });
+      for (const o of graph.outputs) mem.staging.set(o.name, made(`out ${o.name}`, bytesAt(graph.nodes[o.id].type.shape), MAP_READ | COPY_DST));
+      for (const k of kernels) mem.uniforms.push(k.uniforms.length ? made(`${k.name} dims`, Math.ceil(k.uniforms.length / 4) * 16, UNIFORM | COPY_DST) : undefined);
+    }).catch((e) => {
+      mem.owned.forEach(destroyBuffer);
+      throw e;
     });
-    return arena;
+    this.allocated++;
+    return (this.memory = mem);
   }
 
-  private freeArena(): void {
-    const a = this.arena;
-    if (!a) return;
-    for (const b of [...a.owned, ...a.uniforms, ...a.staging.values()]) destroyBuffer(b);
-    this.arena = undefined;
+  /** One binding's sizes, workgroup counts, bind groups and uniform values over `mem`. */
+  private bind(key: string, env: DimEnv, mem: Memory): Bound {
+    const { device, limits } = this.gpu;
+    const b: Bound = { key, env, bytes: new Map(), groups: [], counts: [], dims: [] };
+    for (const s of this.program.buffers) b.bytes.set(s.value, bindShape(s.shape, env).reduce((a, d) => a * d, 4));
+    this.program.kernels.forEach((k, i) => {
+      b.counts.push(workgroups(k, env, limits.maxComputeWorkgroupsPerDimension));
+      const entries: GPUBindGroupEntry[] = k.bindings.map((x, j) => ({
+        binding: j,
+        // An empty tensor still binds 4 bytes: a binding may not be empty.
+        resource: { buffer: mem.buffers.get(x.value)!, offset: mem.offsets.get(x.value)!, size: Math.max(4, b.bytes.get(x.value)!) },
+      }));
+      const u = mem.uniforms[i];
+      if (u) entries.push({ binding: k.bindings.length, resource: { buffer: u } });
+      b.dims.push(u && Uint32Array.from(k.uniforms, (s) => env[s]));
+      b.groups.push(device.createBindGroup({ label: k.name, layout: this.pipelines[i].getBindGroupLayout(0), entries }));
+    });
+    return b;
+  }
+
+  /** Free the memory; the bindings over it go with it. */
+  private freeMemory(): void {
+    for (const x of this.memory?.owned ?? []) destroyBuffer(x);
+    this.bound.clear();
+    this.dimsIn = undefined;
+    this.memory = undefined;
   }
 
   /** Free every GPU buffer this executable made (pipelines stay cached in the process). */
   dispose(): void {
-    this.freeArena();
+    this.freeMemory();
     for (const b of this.consts.values()) destroyBuffer(b);
     this.consts.clear();
     for (const r of this.resident.values()) destroyBuffer(r.buffer);
     this.resident.clear();
     this.disposed = true;
   }
-}
-
-/** Workgroup counts for a dispatch; undefined when there is nothing to do (an empty tensor). */
-function workgroups(k: Kernel, env: DimEnv, maxDim: number): readonly [number, number, number] | undefined {
-  const d: Dispatch = k.dispatch;
-  let c: [number, number, number];
-  if (d.kind === "linear") {
-    const groups = Math.ceil(evalSize(d.total, env) / d.perGroup);
-    const x = Math.min(groups, maxDim);
-    c = [x, x ? Math.ceil(groups / x) : 0, 1];
-  } else {
-    c = [d.x, d.y, d.z].map((a) => Math.ceil(evalSize(a.size, env) / a.per)) as [number, number, number];
-  }
-  if (c.some((n) => n === 0)) return undefined;
-  if (c.some((n) => n > maxDim)) throw new KilnError(`kernel ${k.name}: ${c.join("×")} workgroups with ${JSON.stringify(env)} exceed the device's ${maxDim} per dimension`);
-  return c;
-}
-
-/** Compile (or find) the pipeline of a kernel; WGSL errors name the kernel and the line. */
-async function pipeline(gpu: Gpu, k: Kernel): Promise<GPUComputePipeline> {
-  let p = gpu.pipelines.get(k.wgsl);
-  if (!p) {
-    p = compile(gpu, k);
-    gpu.pipelines.set(k.wgsl, p);
-    p.catch(() => gpu.pipelines.delete(k.wgsl));
-  }
-  return p;
-}
-
-async function compile(gpu: Gpu, k: Kernel): Promise<GPUComputePipeline> {
-  const { device } = gpu;
-  const title = `kernel ${k.name} (${k.wgsl.slice(3, k.wgsl.indexOf("\n"))})`;
-  return checked(gpu, title, async () => {
-    const module = device.createShaderModule({ label: k.name, code: k.wgsl });
-    const info = await module.getCompilationInfo();
-    const errors = info.messages.filter((m) => m.type === "error");
-    if (errors.length) {
-      const lines = k.wgsl.split("\n");
-      throw new GpuError(`${title}: WGSL does not compile:\n${errors.map((m) => `  ${m.lineNum}:${m.linePos}: ${m.message}\n    ${lines[m.lineNum - 1] ?? ""}`).join("\n")}`);
-    }
-    const entries: GPUBindGroupLayoutEntry[] = k.bindings.map((b, i) => ({
-      binding: i,
-      visibility: 4 /* COMPUTE */,
-      buffer: { type: b.access === "read" ? "read-only-storage" : "storage" },
-    }));
-    if (k.uniforms.length) entries.push({ binding: k.bindings.length, visibility: 4, buffer: { type: "uniform" } });
-    const layout = device.createPipelineLayout({ bindGroupLayouts: [device.createBindGroupLayout({ entries })] });
-    try {
-      return await device.createComputePipelineAsync({ label: k.name, layout, compute: { module, entryPoint: "main" } });
-    } catch (e) {
-      throw new GpuError(`${title}: ${(e as Error).message}`);
-    }
-  });
 }

@@ -207,6 +207,7 @@ export class KernelBuilder {
     const uniforms = [...this.syms].sort();
     const head = new Writer();
     head.line(`// ${this.name} = ${opts.what} -> %${out.id}, ${formatType(out.type)}${out.site ? ` @ ${out.site}` : ""}`);
+    if (this.alias !== undefined) head.line(`// in place: %${out.id} is stored over %${this.alias}, read only at the element stored`);
     bindings.forEach((b, i) => head.line(`${bindingDecl(i, b)}: array<${storageType(this.node(b.value).type.dtype)}>;`));
     if (uniforms.length) {
       head.line(`struct Dims { ${uniforms.map((s) => `${s}: u32`).join(", ")} }`);

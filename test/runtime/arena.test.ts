@@ -1,13 +1,16 @@
 /** The planned arena on Dawn: results with planning on equal those with it off (bit for bit) and
  *  the float64 reference; a kernel reading and writing one arena buffer validates; values reused
- *  across runs and batch sizes never leak stale bytes into results; fewer buffers, none leaked. */
+ *  across runs and batch sizes never leak stale bytes into results; fewer buffers, none leaked;
+ *  memory planned once at declared bounds (or grown to the largest batch) serves every batch. */
 import fc from "fast-check";
 import { describe, expect, test } from "vitest";
+import { memoryReport } from "../../compiler/plan-memory.ts";
 import { compile, type CompileOptions } from "../../compiler/pipeline.ts";
 import { GraphBuilder } from "../../src/api/builder.ts";
 import { grad } from "../../src/api/grad.ts";
 import { interpret, type HostTensor } from "../../src/interpret.ts";
 import { printGraph } from "../../src/ir/print.ts";
+import { KilnError } from "../../src/ir/errors.ts";
 import type { Graph } from "../../src/ir/types.ts";
 import { liveBuffers } from "../../runtime/buffers.ts";
 import { Executable, type OutputTensor } from "../../runtime/execute.ts";
@@ -106,27 +109,30 @@ describe("the arena", () => {
     const start = liveBuffers();
     const graph = chain();
     const inputs = { x: { shape: [5, 100], data: vals(500, 0) } };
-    const exe = await Executable.load(compile(graph, { fuse: false }));
-    try {
-      const out = await exe.run(inputs); // a validation error would throw a GpuError here
-      expect(mismatch(graph, out, interpret(graph, inputs), { atol: 1e-6, rtol: 1e-5 })).toBeUndefined();
-      const plan = exe.memoryPlan!;
-      expect(plan.arenas).toEqual([2 * 2048]);
-      expect(plan.naiveBytes).toBe(9 * 2048);
-      expect(liveBuffers() - start).toBe(2); // the arena and the output's staging buffer
-    } finally {
-      exe.dispose();
+    // Apart, each kernel reads one range and writes another; in place, it reads and writes one.
+    for (const [inPlace, values] of [[false, 9], [true, 1]] as const) {
+      const exe = await Executable.load(compile(graph, { fuse: false, inPlace }));
+      try {
+        const out = await exe.run(inputs); // a validation error would throw a GpuError here
+        expect(mismatch(graph, out, interpret(graph, inputs), { atol: 1e-6, rtol: 1e-5 })).toBeUndefined();
+        const plan = exe.memoryPlan!;
+        expect(plan.arenas).toEqual([Math.min(values, 2) * 2048]);
+        expect(plan.naiveBytes).toBe(values * 2048);
+        expect(liveBuffers() - start).toBe(2); // the arena and the output's staging buffer
+      } finally {
+        exe.dispose();
+      }
+      expect(liveBuffers()).toBe(start);
+      const off = await Executable.load(compile(graph, { fuse: false, plan: false, inPlace }));
+      await off.run(inputs);
+      expect(off.memoryPlan).toBeUndefined();
+      expect(liveBuffers() - start).toBe(values + 1); // a buffer per value (in place: x's), and the staging buffer
+      off.dispose();
+      expect(liveBuffers()).toBe(start);
     }
-    expect(liveBuffers()).toBe(start);
-    const off = await Executable.load(compile(graph, { fuse: false, plan: false }));
-    await off.run(inputs);
-    expect(off.memoryPlan).toBeUndefined();
-    expect(liveBuffers() - start).toBe(10); // a buffer per value, and the staging buffer
-    off.dispose();
-    expect(liveBuffers()).toBe(start);
   });
 
-  test("a new batch size plans again; zero-size batches and values read twice by a kernel run", async () => {
+  test("a larger batch grows the memory, a smaller one reuses it; zero-size batches and values read twice by a kernel run", async () => {
     const g = new GraphBuilder();
     const x = g.input("x", "f32", ["B", 4]);
     const sq = x.mul(x);
@@ -134,16 +140,116 @@ describe("the arena", () => {
     const exe = await Executable.load(compile(graph));
     try {
       const sizes: number[] = [];
+      const allocations: number[] = [];
       for (const b of [3, 0, 70, 0, 3]) {
         const inputs = { x: { shape: [b, 4], data: vals(4 * b, b) } };
         const out = await exe.run(inputs);
         expect(mismatch(graph, out, interpret(graph, inputs), { atol: 1e-5, rtol: 1e-5 })).toBeUndefined();
         sizes.push(exe.memoryPlan!.arenaBytes);
+        allocations.push(exe.allocations);
       }
       expect(sizes[2]).toBeGreaterThan(sizes[0]);
-      expect(sizes[4]).toBe(sizes[0]);
+      expect(sizes.slice(3)).toEqual([sizes[2], sizes[2]]);
+      expect(allocations).toEqual([1, 1, 2, 2, 2]);
     } finally {
       exe.dispose();
     }
+  });
+});
+
+describe("memory for a range of batch sizes", () => {
+  /** A two-layer MLP's loss and weight gradients over a batch of B: uniforms, reductions over
+   *  B, GEMMs, outputs of fixed and of batch-sized shapes. */
+  function mlpGrad(): Graph {
+    const g = new GraphBuilder();
+    const x = g.input("x", "f32", ["B", 6]);
+    const t = g.input("t", "f32", ["B", 3]);
+    const w1 = g.input("w1", "f32", [6, 8]);
+    const w2 = g.input("w2", "f32", [8, 3]);
+    const h = x.matmul(w1).tanh();
+    const r = h.matmul(w2).sub(t);
+    const loss = r.mul(r).mean();
+    const [d1, d2] = grad(loss, [w1, w2]);
+    return g.build({ loss, d1, d2, h });
+  }
+  const at = (b: number) => ({
+    x: { shape: [b, 6], data: vals(6 * b, b) }, t: { shape: [b, 3], data: vals(3 * b, b + 1) },
+    w1: { shape: [6, 8], data: vals(48, 3).map((v) => v / 4) }, w2: { shape: [8, 3], data: vals(24, 4).map((v) => v / 4) },
+  });
+
+  /** Run the batches in turn; after each: results against float64, allocations, live buffers. */
+  async function alternate(opts: CompileOptions, batches: readonly number[]) {
+    const graph = mlpGrad();
+    const exe = await Executable.load(compile(graph, opts));
+    const trace: { allocations: number; buffers: number; plan: unknown }[] = [];
+    try {
+      for (const b of batches) {
+        const out = await exe.run(at(b));
+        expect(out.h.shape).toEqual([b, 8]);
+        const m = mismatch(graph, out, interpret(graph, at(b)), { atol: 1e-5, rtol: 1e-4 });
+        if (m) throw new Error(`batch ${b}: ${m}`);
+        trace.push({ allocations: exe.allocations, buffers: liveBuffers(), plan: exe.memoryPlan });
+      }
+      return { exe, trace };
+    } catch (e) {
+      exe.dispose();
+      throw e;
+    }
+  }
+
+  test("declared B ≤ 128: planned once at the bound, 128 / 64 / 128 / 64 reuse the same buffers", async () => {
+    const { exe, trace } = await alternate({ dims: { B: 128 } }, [128, 64, 128, 64, 100]);
+    try {
+      expect(trace.map((t) => t.allocations)).toEqual([1, 1, 1, 1, 1]);
+      for (const t of trace) {
+        expect(t.plan).toBe(trace[0].plan); // the one plan, made at the bound
+        expect(t.buffers).toBe(trace[0].buffers); // a new binding adds no buffer
+      }
+      expect(exe.memoryPlan!.arenaBytes).toBe(memoryReport(exe.program, { B: 128 }).arenaBytes);
+    } finally {
+      exe.dispose();
+    }
+  });
+
+  test("declared B ≤ 128: first a small batch, still planned at the bound", async () => {
+    const { exe, trace } = await alternate({ dims: { B: 128 } }, [3, 128]);
+    try {
+      expect(trace.map((t) => t.allocations)).toEqual([1, 1]);
+      expect(trace[1].plan).toBe(trace[0].plan);
+    } finally {
+      exe.dispose();
+    }
+  });
+
+  test("a batch beyond the declared bound is refused before anything runs, naming the dim", async () => {
+    const { exe } = await alternate({ dims: { B: 128 } }, [64]);
+    try {
+      const err = await exe.run(at(200)).catch((e: unknown) => e);
+      expect(err).toBeInstanceOf(KilnError);
+      expect((err as Error).message).toMatch(/^dim B = 200 exceeds its declared bound 128\b/);
+      expect(exe.allocations).toBe(1);
+      // Still usable, with its memory as it was.
+      const out = await exe.run(at(128));
+      expect(mismatch(mlpGrad(), out, interpret(mlpGrad(), at(128)), { atol: 1e-5, rtol: 1e-4 })).toBeUndefined();
+      expect(exe.allocations).toBe(1);
+    } finally {
+      exe.dispose();
+    }
+  });
+
+  test("without bounds the memory grows to the largest batch: 64, 128, then 64 and 128 reuse it", async () => {
+    const start = liveBuffers();
+    const { exe, trace } = await alternate({}, [64, 128, 64, 128, 64]);
+    try {
+      expect(trace.map((t) => t.allocations)).toEqual([1, 2, 2, 2, 2]);
+      for (const t of trace.slice(2)) {
+        expect(t.plan).toBe(trace[1].plan);
+        expect(t.buffers).toBe(trace[1].buffers);
+      }
+      expect(exe.memoryPlan!.arenaBytes).toBe(memoryReport(exe.program, { B: 128 }).arenaBytes);
+    } finally {
+      exe.dispose();
+    }
+    expect(liveBuffers()).toBe(start);
   });
 });

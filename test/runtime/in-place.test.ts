@@ -1,16 +1,17 @@
-/** In-place state updates (compiler/codegen.ts, Kernel.inPlace): a training step's update kernel
+/** In-place writes (compiler/codegen.ts, Kernel.inPlace): a training step's update kernel
  *  writes the parameter's resident buffer directly when that is safe, and falls back to the
- *  copy after the run when it is not. */
+ *  copy after the run when it is not; and a kernel stores its output over an arena value that
+ *  dies there (a temporary, or a non-resident input), the two placed as one range. */
 import { describe, expect, test } from "vitest";
 import { compile, type CompileOptions } from "../../compiler/pipeline.ts";
-import type { Program } from "../../compiler/program.ts";
+import { inPlaceRoots, type Program } from "../../compiler/program.ts";
 import { GraphBuilder } from "../../src/api/builder.ts";
 import { interpret, type HostTensor } from "../../src/interpret.ts";
 import type { Graph } from "../../src/ir/types.ts";
 import { Executable } from "../../runtime/execute.ts";
 import { buildStep, mlp } from "../../examples/models/networks.ts";
 import { floats, host } from "../helpers/data.ts";
-import { useGpu } from "../helpers/gpu.ts";
+import { mismatch, useGpu } from "../helpers/gpu.ts";
 
 useGpu();
 
@@ -88,7 +89,8 @@ describe("in-place state updates", () => {
     const { graph, state } = buildStep({ kind: "train", lr: 0.1 }, mlp, SHAPES);
     const program = compile(graph, { state, inPlace: true });
     const inputId = (name: string) => graph.nodes.findIndex((n) => n.op === "input" && (n.attrs as { name: string }).name === name);
-    const ips = program.kernels.filter((k) => k.inPlace !== undefined);
+    const params = new Set(PARAMS.map(inputId));
+    const ips = program.kernels.filter((k) => params.has(k.inPlace!));
     expect(ips).toHaveLength(PARAMS.length);
     for (const k of ips) {
       const w = k.inPlace!;
@@ -195,6 +197,66 @@ describe("in-place state updates", () => {
       const { program, outs, w: after } = await runSteps(graph, { w: "w_next" }, { shape: [3, 3], data: floats(9, 5) }, { d: { shape: [3, 3], data: dd } }, 3, ["w_next"], { inPlace });
       expect(inPlaceInputs(program)).toEqual(inPlace ? ["w"] : []);
       expect(Array.from(outs[2].w_next.data)).toEqual(after);
+    }
+  });
+});
+
+describe("in-place reuse of dying arena values", () => {
+  /** x[B, 64] → 6 unary ops, unfused: a kernel each, every one elementwise. */
+  function chain(): Graph {
+    const g = new GraphBuilder();
+    let v = g.input("x", "f32", ["B", 64]);
+    for (let i = 0; i < 6; i++) v = [(t: typeof v) => t.sin(), (t: typeof v) => t.mul(1.5), (t: typeof v) => t.tanh()][i % 3](v);
+    return g.build({ y: v });
+  }
+
+  test("an unfused elementwise chain shares one range, and matches float64 at two batch sizes", async () => {
+    const graph = chain();
+    const program = compile(graph, { fuse: false });
+    expect(program.kernels).toHaveLength(6);
+    // Each kernel stores over the input dying there: x, then the chain over x's range.
+    expect(program.kernels.map((k) => k.inPlace)).toEqual(program.kernels.map((k) => program.graph.nodes[k.output].inputs[0]));
+    expect(new Set(inPlaceRoots(program).values())).toEqual(new Set([0]));
+    const exe = await Executable.load(program);
+    try {
+      let most = 0;
+      for (const b of [5, 17, 5]) {
+        most = Math.max(most, b);
+        const inputs = { x: host([b, 64], b) };
+        const out = await exe.run(inputs);
+        expect(mismatch(graph, out, interpret(graph, inputs), { atol: 1e-6, rtol: 1e-5 })).toBeUndefined();
+        const plan = exe.memoryPlan!;
+        expect(plan.placements.map((q) => [q.value, q.members])).toEqual([[0, program.kernels.map((k) => k.output)]]);
+        expect(plan.arenaBytes).toBe(most * 64 * 4); // one tensor, at the largest batch seen
+      }
+    } finally {
+      exe.dispose();
+    }
+    const off = compile(graph, { fuse: false, inPlace: false });
+    expect(off.kernels.some((k) => k.inPlace !== undefined)).toBe(false);
+  });
+
+  test("an input written over is uploaded again each run; a resident one without an update never is written over", async () => {
+    const g = new GraphBuilder();
+    const x = g.input("x", "f32", [4, 8]);
+    const r = g.input("r", "f32", [4, 8]);
+    const graph = g.build({ y: x.exp().mul(r.neg()) });
+    const program = compile(graph, { fuse: false, state: { r: null } });
+    const over = (v: number) => program.kernels.some((k) => k.inPlace === v);
+    expect(over(x.id)).toBe(true);
+    expect(over(r.id)).toBe(false);
+    const exe = await Executable.load(program);
+    try {
+      const rv = host([4, 8], 3);
+      await exe.write("r", rv);
+      for (const seed of [1, 2, 1]) {
+        const inputs = { x: host([4, 8], seed) };
+        const out = await exe.run(inputs);
+        expect(mismatch(graph, out, interpret(graph, { ...inputs, r: rv }), { atol: 1e-6, rtol: 1e-5 })).toBeUndefined();
+      }
+      expect(Array.from((await exe.read("r")).data)).toEqual(rv.data);
+    } finally {
+      exe.dispose();
     }
   });
 });
