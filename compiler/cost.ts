@@ -1,7 +1,8 @@
 /** What a compiled kernel costs, roughly, for `kiln explain`: FLOPs and bytes moved.
  *
  *  Bytes: the sizes of the buffers a kernel binds, read (read-only bindings) and written
- *  (read-write bindings), each counted once — caches and re-reads of a tile are not modelled.
+ *  (read-write bindings), each counted once — caches and re-reads of a tile are not modelled; a
+ *  binding written in place over its input counts as both.
  *  FLOPs, for the kernel's root op (the node it writes), 1 multiply-add = 2:
  *      matmul                 2·M·N·K (× batch)
  *      conv2d                 2·N·OH·OW·KH·KW·Cin·Cout
@@ -47,7 +48,9 @@ export function kernelCost(program: Program, kernel: Kernel, env: DimEnv): Kerne
   let bytesWritten = 0;
   for (const b of kernel.bindings) {
     const n = bytesOf(graph.nodes[b.value].type.shape, env);
-    b.access === "read" ? (bytesRead += n) : (bytesWritten += n);
+    // In place (Kernel.inPlace): the input is read at each element and the output stored there.
+    if (b.value === kernel.inPlace) (bytesRead += n), (bytesWritten += n);
+    else b.access === "read" ? (bytesRead += n) : (bytesWritten += n);
   }
   const root = graph.nodes[kernel.output];
   const elems = (id: ValueId) => evalSize(numel(graph.nodes[id].type.shape), env);

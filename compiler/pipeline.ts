@@ -1,7 +1,9 @@
-/** The compiler's table of contents: the passes, in order, then fusion and codegen.
- *  A pipeline of your own: `compile(graph, { passes: (std) => [...std, myPass] })`; each pass's
- *  node count and time land in `program.stats`. KILN_DUMP=<pass>[,<pass>…] (or "all") prints
- *  the text IR after those passes. */
+/** The compiler's table of contents: the steps, in order — graph passes, then the lowering
+ *  stages fuse, schedule, codegen and plan-memory (./pass.ts says what each kind is).
+ *  A pipeline of your own: `compile(graph, { passes: (std) => insertBefore(std, "fuse", myPass) })`
+ *  adds, removes, reorders or replaces steps, a stage included (a fusion heuristic of your own is a
+ *  Stage named as you like that sets `buffers`). Each step's node count and time land in
+ *  `program.stats`; KILN_DUMP=<pass>[,<pass>…] (or "all") prints the text IR after those passes. */
 import { printGraph } from "../src/ir/print.ts";
 import type { Graph, ValueId } from "../src/ir/types.ts";
 import { verify } from "../src/ir/verify.ts";
@@ -13,8 +15,9 @@ import { dce } from "./dce.ts";
 import { foldConstants } from "./fold-constants.ts";
 import { inferShapes } from "./infer-shapes.ts";
 import { legalize } from "./legalize.ts";
-import type { Pass, PassContext } from "./pass.ts";
+import { isStage, type Lowered, type Pass, type PassContext, type Stage, type StageContext, type Step } from "./pass.ts";
 import { inPlaceOutputs, type Program, type StateUpdate } from "./program.ts";
+import { schedule, type ScheduleKind } from "./schedule.ts";
 import { inputNodes } from "../src/ir/bind.ts";
 import { KilnError } from "../src/ir/errors.ts";
 import { formatType, isStatic, shapeEq } from "../src/ir/shape.ts";
@@ -37,12 +40,85 @@ export function fixpoint(name: string, passes: readonly Pass[], rounds = 4): Pas
   };
 }
 
+/** The graph passes. */
 export const PASSES: readonly Pass[] = [
   inferShapes,
   fixpoint("simplify-all", [simplify, foldConstants, cse]),
   dce,
   legalize,
 ];
+
+/** fuse: which values get buffers (./fuse.ts); the binding limit is part of the decision. */
+export const fuseStage: Stage = {
+  name: "fuse",
+  lower: (l, ctx) => ({ ...l, buffers: planBuffers(l.graph, { fuse: ctx.fuse, maxStorageBuffers: ctx.maxStorageBuffers }) }),
+  describe: (l) => `fuse (${l.buffers?.size} values in buffers)`,
+};
+
+/** schedule: the kernels' order, chosen for the smaller memory peak (./schedule.ts). */
+export const scheduleStage: Stage = {
+  name: "schedule",
+  lower(l, ctx) {
+    const updates = new Map<ValueId, ValueId>();
+    for (const u of stateUpdates(l.graph, ctx.state)) {
+      if (u.output === undefined) continue;
+      updates.set(l.graph.outputs.find((x) => x.name === u.output)!.id, inputNodes(l.graph).find((n) => n.attrs.name === u.input)!.id);
+    }
+    return { ...l, schedule: schedule(l.graph, l.buffers ?? planBuffers(l.graph, ctx), ctx.schedule, ctx.dims, updates) };
+  },
+  describe: ({ schedule: s }) => s ? `schedule (${s.kind === "memory" ? "memory-greedy" : "program order"}, est. peak ${s.peak} B; program order ${s.programPeak} B)` : "schedule",
+};
+
+/** codegen: WGSL kernels (./codegen.ts), with resident-state updates written in place where safe. */
+export const codegenStage: Stage = {
+  name: "codegen",
+  lower(l, ctx) {
+    const g = l.graph;
+    const state = stateUpdates(g, ctx.state);
+    const inPlace = new Map<ValueId, ValueId>();
+    if (ctx.inPlace) {
+      for (const u of state) {
+        if (u.output === undefined) continue;
+        const o = g.outputs.find((x) => x.name === u.output)!.id;
+        if (!inPlace.has(o)) inPlace.set(o, inputNodes(g).find((n) => n.attrs.name === u.input)!.id);
+      }
+    }
+    const resident = new Set(state.map((u) => inputNodes(g).find((n) => n.attrs.name === u.input)!.id));
+    const program = codegen(g, { ...ctx, inPlace, buffers: l.buffers, order: l.schedule?.order, reuse: ctx.inPlace, resident });
+    const done = inPlaceOutputs(program);
+    const marked = state.map((u) => {
+      const i = inputNodes(g).find((n) => n.attrs.name === u.input)!.id;
+      const o = u.output === undefined ? undefined : g.outputs.find((x) => x.name === u.output)!.id;
+      return o !== undefined && done.get(o) === i ? { ...u, inPlace: true } : u;
+    });
+    return { ...l, program: { ...program, state: marked, arena: ctx.plan } };
+  },
+  describe: (l) => `codegen (${l.program?.kernels.length} kernels)`,
+};
+
+/** plan-memory: the arena plan (./plan-memory.ts) for static shapes or the declared dims; the
+ *  runtime plans with the same code for the dims it meets (within the declared bounds). */
+export const planMemoryStage: Stage = {
+  name: "plan-memory",
+  lower(l, ctx) {
+    const p = l.program;
+    if (!p?.arena || !p.buffers.every((b) => b.shape.every((d) => typeof d === "number" || ctx.dims[d] !== undefined))) return l;
+    return { ...l, memory: memoryReport(p, ctx.dims) };
+  },
+  describe: ({ memory: m, program: p }) =>
+    m ? `plan-memory (arena ${m.arenaBytes} B, naive ${m.naiveBytes} B, lower bound ${m.lowerBound} B)`
+      : p?.arena ? "plan-memory (at run time: declare dims to plan here)" : "plan-memory (off: a buffer per value)",
+};
+
+/** The standard pipeline. */
+export const PIPELINE: readonly Step[] = [...PASSES, fuseStage, scheduleStage, codegenStage, planMemoryStage];
+
+/** `steps` with `added` put before the step named `name` (an error if there is none). */
+export function insertBefore(steps: readonly Step[], name: string, ...added: Step[]): Step[] {
+  const i = steps.findIndex((s) => s.name === name);
+  if (i < 0) throw new KilnError(`insertBefore: no step named "${name}" (steps: ${steps.map((s) => s.name).join(", ")})`);
+  return [...steps.slice(0, i), ...added, ...steps.slice(i)];
+}
 
 /** What one pass did: the graph's node count after it, and its time. */
 export interface PassStat {
@@ -52,8 +128,8 @@ export interface PassStat {
 }
 
 export interface CompileOptions extends Partial<PassContext> {
-  /** The graph passes to run, from the standard list (PASSES): add, remove, reorder. */
-  readonly passes?: (standard: readonly Pass[]) => readonly Pass[];
+  /** The steps to run, from the standard list (PIPELINE): add, remove, reorder, replace. */
+  readonly passes?: (standard: readonly Step[]) => readonly Step[];
   /** Verify the graph between passes (tests do; it costs a re-inference per pass). */
   readonly verifyEach?: boolean;
   /** Resident state: input name → the output whose value replaces it after every run, e.g.
@@ -65,59 +141,46 @@ export interface CompileOptions extends Partial<PassContext> {
   /** Plan memory: values share one arena at planned offsets (compiler/plan-memory.ts); false
    *  gives every value a buffer of its own. Default true. */
   readonly plan?: boolean;
-  /** Write a state update straight into its input's resident buffer where that is safe
-   *  (compiler/codegen.ts), skipping the copy after each run. Default true. */
+  /** Write in place where safe (compiler/codegen.ts): a state update straight into its input's
+   *  resident buffer (no copy after the run), and a kernel's output over an arena value that
+   *  dies there (a temporary, or a non-resident input, uploaded again each run). Default true. */
   readonly inPlace?: boolean;
-  /** Values for symbolic dims (a declared upper bound, e.g. { B: 128 }) so that the memory plan
-   *  is reported in `stats` at compile time; without them only static programs report it. The
-   *  runtime plans for each binding it meets either way. */
+  /** Kernel order (./schedule.ts): "best" (default) keeps the memory-greedy order when its
+   *  estimated peak is lower than program order's; "program" or "memory" force one. */
+  readonly schedule?: ScheduleKind;
+  /** Upper bounds of symbolic dims, e.g. { B: 128 }: the memory plan is made for them here
+   *  (reported in `stats`) and, at run time, once for every binding within them; a binding
+   *  beyond a bound is refused. Without them the runtime plans for the bindings it meets. */
   readonly dims?: Readonly<Record<string, number>>;
 }
 
 export function compile(graph: Graph, opts: CompileOptions = {}): Program {
-  const ctx: Required<PassContext> = { maxStorageBuffers: opts.maxStorageBuffers ?? 8, target: opts.target ?? GPU_TARGET };
+  const ctx: StageContext = {
+    maxStorageBuffers: opts.maxStorageBuffers ?? 8, target: opts.target ?? GPU_TARGET,
+    fuse: opts.fuse ?? true, schedule: opts.schedule ?? "best", inPlace: opts.inPlace ?? true, plan: opts.plan ?? true,
+    dims: opts.dims ?? {}, state: opts.state ?? {},
+  };
   const dump = new Set((process.env.KILN_DUMP ?? "").split(",").filter(Boolean));
   verify(graph);
-  let g = graph;
+  let l: Lowered = { graph };
+  let lowering: string | undefined;
   const stats: PassStat[] = [{ pass: "input", nodes: graph.nodes.length, ms: 0 }];
-  for (const pass of opts.passes ? opts.passes(PASSES) : PASSES) {
+  for (const step of opts.passes ? opts.passes(PIPELINE) : PIPELINE) {
     const t0 = performance.now();
-    g = pass.run(g, ctx);
-    stats.push({ pass: pass.name, nodes: g.nodes.length, ms: performance.now() - t0 });
-    if (opts.verifyEach) verify(g);
-    if (dump.has(pass.name) || dump.has("all")) console.error(`--- after ${pass.name}\n${printGraph(g)}`);
-  }
-  const t0 = performance.now();
-  const state = stateUpdates(g, opts.state ?? {});
-  const inPlace = new Map<ValueId, ValueId>();
-  if (opts.inPlace ?? true) {
-    for (const u of state) {
-      if (u.output === undefined) continue;
-      const o = g.outputs.find((x) => x.name === u.output)!.id;
-      if (!inPlace.has(o)) inPlace.set(o, inputNodes(g).find((n) => n.attrs.name === u.input)!.id);
+    if (isStage(step)) {
+      lowering ??= step.name;
+      l = step.lower(l, ctx);
+    } else {
+      if (lowering) throw new KilnError(`pipeline: graph pass "${step.name}" comes after the stage "${lowering}"; graph passes run before lowering begins`);
+      l = { graph: step.run(l.graph, ctx) };
     }
+    const name = isStage(step) && step.describe ? step.describe(l) : step.name;
+    stats.push({ pass: name, nodes: l.graph.nodes.length, ms: performance.now() - t0 });
+    if (opts.verifyEach) verify(l.graph);
+    if (dump.has(step.name) || dump.has("all")) console.error(`--- after ${step.name}\n${printGraph(l.graph)}`);
   }
-  const buffers = planBuffers(g, { fuse: opts.fuse ?? true });
-  const t1 = performance.now();
-  stats.push({ pass: `fuse (${buffers.size} values in buffers)`, nodes: g.nodes.length, ms: t1 - t0 });
-  const program = codegen(g, { ...ctx, fuse: opts.fuse, inPlace, buffers });
-  stats.push({ pass: `codegen (${program.kernels.length} kernels)`, nodes: g.nodes.length, ms: performance.now() - t1 });
-  const done = inPlaceOutputs(program);
-  const marked = state.map((u) => {
-    const i = inputNodes(g).find((n) => n.attrs.name === u.input)!.id;
-    const o = u.output === undefined ? undefined : g.outputs.find((x) => x.name === u.output)!.id;
-    return o !== undefined && done.get(o) === i ? { ...u, inPlace: true } : u;
-  });
-  const result: Program = { ...program, state: marked, stats, arena: opts.plan ?? true };
-  // The memory plan is made per binding of the dims when the program runs; here it is reported
-  // for static shapes, or for the dims the caller declares (an upper bound, e.g. the batch).
-  const dims = opts.dims ?? {};
-  if (result.arena && result.buffers.every((b) => b.shape.every((d) => typeof d === "number" || dims[d] !== undefined))) {
-    const t2 = performance.now();
-    const m = memoryReport(result, dims);
-    stats.push({ pass: `plan-memory (arena ${m.arenaBytes} B, naive ${m.naiveBytes} B, lower bound ${m.lowerBound} B)`, nodes: g.nodes.length, ms: performance.now() - t2 });
-  }
-  return result;
+  if (!l.program) throw new KilnError(`pipeline: no step generated kernels (steps: ${stats.slice(1).map((s) => s.pass).join(", ")}); keep "codegen" or a stage of your own that sets program`);
+  return { ...l.program, stats, ...(opts.dims ? { dims: opts.dims } : {}) };
 }
 
 function stateUpdates(g: Graph, state: Readonly<Record<string, string | null>>): StateUpdate[] {

@@ -3,11 +3,12 @@
  *  `squareToMul` rewrites pow(x, 2) into x·x — a strength reduction: WGSL's pow is exp2(y·log2 x)
  *  with its error bound, x·x is one correctly rounded multiply, and it is defined for x < 0. It
  *  is a `Pass` (a pure Graph → Graph built with the `rewrite` helper), put in the pipeline after
- *  the standard passes, with dead-code elimination once more after it; the per-pass statistics
- *  show what each pass did. */
+ *  the standard graph passes and before the lowering stages (fuse, schedule, codegen,
+ *  plan-memory), with dead-code elimination once more after it; the per-step statistics show
+ *  what each one did. */
 import { dce } from "../compiler/dce.ts";
 import type { Pass } from "../compiler/pass.ts";
-import { compile, type PassStat } from "../compiler/pipeline.ts";
+import { compile, insertBefore, type PassStat } from "../compiler/pipeline.ts";
 import { rewrite } from "../compiler/rewrite.ts";
 import { GraphBuilder } from "../src/api/builder.ts";
 import type { OpAttrs } from "../src/ir/types.ts";
@@ -30,14 +31,14 @@ export const squareToMul: Pass = {
 };
 
 export function statsTable(stats: readonly PassStat[]): string {
-  return stats.map((s) => `  ${s.pass.padEnd(34)} ${String(s.nodes).padStart(4)} nodes  ${s.ms.toFixed(2)} ms`).join("\n");
+  return stats.map((s) => `  ${s.pass.padEnd(60)} ${String(s.nodes).padStart(4)} nodes  ${s.ms.toFixed(2)} ms`).join("\n");
 }
 
 async function main(): Promise<void> {
   const g = new GraphBuilder();
   const x = g.input("x", "f32", ["B", 4]);
   const graph = g.build({ y: x.pow(2).sub(x.mul(0).add(1).pow(2)).sum(1) });
-  const program = compile(graph, { passes: (standard) => [...standard, squareToMul, dce] });
+  const program = compile(graph, { passes: (standard) => insertBefore(standard, "fuse", squareToMul, dce) });
   console.log(`pipeline:\n${statsTable(program.stats)}\n\nafter it:\n${printGraph(program.graph)}`);
   const exe = await Executable.load(program);
   const { y } = await exe.run({ x: { shape: [2, 4], data: [-2, -1, 0, 3, 1, 2, 3, 4] } });

@@ -86,7 +86,7 @@ function kernelsSection(program: Program, env: DimEnv, wgsl: boolean): string[] 
     [flops, read, written] = [flops + c.flops, read + c.bytesRead, written + c.bytesWritten];
     if (wgsl) out.push(k.wgsl.trimEnd());
     else out.push(`  ${k.wgsl.slice(0, k.wgsl.indexOf("\n")).replace(/^\/\/\s*/, "")}`);
-    const binds = k.bindings.map((b) => `${b.access === "read" ? "r" : "w"} ${valueName(graph, b.value)}`).join(" | ");
+    const binds = k.bindings.map((b) => b.value === k.inPlace ? `rw ${valueName(graph, b.value)} → ${valueName(graph, k.output)}` : `${b.access === "read" ? "r" : "w"} ${valueName(graph, b.value)}`).join(" | ");
     out.push(`      ${formatFlops(c.flops)}, read ${formatBytes(c.bytesRead)}, write ${formatBytes(c.bytesWritten)}; binds ${binds}${k.uniforms.length ? `; uniforms ${k.uniforms.join(",")}` : ""}`);
   }
   out.push(`  total: ${formatFlops(flops)}, read ${formatBytes(read)}, write ${formatBytes(written)} (${formatBytes(read + written)} moved)`);

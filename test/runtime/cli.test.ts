@@ -28,8 +28,8 @@ describe("kiln CLI", () => {
     expect(out).toMatch(/^  codegen \(2 kernels\)\s+8\s+\d+\.\d\d$/m);
     expect(out).toMatch(/^  plan-memory \(arena \d+ B, naive \d+ B, lower bound \d+ B\)\s+8\s+\d+\.\d\d$/m);
     expect(out).toMatch(/^  k0 = fused\[mul, add, tanh\] -> %5, f32\[B,4\]$/m);
-    // 3 fused ops × 12 elements; reads x (12) and b (4) floats, writes y (12).
-    expect(out).toMatch(/^ {6}36 FLOP, read 64 B, write 48 B; binds r %0 x \| r %1 b \| w %5 y; uniforms B$/m);
+    // 3 fused ops × 12 elements; reads x (12) and b (4) floats, writes y (12) over x, which dies there.
+    expect(out).toMatch(/^ {6}36 FLOP, read 64 B, write 48 B; binds r %1 b \| rw %0 x → %5 y; uniforms B$/m);
     expect(out).toMatch(/^saved for the backward pass \(forward: the 6 nodes output "y" depends on; backward: the other 2\)$/m);
     expect(out).toMatch(/^ {2}every buffer its own: {3}160 B \(4 buffers: 2 input, 0 const, 2 temp\)$/m);
   });
@@ -53,7 +53,7 @@ describe("kiln CLI", () => {
     // FLOPs, and its weight gradient with the SGD update as epilogue, written to w1_next.
     expect(out).toMatch(/^  k0 = fused\[matmul, add, relu\] -> %\d+, f32\[128,500\] .*\n {6}100\.48 MFLOP, read 1\.88 MiB, write 250\.00 KiB; binds r %0 x \| r %1 w1 \| r %2 b1 \| w %\d+$/m);
     // In place: the update kernel binds w1's resident buffer once, read-write, and writes it.
-    expect(out).toMatch(/^  k\d+ = fused\[permute, matmul, mul, sub\] -> %\d+, f32\[784,500\] .*\n {6}.*binds r %0 x \| r %\d+ \| w %1 w1$/m);
+    expect(out).toMatch(/^  k\d+ = fused\[permute, matmul, mul, sub\] -> %\d+, f32\[784,500\] .*\n {6}.*binds r %0 x \| r %\d+ \| rw %1 w1 → %\d+ w1_next$/m);
     // Saved: the two hidden layers' activations, 128×500 floats each (ReLU's derivative reads
     // the activation, so the pre-activations are never stored).
     expect(out.match(/^ {2}%\d+ +f32\[128,500\] +250\.00 KiB +read by k\d+(, k\d+)*$/gm)).toHaveLength(2);

@@ -1,0 +1,130 @@
+/** schedule: the order the kernels run in. Any topological order of the kernels computes the same
+ *  values; they differ in how many bytes are live at once, which is what the memory plan must
+ *  hold. Two orders are considered:
+ *    - program order: the kernels in the order their roots were built (forward, then backward);
+ *    - memory-greedy: list scheduling that, among the kernels whose inputs are ready, runs the
+ *      one that frees the most bytes net of what it allocates (ties: program order). A training
+ *      step's weight-gradient + update kernels, which free activations and allocate little, are
+ *      pulled forward; a long side branch waits until its inputs would otherwise stay live.
+ *          program order   fwd1 fwd2 … bwd3 upd3 bwd2 upd2    peak: all activations + δ
+ *          memory-greedy   fwd1 fwd2 … bwd3 upd3 bwd2 upd2    (the same here), but a kernel
+ *                          whose result is only needed late is deferred to where it is read
+ *  Each order's peak (the most bytes of temporaries live at one time, symbolic dims bound to
+ *  `dims` or 64) is estimated from the kernels' reads, and the lower one is kept: the greedy
+ *  heuristic can lose (it is myopic), so it never replaces a better program order.
+ *  Needs the fusion plan (./fuse.ts): kernels are the materialized values that are not buffers. */
+import { bindShape, type DimEnv } from "../src/ir/shape.ts";
+import type { Graph, ValueId } from "../src/ir/types.ts";
+import { inlined, lowering } from "./codegen.ts";
+
+export type ScheduleKind = "program" | "memory" | "best";
+
+export interface Schedule {
+  /** Kernel roots in the order they run. */
+  readonly order: readonly ValueId[];
+  /** Estimated peak bytes of temporaries for the order kept, and for program order. */
+  readonly peak: number;
+  readonly programPeak: number;
+  /** Which order was kept. */
+  readonly kind: "program" | "memory";
+}
+
+/** The kernels (roots) in program order and the materialized values each one reads. */
+export function kernelReads(graph: Graph, materialized: ReadonlySet<ValueId>): Map<ValueId, ValueId[]> {
+  const reads = new Map<ValueId, ValueId[]>();
+  for (const n of graph.nodes) {
+    if (!materialized.has(n.id) || lowering(n).kind === "buffer") continue;
+    const leaves = new Set<ValueId>();
+    // A kernel op's root is not in its inlined set: its own operands count too.
+    for (const id of [n.id, ...inlined(graph, n, materialized)]) {
+      for (const i of graph.nodes[id].inputs) if (materialized.has(i)) leaves.add(i);
+    }
+    leaves.delete(n.id);
+    reads.set(n.id, [...leaves]);
+  }
+  return reads;
+}
+
+/** `updates`: state update output → the resident input it replaces. Its kernel is kept after every
+ *  other reader of the input, so that codegen can write it in place (a greedy order that updated
+ *  a weight before its last reader would force a copy instead). */
+export function schedule(graph: Graph, materialized: ReadonlySet<ValueId>, kind: ScheduleKind = "best", dims: DimEnv = {}, updates: ReadonlyMap<ValueId, ValueId> = new Map()): Schedule {
+  const reads = kernelReads(graph, materialized);
+  const bytes = (v: ValueId): number => {
+    const n = graph.nodes[v];
+    const env = Object.fromEntries(n.type.shape.filter((d) => typeof d === "string").map((d) => [d, dims[d as string] ?? 64]));
+    return bindShape(n.type.shape, env).reduce((a, d) => a * d, 4);
+  };
+  const program = [...reads.keys()];
+  const programPeak = peakOf(graph, program, reads, bytes);
+  if (kind === "program") return { order: program, peak: programPeak, programPeak, kind: "program" };
+  const greedy = greedyOrder(graph, program, reads, bytes, updates);
+  const peak = greedy ? peakOf(graph, greedy, reads, bytes) : Infinity;
+  if (greedy && (kind === "memory" || peak < programPeak)) return { order: greedy, peak, programPeak, kind: "memory" };
+  return { order: program, peak: programPeak, programPeak, kind: "program" };
+}
+
+/** Kernels that read each value (its consumers among the kernels). */
+function readers(reads: ReadonlyMap<ValueId, readonly ValueId[]>): Map<ValueId, ValueId[]> {
+  const by = new Map<ValueId, ValueId[]>();
+  for (const [k, rs] of reads) for (const r of rs) by.set(r, [...(by.get(r) ?? []), k]);
+  return by;
+}
+
+/** Undefined when the update constraints cannot all hold (a kernel reads both a weight and its
+ *  update): program order then. */
+function greedyOrder(graph: Graph, program: readonly ValueId[], reads: ReadonlyMap<ValueId, readonly ValueId[]>, bytes: (v: ValueId) => number, updates: ReadonlyMap<ValueId, ValueId>): ValueId[] | undefined {
+  const isKernel = new Set(program);
+  const by = readers(reads);
+  // Extra edges: every other reader of a resident input runs before its update's kernel.
+  const after = new Map<ValueId, ValueId[]>();
+  for (const [o, w] of updates) {
+    if (!isKernel.has(o)) continue;
+    for (const k of by.get(w) ?? []) if (k !== o) after.set(k, [...(after.get(k) ?? []), o]);
+  }
+  const outputs = new Set(graph.outputs.map((o) => o.id));
+  const pendingReaders = new Map([...by].map(([v, ks]) => [v, ks.length]));
+  const waiting = new Map(program.map((k) => [k, (reads.get(k) ?? []).filter((r) => isKernel.has(r)).length]));
+  for (const os of after.values()) for (const o of os) waiting.set(o, waiting.get(o)! + 1);
+  const rank = new Map(program.map((k, i) => [k, i]));
+  const ready = new Set(program.filter((k) => waiting.get(k) === 0));
+  const order: ValueId[] = [];
+  while (ready.size) {
+    let best: ValueId | undefined;
+    let bestGain = -Infinity;
+    for (const k of ready) {
+      // Temporaries it frees (its last reader) minus the bytes it allocates.
+      let gain = -bytes(k);
+      for (const r of reads.get(k) ?? []) if (isKernel.has(r) && !outputs.has(r) && pendingReaders.get(r) === 1) gain += bytes(r);
+      if (gain > bestGain || (gain === bestGain && rank.get(k)! < rank.get(best!)!)) [best, bestGain] = [k, gain];
+    }
+    const k = best!;
+    ready.delete(k);
+    order.push(k);
+    for (const r of reads.get(k) ?? []) pendingReaders.set(r, pendingReaders.get(r)! - 1);
+    for (const c of [...(by.get(k) ?? []), ...(after.get(k) ?? [])]) {
+      const w = waiting.get(c)! - 1;
+      waiting.set(c, w);
+      if (w === 0) ready.add(c);
+    }
+  }
+  return order.length === program.length ? order : undefined;
+}
+
+/** The most bytes of kernel-written values live at one time in `order` (a value lives from the
+ *  kernel that writes it to its last reader; graph outputs to the end). */
+function peakOf(graph: Graph, order: readonly ValueId[], reads: ReadonlyMap<ValueId, readonly ValueId[]>, bytes: (v: ValueId) => number): number {
+  const pos = new Map(order.map((k, i) => [k, i]));
+  const end = new Map(order.map((k) => [k, pos.get(k)!]));
+  for (const k of order) for (const r of reads.get(k) ?? []) if (end.has(r)) end.set(r, Math.max(end.get(r)!, pos.get(k)!));
+  for (const o of graph.outputs) if (end.has(o.id)) end.set(o.id, order.length);
+  const delta = new Array<number>(order.length + 2).fill(0);
+  for (const k of order) {
+    delta[pos.get(k)!] += bytes(k);
+    delta[end.get(k)! + 1] -= bytes(k);
+  }
+  let live = 0;
+  let peak = 0;
+  for (const d of delta) peak = Math.max(peak, (live += d));
+  return peak;
+}
