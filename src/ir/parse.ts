@@ -98,7 +98,7 @@ export function parseGraph(text: string): Graph {
       if (outputs) c.fail("a second return");
       outputs = [];
       do {
-        const name = c.match(/[A-Za-z_][\w.]*/, "an output name");
+        const name = c.match(/[A-Za-z_][\w./-]*/, "an output name");
         c.expect("=");
         outputs.push({ name, id: c.id() });
       } while (c.eat(","));

@@ -17,6 +17,14 @@ describe("verify", () => {
     expect(() => verify(parseGraph(ok))).not.toThrow();
   });
 
+  test("output names the text IR reads back: slashes yes, spaces no", () => {
+    const g = parseGraph(ok);
+    const named = (name: string): Graph => ({ ...g, outputs: [{ name, id: 2 }] });
+    expect(() => verify(named("dense_1/kernel_next"))).not.toThrow();
+    expect(parseGraph(`${ok.replace("return y=%2", "return dense_1/kernel_next=%2")}`).outputs[0].name).toBe("dense_1/kernel_next");
+    expect(() => verify(named("two words"))).toThrow('output name "two words"');
+  });
+
   test("unknown op", () => {
     expect(() => verify(patch(parseGraph(ok), 2, { op: "frobnicate" as never }))).toThrow('frobnicate %2: unknown op "frobnicate"');
   });
