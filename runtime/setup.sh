@@ -6,6 +6,9 @@
 # installs libvulkan1 + mesa-vulkan-drivers 25 from bookworm-backports. Where Mesa >= 25 or a
 # vendor's Vulkan driver (e.g. NVIDIA) is already there, the driver step does nothing.
 #
+# The browser tests (test/runtime/browser.test.ts) run WebGPU pages in headless Chromium; as root
+# with apt, a missing Chromium is installed from Debian (`chromium`).
+#
 #   KILN_SKIP_NPM=1  skip `npm ci`
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -93,6 +96,29 @@ setup_driver() {
   install_driver
 }
 
+# Chromium for the browser tests, found the way test/helpers/browser.ts finds it.
+find_chromium() {
+  [[ -n ${KILN_CHROMIUM:-} ]] && { echo "$KILN_CHROMIUM"; return; }
+  command -v chromium || command -v chromium-browser || command -v google-chrome-stable || command -v google-chrome
+}
+
+setup_chromium() {
+  local bin
+  if bin=$(find_chromium); then
+    say "Chromium ok: $("$bin" --version 2>/dev/null || echo "$bin")"
+    return
+  fi
+  if (( EUID != 0 )) || ! command -v apt-get >/dev/null; then
+    say "warning: no Chromium, so the browser tests will be skipped; install it (Debian: sudo apt-get install chromium) or set KILN_CHROMIUM"
+    return
+  fi
+  say "installing chromium"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium
+  bin=$(find_chromium) || die "installed chromium, but no chromium on PATH"
+  say "Chromium: $("$bin" --version 2>/dev/null)"
+}
+
 setup_npm() {
   if [[ ${KILN_SKIP_NPM:-} == 1 ]]; then
     say "KILN_SKIP_NPM=1: skipping npm ci"
@@ -138,6 +164,7 @@ fi
 
 check_node
 setup_driver
+setup_chromium
 setup_npm
 check_adapter
 say "done"
