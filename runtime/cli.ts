@@ -9,6 +9,7 @@ import { inputNodes } from "../src/ir/bind.ts";
 import { parseGraph } from "../src/ir/parse.ts";
 import { bindShape } from "../src/ir/shape.ts";
 import type { DType } from "../src/ir/types.ts";
+import { build } from "./build.ts";
 import { acquireGpu, releaseGpu, SETUP_HINT } from "./device.ts";
 import { Executable } from "./execute.ts";
 import { explain, parseDims } from "./explain.ts";
@@ -98,6 +99,15 @@ function cli(): Command {
     .option("--svg <file>", "write the compiled graph as SVG (Graphviz in WebAssembly: no system install)")
     .option("--no-fuse", "compile without fusion, for comparison")
     .action(explain);
+  program
+    .command("build <model>")
+    .description("compile a model ahead of time into a standalone bundle (WGSL kernels, manifest, weights, typed loader) that runs wherever WebGPU exists: a saved-model folder, or a module exporting { graph, state, dims?, weights }")
+    .requiredOption("-o, --out <dir>", "the bundle folder (replaced whole)")
+    .option("-b, --batch <n>", "upper bound of the batch dim B: memory is planned for it, smaller batches run in it (default 32)")
+    .option("--train", "bundle the training step (step(batch) updates the weights on the GPU) instead of inference")
+    .option("--no-fuse", "compile without fusion")
+    .option("--target <gpu|cpu>", "kernel variants: gpu (workgroup-tiled GEMM) or cpu (register-blocked, for software rasterizers)", "gpu")
+    .action(build);
   return program;
 }
 

@@ -270,13 +270,17 @@ export class TrainedModel {
 
   /** `dir`/weights.safetensors (parameters, variables, optimizer slots, step counter) and, beside
    *  them, `dir`/model.kir: the inference graph in text IR (loadPredictor runs it without the
-   *  model's code). Each file is written whole or not at all. */
+   *  model's code), and train.kir + train.json: the training step and its state map (`kiln
+   *  build --train`). Each file is written whole or not at all. */
   async save(dir: string): Promise<void> {
     await this.syncHost();
     mkdirSync(dir, { recursive: true });
     const tensors: Record<string, SafeTensor> = {};
     for (const [name, spec] of Object.entries(this.expected())) tensors[name] = { ...spec, data: this.host.get(name)! };
     writeFileAtomic(join(dir, "model.kir"), printGraph(predictGraph(this.model).graph) + "\n");
+    // The training step too, with its state map, for `kiln build --train` (runtime/build.ts).
+    writeFileAtomic(join(dir, "train.kir"), printGraph(this.specs.graph) + "\n");
+    writeFileAtomic(join(dir, "train.json"), JSON.stringify({ state: this.specs.state }, null, 2) + "\n");
     writeSafetensors(join(dir, "weights.safetensors"), tensors, { format: FORMAT, optimizer: this.config.optimizer.name, step: String(this.host.get("step/t")?.[0] ?? 1) });
   }
 

@@ -1,0 +1,113 @@
+/** `kiln build <model> --out <dir>`: compile a model ahead of time into a standalone bundle
+ *  (compiler/bundle/emit.ts describes the layout). The model is a saved-model folder
+ *  (TrainedModel.save: model.kir + weights.safetensors, and train.kir + train.json for --train)
+ *  or a module default-exporting { graph, state, dims, weights }. The folder is written whole
+ *  or not at all: into <dir>.tmp-<pid>, then renamed over <dir>. */
+import { existsSync, mkdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { basename, dirname, join, resolve } from "node:path";
+import { emitBundle, type BundleFiles } from "../compiler/bundle/emit.ts";
+import { compile } from "../compiler/pipeline.ts";
+import { CPU_TARGET, GPU_TARGET } from "../compiler/target.ts";
+import { inputNodes } from "../src/ir/bind.ts";
+import { KilnError } from "../src/ir/errors.ts";
+import { parseGraph } from "../src/ir/parse.ts";
+import { formatType } from "../src/ir/shape.ts";
+import type { Graph } from "../src/ir/types.ts";
+import { loadModel } from "./model-file.ts";
+import { encodeSafetensors, readSafetensors, toSafeDtype, type SafeTensor } from "./safetensors.ts";
+
+export type WeightArray = Float32Array | Int32Array | Uint32Array | Uint8Array;
+
+export interface BuildInput {
+  readonly graph: Graph;
+  /** Resident state, as CompileOptions.state: input → its update output (null: kept). */
+  readonly state: Readonly<Record<string, string | null>>;
+  /** A value for every resident input. */
+  readonly weights: Readonly<Record<string, WeightArray>>;
+  /** Declared bounds of the symbolic dims, e.g. { B: 64 }. */
+  readonly dims: Readonly<Record<string, number>>;
+}
+
+export interface BuildOptions {
+  readonly name: string;
+  readonly mode?: "inference" | "train";
+  /** Fuse elementwise chains (default true). */
+  readonly fuse?: boolean;
+  /** Which kernel variants: "gpu" (workgroup-tiled GEMMs, default) or "cpu" (register-blocked,
+   *  for software rasterizers such as lavapipe). */
+  readonly target?: "gpu" | "cpu";
+}
+
+/** Compile and emit a bundle in memory. */
+export function buildBundle(input: BuildInput, opts: BuildOptions): BundleFiles {
+  const target = opts.target === "cpu" ? CPU_TARGET : GPU_TARGET;
+  const tensors: Record<string, SafeTensor> = {};
+  for (const n of inputNodes(input.graph)) {
+    const name = n.attrs.name;
+    if (!(name in input.state)) continue;
+    const data = input.weights[name];
+    if (!data) throw new KilnError(`build: no weights for resident input "${name}" ${formatType(n.type)}`);
+    const dtype = toSafeDtype(n.type.dtype);
+    tensors[name] = { dtype, shape: n.type.shape as number[], data: dtype === "BOOL" && !(data instanceof Uint8Array) ? Uint8Array.from(data) : data };
+  }
+  const weights = encodeSafetensors(tensors, { format: "kiln-bundle-weights/1" });
+  // maxStorageBuffers 8: WebGPU's default limit, so the bundle runs on any device.
+  const program = compile(input.graph, { state: input.state, dims: input.dims, fuse: opts.fuse ?? true, target, maxStorageBuffers: 8 });
+  return emitBundle(program, { name: opts.name, mode: opts.mode ?? (Object.values(input.state).some((o) => o !== null) ? "train" : "inference"), weights, target: target.name, fuse: opts.fuse ?? true });
+}
+
+/** Write `files` as the folder `dir`, replacing it whole. */
+export function writeBundle(dir: string, files: BundleFiles): void {
+  const tmp = `${dir.replace(/\/+$/, "")}.tmp-${process.pid}`;
+  rmSync(tmp, { recursive: true, force: true });
+  try {
+    for (const [path, data] of files) {
+      mkdirSync(dirname(join(tmp, path)), { recursive: true });
+      writeFileSync(join(tmp, path), data);
+    }
+    const old = `${dir.replace(/\/+$/, "")}.old-${process.pid}`;
+    if (existsSync(dir)) renameSync(dir, old);
+    renameSync(tmp, dir);
+    rmSync(old, { recursive: true, force: true });
+  } catch (e) {
+    rmSync(tmp, { recursive: true, force: true });
+    throw e;
+  }
+}
+
+/** A model argument: a saved-model folder, or a module with { graph, state, dims?, weights }. */
+async function resolveModel(model: string, train: boolean): Promise<{ input: Omit<BuildInput, "dims">; dims?: Record<string, number> }> {
+  if (existsSync(model) && statSync(model).isDirectory()) {
+    const file = readSafetensors(join(model, "weights.safetensors"));
+    const weights = Object.fromEntries(Object.entries(file.tensors).map(([k, v]) => [k, v.data]));
+    if (train) {
+      if (!existsSync(join(model, "train.kir"))) throw new KilnError(`${model}: no train.kir (saved by an older Kiln?); save the model again to build a training bundle`);
+      const graph = parseGraph(readFileSync(join(model, "train.kir"), "utf8"));
+      const { state } = JSON.parse(readFileSync(join(model, "train.json"), "utf8")) as { state: Record<string, string | null> };
+      return { input: { graph, state, weights } };
+    }
+    const graph = parseGraph(readFileSync(join(model, "model.kir"), "utf8"));
+    const state = Object.fromEntries(inputNodes(graph).filter((n) => n.attrs.name in file.tensors).map((n) => [n.attrs.name, null]));
+    return { input: { graph, state, weights } };
+  }
+  const m = await loadModel(model);
+  const weights = (m as { weights?: Record<string, WeightArray> }).weights;
+  if (!weights) throw new KilnError(`${model}: no weights; build a saved-model folder (TrainedModel.save) or a module exporting { graph, state, dims?, weights }`);
+  if (!m.state) throw new KilnError(`${model}: a module to build must export state (resident inputs → their updates, or null)`);
+  return { input: { graph: m.graph, state: m.state, weights }, dims: m.dims };
+}
+
+/** kiln build: compile a model into a standalone bundle folder. */
+export async function build(model: string, opts: { out: string; batch?: string; train?: boolean; fuse: boolean; target: string }): Promise<void> {
+  if (opts.target !== "gpu" && opts.target !== "cpu") throw new KilnError(`build: --target must be gpu or cpu, got "${opts.target}"`);
+  const batch = opts.batch === undefined ? undefined : Number(opts.batch);
+  if (batch !== undefined && !(Number.isSafeInteger(batch) && batch >= 1)) throw new KilnError(`build: --batch must be a positive integer, got "${opts.batch}"`);
+  const { input, dims: declared } = await resolveModel(model, opts.train ?? false);
+  const dims = { ...declared, ...(batch !== undefined || !declared?.B ? { B: batch ?? 32 } : {}) };
+  const t0 = performance.now();
+  const files = buildBundle({ ...input, dims }, { name: basename(resolve(model)).replace(/\.[^.]*$/, ""), mode: opts.train ? "train" : "inference", fuse: opts.fuse, target: opts.target });
+  writeBundle(opts.out, files);
+  const kernels = [...files.keys()].filter((f) => f.startsWith("kernels/")).length;
+  const bytes = [...files.values()].reduce((a, f) => a + (typeof f === "string" ? Buffer.byteLength(f) : f.length), 0);
+  console.log(`${opts.out}: ${kernels} kernels, ${files.size} files, ${(bytes / 1024).toFixed(1)} KiB (dims ${JSON.stringify(dims)}, ${(performance.now() - t0).toFixed(0)} ms)`);
+}

@@ -1,0 +1,119 @@
+/** Bundles run for real outside Kiln: each is copied into an empty temporary folder whose only
+ *  dependency is `webgpu`, run there by a plain `node`, and its outputs compared with Kiln's
+ *  runtime (the same Program: equal to a few ulps) and the float64 reference. A bundle whose
+ *  weights were zeroed (checksum recomputed, so it loads) must fail the comparison. */
+import { createHash } from "node:crypto";
+import { afterAll, describe, expect, it } from "vitest";
+import { compile } from "../../compiler/pipeline.ts";
+import { GPU_TARGET } from "../../compiler/target.ts";
+import { interpret, type HostTensor } from "../../src/interpret.ts";
+import { inputNodes } from "../../src/ir/bind.ts";
+import { buildBundle, type BuildInput } from "../../runtime/build.ts";
+import { Executable } from "../../runtime/execute.ts";
+import { decodeSafetensors, encodeSafetensors, type SafeTensor } from "../../runtime/safetensors.ts";
+import { batchOf, removeStandalone, lenetInput, mlpInput, runStandalone, standalone } from "../helpers/bundle.ts";
+import { useGpu } from "../helpers/gpu.ts";
+
+useGpu();
+afterAll(removeStandalone);
+
+/** Largest |a − b| / (atol + rtol·|b|): ≤ 1 is a match. */
+function worst(a: ArrayLike<number>, b: ArrayLike<number>, atol: number, rtol: number): number {
+  expect(a.length).toBe(b.length);
+  let w = 0;
+  for (let i = 0; i < a.length; i++) w = Math.max(w, Math.abs(a[i] - b[i]) / (atol + rtol * Math.abs(b[i])));
+  return w;
+}
+
+const shapeOf = (input: BuildInput, name: string, n: number) =>
+  (inputNodes(input.graph).find((x) => x.attrs.name === name)!.type.shape).map((d) => (d === "B" ? n : (d as number)));
+
+/** Kiln's runtime on the same compile options as buildBundle: `steps` runs, outputs per run. */
+async function kiln(input: BuildInput, batch: Record<string, Float32Array>, n: number, steps: number) {
+  const exe = await Executable.load(compile(input.graph, { state: input.state, dims: input.dims, target: GPU_TARGET, maxStorageBuffers: 8 }));
+  try {
+    for (const [k, v] of Object.entries(input.weights)) await exe.write(k, { shape: shapeOf(input, k, n), data: v as Float32Array });
+    const runs = [];
+    for (let s = 0; s < steps; s++) runs.push(await exe.run(Object.fromEntries(Object.entries(batch).map(([k, v]) => [k, { shape: shapeOf(input, k, n), data: v }]))));
+    const weights = Object.fromEntries(await Promise.all(Object.keys(input.weights).map(async (k) => [k, (await exe.read(k)).data] as const)));
+    return { runs, weights };
+  } finally {
+    exe.dispose();
+  }
+}
+
+/** The float64 reference: `steps` runs, feeding each state update back. */
+function reference(input: BuildInput, batch: Record<string, Float32Array>, n: number, steps: number) {
+  let weights: Record<string, ArrayLike<number>> = { ...input.weights };
+  const runs = [];
+  for (let s = 0; s < steps; s++) {
+    const all: Record<string, HostTensor> = {};
+    for (const [k, v] of [...Object.entries(batch), ...Object.entries(weights)]) all[k] = { shape: shapeOf(input, k, n), data: v };
+    const out = interpret(input.graph, all);
+    runs.push(out);
+    weights = Object.fromEntries(Object.entries(input.state).map(([k, o]) => [k, o === null ? weights[k] : out[o].data]));
+  }
+  return { runs, weights };
+}
+
+/** The bundle's files with every weight zeroed and the checksum made to match again. */
+function zeroed(files: Map<string, string | Uint8Array>): Map<string, string | Uint8Array> {
+  const w = decodeSafetensors(files.get("weights.safetensors") as Uint8Array);
+  const tensors: Record<string, SafeTensor> = Object.fromEntries(Object.entries(w.tensors).map(([k, t]) => [k, { ...t, data: new Float32Array(t.data.length) }]));
+  const bytes = encodeSafetensors(tensors, w.metadata);
+  const manifest = JSON.parse(files.get("manifest.json") as string);
+  manifest.weights = { ...manifest.weights, bytes: bytes.length, sha256: createHash("sha256").update(bytes).digest("hex") };
+  return new Map([...files, ["weights.safetensors", bytes], ["manifest.json", JSON.stringify(manifest)]]);
+}
+
+describe("standalone bundles", () => {
+  it("MNIST MLP inference: matches Kiln's runtime and the float64 reference below its batch bound; zeroed weights do not", async () => {
+    const input = mlpInput("forward", 8);
+    const files = buildBundle(input, { name: "mnist-mlp" });
+    const n = 5;
+    const { x } = batchOf(n, 784, 1);
+    const got = (await runStandalone(standalone(files), { x })).results[0].out;
+    expect(got).toHaveLength(n * 10);
+    const ours = (await kiln(input, { x }, n, 1)).runs[0].out.data;
+    const ref = reference(input, { x }, n, 1).runs[0].out.data;
+    expect(worst(got, ours, 1e-6, 1e-5)).toBeLessThanOrEqual(1);
+    expect(worst(got, ref, 1e-5, 1e-4)).toBeLessThanOrEqual(1);
+    const empty = (await runStandalone(standalone(zeroed(files)), { x })).results[0].out;
+    expect(worst(empty, ref, 1e-5, 1e-4)).toBeGreaterThan(1);
+  });
+
+  it("MNIST MLP training step: losses and updated weights match over two steps", async () => {
+    const input = mlpInput("train", 8);
+    const files = buildBundle(input, { name: "mnist-mlp-train", mode: "train" });
+    const n = 8;
+    const { x, y } = batchOf(n, 784, 2);
+    const got = await runStandalone(standalone(files), { x, y }, 2);
+    const ours = await kiln(input, { x, y }, n, 2);
+    const ref = reference(input, { x, y }, n, 2);
+    for (let s = 0; s < 2; s++) {
+      expect(worst(got.results[s].out, ours.runs[s].out.data, 1e-6, 1e-5)).toBeLessThanOrEqual(1);
+      expect(worst(got.results[s].out, ref.runs[s].out.data, 1e-5, 1e-4)).toBeLessThanOrEqual(1);
+    }
+    expect(got.results[1].out[0]).not.toBe(got.results[0].out[0]); // the step learned something
+    for (const k of Object.keys(input.weights)) {
+      expect(worst(got.weights[k], ours.weights[k], 1e-6, 1e-5), k).toBeLessThanOrEqual(1);
+      expect(worst(got.weights[k], ref.weights[k], 1e-5, 1e-4), k).toBeLessThanOrEqual(1);
+    }
+    const empty = await runStandalone(standalone(zeroed(files)), { x, y }, 1);
+    expect(worst(empty.results[0].out, ref.runs[0].out.data, 1e-5, 1e-4)).toBeGreaterThan(1);
+  });
+
+  it("LeNet-5 inference: matches Kiln's runtime and the float64 reference; zeroed weights do not", async () => {
+    const input = lenetInput(4);
+    const files = buildBundle(input, { name: "lenet5" });
+    const n = 3;
+    const { x } = batchOf(n, 28 * 28, 3);
+    const got = (await runStandalone(standalone(files), { x })).results[0].out;
+    const ours = (await kiln(input, { x }, n, 1)).runs[0].out.data;
+    const ref = reference(input, { x }, n, 1).runs[0].out.data;
+    expect(worst(got, ours, 1e-6, 1e-5)).toBeLessThanOrEqual(1);
+    expect(worst(got, ref, 1e-5, 1e-4)).toBeLessThanOrEqual(1);
+    const empty = (await runStandalone(standalone(zeroed(files)), { x })).results[0].out;
+    expect(worst(empty, ref, 1e-5, 1e-4)).toBeGreaterThan(1);
+  });
+});
