@@ -46,10 +46,10 @@ export async function trainMnistMlp(opts: MnistMlpOptions): Promise<{ history: H
 async function main(): Promise<void> {
   const cli = new Command()
     .option("--activation <name>", "hidden units: relu or sigmoid", "relu")
-    .option("--epochs <n>", "epochs", "10")
-    .option("--dropout <rate>", "dropout after each hidden layer (0: none)", "0.2")
+    .option("--epochs <n>", "epochs", "20")
+    .option("--dropout <rate>", "dropout after each hidden layer (0: none)", "0.3")
     .option("--lr <rate>", "Adam's learning rate", "0.001")
-    .option("--batch <n>", "batch size", "128")
+    .option("--batch <n>", "batch size", "64")
     .option("--save <dir>", "save the weights here")
     .option("--plot <file.svg>", "write the loss / accuracy curves")
     .parse();
