@@ -51,3 +51,11 @@ export function standalone(files: BundleFiles): string {
 export function removeStandalone(): void {
   for (const dir of made.splice(0)) rmSync(dir, { recursive: true, force: true });
 }
+
+/** Largest |a − b| / (atol + rtol·|b|): ≤ 1 is a match. */
+export function worst(a: ArrayLike<number>, b: ArrayLike<number>, atol: number, rtol: number): number {
+  if (a.length !== b.length) throw new Error(`worst: ${a.length} values against ${b.length}`);
+  let w = 0;
+  for (let i = 0; i < a.length; i++) w = Math.max(w, Math.abs(a[i] - b[i]) / (atol + rtol * Math.abs(b[i])));
+  return w;
+}

@@ -11,19 +11,12 @@ import { inputNodes } from "../../src/ir/bind.ts";
 import { buildBundle, type BuildInput } from "../../runtime/build.ts";
 import { Executable } from "../../runtime/execute.ts";
 import { decodeSafetensors, encodeSafetensors, type SafeTensor } from "../../runtime/safetensors.ts";
-import { batchOf, removeStandalone, lenetInput, mlpInput, runStandalone, standalone } from "../helpers/bundle.ts";
+import { batchOf, removeStandalone, lenetInput, mlpInput, runStandalone, standalone, worst } from "../helpers/bundle.ts";
 import { useGpu } from "../helpers/gpu.ts";
 
 useGpu();
 afterAll(removeStandalone);
 
-/** Largest |a − b| / (atol + rtol·|b|): ≤ 1 is a match. */
-function worst(a: ArrayLike<number>, b: ArrayLike<number>, atol: number, rtol: number): number {
-  expect(a.length).toBe(b.length);
-  let w = 0;
-  for (let i = 0; i < a.length; i++) w = Math.max(w, Math.abs(a[i] - b[i]) / (atol + rtol * Math.abs(b[i])));
-  return w;
-}
 
 const shapeOf = (input: BuildInput, name: string, n: number) =>
   (inputNodes(input.graph).find((x) => x.attrs.name === name)!.type.shape).map((d) => (d === "B" ? n : (d as number)));
