@@ -5,11 +5,14 @@
  *      npx tsx examples/lenet5.ts [--epochs N] [--batch N] [--lr X] [--save DIR] [--plot FILE.svg]
  *  The 28×28 input with "same" padding on the first conv stands in for the paper's 32×32 input
  *  with a "valid" one: both give 16 maps of 5×5 before the dense layers. Adam's step decays as
- *  1/t (inverseTimeDecay), so the last epochs settle instead of hopping about the minimum. */
+ *  1/t (inverseTimeDecay), so the last epochs settle instead of hopping about the minimum.
+ *  8,000 digits are few for 60k parameters: without dropout the net fits the training set
+ *  (99.6%) and stops at 97.7% held out after 12 epochs; dropout 0.25 before each dense layer
+ *  (the default here, `--dropout 0` for the original) gave 98.15% after 15. */
 import { mkdirSync } from "node:fs";
 import { dirname } from "node:path";
 import { Command } from "commander";
-import { conv2d, dense, flatten, maxPool2d } from "../src/api/layers.ts";
+import { conv2d, dense, dropout, flatten, maxPool2d } from "../src/api/layers.ts";
 import { sequential, type Model } from "../src/api/model.ts";
 import { adam, inverseTimeDecay } from "../src/api/optimizers.ts";
 import { releaseGpu } from "../runtime/device.ts";
@@ -26,6 +29,8 @@ export interface LeNetOptions {
   readonly activation?: "relu" | "tanh";
   /** λ of the weight decay λ/2·Σ‖W‖² over the kernels (default 0). */
   readonly l2?: number;
+  /** Dropout before each dense layer (default 0: the original LeNet-5 has none). */
+  readonly dropout?: number;
   readonly save?: string;
   readonly plot?: string;
   readonly verbose?: 0 | 1 | 2;
@@ -40,15 +45,19 @@ export interface LeNetResult {
   readonly ms: number;
 }
 
-export function lenet5(activation: "relu" | "tanh" = "relu"): Model {
+export function lenet5(activation: "relu" | "tanh" = "relu", rate = 0): Model {
+  const drop = rate > 0 ? [dropout(rate)] : [];
   return sequential([
     conv2d(6, 5, { padding: "same", activation }),
     maxPool2d(2),
     conv2d(16, 5, { padding: "valid", activation }),
     maxPool2d(2),
     flatten(),
+    ...drop,
     dense(120, { activation }),
+    ...drop,
     dense(84, { activation }),
+    ...drop,
     dense(10, { activation: "softmax" }),
   ], { inputShape: [IMAGE_SIZE, IMAGE_SIZE, 1] });
 }
@@ -61,7 +70,7 @@ export async function trainLeNet5(opts: LeNetOptions): Promise<LeNetResult> {
   const steps = Math.ceil(n / batchSize);
   // η halves after about three epochs, is a third after six: η₀ / (1 + (t − 1) / (3 epochs)).
   const learningRate = inverseTimeDecay(opts.learningRate ?? 2e-3, 1, 3 * steps);
-  const m = await compileModel(lenet5(opts.activation), { optimizer: adam({ learningRate }), loss: "categoricalCrossEntropy", metrics: ["accuracy"], l2: opts.l2 ?? 0, seed: 1 });
+  const m = await compileModel(lenet5(opts.activation, opts.dropout ?? 0), { optimizer: adam({ learningRate }), loss: "categoricalCrossEntropy", metrics: ["accuracy"], l2: opts.l2 ?? 0, seed: 1 });
   try {
     const history = await m.fit(
       { shape: [n, IMAGE_SIZE, IMAGE_SIZE, 1], data: train.x.subarray(0, n * PIXELS) },
@@ -84,10 +93,11 @@ function positiveNumber(name: string, v: string, integer: boolean): number {
 
 async function main(): Promise<void> {
   const cli = new Command()
-    .option("--epochs <n>", "epochs", "12")
+    .option("--epochs <n>", "epochs", "15")
     .option("--batch <n>", "batch size", "64")
     .option("--lr <x>", "Adam's initial learning rate", "0.002")
     .option("--activation <name>", "relu or tanh", "relu")
+    .option("--dropout <rate>", "dropout before each dense layer (0: none, as the original)", "0.25")
     .option("--save <dir>", "save the weights here")
     .option("--plot <file.svg>", "write the loss / accuracy curves", "out/lenet5.svg")
     .parse();
@@ -99,6 +109,7 @@ async function main(): Promise<void> {
     batchSize: positiveNumber("--batch", o.batch, true),
     learningRate: positiveNumber("--lr", o.lr, false),
     activation: o.activation,
+    dropout: Number(o.dropout),
     save: o.save,
     plot: o.plot,
   });
