@@ -9,6 +9,7 @@ import type { DType, Shape, ValueId } from "../ir/types.ts";
 import type { GraphBuilder, Tensor } from "./builder.ts";
 import { leakyRelu, maxout as maxoutOf, softmax } from "./composites.ts";
 import { glorotUniform, ones, uniform, zeros, type Initializer } from "./initializers.ts";
+import { callSite } from "./site.ts";
 
 export interface Scope {
   readonly training: boolean;
@@ -77,6 +78,8 @@ export abstract class Layer {
   /** The stem of automatic names: "dense" → "dense_1", "dense_2", … within a model. */
   abstract readonly kind: string;
   private given: string | undefined;
+  /** Where the layer was made (src/api/site.ts): its nodes carry it, with its name. */
+  readonly site: string = callSite();
   constructor(name?: string) { this.given = name; }
 
   get name(): string {
@@ -84,6 +87,8 @@ export abstract class Layer {
     return this.given;
   }
   get named(): boolean { return this.given !== undefined; }
+  /** For errors: "conv2d_1 @ lenet.ts:14". */
+  protected get where(): string { return `${this.given ?? this.kind}${this.site ? ` @ ${this.site}` : ""}`; }
   /** Set once, by the first model that holds the layer: parameter names must not change. */
   nameAs(name: string): void { this.given ??= name; }
 
@@ -96,16 +101,16 @@ export abstract class Layer {
   }
 
   protected one(inputs: readonly Tensor[], rank?: number): Tensor {
-    if (inputs.length !== 1) throw new KilnError(`${this.given ?? this.kind}: takes one input, got ${inputs.length}`);
+    if (inputs.length !== 1) throw new KilnError(`${this.where}: takes one input, got ${inputs.length}`);
     const x = inputs[0];
-    if (rank !== undefined && x.rank !== rank) throw new KilnError(`${this.given ?? this.kind}: expects rank ${rank}, got ${formatType(x.type)}`);
-    if (x.dtype !== "f32") throw new KilnError(`${this.given ?? this.kind}: expects f32, got ${formatType(x.type)}`);
+    if (rank !== undefined && x.rank !== rank) throw new KilnError(`${this.where}: expects rank ${rank}, got ${formatType(x.type)}`);
+    if (x.dtype !== "f32") throw new KilnError(`${this.where}: expects f32, got ${formatType(x.type)}`);
     return x;
   }
 
   protected staticDim(x: Tensor, axis: number): number {
     const d = x.shape[axis < 0 ? x.rank + axis : axis];
-    if (typeof d !== "number") throw new KilnError(`${this.given ?? this.kind}: axis ${axis} of ${formatType(x.type)} must be static`);
+    if (typeof d !== "number") throw new KilnError(`${this.where}: axis ${axis} of ${formatType(x.type)} must be static`);
     return d;
   }
 }
@@ -230,7 +235,7 @@ class BatchNorm extends Layer {
   constructor(readonly opts: BatchNormOptions) { super(opts.name); }
   call(inputs: readonly Tensor[], scope: Scope): Tensor {
     const x = this.one(inputs);
-    if (x.rank < 2) throw new KilnError(`${this.name}: needs [B, ..., C], got ${formatType(x.type)}`);
+    if (x.rank < 2) throw new KilnError(`${this.where}: needs [B, ..., C], got ${formatType(x.type)}`);
     const c = this.staticDim(x, -1);
     const [momentum, eps] = [this.opts.momentum ?? 0.99, this.opts.epsilon ?? 1e-3];
     const gamma = scope.param("gamma", [c], ones());
@@ -262,7 +267,7 @@ class Embedding extends Layer {
   constructor(readonly vocab: number, readonly dim: number, readonly opts: { initializer?: Initializer; name?: string }) { super(opts.name); }
   call(inputs: readonly Tensor[], scope: Scope): Tensor {
     if (inputs.length !== 1 || inputs[0].dtype !== "i32") {
-      throw new KilnError(`${this.name}: takes one i32 index tensor, got ${inputs.map((t) => formatType(t.type)).join(", ")}`);
+      throw new KilnError(`${this.where}: takes one i32 index tensor, got ${inputs.map((t) => formatType(t.type)).join(", ")}`);
     }
     const table = scope.param("embeddings", [this.vocab, this.dim], this.opts.initializer ?? uniform(-0.05, 0.05));
     return table.gather(inputs[0], 0);

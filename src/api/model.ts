@@ -14,6 +14,7 @@ import { ones, type Initializer } from "./initializers.ts";
 import { Layer, SymbolicTensor, type Scope } from "./layers.ts";
 import { l2Penalty, lossByName, type Loss, type LossName } from "./losses.ts";
 import type { Optimizer } from "./optimizer.ts";
+import { withSite } from "./site.ts";
 
 export interface ParamInfo {
   readonly name: string;
@@ -143,7 +144,9 @@ export class Model {
     for (const s of this.order) {
       if (values.has(s)) continue;
       if (!s.layer) throw new KilnError("model: an input() that is not among the model's inputs is used");
-      values.set(s, s.layer.call(s.args.map((a) => values.get(a)!), scopeFor(s.layer)));
+      const layer = s.layer;
+      const site = layer.site ? `${layer.site} (${layer.name})` : layer.name;
+      values.set(s, withSite(site, () => layer.call(s.args.map((a) => values.get(a)!), scopeFor(layer))));
     }
     return { outputs: this.outs.map((o) => values.get(o)!), params: [...params.values()], variables: [...variables.values()], losses };
   }

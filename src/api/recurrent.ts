@@ -27,7 +27,7 @@ abstract class Recurrent extends Layer {
   call(inputs: readonly Tensor[], scope: Scope): Tensor {
     const x = this.one(inputs, 3);
     const [t, f] = [this.staticDim(x, 1), this.staticDim(x, 2)];
-    if (t < 1) throw new KilnError(`${this.name}: needs at least one time step, got ${formatType(x.type)}`);
+    if (t < 1) throw new KilnError(`${this.where}: needs at least one time step, got ${formatType(x.type)}`);
     const n = this.gates * this.units;
     const w = scope.param("kernel", [f, n], this.opts.kernelInitializer ?? glorotUniform(), { decay: true });
     const u = scope.param("recurrent_kernel", [this.units, n], this.opts.recurrentInitializer ?? orthogonal(), { decay: true });

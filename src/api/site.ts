@@ -1,18 +1,35 @@
-/** Where the user made a node: the first stack frame outside Kiln's own src/, as "mlp.ts:12". */
+/** Where the user made a node: the first stack frame outside Kiln's own code (src/, compiler/,
+ *  runtime/), as "mlp.ts:12" — or, while a model builds a layer, the line that made the layer
+ *  and its name, "mnist-mlp.ts:33 (dense_1)": the graph is built long after that line ran. */
 import { fileURLToPath } from "node:url";
-import { dirname } from "node:path";
+import { dirname, join } from "node:path";
 
-const srcDir = dirname(dirname(fileURLToPath(import.meta.url)));
+const root = dirname(dirname(dirname(fileURLToPath(import.meta.url))));
+const OWN = ["src", "compiler", "runtime"].map((d) => join(root, d) + "/");
+
+let override: string | undefined;
 
 export function callSite(): string {
+  if (override !== undefined) return override;
   const stack = new Error().stack?.split("\n").slice(1) ?? [];
   for (const frame of stack) {
     const m = /\(?((?:file:\/\/)?[^()\s]+):(\d+):\d+\)?$/.exec(frame.trim());
     if (!m) continue;
     let file = m[1];
     if (file.startsWith("file://")) file = fileURLToPath(file);
-    if (file.startsWith(srcDir) || file.startsWith("node:") || file.includes("/node_modules/")) continue;
+    if (OWN.some((d) => file.startsWith(d)) || file.startsWith("node:") || file.includes("/node_modules/")) continue;
     return `${file.slice(file.lastIndexOf("/") + 1)}:${m[2]}`;
   }
   return "";
+}
+
+/** Run `fn` with every node it makes attributed to `site`. */
+export function withSite<T>(site: string, fn: () => T): T {
+  const outer = override;
+  override = site;
+  try {
+    return fn();
+  } finally {
+    override = outer;
+  }
 }

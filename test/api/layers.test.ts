@@ -59,11 +59,11 @@ describe("layer output shapes", () => {
 
   test("embedding maps i32 [B, T] to [B, T, dim]", () => {
     expect(sequential([embedding(10, 3)], { inputShape: [4], inputDtype: "i32" }).outputs[0].shape).toEqual(["B", 4, 3]);
-    expect(() => sequential([embedding(10, 3)], { inputShape: [4] })).toThrow(/embedding_1: takes one i32 index tensor/);
+    expect(() => sequential([embedding(10, 3)], { inputShape: [4] })).toThrow(/^embedding_1 @ layers\.test\.ts:\d+: takes one i32 index tensor/);
   });
 
   test("a wrong rank names the layer", () => {
-    expect(() => sequential([conv2d(2, 3)], { inputShape: [5] })).toThrow(/conv2d_1: expects rank 4, got f32\[B,5\]/);
+    expect(() => sequential([conv2d(2, 3)], { inputShape: [5] })).toThrow(/^conv2d_1 @ layers\.test\.ts:\d+: expects rank 4, got f32\[B,5\]/);
   });
 });
 

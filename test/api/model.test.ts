@@ -39,6 +39,15 @@ describe("model definition", () => {
     expect(m.outputs).toEqual([{ shape: ["B", 2], dtype: "f32" }]);
   });
 
+  test("nodes carry the line that made their layer and its name; a layer's error names both", () => {
+    const m = sequential([dense(4, { activation: "relu" }), dense(3)], { inputShape: [5] });
+    const { graph } = predictGraph(m);
+    const sites = new Set(graph.nodes.filter((n) => n.op === "matmul").map((n) => n.site));
+    expect([...sites].sort()).toEqual([expect.stringMatching(/^model\.test\.ts:\d+ \(dense_1\)$/), expect.stringMatching(/^model\.test\.ts:\d+ \(dense_2\)$/)]);
+    // A model is built once as it is defined: the error comes at sequential().
+    expect(() => sequential([dense(4), conv2d(2, 3)], { inputShape: [5] })).toThrow(/^conv2d_1 @ model\.test\.ts:\d+: expects rank 4, got f32\[B,4\]/);
+  });
+
   test("a functional model equals the sequential one, and a shared layer shares its parameters", () => {
     const [l1, l2] = [dense(5, { activation: "tanh" }), dense(2)];
     const x = input([3]);

@@ -106,7 +106,7 @@ test("parameters: Keras names and shapes; the forget gate's bias starts at 1", (
   const g2 = new GraphBuilder();
   const bias = plain.build(g2, [g2.input("x", "f32", ["B", T, F])], { training: false }).params[2];
   expect(Array.from(bias.initial(7))).toEqual(new Array(8).fill(0));
-  expect(() => sequential([simpleRnn(3)], { inputShape: [F] })).toThrow(/simple_rnn_1: expects rank 3, got f32\[B,4\]/);
+  expect(() => sequential([simpleRnn(3)], { inputShape: [F] })).toThrow(/^simple_rnn_1 @ recurrent\.test\.ts:\d+: expects rank 3, got f32\[B,4\]/);
 });
 
 test("stacked LSTMs: the forward pass on Dawn matches the reference", async () => {
