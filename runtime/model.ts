@@ -19,7 +19,10 @@ import { mulberry32 } from "../src/api/initializers.ts";
 import type { Loss, LossName } from "../src/api/losses.ts";
 import { evalGraph, predictGraph, trainStepGraph, type MetricName, type Model, type ModelGraph } from "../src/api/model.ts";
 import type { Optimizer } from "../src/api/optimizer.ts";
+import { inputNodes } from "../src/ir/bind.ts";
 import { KilnError } from "../src/ir/errors.ts";
+import { formatType } from "../src/ir/shape.ts";
+import { toStorage } from "./buffers.ts";
 import { parseGraph } from "../src/ir/parse.ts";
 import { printGraph } from "../src/ir/print.ts";
 import type { HostTensor } from "../src/interpret.ts";
@@ -148,12 +151,13 @@ export class TrainedModel {
     this.hostVersion = ++this.version;
   }
 
-  async fit(x: HostTensor, y: HostTensor, opts: FitOptions): Promise<History> {
+  async fit(x0: HostTensor, y0: HostTensor, opts: FitOptions): Promise<History> {
     const batchSize = opts.batchSize ?? 32;
+    const { x, y } = this.conform({ x: x0, y: y0 }, "fit");
     const n = examples(x, y, "fit");
     let [train, val] = [{ x, y, n }, undefined as { x: HostTensor; y: HostTensor; n: number } | undefined];
     if (opts.validationData) {
-      const [vx, vy] = opts.validationData;
+      const { x: vx, y: vy } = this.conform({ x: opts.validationData[0], y: opts.validationData[1] }, "fit validationData");
       val = { x: vx, y: vy, n: examples(vx, vy, "fit validationData") };
     } else if (opts.validationSplit) {
       const split = opts.validationSplit;
@@ -237,7 +241,8 @@ export class TrainedModel {
   }
 
   /** Loss and metrics in inference mode, over all examples (the mean over examples). */
-  async evaluate(x: HostTensor, y: HostTensor, opts: { batchSize?: number } = {}): Promise<Evaluation> {
+  async evaluate(x0: HostTensor, y0: HostTensor, opts: { batchSize?: number } = {}): Promise<Evaluation> {
+    const { x, y } = this.conform({ x: x0, y: y0 }, "evaluate");
     const n = examples(x, y, "evaluate");
     const batch = opts.batchSize ?? 32;
     if (!this.evaluator || this.evaluator.batch < batch) this.evaluator = await this.compileFor(evalGraph(this.model, { ...this.config, accumulate: true }), batch, this.evaluator);
@@ -252,7 +257,8 @@ export class TrainedModel {
   }
 
   /** The model's output for every example, in batches. */
-  async predict(x: HostTensor, opts: { batchSize?: number } = {}): Promise<OutputTensor> {
+  async predict(x0: HostTensor, opts: { batchSize?: number } = {}): Promise<OutputTensor> {
+    const { x } = this.conform({ x: x0 }, "predict");
     const n = x.shape[0];
     const batch = opts.batchSize ?? 32;
     if (!this.predictor || this.predictor.batch < batch) this.predictor = await this.compileFor(predictGraph(this.model), batch, this.predictor);
@@ -307,6 +313,24 @@ export class TrainedModel {
   }
 
   // ---- internals ----
+
+  /** The data checked against the model's inputs ("x", and the labels "y") — example shape and
+   *  values of the dtype — and as typed arrays of it, before anything is compiled or run. */
+  private conform<K extends string>(data: Record<K, HostTensor>, what: string): Record<K, HostTensor> {
+    const inputs = inputNodes(this.specs.graph);
+    const out = {} as Record<K, HostTensor>;
+    for (const name of Object.keys(data) as K[]) {
+      const node = inputs.find((n) => n.attrs.name === name);
+      if (!node) throw new KilnError(`${what}: the model takes inputs ${inputs.filter((n) => !n.attrs.name.includes("/")).map((n) => n.attrs.name).join(", ")}; fit, evaluate and predict feed one input x (and labels y)`);
+      const t = data[name];
+      const want = node.type.shape.slice(1);
+      if (t.shape.length !== want.length + 1 || want.some((d, i) => d !== t.shape[i + 1])) {
+        throw new KilnError(`${what}: ${name} has shape [${t.shape}]; the model wants [N,${want}] (${name === "y" ? "labels" : "examples"} of ${formatType({ dtype: node.type.dtype, shape: want })})`);
+      }
+      out[name] = { shape: t.shape, data: toStorage(node.type.dtype, t.data, `${what}: ${name}`) };
+    }
+    return out;
+  }
 
   private modelNames(optimizer: boolean): string[] {
     const names = [...this.specs.params.map((p) => p.name), ...this.specs.variables.map((v) => v.name).filter((v) => v !== "step/t")];

@@ -150,4 +150,17 @@ describe("compileModel", () => {
     await expect(m.fit(x, y, { epochs: 3, batchSize: 8, ...quiet })).rejects.toThrow(/training loss became (NaN|Infinity) in epoch \d/);
     m.dispose();
   });
+
+  test("data is checked against the model before anything runs: shapes, label dtype; plain arrays are fine", async () => {
+    const m = await compileModel(net(), { optimizer: sgd({ learningRate: 0.1 }), loss: "categoricalCrossEntropy" });
+    const { x, y } = blobs(10, 11);
+    await expect(m.fit(x, { shape: [10, 3], data: new Float32Array(30) }, { epochs: 1, ...quiet })).rejects.toThrow("fit: y has shape [10,3]; the model wants [N,2] (labels of f32[2])");
+    await expect(m.evaluate({ shape: [10, 4], data: new Float32Array(40) }, y)).rejects.toThrow("evaluate: x has shape [10,4]; the model wants [N,3] (examples of f32[3])");
+    const sparse = await compileModel(net(), { optimizer: sgd({ learningRate: 0.1 }), loss: "sparseCategoricalCrossEntropy" });
+    await expect(sparse.fit(x, { shape: [10], data: new Float32Array(10).fill(0.5) }, { epochs: 1, ...quiet })).rejects.toThrow(/fit: y: element 0 is 0\.5, not an i32/);
+    const h = await sparse.fit({ shape: [10, 3], data: Array.from(x.data) }, { shape: [10], data: Array.from({ length: 10 }, (_, i) => i % 2) }, { epochs: 1, batchSize: 4, ...quiet });
+    expect(Number.isFinite(h.loss[0])).toBe(true);
+    m.dispose();
+    sparse.dispose();
+  });
 });
