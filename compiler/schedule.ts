@@ -3,15 +3,17 @@
  *  hold. Two orders are considered:
  *    - program order: the kernels in the order their roots were built (forward, then backward);
  *    - memory-greedy: list scheduling that, among the kernels whose inputs are ready, runs the
- *      one that frees the most bytes net of what it allocates (ties: program order). A training
- *      step's weight-gradient + update kernels, which free activations and allocate little, are
- *      pulled forward; a long side branch waits until its inputs would otherwise stay live.
- *          program order   fwd1 fwd2 … bwd3 upd3 bwd2 upd2    peak: all activations + δ
- *          memory-greedy   fwd1 fwd2 … bwd3 upd3 bwd2 upd2    (the same here), but a kernel
- *                          whose result is only needed late is deferred to where it is read
- *  Each order's peak (the most bytes of temporaries live at one time, symbolic dims bound to
- *  `dims` or 64) is estimated from the kernels' reads, and the lower one is kept: the greedy
- *  heuristic can lose (it is myopic), so it never replaces a better program order.
+ *      one that frees the most bytes net of what it allocates (ties: program order).
+ *      The MLP training step (fused: an update is its weight gradient's epilogue):
+ *          program order   fwd…  δ³ Σδ³  δ² Σδ²  δ¹ Σδ¹  W¹' b¹' W²' b²' W³' b³'
+ *                          (grad built every update last: every δ lives to the end)
+ *          memory-greedy   fwd…  δ³ Σδ³ b³'  δ² W³'  Σδ² b²'  δ¹ Σδ¹ b¹'  W²' W¹'
+ *                          (each update as soon as its gradient is ready, so δ dies early)
+ *  A state update runs after every other reader of its weight, so it can still be written in
+ *  place. Each order's peak (the most bytes of temporaries live at one time, symbolic dims bound
+ *  to `dims` or 64) is estimated from the kernels' reads, and the lower one is kept: the greedy
+ *  heuristic is myopic and can lose. On the MLP training step (batch 128) it lowers the planned
+ *  arena from 1.0 to 0.74 MiB, on LeNet-5's (batch 64) from 3.46 to 2.58 MiB.
  *  Needs the fusion plan (./fuse.ts): kernels are the materialized values that are not buffers. */
 import { bindShape, type DimEnv } from "../src/ir/shape.ts";
 import type { Graph, ValueId } from "../src/ir/types.ts";
