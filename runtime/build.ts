@@ -4,7 +4,7 @@
  *  or a module default-exporting { graph, state, dims, weights }. The folder is written whole
  *  or not at all: into <dir>.tmp-<pid>, then renamed over <dir>. */
 import { existsSync, mkdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from "node:fs";
-import { basename, dirname, join, resolve } from "node:path";
+import { basename, dirname, extname, join, resolve } from "node:path";
 import { emitBundle, type BundleFiles } from "../compiler/bundle/emit.ts";
 import { compile } from "../compiler/pipeline.ts";
 import { CPU_TARGET, GPU_TARGET } from "../compiler/target.ts";
@@ -13,7 +13,10 @@ import { KilnError } from "../src/ir/errors.ts";
 import { parseGraph } from "../src/ir/parse.ts";
 import { formatType } from "../src/ir/shape.ts";
 import type { Graph } from "../src/ir/types.ts";
-import { loadModel } from "./model-file.ts";
+import { loadModule, type Model as LoadedModel } from "./model-file.ts";
+import type { Loss, LossName } from "../src/api/losses.ts";
+import { Model, predictGraph, trainStepGraph, type MetricName } from "../src/api/model.ts";
+import type { Optimizer } from "../src/api/optimizer.ts";
 import { encodeSafetensors, readSafetensors, toSafeDtype, type SafeTensor } from "./safetensors.ts";
 
 export type WeightArray = Float32Array | Int32Array | Uint32Array | Uint8Array;
@@ -75,7 +78,33 @@ export function writeBundle(dir: string, files: BundleFiles): void {
   }
 }
 
-/** A model argument: a saved-model folder, or a module with { graph, state, dims?, weights }. */
+/** A module exporting a model of the model API (src/api/model.ts), untrained: its weights are
+ *  its initialisers' values for `seed` (as compileModel's), so a training bundle starts where
+ *  fit would. --train needs the optimizer and loss. */
+interface KerasSpec {
+  readonly model: Model;
+  readonly optimizer?: Optimizer;
+  readonly loss?: LossName | Loss;
+  readonly metrics?: readonly MetricName[];
+  readonly l2?: number;
+  readonly seed?: number;
+}
+
+function fromKerasSpec(file: string, spec: KerasSpec, train: boolean): { input: Omit<BuildInput, "dims"> } {
+  const seed = spec.seed ?? 0;
+  if (train && (!spec.optimizer || !spec.loss)) throw new KilnError(`${file}: a training bundle needs { model, optimizer, loss } (got ${Object.keys(spec).join(", ")})`);
+  const mg = train
+    ? trainStepGraph(spec.model, { optimizer: spec.optimizer!, loss: spec.loss!, metrics: spec.metrics, l2: spec.l2 })
+    : predictGraph(spec.model);
+  const weights: Record<string, WeightArray> = {};
+  for (const p of mg.params) weights[p.name] = p.initial(seed);
+  for (const v of mg.variables) weights[v.name] = v.initial(seed);
+  for (const s of mg.slots) weights[s.name] = new Float32Array(s.shape.reduce((a, d) => a * d, 1)).fill(s.init);
+  return { input: { graph: mg.graph, state: mg.state, weights } };
+}
+
+/** A model argument: a saved-model folder, a module with { graph, state, dims?, weights }, or a
+ *  module with { model, optimizer?, loss?, metrics?, seed? } (see KerasSpec). */
 async function resolveModel(model: string, train: boolean): Promise<{ input: Omit<BuildInput, "dims">; dims?: Record<string, number> }> {
   if (existsSync(model) && statSync(model).isDirectory()) {
     const file = readSafetensors(join(model, "weights.safetensors"));
@@ -90,11 +119,14 @@ async function resolveModel(model: string, train: boolean): Promise<{ input: Omi
     const state = Object.fromEntries(inputNodes(graph).filter((n) => n.attrs.name in file.tensors).map((n) => [n.attrs.name, null]));
     return { input: { graph, state, weights } };
   }
-  const m = await loadModel(model);
-  const weights = (m as { weights?: Record<string, WeightArray> }).weights;
-  if (!weights) throw new KilnError(`${model}: no weights; build a saved-model folder (TrainedModel.save) or a module exporting { graph, state, dims?, weights }`);
+  if (extname(model) === ".kir") throw new KilnError(`${model}: a .kir file has no weights; build a saved-model folder (TrainedModel.save) or a module`);
+  const spec = await loadModule(model);
+  if (typeof spec === "object" && spec !== null && (spec as KerasSpec).model instanceof Model) return fromKerasSpec(model, spec as KerasSpec, train);
+  const m = spec as Partial<LoadedModel> & { weights?: Record<string, WeightArray> };
+  if (typeof m !== "object" || m === null || !m.graph) throw new KilnError(`${model}: the default export must be { graph, state, dims?, weights } or { model, optimizer?, loss?, metrics?, seed? } (got ${typeof spec})`);
+  if (!m.weights) throw new KilnError(`${model}: no weights; build a saved-model folder (TrainedModel.save), a module exporting { graph, state, dims?, weights }, or one exporting { model, optimizer?, loss? } (initial weights)`);
   if (!m.state) throw new KilnError(`${model}: a module to build must export state (resident inputs → their updates, or null)`);
-  return { input: { graph: m.graph, state: m.state, weights }, dims: m.dims };
+  return { input: { graph: m.graph, state: m.state, weights: m.weights }, dims: m.dims };
 }
 
 /** kiln build: compile a model into a standalone bundle folder. */

@@ -22,13 +22,28 @@ const MODULES = new Set([".ts", ".mts", ".js", ".mjs"]);
 const isGraph = (v: unknown): v is Graph =>
   typeof v === "object" && v !== null && Array.isArray((v as Graph).nodes) && Array.isArray((v as Graph).outputs);
 
-export async function loadModel(file: string): Promise<Model> {
+/** A module's default export (a function's result, if it is one). */
+export async function loadModule(file: string): Promise<unknown> {
   const ext = extname(file);
-  if (ext === ".kir") return { graph: parseGraph(readFileSync(file, "utf8")) };
   if (!MODULES.has(ext)) throw new KilnError(`${file}: a model is a .kir text-IR file or a module (${[...MODULES].join(" ")}), not "${ext || "no extension"}"`);
-  const mod = (await import(pathToFileURL(resolve(file)).href)) as { default?: unknown };
-  let v = mod.default;
-  if (typeof v === "function") v = await (v as () => unknown)();
+  let mod: { default?: unknown };
+  try {
+    mod = (await import(pathToFileURL(resolve(file)).href)) as { default?: unknown };
+  } catch (e) {
+    // tsx loads a .ts file outside a "type": "module" package as CommonJS, which cannot import
+    // Kiln's ES modules: the error names a require() cycle.
+    if (ext === ".ts" && /require\(\)|ERR_REQUIRE/.test(String((e as Error).message))) {
+      throw new KilnError(`${file}: loaded as CommonJS (no "type": "module" package.json above it); name it .mts, or put it in an ES-module package: ${(e as Error).message}`);
+    }
+    throw e;
+  }
+  const v = mod.default;
+  return typeof v === "function" ? await (v as () => unknown)() : v;
+}
+
+export async function loadModel(file: string): Promise<Model> {
+  if (extname(file) === ".kir") return { graph: parseGraph(readFileSync(file, "utf8")) };
+  const v = await loadModule(file);
   if (isGraph(v)) return { graph: v };
   if (typeof v === "object" && v !== null && isGraph((v as Model).graph)) {
     const { graph, state, dims } = v as Model;

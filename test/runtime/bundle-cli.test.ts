@@ -2,7 +2,8 @@
  *  loadPredictor predicts, and the training bundle's Adam step gives the float64 reference's
  *  loss and updates — both run standalone. Bad arguments are refused. */
 import { execFileSync } from "node:child_process";
-import { cpSync, existsSync, mkdtempSync, readdirSync, readFileSync } from "node:fs";
+import { cpSync, existsSync, mkdtempSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
+import { pathToFileURL } from "node:url";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
@@ -73,7 +74,38 @@ describe("kiln build", () => {
     };
     cpSync("examples/ir/affine-tanh.kir", join(root, "m.kir"));
     expect(fail("build", join(root, "m.kir"), "--out", join(root, "b"), "--batch", "0")).toMatch(/--batch must be a positive integer, got "0"/);
-    expect(fail("build", join(root, "m.kir"), "--out", join(root, "b"))).toMatch(/m\.kir: no weights; build a saved-model folder/);
+    expect(fail("build", join(root, "m.kir"), "--out", join(root, "b"))).toMatch(/m\.kir: a \.kir file has no weights; build a saved-model folder/);
     expect(existsSync(join(root, "b"))).toBe(false);
+  });
+
+  // .mts: a .ts file outside a "type": "module" package would be loaded as CommonJS.
+  it("builds from a module: a model of the model API at its initial weights, or a graph with its weights", async () => {
+    const root = mkdtempSync(join(tmpdir(), "kiln-build-"));
+    const src = (f: string) => JSON.stringify(pathToFileURL(join(process.cwd(), f)).href);
+    writeFileSync(join(root, "keras.mts"), [
+      `import { dense } from ${src("src/api/layers.ts")};`,
+      `import { sequential } from ${src("src/api/model.ts")};`,
+      `import { sgd } from ${src("src/api/optimizers.ts")};`,
+      `export default { model: sequential([dense(4, { activation: "relu" }), dense(2, { activation: "softmax" })], { inputShape: [3] }), optimizer: sgd({ learningRate: 0.1 }), loss: "categoricalCrossEntropy", seed: 5 };`,
+    ].join("\n"));
+    writeFileSync(join(root, "graph.mts"), [
+      `import { GraphBuilder } from ${src("src/api/builder.ts")};`,
+      `const g = new GraphBuilder();`,
+      `const x = g.input("x", "f32", ["B", 3]);`,
+      `const w = g.input("w", "f32", [3, 2]);`,
+      `export default { graph: g.build({ y: x.matmul(w) }), state: { w: null }, weights: { w: Float32Array.from([1, 2, 3, 4, 5, 6]) } };`,
+    ].join("\n"));
+    const x = Float32Array.from([0.5, -1, 2, 1, 0, -0.25]);
+    kiln("build", join(root, "keras.mts"), "--out", join(root, "keras"), "--batch", "2");
+    const got = (await runStandalone(standalone(filesOf(join(root, "keras"))), { x })).results[0].y;
+    const m = await compileModel(sequential([dense(4, { activation: "relu" }), dense(2, { activation: "softmax" })], { inputShape: [3] }), { optimizer: adam({}), loss: "categoricalCrossEntropy", seed: 5 });
+    const want = (await m.predict({ shape: [2, 3], data: x })).data;
+    m.dispose();
+    got.forEach((v, i) => expect(v).toBeCloseTo(want[i], 6));
+    kiln("build", join(root, "keras.mts"), "--out", join(root, "keras-train"), "--train");
+    expect(JSON.parse(readFileSync(join(root, "keras-train", "manifest.json"), "utf8")).mode).toBe("train");
+    kiln("build", join(root, "graph.mts"), "--out", join(root, "graph"), "--batch", "2");
+    const y = (await runStandalone(standalone(filesOf(join(root, "graph"))), { x })).results[0].y;
+    expect(y).toEqual([0.5 * 1 - 1 * 3 + 2 * 5, 0.5 * 2 - 1 * 4 + 2 * 6, 1 * 1 + 0 - 0.25 * 5, 1 * 2 + 0 - 0.25 * 6]);
   });
 });
