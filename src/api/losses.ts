@@ -83,7 +83,11 @@ export type LossName =
   | "mse"
   | "categoricalCrossEntropy" | "categoricalCrossEntropyFromLogits"
   | "sparseCategoricalCrossEntropy" | "sparseCategoricalCrossEntropyFromLogits"
-  | "binaryCrossEntropy" | "binaryCrossEntropyFromLogits";
+  | "binaryCrossEntropy" | "binaryCrossEntropyFromLogits"
+  | KerasLossName;
+
+/** Keras's names, for users porting a model: the same losses (from probabilities). */
+export type KerasLossName = "mean_squared_error" | "categorical_crossentropy" | "sparse_categorical_crossentropy" | "binary_crossentropy";
 
 export interface Loss {
   readonly name: string;
@@ -135,13 +139,21 @@ function crossEntropy(kind: Kind, fromLogits: boolean, name: string): Loss {
   };
 }
 
-export function lossByName(name: LossName | Loss): Loss {
-  if (typeof name !== "string") return name;
+const KERAS_NAMES: Readonly<Record<KerasLossName, LossName>> = {
+  mean_squared_error: "mse",
+  categorical_crossentropy: "categoricalCrossEntropy",
+  sparse_categorical_crossentropy: "sparseCategoricalCrossEntropy",
+  binary_crossentropy: "binaryCrossEntropy",
+};
+
+export function lossByName(given: LossName | Loss): Loss {
+  if (typeof given !== "string") return given;
+  const name: string = KERAS_NAMES[given as KerasLossName] ?? given;
   const m = /^(categorical|sparseCategorical|binary)CrossEntropy(FromLogits)?$/.exec(name);
   if (m) {
     const kind: Kind = m[1] === "sparseCategorical" ? "sparse" : (m[1] as Kind);
     return crossEntropy(kind, m[2] !== undefined, name);
   }
   if (name === "mse") return { name, labels: (pred) => ({ dtype: "f32", shape: pred }), compute: mse };
-  throw new KilnError(`unknown loss "${name}" (mse, categoricalCrossEntropy, sparseCategoricalCrossEntropy, binaryCrossEntropy, each cross-entropy also …FromLogits)`);
+  throw new KilnError(`unknown loss "${given}" (mse, categoricalCrossEntropy, sparseCategoricalCrossEntropy, binaryCrossEntropy, each cross-entropy also …FromLogits; or Keras's ${Object.keys(KERAS_NAMES).join(", ")})`);
 }

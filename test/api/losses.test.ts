@@ -7,6 +7,7 @@ import {
   lossByName, mse, sparseCategoricalCrossEntropy, sparseCategoricalCrossEntropyFromLogits, type LossName,
 } from "../../src/api/losses.ts";
 import { interpret, type HostTensor } from "../../src/interpret.ts";
+import { printGraph } from "../../src/ir/print.ts";
 import { host } from "../helpers/data.ts";
 import { expectGradOk } from "../helpers/gradcheck.ts";
 
@@ -99,6 +100,19 @@ describe("losses against float64 formulas", () => {
     expect(() => categoricalCrossEntropy(p, g.input("y", "f32", ["B", 1]))).toThrow("categoricalCrossEntropy: shapes differ (f32[B,3] vs f32[B,1])");
     expect(() => sparseCategoricalCrossEntropy(p, g.input("z", "f32", ["B"]))).toThrow(/sparseCategoricalCrossEntropy: needs i32 labels/);
     expect(() => lossByName("hinge" as LossName)).toThrow(/unknown loss "hinge"/);
+  });
+
+  test("Keras's loss names are the same losses", () => {
+    const graphOf = (name: LossName, sparse: boolean): string => {
+      const g = new GraphBuilder();
+      const p = activate(g.input("z", "f32", ["B", 3]), "softmax");
+      const y = sparse ? g.input("y", "i32", ["B"]) : g.input("y", "f32", ["B", 3]);
+      return printGraph(g.build({ l: lossByName(name).compute(p, y) }));
+    };
+    for (const [keras, ours] of [["categorical_crossentropy", "categoricalCrossEntropy"], ["binary_crossentropy", "binaryCrossEntropy"], ["mean_squared_error", "mse"]] as const) {
+      expect(graphOf(keras, false)).toBe(graphOf(ours, false));
+    }
+    expect(graphOf("sparse_categorical_crossentropy", true)).toBe(graphOf("sparseCategoricalCrossEntropy", true));
   });
 });
 
