@@ -19,6 +19,7 @@ import { mulberry32 } from "../src/api/initializers.ts";
 import type { Loss, LossName } from "../src/api/losses.ts";
 import { evalGraph, predictGraph, trainStepGraph, type MetricName, type Model, type ModelGraph } from "../src/api/model.ts";
 import type { Optimizer } from "../src/api/optimizer.ts";
+import { optimizerByName, type OptimizerName } from "../src/api/optimizers.ts";
 import { inputNodes } from "../src/ir/bind.ts";
 import { KilnError } from "../src/ir/errors.ts";
 import { formatType } from "../src/ir/shape.ts";
@@ -33,7 +34,8 @@ import { progress, type ProgressStream } from "./progress.ts";
 import { checkAgainst, readSafetensors, toSafeDtype, writeFileAtomic, writeSafetensors, type SafeSpec, type SafeTensor } from "./safetensors.ts";
 
 export interface CompileConfig {
-  readonly optimizer: Optimizer;
+  /** An optimizer (src/api/optimizers.ts), or its name with Keras's defaults ("adam"). */
+  readonly optimizer: Optimizer | OptimizerName;
   readonly loss: LossName | Loss;
   readonly metrics?: readonly MetricName[];
   /** λ of the L2 weight decay λ/2·Σ‖W‖² over the layers' kernels. */
@@ -110,7 +112,7 @@ interface Compiled {
 const FORMAT = "kiln-weights/1";
 
 export async function compileModel(model: Model, config: CompileConfig): Promise<TrainedModel> {
-  return new TrainedModel(model, config);
+  return new TrainedModel(model, { ...config, optimizer: optimizerByName(config.optimizer) });
 }
 
 export class TrainedModel {
@@ -125,7 +127,7 @@ export class TrainedModel {
   /** Names and shapes of everything saved: parameters, variables (model), slots and "step/t" (optimizer). */
   private readonly specs: ModelGraph;
 
-  constructor(readonly model: Model, readonly config: CompileConfig) {
+  constructor(readonly model: Model, readonly config: CompileConfig & { readonly optimizer: Optimizer }) {
     this.specs = trainStepGraph(model, { ...config, accumulate: false });
     const seed = config.seed ?? 0;
     for (const p of this.specs.params) this.host.set(p.name, p.initial(seed));

@@ -254,3 +254,19 @@ export function adam(opts: AdamOptions = {}): Optimizer {
     return { param: p.sub(m.mul(alpha).div(v.sqrt().add(epsilon))), slots: { m, v } };
   });
 }
+
+/** Keras's `optimizer: "adam"`: each optimizer by name with Keras's default hyperparameters
+ *  (SGD's learning rate 0.01). */
+export type OptimizerName = "sgd" | "adagrad" | "adadelta" | "rmsprop" | "adam";
+
+export function optimizerByName(name: OptimizerName | Optimizer): Optimizer {
+  if (typeof name !== "string") return name;
+  switch (name) {
+    case "sgd": return sgd({ learningRate: 0.01 });
+    case "adagrad": return adagrad();
+    case "adadelta": return adadelta();
+    case "rmsprop": return rmsprop();
+    case "adam": return adam();
+    default: throw new KilnError(`unknown optimizer "${name as string}" (sgd, adagrad, adadelta, rmsprop, adam; or an optimizer object: sgd({ learningRate, momentum }), …)`);
+  }
+}

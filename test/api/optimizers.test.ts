@@ -12,7 +12,7 @@ import { describe, expect, test } from "vitest";
 import { compile } from "../../compiler/pipeline.ts";
 import { GraphBuilder } from "../../src/api/builder.ts";
 import type { Optimizer } from "../../src/api/optimizer.ts";
-import { adadelta, adagrad, adam, constant, inverseTimeDecay, rmsprop, sgd, stepDecay, type Schedule } from "../../src/api/optimizers.ts";
+import { adadelta, adagrad, adam, constant, inverseTimeDecay, optimizerByName, rmsprop, sgd, stepDecay, type OptimizerName, type Schedule } from "../../src/api/optimizers.ts";
 import { interpret } from "../../src/interpret.ts";
 import type { Graph } from "../../src/ir/types.ts";
 import { Executable } from "../../runtime/execute.ts";
@@ -360,6 +360,18 @@ describe("optimizers on Dawn equal the textbook to f32 accuracy", () => {
 // The rest of the contract.
 
 describe("schedules and optimizer objects", () => {
+  test("by name, as Keras: the optimizer with Keras's defaults; an object passes through", () => {
+    const slots = (o: ReturnType<typeof optimizerByName>) => o.slots.map((s) => s.name).join(",");
+    expect(optimizerByName("sgd").learningRate).toBe(0.01);
+    expect([optimizerByName("adam").learningRate, slots(optimizerByName("adam"))]).toEqual([0.001, "m,v"]);
+    expect(slots(optimizerByName("rmsprop"))).toBe(slots(rmsprop()));
+    expect(slots(optimizerByName("adagrad"))).toBe(slots(adagrad()));
+    expect(slots(optimizerByName("adadelta"))).toBe(slots(adadelta()));
+    const mine = sgd({ learningRate: 0.5, momentum: 0.9 });
+    expect(optimizerByName(mine)).toBe(mine);
+    expect(() => optimizerByName("lbfgs" as OptimizerName)).toThrow(/unknown optimizer "lbfgs"/);
+  });
+
   test("schedule values at t = 1, 2, … in the interpreter, and describe()", () => {
     const g = new GraphBuilder();
     const t = g.input("t", "f32", [6]);
