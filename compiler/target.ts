@@ -13,13 +13,18 @@ export interface Target {
   /** The GEMM writer: "workgroup-tiled" (./wgsl/kernels/matmul.ts) or "register-blocked"
    *  (./wgsl/kernels/gemm-register.ts). */
   readonly gemm: "workgroup-tiled" | "register-blocked";
+  /** Consecutive output elements one invocation of an elementwise kernel computes
+   *  (./wgsl/kernels/elementwise.ts). On a CPU rasterizer an invocation has a fixed cost that
+   *  dwarfs one multiply-add: 8 a thread ran m·0.9 + g·0.1 over 392,000 floats 3.4× faster than
+   *  1 (0.76 vs 2.63 ms, lavapipe, 2 cores). On a GPU one a thread is the norm. */
+  readonly elementsPerThread: number;
 }
 
 /** A hardware GPU: the default when nothing is known. */
-export const GPU_TARGET: Target = { name: "gpu", gemm: "workgroup-tiled" };
+export const GPU_TARGET: Target = { name: "gpu", gemm: "workgroup-tiled", elementsPerThread: 1 };
 
 /** A software rasterizer running compute shaders on the CPU. */
-export const CPU_TARGET: Target = { name: "cpu", gemm: "register-blocked" };
+export const CPU_TARGET: Target = { name: "cpu", gemm: "register-blocked", elementsPerThread: 8 };
 
 /** Mesa's llvmpipe/lavapipe, Google's SwiftShader, Microsoft's WARP ("Basic Render Driver"),
  *  and Vulkan's CPU device type as adapters describe it. */
