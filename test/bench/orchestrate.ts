@@ -35,6 +35,11 @@ export interface BenchOptions {
   readonly stepsTimeoutS: number;
   /** Override every workload's batch (smoke runs); undefined keeps the issue's sizes. */
   readonly batch?: number;
+  /** Override W6's examples per epoch (smoke runs). */
+  readonly examples?: number;
+  /** Which of warmup, steps and chunk were set by hand (or by --smoke): the others follow a
+   *  workload's own plan where it has one (W6: its step is a whole epoch). */
+  readonly fixed?: readonly PlanKey[];
   /** "cold": a fresh empty Mesa shader cache per runner process; "warm": the persistent one. */
   readonly shaderCache: "cold" | "warm";
   readonly registry?: readonly RunnerEntry[];
@@ -53,10 +58,11 @@ export interface RunResult {
   info?: RunnerInfo;
   setupMs?: number;
   firstStepMs?: number;
-  /** The first step's loss (or checksum), and the float64 reference it should match. */
+  /** The first step's loss (or checksum), and the float64 reference it should match (none for
+   *  a W6 epoch of several batches: see reference.ts). */
   firstLoss?: number;
   lastLoss?: number;
-  reference: number;
+  reference?: number;
   /** Timed steps, in the order they ran. */
   ms: number[];
   stepsPlanned?: number;
@@ -77,6 +83,15 @@ function selected(opts: BenchOptions, w: WorkloadId): { entry: RunnerEntry; skip
 
 const errorOf = (r: Reply) => ("error" in r ? r.error : undefined);
 
+type PlanKey = "warmup" | "steps" | "chunk";
+
+/** Warm-ups, timed steps and chunk for one workload: its own plan, unless set by hand. */
+export function planFor(opts: BenchOptions, w: WorkloadId): Record<PlanKey, number> {
+  const plan = WORKLOADS[w].plan;
+  const own = (k: PlanKey) => (plan && !opts.fixed?.includes(k) ? plan[k] : opts[k]);
+  return { warmup: own("warmup"), steps: own("steps"), chunk: own("chunk") };
+}
+
 interface Live {
   readonly result: RunResult;
   readonly proc: RunnerProcess;
@@ -86,11 +101,12 @@ interface Live {
 
 export async function runWorkload(w: WorkloadId, opts: BenchOptions): Promise<RunResult[]> {
   const log = opts.log ?? (() => {});
-  const spec = withBatch(WORKLOADS[w], opts.batch);
+  const spec = withBatch(WORKLOADS[w], opts.batch, opts.examples);
   const reference = referenceValue(spec);
+  const plan = planFor(opts, w);
   const results: RunResult[] = [];
   const live: Live[] = [];
-  const setupReq: Request = { cmd: "setup", workload: w, ...(opts.batch === undefined ? {} : { batch: opts.batch }) };
+  const setupReq: Request = { cmd: "setup", workload: w, ...(opts.batch === undefined ? {} : { batch: opts.batch }), ...(opts.examples === undefined ? {} : { examples: opts.examples }) };
 
   const down = (l: Live, e: unknown) => {
     const r = l.result;
@@ -149,17 +165,17 @@ export async function runWorkload(w: WorkloadId, opts: BenchOptions): Promise<Ru
 
   const alive = () => live.filter((l) => l.result.status === "ok");
   for (const l of alive()) {
-    const ms = opts.warmup > 0 ? await steps(l, opts.warmup) : [];
+    const ms = plan.warmup > 0 ? await steps(l, plan.warmup) : [];
     if (!ms) continue;
     if (ms.length) l.estimateMs = [...ms].sort((a, b) => a - b)[Math.floor(ms.length / 2)];
     const affordable = Math.floor((opts.budgetS * 1000) / Math.max(l.estimateMs, 1e-3));
-    l.result.stepsPlanned = Math.max(Math.min(opts.minSteps, opts.steps), Math.min(opts.steps, affordable));
+    l.result.stepsPlanned = Math.max(Math.min(opts.minSteps, plan.steps), Math.min(plan.steps, affordable));
   }
   for (;;) {
     const turn = alive().filter((l) => l.result.ms.length < l.result.stepsPlanned!);
     if (!turn.length) break;
     for (const l of turn) {
-      const ms = await steps(l, Math.min(opts.chunk, l.result.stepsPlanned! - l.result.ms.length));
+      const ms = await steps(l, Math.min(plan.chunk, l.result.stepsPlanned! - l.result.ms.length));
       if (ms) l.result.ms.push(...ms);
     }
   }

@@ -6,6 +6,7 @@
  *
  *    → {"cmd":"info"}                                   ← {"ok":true,"info":{…RunnerInfo}}
  *    → {"cmd":"setup","workload":"W1","batch":128}       ← {"ok":true,"setupMs":…,"firstStepMs":…,"loss":…}
+ *      (batch and, for W6, examples override the workload's sizes; both optional)
  *    → {"cmd":"steps","n":5}                             ← {"ok":true,"ms":[…5 numbers],"loss":…}
  *    → {"cmd":"quit"}                                    ← {"ok":true}, then the process exits
  *    any failure                                         ← {"ok":false,"error":"…"}
@@ -18,7 +19,10 @@
  *
  *  A step is the whole workload step AND its read-back: for training, forward + backward + SGD
  *  update with weights resident on the device, and the scalar loss awaited on the host; for W2
- *  and W5 the whole output read back and reduced with checksum(). Each entry of ms is one such
+ *  and W5 the whole output read back and reduced with checksum(); for W6 (kind "fit") one epoch
+ *  of the library's own fit over the workload's examples, in order, and its mean loss. The
+ *  step's timing includes whatever that fit does per epoch (batching, callbacks, metrics), as
+ *  a Keras user would see it. Each entry of ms is one such
  *  step, measured with performance.now() around step(). loss is the last step's value.
  *
  *  Only protocol lines may reach stdout. serveRunner() sends console.log/info/debug/warn to
@@ -41,7 +45,7 @@ export interface RunnerInfo {
 
 export type Request =
   | { readonly cmd: "info" }
-  | { readonly cmd: "setup"; readonly workload: WorkloadId; readonly batch?: number }
+  | { readonly cmd: "setup"; readonly workload: WorkloadId; readonly batch?: number; readonly examples?: number }
   | { readonly cmd: "steps"; readonly n: number }
   | { readonly cmd: "quit" };
 
@@ -89,7 +93,7 @@ export async function serveRunner(runner: Runner): Promise<never> {
         await session?.dispose?.();
         session = undefined;
         const t0 = performance.now();
-        const s = await runner.setup(withBatch(spec, req.batch));
+        const s = await runner.setup(withBatch(spec, req.batch, req.examples));
         const t1 = performance.now();
         const loss = await s.step();
         const t2 = performance.now();

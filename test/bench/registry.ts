@@ -16,7 +16,7 @@ export interface RunnerEntry {
   readonly optIn?: string;
 }
 
-const ALL: readonly WorkloadId[] = ["W1", "W2", "W3", "W5"];
+const ALL: readonly WorkloadId[] = ["W1", "W2", "W3", "W5", "W6"];
 
 export const RUNNERS: readonly RunnerEntry[] = [
   { id: "kiln", module: "kiln.ts", args: [], workloads: ALL, smoke: true },

@@ -1,5 +1,6 @@
 /** Keeps `npm run bench` working: the orchestrator against runners that misbehave on purpose,
- *  and the real smoke run (W1, the smoke runners of registry.ts, 1 warm-up + 3 steps). */
+ *  the real smoke run (W1, the smoke runners of registry.ts, 1 warm-up + 3 steps), and Kiln's
+ *  W6 fit path at one batch per epoch. */
 import { execFile } from "node:child_process";
 import { existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -74,5 +75,25 @@ describe("npm run bench -- --smoke", () => {
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }
+  });
+});
+
+describe("W6: one epoch of fit per step", () => {
+  test("Kiln's fit: a one-batch epoch lands on the float64 loss, and the next epoch is lower", async () => {
+    // 128 examples = one batch, so the first epoch's mean loss is the loss at the initial
+    // weights, which reference.ts computes in float64.
+    const opts: BenchOptions = {
+      workloads: ["W6"], runners: ["kiln"], warmup: 0, steps: 1, chunk: 1, budgetS: 60, minSteps: 1, timeoutS: 120, stepsTimeoutS: 60,
+      examples: 128, fixed: ["warmup", "steps", "chunk"], shaderCache: "cold",
+    };
+    const run = await runBench(opts);
+    const [r] = run.results;
+    expect(r?.status, `${r?.error}\n${r?.stderr ?? ""}`).toBe("ok");
+    expect(r.reference).toBeDefined();
+    expect(r.ms).toHaveLength(1);
+    const report = buildReport(run, opts);
+    expect(report.results[0].firstLossRelError!).toBeLessThanOrEqual(REFERENCE_TOLERANCE);
+    expect(r.lastLoss!).toBeLessThan(r.firstLoss!);
+    expect(toMarkdown(report)).toMatch(/### W6 .* examples overridden to 128[^]*\| ms\/epoch, median[^]*\| kiln \| [\d.]+ \(/);
   });
 });

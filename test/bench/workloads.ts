@@ -6,10 +6,11 @@
  *  A runner whose library wants another layout (jax-js convolves NCHW/OIHW) transposes inside
  *  its step, where that cost belongs to the library. */
 
-export type WorkloadId = "W1" | "W2" | "W3" | "W5";
-export const WORKLOAD_IDS: readonly WorkloadId[] = ["W1", "W2", "W3", "W5"];
+export type WorkloadId = "W1" | "W2" | "W3" | "W5" | "W6";
+export const WORKLOAD_IDS: readonly WorkloadId[] = ["W1", "W2", "W3", "W5", "W6"];
 
-export type WorkloadKind = "train" | "forward" | "matmul";
+/** "fit": one step is one epoch of the library's Keras-style fit (W6). */
+export type WorkloadKind = "train" | "forward" | "matmul" | "fit";
 
 export interface WorkloadSpec {
   readonly id: WorkloadId;
@@ -17,10 +18,15 @@ export interface WorkloadSpec {
   readonly title: string;
   /** Samples per step (for W5: the matrix size n of an n×n·n×n product). */
   readonly batch: number;
-  /** Plain SGD learning rate (training workloads). */
+  /** Plain SGD learning rate (training workloads); Adam's for W6. */
   readonly lr: number;
   /** Seed of weights and data; fixed so every runner sees the same numbers. */
   readonly seed: number;
+  /** W6: examples in one epoch, in mini-batches of `batch`, always in the same order. */
+  readonly examples?: number;
+  /** Warm-ups, timed steps and steps per round-robin turn where the command line sets none:
+   *  W6's step is a whole epoch. */
+  readonly plan?: { readonly warmup: number; readonly steps: number; readonly chunk: number };
 }
 
 export const WORKLOADS: Readonly<Record<WorkloadId, WorkloadSpec>> = {
@@ -28,12 +34,19 @@ export const WORKLOADS: Readonly<Record<WorkloadId, WorkloadSpec>> = {
   W2: { id: "W2", kind: "forward", title: "MLP 784-500-500-10 forward, batch 1024", batch: 1024, lr: 0, seed: 2 },
   W3: { id: "W3", kind: "train", title: "LeNet-5 train step, batch 64, 28×28×1", batch: 64, lr: 0.01, seed: 3 },
   W5: { id: "W5", kind: "matmul", title: "1024³ f32 matmul", batch: 1024, lr: 0, seed: 5 },
+  W6: {
+    id: "W6", kind: "fit", title: "MLP 784-500-500-10 fit, one epoch of 2,048 examples, batch 128, Adam 1e-3, no shuffle",
+    batch: 128, examples: 2048, lr: 1e-3, seed: 6, plan: { warmup: 1, steps: 3, chunk: 1 },
+  },
 };
 
-/** The spec with a smaller batch (smoke runs), everything else unchanged. */
-export function withBatch(spec: WorkloadSpec, batch: number | undefined): WorkloadSpec {
-  return batch === undefined ? spec : { ...spec, batch };
+/** The spec with a smaller batch or fewer examples per epoch (smoke runs), else unchanged. */
+export function withBatch(spec: WorkloadSpec, batch: number | undefined, examples?: number): WorkloadSpec {
+  return { ...spec, ...(batch === undefined ? {} : { batch }), ...(examples === undefined || spec.examples === undefined ? {} : { examples }) };
 }
+
+/** Samples one step processes: an epoch's examples for W6, else the batch. */
+export const samplesPerStep = (spec: WorkloadSpec) => spec.examples ?? spec.batch;
 
 export interface HostArray {
   readonly shape: readonly number[];
@@ -119,9 +132,10 @@ export interface Batch {
   readonly onehot: HostArray;
 }
 
+/** A step's data; for W6 the whole epoch's examples, which fit takes in batches. */
 export function batchFor(spec: WorkloadSpec): Batch {
   const rng = new Rng(spec.seed * 7919 + 17);
-  const B = spec.batch;
+  const B = samplesPerStep(spec);
   const xShape = spec.id === "W3" ? [B, LENET.size, LENET.size, 1] : [B, 784];
   const x = { shape: xShape, data: Float32Array.from({ length: size(xShape) }, () => rng.uniform()) };
   const labels = Int32Array.from({ length: B }, () => Math.floor(rng.uniform() * CLASSES));
@@ -154,9 +168,9 @@ export function checksum(data: ArrayLike<number>): number {
 
 /** Nominal FLOPs of one step (2 per multiply-add of the matmuls and convolutions; elementwise
  *  work is not counted). A training step counts the forward, the weight gradients and the input
- *  gradients of every layer but the first. */
+ *  gradients of every layer but the first; a W6 epoch counts that over all its examples. */
 export function flopsPerStep(spec: WorkloadSpec): number {
-  const B = spec.batch;
+  const B = samplesPerStep(spec);
   if (spec.id === "W5") return 2 * B ** 3;
   if (spec.id === "W3") {
     const { kernel: k, conv1, conv2, size: s, flat, dense } = LENET;

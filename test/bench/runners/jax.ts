@@ -5,7 +5,9 @@
  *  write it. jax-js arrays are reference-counted and every call consumes its arguments: the step
  *  passes the old params (consumed, replaced by the returned ones) and x.ref / y.ref (kept).
  *  jax-js convolves NCHW × OIHW, so the LeNet step transposes the shared NHWC input and HWIO
- *  filters inside the jitted function and flattens in NHWC order, matching the other runners. */
+ *  filters inside the jitted function and flattens in NHWC order, matching the other runners.
+ *  W6 (one epoch of a Keras-style fit) is refused: jax-js has no layers/model/fit API, and a
+ *  hand loop of grad + Adam would time something else. */
 import { availableParallelism } from "node:os";
 import { serveRunner, type Session } from "../protocol.ts";
 import { packageVersion } from "../versions.ts";
@@ -122,6 +124,8 @@ async function setup(spec: WorkloadSpec): Promise<Session> {
       const { a, b } = matmulOperands(spec);
       return readback((x, y) => np.matmul(x, y), [toArray(a), toArray(b)]);
     }
+    case "W6":
+      throw new Error("jax-js has no Keras-style fit (no layers, compile or fit API); a hand-written grad + Adam loop would not be the same path");
   }
 }
 

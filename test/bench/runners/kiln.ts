@@ -3,17 +3,44 @@
  *  Each workload is built directly in Kiln's IR, compiled for the device's target and loaded
  *  once. Parameters and the batch are resident inputs (written once, as the peers' tf.Variables
  *  and device tensors are); a training step is one submission — forward, backward and the SGD
- *  update, whose new parameters replace the old on the GPU — and reads back only the loss. */
+ *  update, whose new parameters replace the old on the GPU — and reads back only the loss.
+ *
+ *  W6 is the Keras-style path instead: compileModel(sequential([...])) with Adam, and a step is
+ *  one `fit` epoch, unshuffled, from the workload's weights (set through setWeights). */
 import { GraphBuilder } from "../../../src/api/builder.ts";
+import { dense } from "../../../src/api/layers.ts";
+import { sequential } from "../../../src/api/model.ts";
+import { adam } from "../../../src/api/optimizers.ts";
 import type { Graph } from "../../../src/ir/types.ts";
 import { buildStep, lenet, mlp } from "../kiln-graphs.ts";
 import { acquireGpu } from "../../../runtime/device.ts";
 import { Executable } from "../../../runtime/execute.ts";
+import { compileModel } from "../../../runtime/model.ts";
 import { serveRunner, type Session } from "../protocol.ts";
 import { readFileSync } from "node:fs";
-import { batchFor, checksum, matmulOperands, paramsFor, type HostArray, type WorkloadSpec } from "../workloads.ts";
+import { MLP_LAYERS, batchFor, checksum, matmulOperands, paramsFor, type HostArray, type WorkloadSpec } from "../workloads.ts";
+
+async function fitSession(spec: WorkloadSpec): Promise<Session> {
+  const [[inputs]] = MLP_LAYERS;
+  const layers = MLP_LAYERS.map(([, units], l) => dense(units, { activation: l < MLP_LAYERS.length - 1 ? "relu" : "softmax" }));
+  const m = await compileModel(sequential(layers, { inputShape: [inputs] }), {
+    optimizer: adam({ learningRate: spec.lr }), loss: "categoricalCrossEntropy", metrics: ["accuracy"],
+  });
+  // The workload's w1 b1 w2 b2 … become dense_1/kernel, dense_1/bias, …; setWeights checks
+  // every name and size.
+  await m.setWeights(Object.fromEntries(paramsFor(spec).map(({ name, value }) => [`dense_${name.slice(1)}/${name[0] === "w" ? "kernel" : "bias"}`, value.data])));
+  const { x, onehot } = batchFor(spec);
+  return {
+    async step() {
+      const h = await m.fit(x, onehot, { epochs: 1, batchSize: spec.batch, shuffle: false, verbose: 0 });
+      return h.loss[0];
+    },
+    dispose: () => m.dispose(),
+  };
+}
 
 async function setup(spec: WorkloadSpec): Promise<Session> {
+  if (spec.kind === "fit") return fitSession(spec);
   const values: Record<string, HostArray> = {};
   let built: { graph: Graph; state: Record<string, string | null> };
   if (spec.id === "W5") {

@@ -4,12 +4,13 @@
  *  no gradients. The webgpu backend runs on the same Dawn as Kiln: `navigator.gpu` must exist
  *  before the backend module is imported (it probes for it at import time). Training uses
  *  tf.train.sgd().minimize with the weights as tf.Variables, so they stay on the device; the
- *  returned loss is awaited with data() every step. */
+ *  returned loss is awaited with data() every step. W6 is the Keras-style path: tf.sequential of
+ *  tf.layers.dense, compile with Adam, and a step is one model.fit epoch, unshuffled. */
 import { availableParallelism } from "node:os";
 import type { Scalar, Tensor, Tensor4D } from "@tensorflow/tfjs";
 import { serveRunner, type Session } from "../protocol.ts";
 import { packageVersion } from "../versions.ts";
-import { LENET, batchFor, checksum, matmulOperands, paramsFor, type HostArray, type WorkloadSpec } from "../workloads.ts";
+import { LENET, MLP_LAYERS, batchFor, checksum, matmulOperands, paramsFor, type HostArray, type WorkloadSpec } from "../workloads.ts";
 
 const backend = process.argv[2];
 if (backend !== "webgpu" && backend !== "wasm" && backend !== "cpu") {
@@ -84,6 +85,30 @@ function lenet(p: Record<string, Tensor>, x: Tensor): Tensor {
   return dense(p, tf.relu(dense(p, tf.relu(dense(p, f, 1)), 2)), 3);
 }
 
+function fit(spec: WorkloadSpec): Session {
+  const model = tf.sequential({
+    layers: MLP_LAYERS.map(([inputs, units], l) =>
+      tf.layers.dense({ units, activation: l < MLP_LAYERS.length - 1 ? "relu" : "softmax", ...(l === 0 ? { inputShape: [inputs] } : {}) })),
+  });
+  model.compile({ optimizer: tf.train.adam(spec.lr), loss: "categoricalCrossentropy", metrics: ["accuracy"] });
+  const p = Object.fromEntries(paramsFor(spec).map(({ name, value }) => [name, value]));
+  // setWeights copies, so the temporary tensors are freed at once.
+  model.layers.forEach((layer, l) => tf.tidy(() => layer.setWeights([toTensor(p[`w${l + 1}`]), toTensor(p[`b${l + 1}`])])));
+  const data = batchFor(spec);
+  const x = toTensor(data.x);
+  const y = toTensor(data.onehot);
+  return {
+    async step() {
+      const h = await model.fit(x, y, { epochs: 1, batchSize: spec.batch, shuffle: false, verbose: 0 });
+      return h.history.loss[0] as number;
+    },
+    dispose() {
+      tf.dispose([x, y]);
+      model.dispose();
+    },
+  };
+}
+
 function readback(compute: () => Tensor, keep: Tensor[]): Session {
   return {
     async step() {
@@ -112,6 +137,8 @@ async function setup(spec: WorkloadSpec): Promise<Session> {
       const [ta, tb] = [toTensor(a), toTensor(b)];
       return readback(() => tf.matMul(ta, tb), [ta, tb]);
     }
+    case "W6":
+      return fit(spec);
   }
 }
 
