@@ -88,7 +88,8 @@ function numel(shape: readonly BundleDim[], env: Record<string, number>): number
   return shape.reduce<number>((a, d) => a * (typeof d === "number" ? d : env[d]), 1);
 }
 
-/** Workgroup counts of one dispatch, or undefined when there is nothing to do. */
+/** Workgroup counts of one dispatch, or undefined when there is nothing to do: the rule of
+ *  runtime/pipelines.ts `workgroups`, restated because a bundle imports nothing of Kiln. */
 function counts(d: DispatchData, env: Record<string, number>, maxDim: number, kernel: string): [number, number, number] | undefined {
   let c: [number, number, number];
   if (d.kind === "linear") {
