@@ -55,7 +55,7 @@ export const DEFAULT_CODEGEN: CodegenOptions = { maxStorageBuffers: 8, target: G
 export { inlined, lowering };
 
 export function codegen(graph: Graph, opts: CodegenOptions = DEFAULT_CODEGEN): Program {
-  const materialized = new Set(opts.buffers ?? planBuffers(graph, { fuse: opts.fuse ?? true, maxStorageBuffers: opts.maxStorageBuffers }));
+  const materialized = new Set(opts.buffers ?? planBuffers(graph, { fuse: opts.fuse ?? true, maxStorageBuffers: opts.maxStorageBuffers, target: opts.target }));
   const kernels: Kernel[] = [];
   for (const n of opts.order?.map((id) => graph.nodes[id]) ?? graph.nodes) {
     if (!materialized.has(n.id) || lowering(n).kind === "buffer") continue;

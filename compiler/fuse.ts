@@ -46,6 +46,7 @@ import { numel, sizeEq } from "../src/ir/shape.ts";
 import type { Graph, Node, OpAttrs, OpKind, Shape, ValueId } from "../src/ir/types.ts";
 import { loweringOf, type Lowering } from "../src/ops/def.ts";
 import { OPS } from "../src/ops/table.ts";
+import { GPU_TARGET, type Target } from "./target.ts";
 import { usesTree } from "./wgsl/kernels/reduce.ts";
 
 /** How an op is lowered (its record's `wgsl`): buffer, index map, elementwise expression or kernel. */
@@ -57,6 +58,8 @@ export interface FusionOptions {
   readonly fuse: boolean;
   /** Storage buffers one kernel may bind, its output included (WebGPU's default: 8). */
   readonly maxStorageBuffers?: number;
+  /** The kernels' target: whether a reduction can take a row epilogue depends on its variant. */
+  readonly target?: Target;
 }
 
 /** A value stored only so that a kernel fits the binding limit: `root`'s kernel needed `bindings`. */
@@ -104,7 +107,7 @@ export function planFusion(graph: Graph, opts: FusionOptions = { fuse: true }): 
     else kept.add(n.id);
   }
   if (opts.fuse) epilogues(graph, live, outputs, uses, kept);
-  if (opts.fuse) rowEpilogues(graph, live, outputs, uses, kept);
+  if (opts.fuse) rowEpilogues(graph, live, outputs, uses, kept, opts.target ?? GPU_TARGET);
   const spilled = fitBindings(graph, live, kept, opts.maxStorageBuffers ?? 8);
   return { buffers: kept, spilled };
 }
@@ -116,13 +119,13 @@ const ROW_REDUCTIONS: ReadonlySet<OpKind> = new Set<OpKind>(["reduce_sum", "redu
  *  (the row it reduced, broadcast back): softmax's Σ exp(x − m) and the division e / Σ are one
  *  kernel, each thread summing its row and then writing it. Only for the one-thread-per-output
  *  reduction (a short static reduced extent), whose thread holds the whole row. */
-function rowEpilogues(graph: Graph, live: readonly boolean[], outputs: ReadonlySet<ValueId>, uses: ReadonlyMap<ValueId, Node[]>, kept: Set<ValueId>): void {
+function rowEpilogues(graph: Graph, live: readonly boolean[], outputs: ReadonlySet<ValueId>, uses: ReadonlyMap<ValueId, Node[]>, kept: Set<ValueId>, target: Target): void {
   for (const r of graph.nodes) {
     if (!live[r.id] || !ROW_REDUCTIONS.has(r.op) || outputs.has(r.id) || !kept.has(r.id)) continue;
     const { axes, keepdims } = r.attrs as OpAttrs["reduce_sum"];
     const x = graph.nodes[r.inputs[0]].type.shape;
     const reduced = axes.map((a) => x[a]);
-    if (!keepdims || reduced.some((d) => typeof d !== "number") || usesTree(r.type.shape, reduced)) continue;
+    if (!keepdims || reduced.some((d) => typeof d !== "number") || usesTree(r.type.shape, reduced, target)) continue;
     let cur: Node = r;
     const path: ValueId[] = [];
     let root: ValueId | undefined;

@@ -51,7 +51,7 @@ export const PASSES: readonly Pass[] = [
 /** fuse: which values get buffers (./fuse.ts); the binding limit is part of the decision. */
 export const fuseStage: Stage = {
   name: "fuse",
-  lower: (l, ctx) => ({ ...l, buffers: planBuffers(l.graph, { fuse: ctx.fuse, maxStorageBuffers: ctx.maxStorageBuffers }) }),
+  lower: (l, ctx) => ({ ...l, buffers: planBuffers(l.graph, { fuse: ctx.fuse, maxStorageBuffers: ctx.maxStorageBuffers, target: ctx.target }) }),
   describe: (l) => `fuse (${l.buffers?.size} values in buffers)`,
 };
 

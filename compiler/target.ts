@@ -18,13 +18,18 @@ export interface Target {
    *  dwarfs one multiply-add: 8 a thread ran m·0.9 + g·0.1 over 392,000 floats 3.4× faster than
    *  1 (0.76 vs 2.63 ms, lavapipe, 2 cores). On a GPU one a thread is the norm. */
   readonly elementsPerThread: number;
+  /** Whether a long reduction to few outputs may run as a 256-thread workgroup tree
+   *  (./wgsl/kernels/reduce.ts). On a CPU rasterizer a workgroup is one core's loop over its
+   *  invocations and every barrier splits that loop: a [B,500] column sum at B = 128 took
+   *  5–7 ms as trees, 0.2–0.3 ms as a loop a thread (lavapipe), so it always loops there. */
+  readonly reductionTree: boolean;
 }
 
 /** A hardware GPU: the default when nothing is known. */
-export const GPU_TARGET: Target = { name: "gpu", gemm: "workgroup-tiled", elementsPerThread: 1 };
+export const GPU_TARGET: Target = { name: "gpu", gemm: "workgroup-tiled", elementsPerThread: 1, reductionTree: true };
 
 /** A software rasterizer running compute shaders on the CPU. */
-export const CPU_TARGET: Target = { name: "cpu", gemm: "register-blocked", elementsPerThread: 8 };
+export const CPU_TARGET: Target = { name: "cpu", gemm: "register-blocked", elementsPerThread: 8, reductionTree: false };
 
 /** Mesa's llvmpipe/lavapipe, Google's SwiftShader, Microsoft's WARP ("Basic Render Driver"),
  *  and Vulkan's CPU device type as adapters describe it. */

@@ -1,5 +1,6 @@
 /** Reductions (reduce_sum, reduce_mean, reduce_max, reduce_min) and argmax. One of two
- *  shapes, chosen from the sizes (a symbolic extent counts as large):
+ *  shapes, chosen from the sizes (a symbolic extent counts as large) and the target (a CPU
+ *  rasterizer always loops):
  *
  *  loop: one thread per output element walks its reduced elements (many outputs or short
  *  reductions), e.g. reduce_sum f32[B,10] axes=[1]:
@@ -29,6 +30,7 @@ import { highest, lowest } from "../../../src/ops/reduce.ts";
 import { lit } from "../../../src/ops/wgsl.ts";
 import type { Kernel } from "../../program.ts";
 import type { KernelBuilder } from "../kernel-builder.ts";
+import type { Target } from "../../target.ts";
 
 const PER_GROUP = 64;
 const TREE = 256;
@@ -148,7 +150,7 @@ export function reduceKernel(kb: KernelBuilder, what: string): Kernel {
   };
 
   const out = sizeOf(outShape);
-  if (!usesTree(outShape, reduced)) {
+  if (!usesTree(outShape, reduced, kb.target)) {
     const i = kb.linearIndex(PER_GROUP);
     kb.w.line(`if (${i} >= ${kb.size(outShape)}) { return; }`);
     const outCoords = kb.unravel(i, outShape);
@@ -178,8 +180,9 @@ export function reduceKernel(kb: KernelBuilder, what: string): Kernel {
 }
 
 /** Whether a reduction to `outShape` over `reduced` runs as a workgroup tree (else a loop of one
- *  thread per output element). */
-export function usesTree(outShape: readonly Dim[], reduced: readonly Dim[]): boolean {
+ *  thread per output element): never on a target without trees (a CPU rasterizer). */
+export function usesTree(outShape: readonly Dim[], reduced: readonly Dim[], target: Target): boolean {
+  if (!target.reductionTree) return false;
   const out = sizeOf(outShape);
   const red = sizeOf(reduced);
   return out.syms.length === 0 && out.k <= TREE_MAX_OUTPUTS && (red.syms.length > 0 || red.k >= TREE_MIN_REDUCED);

@@ -1,7 +1,7 @@
-/** The CPU target's elementwise kernels (Target.elementsPerThread = 8: a loop over consecutive
- *  elements in each invocation) against the float64 reference on Dawn: element counts that are
- *  not multiples of 8 or of a workgroup, broadcasting, a symbolic batch, integer and boolean
- *  values, writing in place, and a whole training step. */
+/** The CPU target's own kernel shapes against the float64 reference on Dawn: elementwise kernels
+ *  computing 8 consecutive elements a thread (element counts that are not multiples of 8 or of a
+ *  workgroup, broadcasting, a symbolic batch, integer and boolean values, a whole training step)
+ *  and reductions that always loop, never a workgroup tree (long and symbolic extents). */
 import { describe, expect, test } from "vitest";
 import { compile } from "../../compiler/pipeline.ts";
 import { CPU_TARGET } from "../../compiler/target.ts";
@@ -50,5 +50,15 @@ describe("elementwise kernels, CPU target", () => {
     }));
     await expectMatchesReference(graph, inputs, { atol: 1e-5, rtol: 1e-4 }, cpu);
     expect(compile(graph, { ...cpu, state }).state.filter((u) => u.inPlace)).toHaveLength(6);
+  });
+
+  test.each([3, 128, 1000])("reductions over a symbolic or long extent loop, one thread an output: B = %i", async (b) => {
+    const g = new GraphBuilder();
+    const x = g.input("x", "f32", ["B", 5]);
+    const long = g.input("l", "f32", [3, 700]);
+    const graph = g.build({ s: x.sum(0), m: x.max(0), a: x.argmax(0), mean: x.mean(), r: long.sum(1), all: long.sum() });
+    const p = compile(graph, cpu);
+    for (const k of p.kernels) expect(k.wgsl, k.name).not.toContain("workgroupBarrier");
+    await expectMatchesReference(graph, { x: { shape: [b, 5], data: data(b * 5, 3) }, l: { shape: [3, 700], data: data(2100, 4) } }, { atol: 1e-4, rtol: 1e-4 }, cpu);
   });
 });
