@@ -34,6 +34,8 @@ export interface LeNetOptions {
   readonly save?: string;
   readonly plot?: string;
   readonly verbose?: 0 | 1 | 2;
+  /** Seeds the initial weights (seed) and the shuffling (seed + 1); default 1. */
+  readonly seed?: number;
 }
 
 export interface LeNetResult {
@@ -70,12 +72,12 @@ export async function trainLeNet5(opts: LeNetOptions): Promise<LeNetResult> {
   const steps = Math.ceil(n / batchSize);
   // η halves after about three epochs, is a third after six: η₀ / (1 + (t − 1) / (3 epochs)).
   const learningRate = inverseTimeDecay(opts.learningRate ?? 2e-3, 1, 3 * steps);
-  const m = await compileModel(lenet5(opts.activation, opts.dropout ?? 0), { optimizer: adam({ learningRate }), loss: "categoricalCrossEntropy", metrics: ["accuracy"], l2: opts.l2 ?? 0, seed: 1 });
+  const m = await compileModel(lenet5(opts.activation, opts.dropout ?? 0), { optimizer: adam({ learningRate }), loss: "categoricalCrossEntropy", metrics: ["accuracy"], l2: opts.l2 ?? 0, seed: opts.seed ?? 1 });
   try {
     const history = await m.fit(
       { shape: [n, IMAGE_SIZE, IMAGE_SIZE, 1], data: train.x.subarray(0, n * PIXELS) },
       { shape: [n, 10], data: oneHot(train.labels.subarray(0, n)) },
-      { epochs: opts.epochs, batchSize, verbose: opts.verbose ?? 1, seed: 2, ...(opts.plot ? { plot: opts.plot } : {}) },
+      { epochs: opts.epochs, batchSize, verbose: opts.verbose ?? 1, seed: (opts.seed ?? 1) + 1, ...(opts.plot ? { plot: opts.plot } : {}) },
     );
     const score = await m.evaluate(asImages(test), { shape: [test.n, 10], data: oneHot(test.labels) }, { batchSize: 500 });
     if (opts.save) await m.save(opts.save);
@@ -98,6 +100,7 @@ async function main(): Promise<void> {
     .option("--lr <x>", "Adam's initial learning rate", "0.002")
     .option("--activation <name>", "relu or tanh", "relu")
     .option("--dropout <rate>", "dropout before each dense layer (0: none, as the original)", "0.25")
+    .option("--seed <n>", "seeds the initial weights and the shuffling", "1")
     .option("--save <dir>", "save the weights here")
     .option("--plot <file.svg>", "write the loss / accuracy curves", "out/lenet5.svg")
     .parse();
@@ -110,6 +113,7 @@ async function main(): Promise<void> {
     learningRate: positiveNumber("--lr", o.lr, false),
     activation: o.activation,
     dropout: Number(o.dropout),
+    seed: Number(o.seed),
     save: o.save,
     plot: o.plot,
   });
