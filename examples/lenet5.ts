@@ -8,7 +8,8 @@
  *  1/t (inverseTimeDecay), so the last epochs settle instead of hopping about the minimum.
  *  8,000 digits are few for 60k parameters: without dropout the net fits the training set
  *  (99.6%) and stops at 97.7% held out after 12 epochs; dropout 0.25 before each dense layer
- *  (the default here, `--dropout 0` for the original) gave 98.15% after 15. */
+ *  (the default here, `--dropout 0` for the original) gives 97.7–97.95% after 15 over seeds
+ *  1–3 (`--seed`). */
 import { mkdirSync } from "node:fs";
 import { dirname } from "node:path";
 import { Command } from "commander";
