@@ -59,20 +59,25 @@ function zeroed(files: Map<string, string | Uint8Array>): Map<string, string | U
   return new Map([...files, ["weights.safetensors", bytes], ["manifest.json", JSON.stringify(manifest)]]);
 }
 
+/** An inference bundle run standalone on `n` examples matches Kiln's runtime and the float64
+ *  reference, and the same bundle with zeroed weights does not; returns its output. */
+async function checkInference(input: BuildInput, name: string, n: number, size: number, seed: number): Promise<number[]> {
+  const files = buildBundle(input, { name });
+  const { x } = batchOf(n, size, seed);
+  const got = (await runStandalone(standalone(files), { x })).results[0].out;
+  const ours = (await kiln(input, { x }, n, 1)).runs[0].out.data;
+  const ref = reference(input, { x }, n, 1).runs[0].out.data;
+  expect(worst(got, ours, 1e-6, 1e-5)).toBeLessThanOrEqual(1);
+  expect(worst(got, ref, 1e-5, 1e-4)).toBeLessThanOrEqual(1);
+  const empty = (await runStandalone(standalone(zeroed(files)), { x })).results[0].out;
+  expect(worst(empty, ref, 1e-5, 1e-4)).toBeGreaterThan(1);
+  return got;
+}
+
 describe("standalone bundles", () => {
   it("MNIST MLP inference: matches Kiln's runtime and the float64 reference below its batch bound; zeroed weights do not", async () => {
-    const input = mlpInput("forward", 8);
-    const files = buildBundle(input, { name: "mnist-mlp" });
-    const n = 5;
-    const { x } = batchOf(n, 784, 1);
-    const got = (await runStandalone(standalone(files), { x })).results[0].out;
-    expect(got).toHaveLength(n * 10);
-    const ours = (await kiln(input, { x }, n, 1)).runs[0].out.data;
-    const ref = reference(input, { x }, n, 1).runs[0].out.data;
-    expect(worst(got, ours, 1e-6, 1e-5)).toBeLessThanOrEqual(1);
-    expect(worst(got, ref, 1e-5, 1e-4)).toBeLessThanOrEqual(1);
-    const empty = (await runStandalone(standalone(zeroed(files)), { x })).results[0].out;
-    expect(worst(empty, ref, 1e-5, 1e-4)).toBeGreaterThan(1);
+    const got = await checkInference(mlpInput("forward", 8), "mnist-mlp", 5, 784, 1);
+    expect(got).toHaveLength(5 * 10);
   });
 
   it("MNIST MLP training step: losses and updated weights match over two steps", async () => {
@@ -97,16 +102,6 @@ describe("standalone bundles", () => {
   });
 
   it("LeNet-5 inference: matches Kiln's runtime and the float64 reference; zeroed weights do not", async () => {
-    const input = lenetInput(4);
-    const files = buildBundle(input, { name: "lenet5" });
-    const n = 3;
-    const { x } = batchOf(n, 28 * 28, 3);
-    const got = (await runStandalone(standalone(files), { x })).results[0].out;
-    const ours = (await kiln(input, { x }, n, 1)).runs[0].out.data;
-    const ref = reference(input, { x }, n, 1).runs[0].out.data;
-    expect(worst(got, ours, 1e-6, 1e-5)).toBeLessThanOrEqual(1);
-    expect(worst(got, ref, 1e-5, 1e-4)).toBeLessThanOrEqual(1);
-    const empty = (await runStandalone(standalone(zeroed(files)), { x })).results[0].out;
-    expect(worst(empty, ref, 1e-5, 1e-4)).toBeGreaterThan(1);
+    await checkInference(lenetInput(4), "lenet5", 3, 28 * 28, 3);
   });
 });
