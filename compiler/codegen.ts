@@ -55,7 +55,9 @@ export const DEFAULT_CODEGEN: CodegenOptions = { maxStorageBuffers: 8, target: G
 export { inlined, lowering };
 
 export function codegen(graph: Graph, opts: CodegenOptions = DEFAULT_CODEGEN): Program {
-  const materialized = new Set(opts.buffers ?? planBuffers(graph, { fuse: opts.fuse ?? true, maxStorageBuffers: opts.maxStorageBuffers, target: opts.target }));
+  const materialized = new Set(
+    opts.buffers ?? planBuffers(graph, { fuse: opts.fuse ?? true, maxStorageBuffers: opts.maxStorageBuffers, target: opts.target }),
+  );
   const kernels: Kernel[] = [];
   for (const n of opts.order?.map((id) => graph.nodes[id]) ?? graph.nodes) {
     if (!materialized.has(n.id) || lowering(n).kind === "buffer") continue;
@@ -63,7 +65,9 @@ export function codegen(graph: Graph, opts: CodegenOptions = DEFAULT_CODEGEN): P
     if (k.bindings.length > opts.maxStorageBuffers) {
       // ./fuse.ts fits every kernel to the limit: reaching here is a compiler bug, or a plan
       // (opts.buffers) made for a larger limit than this one.
-      throw new KilnError(`internal: ${k.name} for ${describeNode(n.op, n.id, n.site)} binds ${k.bindings.length} storage buffers, past the limit of ${opts.maxStorageBuffers} that the fusion plan was made to fit`);
+      throw new KilnError(
+        `internal: ${k.name} for ${describeNode(n.op, n.id, n.site)} binds ${k.bindings.length} storage buffers, past the limit of ${opts.maxStorageBuffers} that the fusion plan was made to fit`,
+      );
     }
     kernels.push(k);
   }
@@ -91,7 +95,13 @@ function updateInPlace(graph: Graph, kernels: Kernel[], materialized: ReadonlySe
  *  — when the kernel builder saw every load of it at the element the store writes. The output
  *  then lives in that input's memory (compiler/plan-memory.ts places the two as one value);
  *  chains follow, each step over the last:  k0: v1 = exp(v0) → v0;  k1: v2 = neg(v1) → v0. */
-function reuseInPlace(graph: Graph, kernels: Kernel[], materialized: ReadonlySet<ValueId>, target: Target, resident?: ReadonlySet<ValueId>): void {
+function reuseInPlace(
+  graph: Graph,
+  kernels: Kernel[],
+  materialized: ReadonlySet<ValueId>,
+  target: Target,
+  resident?: ReadonlySet<ValueId>,
+): void {
   const last = new Map<ValueId, number>();
   kernels.forEach((k, i) => k.bindings.forEach((b) => last.set(b.value, i)));
   const outputs = new Set(graph.outputs.map((o) => o.id));
@@ -105,7 +115,13 @@ function reuseInPlace(graph: Graph, kernels: Kernel[], materialized: ReadonlySet
     if (k.inPlace !== undefined || n.op === "input" || lowering(n).kind === "buffer") return;
     for (const b of k.bindings) {
       const w = graph.nodes[b.value];
-      if (w.id === n.id || !dying(w.id, i) || storageType(w.type.dtype) !== storageType(n.type.dtype) || !sizeEq(numel(w.type.shape), numel(n.type.shape))) continue;
+      if (
+        w.id === n.id ||
+        !dying(w.id, i) ||
+        storageType(w.type.dtype) !== storageType(n.type.dtype) ||
+        !sizeEq(numel(w.type.shape), numel(n.type.shape))
+      )
+        continue;
       const alias = generate(graph, n, inlined(graph, n, materialized), k.name, target, w.id);
       if (alias) return void (kernels[i] = alias);
     }
@@ -124,13 +140,16 @@ function generate(graph: Graph, n: Node, inline: Set<ValueId>, name: string, tar
 }
 
 function write(kb: KernelBuilder, graph: Graph, n: Node, inline: Set<ValueId>, gemm: ValueId | undefined): Kernel {
-  const ops = [...inline].sort((a, b) => a - b).map((i) => graph.nodes[i].op).filter((op) => op !== "const");
+  const ops = [...inline]
+    .sort((a, b) => a - b)
+    .map((i) => graph.nodes[i].op)
+    .filter((op) => op !== "const");
   const low = lowering(n);
   if (low.kind === "kernel") {
     const what = ops.length ? `${n.op}[${ops.join(", ")}]` : n.op;
     return KERNELS[low.kernel](kb, what);
   }
-  const what = ops.length > 1 ? `fused[${ops.join(", ")}]` : ops[0] ?? n.op;
+  const what = ops.length > 1 ? `fused[${ops.join(", ")}]` : (ops[0] ?? n.op);
   const epi = gemm === undefined ? undefined : lowering(graph.nodes[gemm]);
   return epi?.kind === "kernel" ? KERNELS[epi.kernel](kb, what) : elementwiseKernel(kb, what);
 }
@@ -144,9 +163,11 @@ function gemmOf(graph: Graph, root: Node, inline: ReadonlySet<ValueId>): ValueId
 }
 
 function buffers(graph: Graph, materialized: ReadonlySet<ValueId>): BufferSpec[] {
-  return [...materialized].sort((a, b) => a - b).map((id) => {
-    const n = graph.nodes[id];
-    const role = n.op === "input" ? "input" : lowering(n).kind === "buffer" ? "const" : "temp";
-    return { value: id, dtype: n.type.dtype, shape: n.type.shape, role };
-  });
+  return [...materialized]
+    .sort((a, b) => a - b)
+    .map((id) => {
+      const n = graph.nodes[id];
+      const role = n.op === "input" ? "input" : lowering(n).kind === "buffer" ? "const" : "temp";
+      return { value: id, dtype: n.type.dtype, shape: n.type.shape, role };
+    });
 }

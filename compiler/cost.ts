@@ -39,7 +39,10 @@ export function kernelNodes(program: Program, kernel: Kernel): ValueId[] {
 
 /** Per kernel, the graph nodes it computes, named by its header: the groups of ir/dot.ts. */
 export function kernelGroups(program: Program): { name: string; nodes: ValueId[] }[] {
-  return program.kernels.map((k) => ({ name: k.wgsl.slice(0, k.wgsl.indexOf("\n")).replace(/^\/\/\s*/, ""), nodes: kernelNodes(program, k) }));
+  return program.kernels.map((k) => ({
+    name: k.wgsl.slice(0, k.wgsl.indexOf("\n")).replace(/^\/\/\s*/, ""),
+    nodes: kernelNodes(program, k),
+  }));
 }
 
 export function kernelCost(program: Program, kernel: Kernel, env: DimEnv): KernelCost {
@@ -61,7 +64,9 @@ export function kernelCost(program: Program, kernel: Kernel, env: DimEnv): Kerne
     // An output that is an index op (a reshaped input, say) gets a copy kernel: no arithmetic.
     // A GEMM with this root as its epilogue (./fuse.ts) adds its own FLOPs.
     const gemms = kernelNodes(program, kernel).filter((id) => lowering(graph.nodes[id]).kind === "kernel");
-    flops = (inlinedOps.length + (kind === "elementwise" ? 1 : 0)) * elems(root.id) + gemms.reduce((s, id) => s + rootFlops(graph, graph.nodes[id], env), 0);
+    flops =
+      (inlinedOps.length + (kind === "elementwise" ? 1 : 0)) * elems(root.id) +
+      gemms.reduce((s, id) => s + rootFlops(graph, graph.nodes[id], env), 0);
   } else {
     flops = rootFlops(graph, root, env) + inlinedOps.reduce((s, id) => s + elems(id), 0);
   }

@@ -8,7 +8,10 @@ import type { Pass } from "./pass.ts";
 import { rewrite } from "./rewrite.ts";
 
 /** Attributes as text that tells NaN, ±inf and -0 apart (plain JSON would not). */
-const attrText = (a: unknown): string => JSON.stringify(a, (_k, v) => (typeof v === "number" && (!Number.isFinite(v) || Object.is(v, -0)) ? `#${Object.is(v, -0) ? "-0" : v}` : v));
+const attrText = (a: unknown): string =>
+  JSON.stringify(a, (_k, v) =>
+    typeof v === "number" && (!Number.isFinite(v) || Object.is(v, -0)) ? `#${Object.is(v, -0) ? "-0" : v}` : v,
+  );
 /** Ops whose two operands commute bit for bit (IEEE + and × do): their key sorts the operands,
  *  so a·b meets b·a. Not max and min: WGSL leaves which NaN-less operand wins open. */
 const COMMUTATIVE = new Set(["add", "mul", "eq", "ne", "and", "or"]);

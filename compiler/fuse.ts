@@ -77,8 +77,18 @@ export interface FusionPlan {
 }
 
 const COST: Readonly<Record<string, number>> = {
-  div: 2, mod: 2, sqrt: 2, rsqrt: 2, recip: 2,
-  exp: 4, log: 4, sin: 4, cos: 4, tanh: 4, sigmoid: 4, pow: 6,
+  div: 2,
+  mod: 2,
+  sqrt: 2,
+  rsqrt: 2,
+  recip: 2,
+  exp: 4,
+  log: 4,
+  sin: 4,
+  cos: 4,
+  tanh: 4,
+  sigmoid: 4,
+  pow: 6,
 };
 /** The most recomputation a fused value may bring into each of its consumers. */
 const BUDGET = 8;
@@ -119,7 +129,14 @@ const ROW_REDUCTIONS: ReadonlySet<OpKind> = new Set<OpKind>(["reduce_sum", "redu
  *  (the row it reduced, broadcast back): softmax's Σ exp(x − m) and the division e / Σ are one
  *  kernel, each thread summing its row and then writing it. Only for the one-thread-per-output
  *  reduction (a short static reduced extent), whose thread holds the whole row. */
-function rowEpilogues(graph: Graph, live: readonly boolean[], outputs: ReadonlySet<ValueId>, uses: ReadonlyMap<ValueId, Node[]>, kept: Set<ValueId>, target: Target): void {
+function rowEpilogues(
+  graph: Graph,
+  live: readonly boolean[],
+  outputs: ReadonlySet<ValueId>,
+  uses: ReadonlyMap<ValueId, Node[]>,
+  kept: Set<ValueId>,
+  target: Target,
+): void {
   for (const r of graph.nodes) {
     if (!live[r.id] || !ROW_REDUCTIONS.has(r.op) || outputs.has(r.id) || !kept.has(r.id)) continue;
     const { axes, keepdims } = r.attrs as OpAttrs["reduce_sum"];
@@ -156,7 +173,13 @@ export const GEMMS: ReadonlySet<OpKind> = new Set<OpKind>(["matmul", "conv2d", "
 
 /** Moves each GEMM's buffer to the end of its epilogue chain (see the header): the GEMM and the
  *  chain before the last value leave `kept`, the last value joins it. */
-function epilogues(graph: Graph, live: readonly boolean[], outputs: ReadonlySet<ValueId>, uses: ReadonlyMap<ValueId, Node[]>, kept: Set<ValueId>): void {
+function epilogues(
+  graph: Graph,
+  live: readonly boolean[],
+  outputs: ReadonlySet<ValueId>,
+  uses: ReadonlyMap<ValueId, Node[]>,
+  kept: Set<ValueId>,
+): void {
   const roots = new Set<ValueId>();
   for (const m of graph.nodes) {
     if (!live[m.id] || !GEMMS.has(m.op) || outputs.has(m.id)) continue;
@@ -165,7 +188,11 @@ function epilogues(graph: Graph, live: readonly boolean[], outputs: ReadonlySet<
     for (;;) {
       const us = uses.get(cur.id) ?? [];
       const [c] = us;
-      const next = us.length === 1 && c.inputs.filter((i) => i === cur.id).length === 1 && lowering(c).kind === "elementwise" && sameDims(c.type.shape, m.type.shape);
+      const next =
+        us.length === 1 &&
+        c.inputs.filter((i) => i === cur.id).length === 1 &&
+        lowering(c).kind === "elementwise" &&
+        sameDims(c.type.shape, m.type.shape);
       if (!next) break;
       chain.push(c.id);
       cur = c;
@@ -242,7 +269,9 @@ function fitBindings(graph: Graph, live: readonly boolean[], kept: Set<ValueId>,
     const operands = [...new Set(over.inputs.filter((i) => !kept.has(i)))];
     const values = one !== undefined ? [one] : operands;
     if (!values.length || kernelBindings(graph, over.id, new Set([...kept, ...values])).length >= need) {
-      throw new KilnError(`${describeNode(over.op, over.id, over.site)}: needs ${need} storage buffers (its operands and output), the device allows ${limit}`);
+      throw new KilnError(
+        `${describeNode(over.op, over.id, over.site)}: needs ${need} storage buffers (its operands and output), the device allows ${limit}`,
+      );
     }
     for (const value of values) {
       kept.add(value);
@@ -268,7 +297,14 @@ interface SpillOption {
 
 /** The inlined value of `root`'s kernel to store (see the header), or undefined when storing
  *  none of them lowers its binding count. */
-function cheapestSpill(graph: Graph, roots: readonly Node[], counts: ReadonlyMap<ValueId, number>, root: Node, kept: ReadonlySet<ValueId>, limit: number): ValueId | undefined {
+function cheapestSpill(
+  graph: Graph,
+  roots: readonly Node[],
+  counts: ReadonlyMap<ValueId, number>,
+  root: Node,
+  kept: ReadonlySet<ValueId>,
+  limit: number,
+): ValueId | undefined {
   const cones = new Map(roots.map((r) => [r.id, inlined(graph, r, kept)]));
   const options: SpillOption[] = [];
   for (const id of cones.get(root.id)!) {
@@ -277,7 +313,9 @@ function cheapestSpill(graph: Graph, roots: readonly Node[], counts: ReadonlyMap
     const left = kernelBindings(graph, root.id, next).length;
     if (left >= counts.get(root.id)!) continue;
     const readers = roots.filter((r) => cones.get(r.id)!.has(id));
-    const fits = left <= limit && kernelBindings(graph, id, next).length <= limit &&
+    const fits =
+      left <= limit &&
+      kernelBindings(graph, id, next).length <= limit &&
       readers.every((r) => kernelBindings(graph, r.id, next).length <= Math.max(limit, counts.get(r.id)!));
     const n = numel(graph.nodes[id].type.shape);
     const traffic = n.k * NOMINAL_DIM ** n.syms.length * 2 * readers.length;

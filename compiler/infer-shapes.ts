@@ -15,7 +15,10 @@ export const inferShapes: Pass = {
     for (const n of graph.nodes) {
       let type: TensorType;
       try {
-        type = (OPS[n.op].infer as (i: readonly TensorType[], a: unknown) => TensorType)(n.inputs.map((i) => nodes[i].type), n.attrs);
+        type = (OPS[n.op].infer as (i: readonly TensorType[], a: unknown) => TensorType)(
+          n.inputs.map((i) => nodes[i].type),
+          n.attrs,
+        );
       } catch (e) {
         if (e instanceof ShapeError) throw new ShapeError(`${describeNode(n.op, n.id, n.site)}: ${e.message}`);
         throw e;

@@ -27,7 +27,20 @@ export const legalize: Pass = {
           const parts: ValueId[] = [];
           for (let i = 0; i < ins.length; i += width) {
             const chunk = ins.slice(i, i + width);
-            parts.push(chunk.length === 1 ? chunk[0] : push({ op: "concat", inputs: chunk, attrs, site: n.site, type: OPS.concat.infer(chunk.map((c) => nodes[c].type), attrs) }));
+            parts.push(
+              chunk.length === 1
+                ? chunk[0]
+                : push({
+                    op: "concat",
+                    inputs: chunk,
+                    attrs,
+                    site: n.site,
+                    type: OPS.concat.infer(
+                      chunk.map((c) => nodes[c].type),
+                      attrs,
+                    ),
+                  }),
+            );
           }
           ins = parts;
         }

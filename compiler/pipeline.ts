@@ -41,17 +41,15 @@ export function fixpoint(name: string, passes: readonly Pass[], rounds = 4): Pas
 }
 
 /** The graph passes. */
-export const PASSES: readonly Pass[] = [
-  inferShapes,
-  fixpoint("simplify-all", [simplify, foldConstants, cse]),
-  dce,
-  legalize,
-];
+export const PASSES: readonly Pass[] = [inferShapes, fixpoint("simplify-all", [simplify, foldConstants, cse]), dce, legalize];
 
 /** fuse: which values get buffers (./fuse.ts); the binding limit is part of the decision. */
 export const fuseStage: Stage = {
   name: "fuse",
-  lower: (l, ctx) => ({ ...l, buffers: planBuffers(l.graph, { fuse: ctx.fuse, maxStorageBuffers: ctx.maxStorageBuffers, target: ctx.target }) }),
+  lower: (l, ctx) => ({
+    ...l,
+    buffers: planBuffers(l.graph, { fuse: ctx.fuse, maxStorageBuffers: ctx.maxStorageBuffers, target: ctx.target }),
+  }),
   describe: (l) => `fuse (${l.buffers?.size} values in buffers)`,
 };
 
@@ -66,7 +64,10 @@ export const scheduleStage: Stage = {
     }
     return { ...l, schedule: schedule(l.graph, l.buffers ?? planBuffers(l.graph, ctx), ctx.schedule, ctx.dims, updates) };
   },
-  describe: ({ schedule: s }) => s ? `schedule (${s.kind === "memory" ? "memory-greedy" : "program order"}, est. peak ${s.peak} B; program order ${s.programPeak} B)` : "schedule",
+  describe: ({ schedule: s }) =>
+    s
+      ? `schedule (${s.kind === "memory" ? "memory-greedy" : "program order"}, est. peak ${s.peak} B; program order ${s.programPeak} B)`
+      : "schedule",
 };
 
 /** codegen: WGSL kernels (./codegen.ts), with resident-state updates written in place where safe. */
@@ -106,8 +107,11 @@ export const planMemoryStage: Stage = {
     return { ...l, memory: memoryReport(p, ctx.dims) };
   },
   describe: ({ memory: m, program: p }) =>
-    m ? `plan-memory (arena ${m.arenaBytes} B, naive ${m.naiveBytes} B, lower bound ${m.lowerBound} B)`
-      : p?.arena ? "plan-memory (at run time: declare dims to plan here)" : "plan-memory (off: a buffer per value)",
+    m
+      ? `plan-memory (arena ${m.arenaBytes} B, naive ${m.naiveBytes} B, lower bound ${m.lowerBound} B)`
+      : p?.arena
+        ? "plan-memory (at run time: declare dims to plan here)"
+        : "plan-memory (off: a buffer per value)",
 };
 
 /** The standard pipeline. */
@@ -156,9 +160,14 @@ export interface CompileOptions extends Partial<PassContext> {
 
 export function compile(graph: Graph, opts: CompileOptions = {}): Program {
   const ctx: StageContext = {
-    maxStorageBuffers: opts.maxStorageBuffers ?? 8, target: opts.target ?? GPU_TARGET,
-    fuse: opts.fuse ?? true, schedule: opts.schedule ?? "best", inPlace: opts.inPlace ?? true, plan: opts.plan ?? true,
-    dims: opts.dims ?? {}, state: opts.state ?? {},
+    maxStorageBuffers: opts.maxStorageBuffers ?? 8,
+    target: opts.target ?? GPU_TARGET,
+    fuse: opts.fuse ?? true,
+    schedule: opts.schedule ?? "best",
+    inPlace: opts.inPlace ?? true,
+    plan: opts.plan ?? true,
+    dims: opts.dims ?? {},
+    state: opts.state ?? {},
   };
   const dump = new Set((process.env.KILN_DUMP ?? "").split(",").filter(Boolean));
   verify(graph);
@@ -171,7 +180,10 @@ export function compile(graph: Graph, opts: CompileOptions = {}): Program {
       lowering ??= step.name;
       l = step.lower(l, ctx);
     } else {
-      if (lowering) throw new KilnError(`pipeline: graph pass "${step.name}" comes after the stage "${lowering}"; graph passes run before lowering begins`);
+      if (lowering)
+        throw new KilnError(
+          `pipeline: graph pass "${step.name}" comes after the stage "${lowering}"; graph passes run before lowering begins`,
+        );
       l = { graph: step.run(l.graph, ctx) };
     }
     const name = isStage(step) && step.describe ? step.describe(l) : step.name;
@@ -179,20 +191,36 @@ export function compile(graph: Graph, opts: CompileOptions = {}): Program {
     if (opts.verifyEach) verify(l.graph);
     if (dump.has(step.name) || dump.has("all")) console.error(`--- after ${step.name}\n${printGraph(l.graph)}`);
   }
-  if (!l.program) throw new KilnError(`pipeline: no step generated kernels (steps: ${stats.slice(1).map((s) => s.pass).join(", ")}); keep "codegen" or a stage of your own that sets program`);
+  if (!l.program)
+    throw new KilnError(
+      `pipeline: no step generated kernels (steps: ${stats
+        .slice(1)
+        .map((s) => s.pass)
+        .join(", ")}); keep "codegen" or a stage of your own that sets program`,
+    );
   return { ...l.program, stats, ...(opts.dims ? { dims: opts.dims } : {}) };
 }
 
 function stateUpdates(g: Graph, state: Readonly<Record<string, string | null>>): StateUpdate[] {
   return Object.entries(state).map(([input, output]) => {
     const i = inputNodes(g).find((n) => n.attrs.name === input);
-    if (!i) throw new KilnError(`state: "${input}" is not an input of the graph (inputs: ${inputNodes(g).map((n) => n.attrs.name).join(", ")})`);
-    if (!isStatic(i.type.shape)) throw new KilnError(`state: input "${input}" ${formatType(i.type)} must have a static shape to stay resident`);
+    if (!i)
+      throw new KilnError(
+        `state: "${input}" is not an input of the graph (inputs: ${inputNodes(g)
+          .map((n) => n.attrs.name)
+          .join(", ")})`,
+      );
+    if (!isStatic(i.type.shape))
+      throw new KilnError(`state: input "${input}" ${formatType(i.type)} must have a static shape to stay resident`);
     if (output === null) return { input };
     const o = g.outputs.find((x) => x.name === output);
-    if (!o) throw new KilnError(`state: "${output}" (the update of "${input}") is not an output of the graph (outputs: ${g.outputs.map((x) => x.name).join(", ")})`);
+    if (!o)
+      throw new KilnError(
+        `state: "${output}" (the update of "${input}") is not an output of the graph (outputs: ${g.outputs.map((x) => x.name).join(", ")})`,
+      );
     const [ti, to] = [i.type, g.nodes[o.id].type];
-    if (ti.dtype !== to.dtype || !shapeEq(ti.shape, to.shape)) throw new KilnError(`state: "${output}" ${formatType(to)} cannot replace input "${input}" ${formatType(ti)}`);
+    if (ti.dtype !== to.dtype || !shapeEq(ti.shape, to.shape))
+      throw new KilnError(`state: "${output}" ${formatType(to)} cannot replace input "${input}" ${formatType(ti)}`);
     return { input, output };
   });
 }

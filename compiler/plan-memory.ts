@@ -159,7 +159,9 @@ export function planMemory(program: Program, env: DimEnv, opts: PlanOptions = DE
     const n = program.graph.nodes[value];
     const bytes = bindShape(n.type.shape, env).reduce((a, d) => a * d, 4);
     if (align(bytes) > opts.maxBufferSize) {
-      throw new KilnError(`${describeNode(n.op, n.id, n.site)}: ${formatType(n.type)} with ${JSON.stringify(env)} is ${bytes} bytes; a buffer holds at most ${opts.maxBufferSize}`);
+      throw new KilnError(
+        `${describeNode(n.op, n.id, n.site)}: ${formatType(n.type)} with ${JSON.stringify(env)} is ${bytes} bytes; a buffer holds at most ${opts.maxBufferSize}`,
+      );
     }
     return { value, bytes, size: align(bytes), ...live.get(value)!, members: members.get(value) ?? [] };
   });
@@ -172,7 +174,10 @@ export function planMemory(program: Program, env: DimEnv, opts: PlanOptions = DE
     let p: Placement | undefined;
     for (let a = 0; !p; a++) {
       if (a === arenas.length) [arenas[a], placed[a]] = [0, []];
-      const offset = bestFit(placed[a].filter((q) => q.start <= it.end && it.start <= q.end), it.size);
+      const offset = bestFit(
+        placed[a].filter((q) => q.start <= it.end && it.start <= q.end),
+        it.size,
+      );
       if (offset + it.size <= opts.maxBufferSize) p = { ...it, arena: a, offset };
     }
     placed[p.arena].push(p);
@@ -181,7 +186,10 @@ export function planMemory(program: Program, env: DimEnv, opts: PlanOptions = DE
   }
   let lowerBound = 0;
   for (let t = -1; t <= program.kernels.length; t++) {
-    lowerBound = Math.max(lowerBound, items.reduce((s, it) => (it.start <= t && t <= it.end ? s + it.size : s), 0));
+    lowerBound = Math.max(
+      lowerBound,
+      items.reduce((s, it) => (it.start <= t && t <= it.end ? s + it.size : s), 0),
+    );
   }
   return {
     alignment: opts.alignment,
@@ -190,7 +198,9 @@ export function planMemory(program: Program, env: DimEnv, opts: PlanOptions = DE
     arenaBytes: arenas.reduce((a, b) => a + b, 0),
     naiveBytes: items.reduce((s, it) => s + it.size, 0),
     lowerBound,
-    ownBytes: program.buffers.filter((b) => !values.has(b.value) && !roots.has(b.value)).reduce((s, b) => s + bindShape(b.shape, env).reduce((a, d) => a * d, 4), 0),
+    ownBytes: program.buffers
+      .filter((b) => !values.has(b.value) && !roots.has(b.value))
+      .reduce((s, b) => s + bindShape(b.shape, env).reduce((a, d) => a * d, 4), 0),
   };
 }
 

@@ -19,7 +19,10 @@ export class Rebuilder {
     const id = this.nodes.length;
     let type: TensorType;
     try {
-      type = (OPS[op].infer as (i: readonly TensorType[], a: unknown) => TensorType)(inputs.map((i) => this.nodes[i].type), attrs);
+      type = (OPS[op].infer as (i: readonly TensorType[], a: unknown) => TensorType)(
+        inputs.map((i) => this.nodes[i].type),
+        attrs,
+      );
     } catch (e) {
       if (e instanceof ShapeError) throw new ShapeError(`${describeNode(op, id, site)}: ${e.message}`);
       throw e;

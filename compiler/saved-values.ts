@@ -49,5 +49,7 @@ export function savedForBackward(program: Program, env: DimEnv): SavedValue[] {
       readers.set(b.value, [...(readers.get(b.value) ?? []), k.name]);
     }
   }
-  return [...readers].sort(([a], [b]) => a - b).map(([value, rs]) => ({ value, bytes: bytesOf(graph.nodes[value].type.shape, env), readers: rs }));
+  return [...readers]
+    .sort(([a], [b]) => a - b)
+    .map(([value, rs]) => ({ value, bytes: bytesOf(graph.nodes[value].type.shape, env), readers: rs }));
 }

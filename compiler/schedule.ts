@@ -50,7 +50,13 @@ export function kernelReads(graph: Graph, materialized: ReadonlySet<ValueId>): M
 /** `updates`: state update output → the resident input it replaces. Its kernel is kept after every
  *  other reader of the input, so that codegen can write it in place (a greedy order that updated
  *  a weight before its last reader would force a copy instead). */
-export function schedule(graph: Graph, materialized: ReadonlySet<ValueId>, kind: ScheduleKind = "best", dims: DimEnv = {}, updates: ReadonlyMap<ValueId, ValueId> = new Map()): Schedule {
+export function schedule(
+  graph: Graph,
+  materialized: ReadonlySet<ValueId>,
+  kind: ScheduleKind = "best",
+  dims: DimEnv = {},
+  updates: ReadonlyMap<ValueId, ValueId> = new Map(),
+): Schedule {
   const reads = kernelReads(graph, materialized);
   const bytes = (v: ValueId): number => {
     const n = graph.nodes[v];
@@ -75,7 +81,13 @@ function readers(reads: ReadonlyMap<ValueId, readonly ValueId[]>): Map<ValueId, 
 
 /** Undefined when the update constraints cannot all hold (a kernel reads both a weight and its
  *  update): program order then. */
-function greedyOrder(graph: Graph, program: readonly ValueId[], reads: ReadonlyMap<ValueId, readonly ValueId[]>, bytes: (v: ValueId) => number, updates: ReadonlyMap<ValueId, ValueId>): ValueId[] | undefined {
+function greedyOrder(
+  graph: Graph,
+  program: readonly ValueId[],
+  reads: ReadonlyMap<ValueId, readonly ValueId[]>,
+  bytes: (v: ValueId) => number,
+  updates: ReadonlyMap<ValueId, ValueId>,
+): ValueId[] | undefined {
   const isKernel = new Set(program);
   const by = readers(reads);
   // Extra edges: every other reader of a resident input runs before its update's kernel.
@@ -115,7 +127,12 @@ function greedyOrder(graph: Graph, program: readonly ValueId[], reads: ReadonlyM
 
 /** The most bytes of kernel-written values live at one time in `order` (a value lives from the
  *  kernel that writes it to its last reader; graph outputs to the end). */
-function peakOf(graph: Graph, order: readonly ValueId[], reads: ReadonlyMap<ValueId, readonly ValueId[]>, bytes: (v: ValueId) => number): number {
+function peakOf(
+  graph: Graph,
+  order: readonly ValueId[],
+  reads: ReadonlyMap<ValueId, readonly ValueId[]>,
+  bytes: (v: ValueId) => number,
+): number {
   const pos = new Map(order.map((k, i) => [k, i]));
   const end = new Map(order.map((k) => [k, pos.get(k)!]));
   for (const k of order) for (const r of reads.get(k) ?? []) if (end.has(r)) end.set(r, Math.max(end.get(r)!, pos.get(k)!));

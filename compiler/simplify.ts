@@ -49,7 +49,12 @@ export const simplify: Pass = {
         if (k >= 0) {
           const c = b.node(n.inputs[k]).attrs as OpAttrs["const"];
           const scalar = b.add("const", [], { ...c, shape: [] }, b.node(n.inputs[k]).site);
-          return b.add(n.op, n.inputs.map((id, i) => (i === k ? scalar : id)), n.attrs, n.site);
+          return b.add(
+            n.op,
+            n.inputs.map((id, i) => (i === k ? scalar : id)),
+            n.attrs,
+            n.site,
+          );
         }
       }
       switch (n.op) {
@@ -116,7 +121,12 @@ export const simplify: Pass = {
 /** A splat constant with exactly `n`'s shape. */
 function fullSplat(b: Rebuilder, id: ValueId, n: Node): boolean {
   const c = b.node(id);
-  return c.op === "const" && typeof (c.attrs as OpAttrs["const"]).value === "number" && c.type.shape.length > 0 && shapeEq(c.type.shape, n.type.shape);
+  return (
+    c.op === "const" &&
+    typeof (c.attrs as OpAttrs["const"]).value === "number" &&
+    c.type.shape.length > 0 &&
+    shapeEq(c.type.shape, n.type.shape)
+  );
 }
 
 /** ±2^k whose reciprocal is a normal f32 too. */
@@ -146,7 +156,8 @@ function broadcastOne(b: Rebuilder, n: Node): ValueId | undefined {
 function noop(n: Node, b: Rebuilder): boolean {
   const t = b.node(n.inputs[0]).type;
   if (t.dtype !== n.type.dtype || !shapeEq(t.shape, n.type.shape)) return false;
-  if (n.op === "slice") return (n.attrs as OpAttrs["slice"]).begin.every((v) => v === 0) && (n.attrs as OpAttrs["slice"]).stride.every((s) => s === 1);
+  if (n.op === "slice")
+    return (n.attrs as OpAttrs["slice"]).begin.every((v) => v === 0) && (n.attrs as OpAttrs["slice"]).stride.every((s) => s === 1);
   if (n.op === "pad") return [...(n.attrs as OpAttrs["pad"]).before, ...(n.attrs as OpAttrs["pad"]).after].every((p) => p === 0);
   return true;
 }

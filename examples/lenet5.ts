@@ -50,19 +50,22 @@ export interface LeNetResult {
 
 export function lenet5(activation: "relu" | "tanh" = "relu", rate = 0): Model {
   const drop = rate > 0 ? [dropout(rate)] : [];
-  return sequential([
-    conv2d(6, 5, { padding: "same", activation }),
-    maxPool2d(2),
-    conv2d(16, 5, { padding: "valid", activation }),
-    maxPool2d(2),
-    flatten(),
-    ...drop,
-    dense(120, { activation }),
-    ...drop,
-    dense(84, { activation }),
-    ...drop,
-    dense(10, { activation: "softmax" }),
-  ], { inputShape: [IMAGE_SIZE, IMAGE_SIZE, 1] });
+  return sequential(
+    [
+      conv2d(6, 5, { padding: "same", activation }),
+      maxPool2d(2),
+      conv2d(16, 5, { padding: "valid", activation }),
+      maxPool2d(2),
+      flatten(),
+      ...drop,
+      dense(120, { activation }),
+      ...drop,
+      dense(84, { activation }),
+      ...drop,
+      dense(10, { activation: "softmax" }),
+    ],
+    { inputShape: [IMAGE_SIZE, IMAGE_SIZE, 1] },
+  );
 }
 
 export async function trainLeNet5(opts: LeNetOptions): Promise<LeNetResult> {
@@ -73,7 +76,13 @@ export async function trainLeNet5(opts: LeNetOptions): Promise<LeNetResult> {
   const steps = Math.ceil(n / batchSize);
   // η halves after about three epochs, is a third after six: η₀ / (1 + (t − 1) / (3 epochs)).
   const learningRate = inverseTimeDecay(opts.learningRate ?? 2e-3, 1, 3 * steps);
-  const m = await compileModel(lenet5(opts.activation, opts.dropout ?? 0), { optimizer: adam({ learningRate }), loss: "categoricalCrossEntropy", metrics: ["accuracy"], l2: opts.l2 ?? 0, seed: opts.seed ?? 1 });
+  const m = await compileModel(lenet5(opts.activation, opts.dropout ?? 0), {
+    optimizer: adam({ learningRate }),
+    loss: "categoricalCrossEntropy",
+    metrics: ["accuracy"],
+    l2: opts.l2 ?? 0,
+    seed: opts.seed ?? 1,
+  });
   try {
     const history = await m.fit(
       { shape: [n, IMAGE_SIZE, IMAGE_SIZE, 1], data: train.x.subarray(0, n * PIXELS) },
@@ -90,7 +99,8 @@ export async function trainLeNet5(opts: LeNetOptions): Promise<LeNetResult> {
 
 function positiveNumber(name: string, v: string, integer: boolean): number {
   const x = Number(v);
-  if (!Number.isFinite(x) || x <= 0 || (integer && !Number.isInteger(x))) throw new Error(`${name}: expected a positive ${integer ? "integer" : "number"}, got ${v}`);
+  if (!Number.isFinite(x) || x <= 0 || (integer && !Number.isInteger(x)))
+    throw new Error(`${name}: expected a positive ${integer ? "integer" : "number"}, got ${v}`);
   return x;
 }
 
@@ -119,8 +129,12 @@ async function main(): Promise<void> {
     plot: o.plot,
   });
   const h = r.history;
-  console.log(`final training loss ${h.loss[h.epochs - 1].toFixed(4)}, accuracy ${(100 * h.acc![h.epochs - 1]).toFixed(2)}% (${r.trainSize} digits)`);
-  console.log(`held-out accuracy ${(100 * r.testAccuracy).toFixed(2)}% (loss ${r.testLoss.toFixed(4)}) after ${h.epochs} epochs, ${(r.ms / 1000).toFixed(1)} s`);
+  console.log(
+    `final training loss ${h.loss[h.epochs - 1].toFixed(4)}, accuracy ${(100 * h.acc![h.epochs - 1]).toFixed(2)}% (${r.trainSize} digits)`,
+  );
+  console.log(
+    `held-out accuracy ${(100 * r.testAccuracy).toFixed(2)}% (loss ${r.testLoss.toFixed(4)}) after ${h.epochs} epochs, ${(r.ms / 1000).toFixed(1)} s`,
+  );
   if (o.plot) console.log(`curves: ${o.plot}`);
   if (o.save) console.log(`weights: ${o.save}`);
   await releaseGpu();

@@ -50,7 +50,9 @@ try {
   const t1 = performance.now();
   const out = await exe.run(inputs);
   const t2 = performance.now();
-  console.log(`MLP ${IN}-${HIDDEN}-${OUT}, batch ${BATCH}: ${program.kernels.length} kernels; compile ${(t1 - t0).toFixed(0)} ms, first run ${(t2 - t1).toFixed(0)} ms`);
+  console.log(
+    `MLP ${IN}-${HIDDEN}-${OUT}, batch ${BATCH}: ${program.kernels.length} kernels; compile ${(t1 - t0).toFixed(0)} ms, first run ${(t2 - t1).toFixed(0)} ms`,
+  );
 
   const ref = interpret(graph, inputs);
   let maxErr = 0;

@@ -29,22 +29,40 @@ export interface MnistMlpOptions {
   readonly seed?: number;
 }
 
-export async function trainMnistMlp(opts: MnistMlpOptions): Promise<{ history: History; testAccuracy: number; testLoss: number; ms: number }> {
+export async function trainMnistMlp(
+  opts: MnistMlpOptions,
+): Promise<{ history: History; testAccuracy: number; testLoss: number; ms: number }> {
   const t0 = performance.now();
   const { train, test } = loadMnist();
   const n = Math.min(opts.trainSize ?? train.n, train.n);
-  const hidden = () => (opts.dropout ? [dense(500, { activation: opts.activation }), dropout(opts.dropout)] : [dense(500, { activation: opts.activation })]);
+  const hidden = () =>
+    opts.dropout ? [dense(500, { activation: opts.activation }), dropout(opts.dropout)] : [dense(500, { activation: opts.activation })];
   const model = sequential([...hidden(), ...hidden(), dense(10, { activation: "softmax" })], { inputShape: [784] });
   const lr0 = opts.learningRate ?? 1e-3;
   const steps = Math.ceil(n / (opts.batchSize ?? 128));
   const learningRate = opts.decayEpochs ? inverseTimeDecay(lr0, 1, opts.decayEpochs * steps) : lr0;
-  const m = await compileModel(model, { optimizer: adam({ learningRate }), loss: "categoricalCrossEntropy", metrics: ["accuracy"], seed: opts.seed ?? 1 });
+  const m = await compileModel(model, {
+    optimizer: adam({ learningRate }),
+    loss: "categoricalCrossEntropy",
+    metrics: ["accuracy"],
+    seed: opts.seed ?? 1,
+  });
   const history = await m.fit(
     { shape: [n, 784], data: train.x.subarray(0, n * 784) },
     { shape: [n, 10], data: oneHot(train.labels.subarray(0, n)) },
-    { epochs: opts.epochs, batchSize: opts.batchSize ?? 128, verbose: opts.verbose ?? 1, seed: (opts.seed ?? 1) + 1, ...(opts.plot ? { plot: opts.plot } : {}) },
+    {
+      epochs: opts.epochs,
+      batchSize: opts.batchSize ?? 128,
+      verbose: opts.verbose ?? 1,
+      seed: (opts.seed ?? 1) + 1,
+      ...(opts.plot ? { plot: opts.plot } : {}),
+    },
   );
-  const score = await m.evaluate({ shape: [test.n, 784], data: test.x }, { shape: [test.n, 10], data: oneHot(test.labels) }, { batchSize: 500 });
+  const score = await m.evaluate(
+    { shape: [test.n, 784], data: test.x },
+    { shape: [test.n, 10], data: oneHot(test.labels) },
+    { batchSize: 500 },
+  );
   if (opts.save) await m.save(opts.save);
   m.dispose();
   return { history, testAccuracy: score.accuracy!, testLoss: score.loss, ms: performance.now() - t0 };
@@ -64,8 +82,20 @@ async function main(): Promise<void> {
     .parse();
   const o = cli.opts();
   if (o.activation !== "relu" && o.activation !== "sigmoid") throw new Error(`--activation: relu or sigmoid, got ${o.activation}`);
-  const r = await trainMnistMlp({ activation: o.activation, epochs: Number(o.epochs), dropout: Number(o.dropout), learningRate: Number(o.lr), batchSize: Number(o.batch), decayEpochs: Number(o.decay), seed: Number(o.seed), save: o.save, plot: o.plot });
-  console.log(`held-out accuracy ${(100 * r.testAccuracy).toFixed(2)}% (loss ${r.testLoss.toFixed(4)}) after ${r.history.epochs} epochs, ${(r.ms / 1000).toFixed(1)} s`);
+  const r = await trainMnistMlp({
+    activation: o.activation,
+    epochs: Number(o.epochs),
+    dropout: Number(o.dropout),
+    learningRate: Number(o.lr),
+    batchSize: Number(o.batch),
+    decayEpochs: Number(o.decay),
+    seed: Number(o.seed),
+    save: o.save,
+    plot: o.plot,
+  });
+  console.log(
+    `held-out accuracy ${(100 * r.testAccuracy).toFixed(2)}% (loss ${r.testLoss.toFixed(4)}) after ${r.history.epochs} epochs, ${(r.ms / 1000).toFixed(1)} s`,
+  );
   if (o.save) console.log(`weights saved to ${o.save}/weights.safetensors, the inference graph beside them (model.kir)`);
   await releaseGpu();
 }

@@ -19,7 +19,8 @@ import { compileModel } from "../runtime/model.ts";
 export function parityData(bits: number): { x: { shape: number[]; data: Float32Array }; y: { shape: number[]; data: Float32Array } } {
   if (!Number.isInteger(bits) || bits < 1 || bits > 16) throw new Error(`parity: bits must be an integer in 1..16, got ${bits}`);
   const n = 1 << bits;
-  const x = new Float32Array(n * bits), y = new Float32Array(n);
+  const x = new Float32Array(n * bits),
+    y = new Float32Array(n);
   for (let p = 0; p < n; p++) {
     let ones = 0;
     for (let b = 0; b < bits; b++) {
@@ -40,8 +41,9 @@ export interface Architecture {
 
 /** Weights and biases of a dense tanh stack bits → hidden… → 1. */
 export function parameterCount(bits: number, hidden: readonly number[]): number {
-  let count = 0, fanIn = bits;
-  for (const w of [...hidden, 1]) (count += fanIn * w + w, (fanIn = w));
+  let count = 0,
+    fanIn = bits;
+  for (const w of [...hidden, 1]) (count += fanIn * w + w), (fanIn = w);
   return count;
 }
 
@@ -94,8 +96,13 @@ export async function trainParity(bits: number, arch: Architecture, opts: TrainO
     const params = Object.values(await m.getWeights()).reduce((s, w) => s + w.length, 0);
     const solved = history.acc!.findIndex((a) => a === 1);
     return {
-      name: arch.name, params, loss: score.loss, accuracy: score.accuracy!,
-      solvedAt: solved < 0 ? undefined : solved + 1, epochs: history.epochs, ms: performance.now() - t0,
+      name: arch.name,
+      params,
+      loss: score.loss,
+      accuracy: score.accuracy!,
+      solvedAt: solved < 0 ? undefined : solved + 1,
+      epochs: history.epochs,
+      ms: performance.now() - t0,
     };
   } finally {
     m.dispose();
@@ -115,7 +122,8 @@ export interface ParityOptions {
 /** Deep and shallow, each trained from `seeds` initialisations. */
 export async function parity(opts: ParityOptions): Promise<{ deep: ParityResult[]; shallow: ParityResult[] }> {
   const [deepArch, shallowArch] = matchedArchitectures(opts.bits, opts.depth, opts.width);
-  const deep: ParityResult[] = [], shallow: ParityResult[] = [];
+  const deep: ParityResult[] = [],
+    shallow: ParityResult[] = [];
   for (let seed = 1; seed <= opts.seeds; seed++) {
     const o = { epochs: opts.epochs, seed, learningRate: opts.learningRate };
     deep.push(await trainParity(opts.bits, deepArch, o));
@@ -140,15 +148,26 @@ async function main(): Promise<void> {
     .parse();
   const o = cli.opts();
   const t0 = performance.now();
-  const r = await parity({ bits: Number(o.bits), depth: Number(o.depth), width: Number(o.width), epochs: Number(o.epochs), seeds: Number(o.seeds), learningRate: Number(o.lr) });
+  const r = await parity({
+    bits: Number(o.bits),
+    depth: Number(o.depth),
+    width: Number(o.width),
+    epochs: Number(o.epochs),
+    seeds: Number(o.seeds),
+    learningRate: Number(o.lr),
+  });
   for (const runs of [r.deep, r.shallow]) {
     console.log(`${runs[0].name} (${runs[0].params} parameters):`);
     for (const [i, q] of runs.entries()) {
       const solved = q.solvedAt === undefined ? "never 100%" : `100% from epoch ${q.solvedAt}`;
-      console.log(`  seed ${i + 1}: loss ${q.loss.toFixed(4)}, accuracy ${(100 * q.accuracy).toFixed(1)}% after ${q.epochs} epochs; ${solved} (${(q.ms / 1000).toFixed(1)} s)`);
+      console.log(
+        `  seed ${i + 1}: loss ${q.loss.toFixed(4)}, accuracy ${(100 * q.accuracy).toFixed(1)}% after ${q.epochs} epochs; ${solved} (${(q.ms / 1000).toFixed(1)} s)`,
+      );
     }
     const solvedAt = runs.map((q) => q.solvedAt ?? Infinity);
-    console.log(`  median loss ${median(runs.map((q) => q.loss)).toFixed(4)}, solved ${solvedAt.filter(Number.isFinite).length}/${runs.length}, median epochs to 100% ${median(solvedAt)}`);
+    console.log(
+      `  median loss ${median(runs.map((q) => q.loss)).toFixed(4)}, solved ${solvedAt.filter(Number.isFinite).length}/${runs.length}, median epochs to 100% ${median(solvedAt)}`,
+    );
   }
   console.log(`total ${((performance.now() - t0) / 1000).toFixed(1)} s`);
   await releaseGpu();

@@ -21,7 +21,12 @@ const TRUTH: Record<Gate, (a: number, b: number) => number> = {
 
 /** The four input patterns [4, 2] and the gate's outputs [4, 1]. */
 export function truthTable(gate: Gate): { x: { shape: number[]; data: Float32Array }; y: { shape: number[]; data: Float32Array } } {
-  const pairs = [[0, 0], [0, 1], [1, 0], [1, 1]];
+  const pairs = [
+    [0, 0],
+    [0, 1],
+    [1, 0],
+    [1, 1],
+  ];
   return {
     x: { shape: [4, 2], data: Float32Array.from(pairs.flat()) },
     y: { shape: [4, 1], data: Float32Array.from(pairs.map(([a, b]) => TRUTH[gate](a, b))) },
@@ -68,7 +73,8 @@ export async function trainGate(gate: Gate, net: "perceptron" | "mlp", opts: Gat
     // The first epoch includes compiling the step; leave it out of the per-epoch time.
     const steady = history.ms.slice(1);
     return {
-      gate, net,
+      gate,
+      net,
       firstLoss: history.loss[0],
       loss: score.loss,
       accuracy: score.accuracy!,
@@ -109,7 +115,9 @@ async function main(): Promise<void> {
   const results = await perceptronXor({ epochs: Number(o.epochs), hiddenEpochs: Number(o.hiddenEpochs), seed: Number(o.seed) });
   for (const r of results) {
     const name = `${r.net === "mlp" ? "2-4-1 MLP " : "perceptron"} ${r.gate.toUpperCase().padEnd(3)}`;
-    console.log(`${name}: loss ${r.firstLoss.toFixed(4)} → ${r.loss.toFixed(4)}, accuracy ${(100 * r.accuracy).toFixed(0)}% after ${r.epochs} epochs (${(r.ms / 1000).toFixed(1)} s, ${r.msPerEpoch.toFixed(2)} ms/epoch)`);
+    console.log(
+      `${name}: loss ${r.firstLoss.toFixed(4)} → ${r.loss.toFixed(4)}, accuracy ${(100 * r.accuracy).toFixed(0)}% after ${r.epochs} epochs (${(r.ms / 1000).toFixed(1)} s, ${r.msPerEpoch.toFixed(2)} ms/epoch)`,
+    );
   }
   console.log(`total ${((performance.now() - t0) / 1000).toFixed(1)} s`);
   await releaseGpu();

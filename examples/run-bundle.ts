@@ -26,7 +26,10 @@ export function standalone(files: BundleFiles): string {
   for (const f of ["package.json", "index.js"]) cpSync(join(src, f), join(dst, f));
   const platform = `${process.platform}-${process.platform === "darwin" ? "universal" : process.arch}`;
   cpSync(join(src, "dist", platform), join(dst, "dist", platform), { recursive: true });
-  writeFileSync(join(dir, "package.json"), JSON.stringify({ name: "bundle-user", private: true, type: "module", dependencies: { webgpu: "*" } }));
+  writeFileSync(
+    join(dir, "package.json"),
+    JSON.stringify({ name: "bundle-user", private: true, type: "module", dependencies: { webgpu: "*" } }),
+  );
   writeFileSync(join(dir, "run.mjs"), RUN);
   return dir;
 }
@@ -61,7 +64,10 @@ export interface StandaloneResult {
 
 /** Run the bundle in `dir` with plain \`node\` (no NODE_PATH, cwd the folder). */
 export async function runStandalone(dir: string, inputs: Record<string, Float32Array>, steps = 1): Promise<StandaloneResult> {
-  writeFileSync(join(dir, "inputs.json"), JSON.stringify({ inputs: Object.fromEntries(Object.entries(inputs).map(([k, v]) => [k, Array.from(v)])), steps }));
+  writeFileSync(
+    join(dir, "inputs.json"),
+    JSON.stringify({ inputs: Object.fromEntries(Object.entries(inputs).map(([k, v]) => [k, Array.from(v)])), steps }),
+  );
   const env = { ...process.env };
   delete env.NODE_PATH;
   delete env.NODE_OPTIONS; // vitest's loader hooks must not leak in
@@ -85,7 +91,8 @@ export function readBundle(dir: string): BundleFiles {
 
 async function main(): Promise<void> {
   const [bundle, flag, saved] = process.argv.slice(2);
-  if (!bundle || (flag !== undefined && flag !== "--saved")) throw new Error("usage: tsx examples/run-bundle.ts <bundle-dir> [--saved <saved-model-dir>]");
+  if (!bundle || (flag !== undefined && flag !== "--saved"))
+    throw new Error("usage: tsx examples/run-bundle.ts <bundle-dir> [--saved <saved-model-dir>]");
   const { loadMnist } = await import("./data/mnist.ts");
   const { test } = loadMnist();
   const manifest = JSON.parse(readFileSync(join(bundle, "manifest.json"), "utf8")) as { dims: { B: number }; kernels: unknown[] };
@@ -97,7 +104,9 @@ async function main(): Promise<void> {
   const y = results[0].y ?? Object.values(results[0])[0];
   const argmax = (i: number) => y.slice(i * 10, i * 10 + 10).reduce((b, v, c, a) => (v > a[b] ? c : b), 0);
   const correct = Array.from({ length: n }, (_, i) => Number(argmax(i) === test.labels[i])).reduce((a, b) => a + b, 0);
-  console.log(`${bundle} run standalone (${manifest.kernels.length} kernels): ${correct}/${n} held-out digits right, ${(performance.now() - t0).toFixed(0)} ms in a fresh node`);
+  console.log(
+    `${bundle} run standalone (${manifest.kernels.length} kernels): ${correct}/${n} held-out digits right, ${(performance.now() - t0).toFixed(0)} ms in a fresh node`,
+  );
   if (saved) {
     const { loadPredictor } = await import("../runtime/model.ts");
     const { releaseGpu } = await import("../runtime/device.ts");

@@ -90,7 +90,12 @@ export async function trainSequence(opts: SequenceOptions): Promise<SequenceResu
   const gpu = await acquireGpu();
   const mg = trainStepGraph(model, { ...config, accumulate: true });
   const c0 = performance.now();
-  const program = compile(mg.graph, { state: mg.state, dims: { B: batchSize }, target: gpu.target, maxStorageBuffers: gpu.limits.maxStorageBuffersPerShaderStage });
+  const program = compile(mg.graph, {
+    state: mg.state,
+    dims: { B: batchSize },
+    target: gpu.target,
+    maxStorageBuffers: gpu.limits.maxStorageBuffersPerShaderStage,
+  });
   const compileMs = performance.now() - c0;
   const passes = program.stats.filter((s) => !/^(codegen|fuse|schedule|plan)/.test(s.pass));
 
@@ -142,10 +147,23 @@ async function main(): Promise<void> {
   const t0 = performance.now();
   console.log(`adding problem, T = ${o.T}: baseline (always predict 1) MSE ${BASELINE_MSE.toFixed(4)}`);
   for (const kind of kinds) {
-    const r = await trainSequence({ model: kind, steps: Number(o.T), units: Number(o.units), epochs: Number(o.epochs), trainSize: Number(o.train), learningRate: Number(o.lr), seed: Number(o.seed), verbose: 2 });
+    const r = await trainSequence({
+      model: kind,
+      steps: Number(o.T),
+      units: Number(o.units),
+      epochs: Number(o.epochs),
+      trainSize: Number(o.train),
+      learningRate: Number(o.lr),
+      seed: Number(o.seed),
+      verbose: 2,
+    });
     const g = r.graph;
-    console.log(`${kind}: training step ${g.nodes} nodes → ${g.optimized} after the graph passes → ${g.kernels} kernels, compiled in ${g.compileMs.toFixed(0)} ms; ${r.msPerStep.toFixed(1)} ms/step`);
-    console.log(`${kind}: held-out MSE ${r.testMse.toFixed(4)} (${(r.testMse / BASELINE_MSE).toFixed(3)} × baseline), final train MSE ${r.trainLoss[r.trainLoss.length - 1].toFixed(4)}, ${(r.ms / 1000).toFixed(1)} s`);
+    console.log(
+      `${kind}: training step ${g.nodes} nodes → ${g.optimized} after the graph passes → ${g.kernels} kernels, compiled in ${g.compileMs.toFixed(0)} ms; ${r.msPerStep.toFixed(1)} ms/step`,
+    );
+    console.log(
+      `${kind}: held-out MSE ${r.testMse.toFixed(4)} (${(r.testMse / BASELINE_MSE).toFixed(3)} × baseline), final train MSE ${r.trainLoss[r.trainLoss.length - 1].toFixed(4)}, ${(r.ms / 1000).toFixed(1)} s`,
+    );
   }
   console.log(`total ${((performance.now() - t0) / 1000).toFixed(1)} s`);
   await releaseGpu();

@@ -93,10 +93,22 @@ async function main(): Promise<void> {
     .parse();
   const o = cli.opts();
   const hidden = String(o.hidden).split(",").map(Number);
-  if (hidden.some((w) => !Number.isInteger(w) || w < 1)) throw new Error(`--hidden: positive integers separated by commas, got ${o.hidden}`);
-  const r = await trainSine({ freq: Number(o.freq), hidden, trainSize: Number(o.trainSize), epochs: Number(o.epochs), learningRate: Number(o.lr), plot: o.plot });
-  console.log(`sin(${o.freq}·x), MLP 1-${hidden.join("-")}-1 (tanh): training MSE ${r.firstLoss.toFixed(4)} (epoch 1) → ${r.trainLoss.toExponential(2)} after ${r.epochs} epochs`);
-  console.log(`held-out grid (501 points): MSE ${r.gridMse.toExponential(2)} (predicting 0: ${r.baseline.toFixed(3)}), max |error| ${r.gridMaxError.toFixed(4)}; ${(r.ms / 1000).toFixed(1)} s`);
+  if (hidden.some((w) => !Number.isInteger(w) || w < 1))
+    throw new Error(`--hidden: positive integers separated by commas, got ${o.hidden}`);
+  const r = await trainSine({
+    freq: Number(o.freq),
+    hidden,
+    trainSize: Number(o.trainSize),
+    epochs: Number(o.epochs),
+    learningRate: Number(o.lr),
+    plot: o.plot,
+  });
+  console.log(
+    `sin(${o.freq}·x), MLP 1-${hidden.join("-")}-1 (tanh): training MSE ${r.firstLoss.toFixed(4)} (epoch 1) → ${r.trainLoss.toExponential(2)} after ${r.epochs} epochs`,
+  );
+  console.log(
+    `held-out grid (501 points): MSE ${r.gridMse.toExponential(2)} (predicting 0: ${r.baseline.toFixed(3)}), max |error| ${r.gridMaxError.toFixed(4)}; ${(r.ms / 1000).toFixed(1)} s`,
+  );
   if (o.plot) console.log(`loss curve: ${o.plot}`);
   await releaseGpu();
 }

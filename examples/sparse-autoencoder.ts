@@ -26,7 +26,13 @@ import { IMAGE_SIZE, loadMnist, PIXELS } from "./data/mnist.ts";
  *  whole objective (as Keras does with activity regularisers). */
 class KlSparsity extends Layer {
   readonly kind = "kl_sparsity";
-  constructor(readonly rho: number, readonly beta: number, name?: string) { super(name); }
+  constructor(
+    readonly rho: number,
+    readonly beta: number,
+    name?: string,
+  ) {
+    super(name);
+  }
   call(inputs: readonly Tensor[], scope: Scope): Tensor {
     const h = this.one(inputs, 2);
     scope.addLoss(klSparsity(h, this.rho, this.beta));
@@ -78,11 +84,14 @@ export interface SparseAutoencoderResult {
 }
 
 export function sparseAutoencoder(hidden: number, rho: number, beta: number): Model {
-  return sequential([
-    dense(hidden, { activation: "sigmoid", name: "encoder" }),
-    ...(beta > 0 ? [new KlSparsity(rho, beta, "sparsity")] : []),
-    dense(PIXELS, { activation: "sigmoid", name: "decoder" }),
-  ], { inputShape: [PIXELS] });
+  return sequential(
+    [
+      dense(hidden, { activation: "sigmoid", name: "encoder" }),
+      ...(beta > 0 ? [new KlSparsity(rho, beta, "sparsity")] : []),
+      dense(PIXELS, { activation: "sigmoid", name: "decoder" }),
+    ],
+    { inputShape: [PIXELS] },
+  );
 }
 
 /** Mean over examples of ½ Σ (a − b)² for row-major [n, 784] arrays. */
@@ -119,12 +128,22 @@ export async function trainSparseAutoencoder(opts: SparseAutoencoderOptions): Pr
   const x = { shape: [n, PIXELS], data: train.x.subarray(0, n * PIXELS) };
   const xTest = { shape: [test.n, PIXELS], data: test.x };
   const m = await compileModel(sparseAutoencoder(hidden, rho, beta), {
-    optimizer: adam({ learningRate: opts.learningRate ?? 1e-2 }), loss: halfSquaredError, l2: opts.l2 ?? 3e-4, seed: 1,
+    optimizer: adam({ learningRate: opts.learningRate ?? 1e-2 }),
+    loss: halfSquaredError,
+    l2: opts.l2 ?? 3e-4,
+    seed: 1,
   });
   try {
-    const reconstruction = async () => halfSquaredErrorOf((await m.predict(xTest, { batchSize: 500 })).data as Float32Array, test.x, test.n);
+    const reconstruction = async () =>
+      halfSquaredErrorOf((await m.predict(xTest, { batchSize: 500 })).data as Float32Array, test.x, test.n);
     const initialReconstruction = await reconstruction();
-    const history = await m.fit(x, x, { epochs: opts.epochs, batchSize: opts.batchSize ?? 250, verbose: opts.verbose ?? 1, seed: 2, ...(opts.plot ? { plot: opts.plot } : {}) });
+    const history = await m.fit(x, x, {
+      epochs: opts.epochs,
+      batchSize: opts.batchSize ?? 250,
+      verbose: opts.verbose ?? 1,
+      seed: 2,
+      ...(opts.plot ? { plot: opts.plot } : {}),
+    });
     const after = await reconstruction();
     const weights = await m.getWeights();
     const [w, b] = [weights["encoder/kernel"], weights["encoder/bias"]];
@@ -137,8 +156,13 @@ export async function trainSparseAutoencoder(opts: SparseAutoencoderOptions): Pr
     const meanImage = new Float32Array(test.n * PIXELS);
     for (let e = 0; e < test.n; e++) meanImage.set(mean, e * PIXELS);
     return {
-      history, initialReconstruction, reconstruction: after, meanImageReconstruction: halfSquaredErrorOf(meanImage, test.x, test.n),
-      meanActivation: meanHiddenActivation(test.x, test.n, w, b), filters, ms: performance.now() - t0,
+      history,
+      initialReconstruction,
+      reconstruction: after,
+      meanImageReconstruction: halfSquaredErrorOf(meanImage, test.x, test.n),
+      meanActivation: meanHiddenActivation(test.x, test.n, w, b),
+      filters,
+      ms: performance.now() - t0,
     };
   } finally {
     m.dispose();
@@ -170,13 +194,17 @@ async function main(): Promise<void> {
     rho: numberOption("--rho", o.rho, (r) => r > 0 && r < 1, "a number in (0, 1)"),
     beta: numberOption("--beta", o.beta, (b) => b >= 0, "a number ≥ 0"),
     l2: numberOption("--l2", o.l2, (l) => l >= 0, "a number ≥ 0"),
-    png: o.png, plot: o.plot, save: o.save,
+    png: o.png,
+    plot: o.plot,
+    save: o.save,
   };
   for (const f of [opts.png, opts.plot]) if (f) mkdirSync(dirname(f), { recursive: true });
   const r = await trainSparseAutoencoder(opts);
   const h = r.history;
   console.log(`final training objective ${h.loss[h.epochs - 1].toFixed(4)} (reconstruction + λ/2·ΣW² + β·ΣKL) after ${h.epochs} epochs`);
-  console.log(`held-out reconstruction ½‖x̂ − x‖² per digit: ${r.reconstruction.toFixed(3)} (untrained ${r.initialReconstruction.toFixed(3)}, mean digit ${r.meanImageReconstruction.toFixed(3)})`);
+  console.log(
+    `held-out reconstruction ½‖x̂ − x‖² per digit: ${r.reconstruction.toFixed(3)} (untrained ${r.initialReconstruction.toFixed(3)}, mean digit ${r.meanImageReconstruction.toFixed(3)})`,
+  );
   console.log(`mean hidden activation on the held-out digits ${r.meanActivation.toFixed(4)} (ρ = ${opts.rho})`);
   if (opts.png) console.log(`filters: ${opts.png}`);
   if (opts.plot) console.log(`curve: ${opts.plot}`);

@@ -8,8 +8,10 @@ export const rowSize = (t: HostTensor): number => size(t.shape.slice(1));
 
 export function examples(x: HostTensor, y: HostTensor, what: string): number {
   const n = x.shape[0];
-  if (n === undefined || y.shape[0] !== n) throw new KilnError(`${what}: x [${x.shape}] and y [${y.shape}] must have the same number of examples (first dim)`);
-  if (x.data.length !== n * rowSize(x) || y.data.length !== n * rowSize(y)) throw new KilnError(`${what}: data lengths ${x.data.length} / ${y.data.length} do not match shapes [${x.shape}] / [${y.shape}]`);
+  if (n === undefined || y.shape[0] !== n)
+    throw new KilnError(`${what}: x [${x.shape}] and y [${y.shape}] must have the same number of examples (first dim)`);
+  if (x.data.length !== n * rowSize(x) || y.data.length !== n * rowSize(y))
+    throw new KilnError(`${what}: data lengths ${x.data.length} / ${y.data.length} do not match shapes [${x.shape}] / [${y.shape}]`);
   return n;
 }
 
@@ -33,4 +35,3 @@ export function shuffle(a: Int32Array, random: () => number): void {
     [a[i], a[j]] = [a[j], a[i]];
   }
 }
-

@@ -27,7 +27,9 @@ export function toStorage(dtype: DType, data: ArrayLike<number>, what: string): 
   for (let i = 0; i < data.length; i++) {
     const v = data[i];
     if (!Number.isInteger(v) || v < lo || v > hi) {
-      throw new KilnError(`${what}: element ${i} is ${v}, not ${dtype === "i32" ? "an" : "a"} ${dtype}${dtype === "bool" ? " (0 or 1)" : ""}`);
+      throw new KilnError(
+        `${what}: element ${i} is ${v}, not ${dtype === "i32" ? "an" : "a"} ${dtype}${dtype === "bool" ? " (0 or 1)" : ""}`,
+      );
     }
   }
   if (dtype === "i32") return data instanceof Int32Array ? data : Int32Array.from(data);
@@ -37,9 +39,13 @@ export function toStorage(dtype: DType, data: ArrayLike<number>, what: string): 
 /** Buffer contents → a host array of `dtype` (bool as Uint8Array). */
 export function fromStorage(dtype: DType, bytes: ArrayBuffer, n: number): HostArray {
   switch (dtype) {
-    case "f32": return new Float32Array(bytes.slice(0, n * 4));
-    case "i32": return new Int32Array(bytes.slice(0, n * 4));
-    case "u32": return new Uint32Array(bytes.slice(0, n * 4));
-    case "bool": return Uint8Array.from(new Uint32Array(bytes, 0, n));
+    case "f32":
+      return new Float32Array(bytes.slice(0, n * 4));
+    case "i32":
+      return new Int32Array(bytes.slice(0, n * 4));
+    case "u32":
+      return new Uint32Array(bytes.slice(0, n * 4));
+    case "bool":
+      return Uint8Array.from(new Uint32Array(bytes, 0, n));
   }
 }

@@ -51,12 +51,22 @@ export function buildBundle(input: BuildInput, opts: BuildOptions): BundleFiles 
     const data = input.weights[name];
     if (!data) throw new KilnError(`build: no weights for resident input "${name}" ${formatType(n.type)}`);
     const dtype = toSafeDtype(n.type.dtype);
-    tensors[name] = { dtype, shape: n.type.shape as number[], data: dtype === "BOOL" && !(data instanceof Uint8Array) ? Uint8Array.from(data) : data };
+    tensors[name] = {
+      dtype,
+      shape: n.type.shape as number[],
+      data: dtype === "BOOL" && !(data instanceof Uint8Array) ? Uint8Array.from(data) : data,
+    };
   }
   const weights = encodeSafetensors(tensors, { format: "kiln-bundle-weights/1" });
   // maxStorageBuffers 8: WebGPU's default limit, so the bundle runs on any device.
   const program = compile(input.graph, { state: input.state, dims: input.dims, fuse: opts.fuse ?? true, target, maxStorageBuffers: 8 });
-  return emitBundle(program, { name: opts.name, mode: opts.mode ?? (Object.values(input.state).some((o) => o !== null) ? "train" : "inference"), weights, target: target.name, fuse: opts.fuse ?? true });
+  return emitBundle(program, {
+    name: opts.name,
+    mode: opts.mode ?? (Object.values(input.state).some((o) => o !== null) ? "train" : "inference"),
+    weights,
+    target: target.name,
+    fuse: opts.fuse ?? true,
+  });
 }
 
 /** Write `files` as the folder `dir`, replacing it whole. */
@@ -92,7 +102,8 @@ interface KerasSpec {
 
 function fromKerasSpec(file: string, spec: KerasSpec, train: boolean): { input: Omit<BuildInput, "dims"> } {
   const seed = spec.seed ?? 0;
-  if (train && (!spec.optimizer || !spec.loss)) throw new KilnError(`${file}: a training bundle needs { model, optimizer, loss } (got ${Object.keys(spec).join(", ")})`);
+  if (train && (!spec.optimizer || !spec.loss))
+    throw new KilnError(`${file}: a training bundle needs { model, optimizer, loss } (got ${Object.keys(spec).join(", ")})`);
   const mg = train
     ? trainStepGraph(spec.model, { optimizer: spec.optimizer!, loss: spec.loss!, metrics: spec.metrics, l2: spec.l2 })
     : predictGraph(spec.model);
@@ -110,36 +121,63 @@ async function resolveModel(model: string, train: boolean): Promise<{ input: Omi
     const file = readSafetensors(join(model, "weights.safetensors"));
     const weights = Object.fromEntries(Object.entries(file.tensors).map(([k, v]) => [k, v.data]));
     if (train) {
-      if (!existsSync(join(model, "train.kir"))) throw new KilnError(`${model}: no train.kir (saved by an older Kiln?); save the model again to build a training bundle`);
+      if (!existsSync(join(model, "train.kir")))
+        throw new KilnError(`${model}: no train.kir (saved by an older Kiln?); save the model again to build a training bundle`);
       const graph = parseGraph(readFileSync(join(model, "train.kir"), "utf8"));
       const { state } = JSON.parse(readFileSync(join(model, "train.json"), "utf8")) as { state: Record<string, string | null> };
       return { input: { graph, state, weights } };
     }
     const graph = parseGraph(readFileSync(join(model, "model.kir"), "utf8"));
-    const state = Object.fromEntries(inputNodes(graph).filter((n) => n.attrs.name in file.tensors).map((n) => [n.attrs.name, null]));
+    const state = Object.fromEntries(
+      inputNodes(graph)
+        .filter((n) => n.attrs.name in file.tensors)
+        .map((n) => [n.attrs.name, null]),
+    );
     return { input: { graph, state, weights } };
   }
-  if (extname(model) === ".kir") throw new KilnError(`${model}: a .kir file has no weights; build a saved-model folder (TrainedModel.save) or a module`);
+  if (extname(model) === ".kir")
+    throw new KilnError(`${model}: a .kir file has no weights; build a saved-model folder (TrainedModel.save) or a module`);
   const spec = await loadModule(model);
-  if (typeof spec === "object" && spec !== null && (spec as KerasSpec).model instanceof Model) return fromKerasSpec(model, spec as KerasSpec, train);
+  if (typeof spec === "object" && spec !== null && (spec as KerasSpec).model instanceof Model)
+    return fromKerasSpec(model, spec as KerasSpec, train);
   const m = spec as Partial<LoadedModel> & { weights?: Record<string, WeightArray> };
-  if (typeof m !== "object" || m === null || !m.graph) throw new KilnError(`${model}: the default export must be { graph, state, dims?, weights } or { model, optimizer?, loss?, metrics?, seed? } (got ${typeof spec})`);
-  if (!m.weights) throw new KilnError(`${model}: no weights; build a saved-model folder (TrainedModel.save), a module exporting { graph, state, dims?, weights }, or one exporting { model, optimizer?, loss? } (initial weights)`);
+  if (typeof m !== "object" || m === null || !m.graph)
+    throw new KilnError(
+      `${model}: the default export must be { graph, state, dims?, weights } or { model, optimizer?, loss?, metrics?, seed? } (got ${typeof spec})`,
+    );
+  if (!m.weights)
+    throw new KilnError(
+      `${model}: no weights; build a saved-model folder (TrainedModel.save), a module exporting { graph, state, dims?, weights }, or one exporting { model, optimizer?, loss? } (initial weights)`,
+    );
   if (!m.state) throw new KilnError(`${model}: a module to build must export state (resident inputs → their updates, or null)`);
   return { input: { graph: m.graph, state: m.state, weights: m.weights }, dims: m.dims };
 }
 
 /** kiln build: compile a model into a standalone bundle folder. */
-export async function build(model: string, opts: { out: string; batch?: string; train?: boolean; fuse: boolean; target: string }): Promise<void> {
+export async function build(
+  model: string,
+  opts: { out: string; batch?: string; train?: boolean; fuse: boolean; target: string },
+): Promise<void> {
   if (opts.target !== "gpu" && opts.target !== "cpu") throw new KilnError(`build: --target must be gpu or cpu, got "${opts.target}"`);
   const batch = opts.batch === undefined ? undefined : Number(opts.batch);
-  if (batch !== undefined && !(Number.isSafeInteger(batch) && batch >= 1)) throw new KilnError(`build: --batch must be a positive integer, got "${opts.batch}"`);
+  if (batch !== undefined && !(Number.isSafeInteger(batch) && batch >= 1))
+    throw new KilnError(`build: --batch must be a positive integer, got "${opts.batch}"`);
   const { input, dims: declared } = await resolveModel(model, opts.train ?? false);
   const dims = { ...declared, ...(batch !== undefined || !declared?.B ? { B: batch ?? 32 } : {}) };
   const t0 = performance.now();
-  const files = buildBundle({ ...input, dims }, { name: basename(resolve(model)).replace(/\.[^.]*$/, ""), mode: opts.train ? "train" : "inference", fuse: opts.fuse, target: opts.target });
+  const files = buildBundle(
+    { ...input, dims },
+    {
+      name: basename(resolve(model)).replace(/\.[^.]*$/, ""),
+      mode: opts.train ? "train" : "inference",
+      fuse: opts.fuse,
+      target: opts.target,
+    },
+  );
   writeBundle(opts.out, files);
   const kernels = [...files.keys()].filter((f) => f.startsWith("kernels/")).length;
   const bytes = [...files.values()].reduce((a, f) => a + (typeof f === "string" ? Buffer.byteLength(f) : f.length), 0);
-  console.log(`${opts.out}: ${kernels} kernels, ${files.size} files, ${(bytes / 1024).toFixed(1)} KiB (dims ${JSON.stringify(dims)}, ${(performance.now() - t0).toFixed(0)} ms)`);
+  console.log(
+    `${opts.out}: ${kernels} kernels, ${files.size} files, ${(bytes / 1024).toFixed(1)} KiB (dims ${JSON.stringify(dims)}, ${(performance.now() - t0).toFixed(0)} ms)`,
+  );
 }

@@ -45,9 +45,10 @@ async function info(): Promise<void> {
 /** Seeded values for an input: f32 in [-1, 1), integers in [0, 10), bools 0/1. */
 function sample(dtype: DType, n: number, seed: number): number[] {
   let s = seed >>> 0;
-  const next = () => ((s = (Math.imul(s, 1664525) + 1013904223) >>> 0) / 2 ** 32);
+  const next = () => (s = (Math.imul(s, 1664525) + 1013904223) >>> 0) / 2 ** 32;
   return Array.from({ length: n }, () =>
-    dtype === "f32" ? Math.fround(next() * 2 - 1) : dtype === "bool" ? Number(next() < 0.5) : Math.floor(next() * 10));
+    dtype === "f32" ? Math.fround(next() * 2 - 1) : dtype === "bool" ? Number(next() < 0.5) : Math.floor(next() * 10),
+  );
 }
 
 /** kiln run: a graph in text IR on the GPU with seeded inputs, checked against the reference. */
@@ -57,7 +58,14 @@ async function run(file: string, opts: { dim: string[]; seed: string; wgsl?: boo
   const inputs: Record<string, HostTensor> = {};
   for (const [i, n] of inputNodes(graph).entries()) {
     const shape = bindShape(n.type.shape, env);
-    inputs[n.attrs.name] = { shape, data: sample(n.type.dtype, shape.reduce((a, b) => a * b, 1), Number(opts.seed) + i) };
+    inputs[n.attrs.name] = {
+      shape,
+      data: sample(
+        n.type.dtype,
+        shape.reduce((a, b) => a * b, 1),
+        Number(opts.seed) + i,
+      ),
+    };
   }
   const gpu = await acquireGpu();
   try {
@@ -70,7 +78,9 @@ async function run(file: string, opts: { dim: string[]; seed: string; wgsl?: boo
     for (const [name, t] of Object.entries(out)) {
       let err = 0;
       t.data.forEach((v, i) => (err = Math.max(err, Math.abs(v - ref[name].data[i]))));
-      console.log(`${name}: ${t.dtype}[${t.shape}] max |gpu − reference| = ${err.toExponential(2)}  first: ${Array.from(t.data.slice(0, 6)).join(", ")}`);
+      console.log(
+        `${name}: ${t.dtype}[${t.shape}] max |gpu − reference| = ${err.toExponential(2)}  first: ${Array.from(t.data.slice(0, 6)).join(", ")}`,
+      );
     }
     exe.dispose();
   } finally {
@@ -79,9 +89,7 @@ async function run(file: string, opts: { dim: string[]; seed: string; wgsl?: boo
 }
 
 function cli(): Command {
-  const program = new Command("kiln")
-    .description("Kiln: a compute-graph compiler for neural nets, WGSL on WebGPU")
-    .version(pkg.version);
+  const program = new Command("kiln").description("Kiln: a compute-graph compiler for neural nets, WGSL on WebGPU").version(pkg.version);
   program.command("info").description("show the WebGPU adapter, its limits and features").action(info);
   program
     .command("run <file>")
@@ -92,7 +100,9 @@ function cli(): Command {
     .action(run);
   program
     .command("explain <model>")
-    .description("show what the compiler made of a model (.kir, or a .ts module exporting a graph): passes, kernels with FLOPs and bytes, values saved for the backward pass, memory")
+    .description(
+      "show what the compiler made of a model (.kir, or a .ts module exporting a graph): passes, kernels with FLOPs and bytes, values saved for the backward pass, memory",
+    )
     .option("-d, --dim <NAME=SIZE...>", "bind a symbolic dim (e.g. -d B=128)", [])
     .option("--wgsl", "print each kernel's WGSL, not just its header")
     .option("--dot <file>", "write the compiled graph as Graphviz DOT, clustered by kernel")
@@ -101,7 +111,9 @@ function cli(): Command {
     .action(explain);
   program
     .command("build <model>")
-    .description("compile a model ahead of time into a standalone bundle (WGSL kernels, manifest, weights, typed loader) that runs wherever WebGPU exists: a saved-model folder, or a module exporting { graph, state, dims?, weights }")
+    .description(
+      "compile a model ahead of time into a standalone bundle (WGSL kernels, manifest, weights, typed loader) that runs wherever WebGPU exists: a saved-model folder, or a module exporting { graph, state, dims?, weights }",
+    )
     .requiredOption("-o, --out <dir>", "the bundle folder (replaced whole)")
     .option("-b, --batch <n>", "upper bound of the batch dim B: memory is planned for it, smaller batches run in it (default 32)")
     .option("--train", "bundle the training step (step(batch) updates the weights on the GPU) instead of inference")

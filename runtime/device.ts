@@ -68,7 +68,9 @@ async function open(): Promise<Gpu> {
   });
   const i = adapter.info;
   // isFallbackAdapter moved from GPUAdapter to GPUAdapterInfo in the spec; read either (Dawn: info).
-  const fallback = Boolean((i as { isFallbackAdapter?: boolean }).isFallbackAdapter ?? (adapter as { isFallbackAdapter?: boolean }).isFallbackAdapter);
+  const fallback = Boolean(
+    (i as { isFallbackAdapter?: boolean }).isFallbackAdapter ?? (adapter as { isFallbackAdapter?: boolean }).isFallbackAdapter,
+  );
   return {
     device,
     adapter: `${i.description || i.device} [${[i.vendor, i.architecture].filter(Boolean).join(" ")}]`,

@@ -138,10 +138,19 @@ export class Executable {
         const update = output === undefined ? undefined : program.graph.outputs.find((o) => o.name === output)!.id;
         const from = update === undefined ? undefined : program.graph.nodes[update];
         if (from?.op === "input" && from.id !== node.id && program.state.some((u) => u.input === (from as Node<"input">).attrs.name)) {
-          throw new KilnError(`state: "${input}" would take the value of resident input "${(from as Node<"input">).attrs.name}" as it is being replaced; compute the update from it instead`);
+          throw new KilnError(
+            `state: "${input}" would take the value of resident input "${(from as Node<"input">).attrs.name}" as it is being replaced; compute the update from it instead`,
+          );
         }
         const bytes = bindShape(node.type.shape, {}).reduce((a, d) => a * d, 4);
-        exe.resident.set(input, { name: input, node, buffer: createBuffer(g.device, `state ${input}`, bytes, STORAGE | COPY_DST | COPY_SRC), bytes, update, written: false });
+        exe.resident.set(input, {
+          name: input,
+          node,
+          buffer: createBuffer(g.device, `state ${input}`, bytes, STORAGE | COPY_DST | COPY_SRC),
+          bytes,
+          update,
+          written: false,
+        });
       }
       for (const k of program.kernels) {
         if (k.inPlace === undefined) continue;
@@ -149,7 +158,9 @@ export class Executable {
         const r = n.op === "input" ? exe.resident.get((n as Node<"input">).attrs.name) : undefined;
         // Over a resident input only as its update; never over constant data (uploaded once).
         if (r ? r.update !== k.output : n.op === "const") {
-          throw new KilnError(`kernel ${k.name} writes %${k.output} in place over %${k.inPlace}, which must keep its value (${r ? "resident state" : "constant data"})`);
+          throw new KilnError(
+            `kernel ${k.name} writes %${k.output} in place over %${k.inPlace}, which must keep its value (${r ? "resident state" : "constant data"})`,
+          );
         }
       }
     });
@@ -160,7 +171,8 @@ export class Executable {
   async write(name: string, t: HostTensor): Promise<void> {
     const r = this.residentOf(name, "write");
     const shape = r.node.type.shape as readonly number[];
-    if (t.shape.join() !== shape.join()) throw new KilnError(`write "${name}": shape [${t.shape}] does not match ${formatType(r.node.type)}`);
+    if (t.shape.join() !== shape.join())
+      throw new KilnError(`write "${name}": shape [${t.shape}] does not match ${formatType(r.node.type)}`);
     const data = toStorage(r.node.type.dtype, t.data, `state "${name}" ${formatType(r.node.type)}`);
     await checked(this.gpu, `writing state "${name}"`, () => this.gpu.device.queue.writeBuffer(r.buffer, 0, data));
     r.written = true;
@@ -202,10 +214,12 @@ export class Executable {
     for (const r of this.resident.values()) shapes[r.name] ??= r.node.type.shape as number[];
     const env = bindDims(graph, shapes);
     for (const [d, bound] of Object.entries(this.program.dims ?? {})) {
-      if (env[d] !== undefined && env[d] > bound) throw new KilnError(`dim ${d} = ${env[d]} exceeds its declared bound ${bound} (compile(graph, { dims: { ${d}: ${bound} } }))`);
+      if (env[d] !== undefined && env[d] > bound)
+        throw new KilnError(`dim ${d} = ${env[d]} exceeds its declared bound ${bound} (compile(graph, { dims: { ${d}: ${bound} } }))`);
     }
     for (const r of this.resident.values()) {
-      if (!r.written && !inputs[r.name]) throw new KilnError(`resident input "${r.name}" ${formatType(r.node.type)} has no value yet: write it, or pass it to run`);
+      if (!r.written && !inputs[r.name])
+        throw new KilnError(`resident input "${r.name}" ${formatType(r.node.type)} has no value yet: write it, or pass it to run`);
     }
     const updates = new Set(this.program.state.flatMap((u) => u.output ?? []));
     const wanted = outputs ? graph.outputs.filter((o) => outputs.includes(o.name)) : graph.outputs.filter((o) => !updates.has(o.name));
@@ -218,9 +232,14 @@ export class Executable {
         if (n.op !== "input") continue;
         const { name } = (n as Node<"input">).attrs;
         if (this.resident.has(name) && !inputs[name]) continue;
-        const data = toStorage(n.type.dtype, inputs[name].data, `input "${name}" ${formatType({ dtype: n.type.dtype, shape: inputs[name].shape })}`);
+        const data = toStorage(
+          n.type.dtype,
+          inputs[name].data,
+          `input "${name}" ${formatType({ dtype: n.type.dtype, shape: inputs[name].shape })}`,
+        );
         const want = bindShape(n.type.shape, env).reduce((a, d) => a * d, 1);
-        if (data.length !== want) throw new KilnError(`input "${name}": ${data.length} values for shape [${inputs[name].shape}] (${want} elements)`);
+        if (data.length !== want)
+          throw new KilnError(`input "${name}": ${data.length} values for shape [${inputs[name].shape}] (${want} elements)`);
         const buf = this.resident.get(name)?.buffer ?? arena.buffers.get(n.id); // none when no output depends on this input
         if (buf && data.length) device.queue.writeBuffer(buf, this.resident.has(name) ? 0 : arena.offsets.get(n.id)!, data);
         const r = this.resident.get(name);
@@ -241,7 +260,8 @@ export class Executable {
       pass.end();
       if (copyOut) {
         // Outputs first: they are this run's values, even one that is a resident input.
-        for (const o of wanted) enc.copyBufferToBuffer(arena.buffers.get(o.id)!, arena.offsets.get(o.id)!, arena.staging.get(o.name)!, 0, arena.bytes.get(o.id)!);
+        for (const o of wanted)
+          enc.copyBufferToBuffer(arena.buffers.get(o.id)!, arena.offsets.get(o.id)!, arena.staging.get(o.name)!, 0, arena.bytes.get(o.id)!);
         for (const r of this.resident.values()) {
           if (r.update === undefined) continue;
           const src = arena.buffers.get(r.update)!;
@@ -257,19 +277,22 @@ export class Executable {
       if (!(e instanceof GpuError)) throw e;
       // Name the kernel: replay them one submission each until one fails. (Resident state
       // updated in place is then as undefined as after any failed step: write it again.)
-      for (const i of all) await checked(this.gpu, `kernel ${this.program.kernels[i].name} (${this.describe(i)})`, () => submit([i], false));
+      for (const i of all)
+        await checked(this.gpu, `kernel ${this.program.kernels[i].name} (${this.describe(i)})`, () => submit([i], false));
       throw e;
     }
 
     const result: Record<string, OutputTensor> = {};
-    await Promise.all(wanted.map(async (o) => {
-      const st = arena.staging.get(o.name)!;
-      await st.mapAsync(MAP_READ);
-      const n = graph.nodes[o.id];
-      const shape = bindShape(n.type.shape, env);
-      result[o.name] = { dtype: n.type.dtype, shape, data: fromStorage(n.type.dtype, st.getMappedRange(), arena.bytes.get(o.id)! / 4) };
-      st.unmap();
-    }));
+    await Promise.all(
+      wanted.map(async (o) => {
+        const st = arena.staging.get(o.name)!;
+        await st.mapAsync(MAP_READ);
+        const n = graph.nodes[o.id];
+        const shape = bindShape(n.type.shape, env);
+        result[o.name] = { dtype: n.type.dtype, shape, data: fromStorage(n.type.dtype, st.getMappedRange(), arena.bytes.get(o.id)! / 4) };
+        st.unmap();
+      }),
+    );
     return result;
   }
 
@@ -306,7 +329,10 @@ export class Executable {
     const { device, limits } = this.gpu;
     const { graph, kernels } = this.program;
     const plan = this.program.arena
-      ? planMemory(this.program, at, { alignment: limits.minStorageBufferOffsetAlignment, maxBufferSize: Math.min(MAX_ARENA, limits.maxBufferSize) })
+      ? planMemory(this.program, at, {
+          alignment: limits.minStorageBufferOffsetAlignment,
+          maxBufferSize: Math.min(MAX_ARENA, limits.maxBufferSize),
+        })
       : undefined;
     const inPlace = inPlaceOutputs(this.program);
     const mem: Memory = { env: at, buffers: new Map(), offsets: new Map(), owned: [], plan, staging: new Map(), uniforms: [] };
@@ -326,7 +352,9 @@ export class Executable {
         const n = graph.nodes[b.value];
         const bytes = bytesAt(b.shape);
         if (bytes > limits.maxStorageBufferBindingSize) {
-          throw new KilnError(`${describeNode(n.op, n.id, n.site)}: ${formatType(n.type)} with ${JSON.stringify(at)} is ${bytes} bytes; the device binds at most ${limits.maxStorageBufferBindingSize}`);
+          throw new KilnError(
+            `${describeNode(n.op, n.id, n.site)}: ${formatType(n.type)} with ${JSON.stringify(at)} is ${bytes} bytes; the device binds at most ${limits.maxStorageBufferBindingSize}`,
+          );
         }
         if (mem.buffers.has(b.value)) continue;
         // Written in place: the memory of the input it is stored into (a smaller id: seen already).
@@ -337,8 +365,12 @@ export class Executable {
         mem.buffers.set(b.value, shared ?? this.consts.get(b.value) ?? made(`v${b.value}`, bytes, STORAGE | COPY_DST | COPY_SRC));
         mem.offsets.set(b.value, !resident && shared ? mem.offsets.get(into!)! : 0);
       }
-      for (const o of graph.outputs) mem.staging.set(o.name, made(`out ${o.name}`, bytesAt(graph.nodes[o.id].type.shape), MAP_READ | COPY_DST));
-      for (const k of kernels) mem.uniforms.push(k.uniforms.length ? made(`${k.name} dims`, Math.ceil(k.uniforms.length / 4) * 16, UNIFORM | COPY_DST) : undefined);
+      for (const o of graph.outputs)
+        mem.staging.set(o.name, made(`out ${o.name}`, bytesAt(graph.nodes[o.id].type.shape), MAP_READ | COPY_DST));
+      for (const k of kernels)
+        mem.uniforms.push(
+          k.uniforms.length ? made(`${k.name} dims`, Math.ceil(k.uniforms.length / 4) * 16, UNIFORM | COPY_DST) : undefined,
+        );
     }).catch((e) => {
       mem.owned.forEach(destroyBuffer);
       throw e;
@@ -351,7 +383,11 @@ export class Executable {
   private bind(key: string, env: DimEnv, mem: Memory): Bound {
     const { device, limits } = this.gpu;
     const b: Bound = { key, env, bytes: new Map(), groups: [], counts: [], dims: [] };
-    for (const s of this.program.buffers) b.bytes.set(s.value, bindShape(s.shape, env).reduce((a, d) => a * d, 4));
+    for (const s of this.program.buffers)
+      b.bytes.set(
+        s.value,
+        bindShape(s.shape, env).reduce((a, d) => a * d, 4),
+      );
     this.program.kernels.forEach((k, i) => {
       b.counts.push(workgroups(k, env, limits.maxComputeWorkgroupsPerDimension));
       const entries: GPUBindGroupEntry[] = k.bindings.map((x, j) => ({

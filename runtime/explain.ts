@@ -28,11 +28,13 @@ export interface ExplainOptions {
 
 /** NAME=SIZE pairs from the command line. */
 export function parseDims(dims: readonly string[]): Record<string, number> {
-  return Object.fromEntries(dims.map((d) => {
-    const [k, v] = d.split("=");
-    if (!k || !/^\d+$/.test(v ?? "")) throw new KilnError(`--dim wants NAME=SIZE, got "${d}"`);
-    return [k, Number(v)];
-  }));
+  return Object.fromEntries(
+    dims.map((d) => {
+      const [k, v] = d.split("=");
+      if (!k || !/^\d+$/.test(v ?? "")) throw new KilnError(`--dim wants NAME=SIZE, got "${d}"`);
+      return [k, Number(v)];
+    }),
+  );
 }
 
 const UNITS = ["", "k", "M", "G", "T"];
@@ -44,7 +46,7 @@ export function formatFlops(n: number): string {
 
 export function formatBytes(n: number): string {
   if (n < 1024) return `${n} B`;
-  const u = n < 2 ** 20 ? ["KiB", 2 ** 10] as const : ["MiB", 2 ** 20] as const;
+  const u = n < 2 ** 20 ? (["KiB", 2 ** 10] as const) : (["MiB", 2 ** 20] as const);
   return `${(n / u[1]).toFixed(2)} ${u[0]}`;
 }
 
@@ -75,7 +77,10 @@ function valueName(graph: Graph, id: ValueId): string {
 }
 
 const row = (cells: readonly (string | number)[], widths: readonly number[]) =>
-  cells.map((c, i) => (i === 0 ? String(c).padEnd(widths[i]) : String(c).padStart(widths[i]))).join("").trimEnd();
+  cells
+    .map((c, i) => (i === 0 ? String(c).padEnd(widths[i]) : String(c).padStart(widths[i])))
+    .join("")
+    .trimEnd();
 
 function kernelsSection(program: Program, env: DimEnv, wgsl: boolean): string[] {
   const { graph } = program;
@@ -86,10 +91,20 @@ function kernelsSection(program: Program, env: DimEnv, wgsl: boolean): string[] 
     [flops, read, written] = [flops + c.flops, read + c.bytesRead, written + c.bytesWritten];
     if (wgsl) out.push(k.wgsl.trimEnd());
     else out.push(`  ${k.wgsl.slice(0, k.wgsl.indexOf("\n")).replace(/^\/\/\s*/, "")}`);
-    const binds = k.bindings.map((b) => b.value === k.inPlace ? `rw ${valueName(graph, b.value)} → ${valueName(graph, k.output)}` : `${b.access === "read" ? "r" : "w"} ${valueName(graph, b.value)}`).join(" | ");
-    out.push(`      ${formatFlops(c.flops)}, read ${formatBytes(c.bytesRead)}, write ${formatBytes(c.bytesWritten)}; binds ${binds}${k.uniforms.length ? `; uniforms ${k.uniforms.join(",")}` : ""}`);
+    const binds = k.bindings
+      .map((b) =>
+        b.value === k.inPlace
+          ? `rw ${valueName(graph, b.value)} → ${valueName(graph, k.output)}`
+          : `${b.access === "read" ? "r" : "w"} ${valueName(graph, b.value)}`,
+      )
+      .join(" | ");
+    out.push(
+      `      ${formatFlops(c.flops)}, read ${formatBytes(c.bytesRead)}, write ${formatBytes(c.bytesWritten)}; binds ${binds}${k.uniforms.length ? `; uniforms ${k.uniforms.join(",")}` : ""}`,
+    );
   }
-  out.push(`  total: ${formatFlops(flops)}, read ${formatBytes(read)}, write ${formatBytes(written)} (${formatBytes(read + written)} moved)`);
+  out.push(
+    `  total: ${formatFlops(flops)}, read ${formatBytes(read)}, write ${formatBytes(written)} (${formatBytes(read + written)} moved)`,
+  );
   return out;
 }
 
@@ -105,7 +120,10 @@ function savedSection(program: Program, env: DimEnv): string[] {
   const total = saved.reduce((s, v) => s + v.bytes, 0);
   return [
     head,
-    ...saved.map((v) => `  ${valueName(graph, v.value).padEnd(12)}${formatType(graph.nodes[v.value].type).padEnd(20)}${formatBytes(v.bytes).padStart(12)}   read by ${v.readers.join(", ")}`),
+    ...saved.map(
+      (v) =>
+        `  ${valueName(graph, v.value).padEnd(12)}${formatType(graph.nodes[v.value].type).padEnd(20)}${formatBytes(v.bytes).padStart(12)}   read by ${v.readers.join(", ")}`,
+    ),
     `  total: ${saved.length} value${saved.length === 1 ? "" : "s"}, ${formatBytes(total)}`,
   ];
 }
@@ -126,15 +144,30 @@ export async function explain(file: string, opts: ExplainOptions): Promise<void>
   const model = await loadModel(file);
   const env: DimEnv = { ...model.dims, ...parseDims(opts.dim) };
   const dev = await deviceTarget();
-  const program = compile(model.graph, { target: dev.target, maxStorageBuffers: dev.maxStorageBuffers, state: model.state, fuse: opts.fuse, dims: env });
+  const program = compile(model.graph, {
+    target: dev.target,
+    maxStorageBuffers: dev.maxStorageBuffers,
+    state: model.state,
+    fuse: opts.fuse,
+    dims: env,
+  });
   const unbound = unboundDims(program.graph, env);
-  if (unbound.length) throw new KilnError(`explain: bind the symbolic dim${unbound.length > 1 ? "s" : ""} ${unbound.join(", ")} for the figures, e.g. --dim ${unbound[0]}=8`);
+  if (unbound.length)
+    throw new KilnError(
+      `explain: bind the symbolic dim${unbound.length > 1 ? "s" : ""} ${unbound.join(", ")} for the figures, e.g. --dim ${unbound[0]}=8`,
+    );
 
   const nameWidth = Math.max(40, ...program.stats.map((st) => st.pass.length + 4));
   const lines = [
     `model:  ${file} (${model.graph.nodes.length} nodes; outputs ${model.graph.outputs.map((o) => o.name).join(", ")})`,
     `target: ${dev.target.name}, ${dev.maxStorageBuffers} storage buffers per kernel, fusion ${opts.fuse ? "on" : "off"} (${dev.note})`,
-    ...(Object.keys(env).length ? [`dims:   ${Object.entries(env).map(([k, v]) => `${k}=${v}`).join(" ")}`] : []),
+    ...(Object.keys(env).length
+      ? [
+          `dims:   ${Object.entries(env)
+            .map(([k, v]) => `${k}=${v}`)
+            .join(" ")}`,
+        ]
+      : []),
     "",
     row(["passes", "nodes", "ms"], [nameWidth, 8, 10]),
     ...program.stats.map((s) => row([`  ${s.pass}`, s.nodes, s.ms.toFixed(2)], [nameWidth, 8, 10])),

@@ -25,7 +25,8 @@ const isGraph = (v: unknown): v is Graph =>
 /** A module's default export (a function's result, if it is one). */
 export async function loadModule(file: string): Promise<unknown> {
   const ext = extname(file);
-  if (!MODULES.has(ext)) throw new KilnError(`${file}: a model is a .kir text-IR file or a module (${[...MODULES].join(" ")}), not "${ext || "no extension"}"`);
+  if (!MODULES.has(ext))
+    throw new KilnError(`${file}: a model is a .kir text-IR file or a module (${[...MODULES].join(" ")}), not "${ext || "no extension"}"`);
   let mod: { default?: unknown };
   try {
     mod = (await import(pathToFileURL(resolve(file)).href)) as { default?: unknown };
@@ -33,7 +34,9 @@ export async function loadModule(file: string): Promise<unknown> {
     // tsx loads a .ts file outside a "type": "module" package as CommonJS, which cannot import
     // Kiln's ES modules: the error names a require() cycle.
     if (ext === ".ts" && /require\(\)|ERR_REQUIRE/.test(String((e as Error).message))) {
-      throw new KilnError(`${file}: loaded as CommonJS (no "type": "module" package.json above it); name it .mts, or put it in an ES-module package: ${(e as Error).message}`);
+      throw new KilnError(
+        `${file}: loaded as CommonJS (no "type": "module" package.json above it); name it .mts, or put it in an ES-module package: ${(e as Error).message}`,
+      );
     }
     throw e;
   }
@@ -49,5 +52,7 @@ export async function loadModel(file: string): Promise<Model> {
     const { graph, state, dims } = v as Model;
     return { graph, state, dims };
   }
-  throw new KilnError(`${file}: the default export must be a Graph, { graph, state?, dims? } or a function returning one (got ${v === undefined ? "no default export" : typeof v})`);
+  throw new KilnError(
+    `${file}: the default export must be a Graph, { graph, state?, dims? } or a function returning one (got ${v === undefined ? "no default export" : typeof v})`,
+  );
 }

@@ -31,7 +31,15 @@ import { Executable, type OutputTensor } from "./execute.ts";
 import { examples, gatherRows, rows, rowSize, shuffle, size } from "./batches.ts";
 import { historyPlot } from "./plot.ts";
 import { progress, type ProgressStream } from "./progress.ts";
-import { checkAgainst, readSafetensors, toSafeDtype, writeFileAtomic, writeSafetensors, type SafeSpec, type SafeTensor } from "./safetensors.ts";
+import {
+  checkAgainst,
+  readSafetensors,
+  toSafeDtype,
+  writeFileAtomic,
+  writeSafetensors,
+  type SafeSpec,
+  type SafeTensor,
+} from "./safetensors.ts";
 
 export interface CompileConfig {
   /** An optimizer (src/api/optimizers.ts), or its name with Keras's defaults ("adam"). */
@@ -127,7 +135,10 @@ export class TrainedModel {
   /** Names and shapes of everything saved: parameters, variables (model), slots and "step/t" (optimizer). */
   private readonly specs: ModelGraph;
 
-  constructor(readonly model: Model, readonly config: CompileConfig & { readonly optimizer: Optimizer }) {
+  constructor(
+    readonly model: Model,
+    readonly config: CompileConfig & { readonly optimizer: Optimizer },
+  ) {
     this.specs = trainStepGraph(model, { ...config, accumulate: false });
     const seed = config.seed ?? 0;
     for (const p of this.specs.params) this.host.set(p.name, p.initial(seed));
@@ -172,15 +183,25 @@ export class TrainedModel {
     }
     const t = await this.trainer(batchSize);
     const accuracy = "accuracy" in t.mg.metrics;
-    const history: History = { loss: [], ...(accuracy ? { acc: [] } : {}), ...(val ? { valLoss: [], ...(accuracy ? { valAcc: [] } : {}) } : {}), epochs: 0, stoppedEarly: false, ms: [] };
+    const history: History = {
+      loss: [],
+      ...(accuracy ? { acc: [] } : {}),
+      ...(val ? { valLoss: [], ...(accuracy ? { valAcc: [] } : {}) } : {}),
+      epochs: 0,
+      stoppedEarly: false,
+      ms: [],
+    };
     const es = opts.earlyStopping;
     const monitor = es?.monitor ?? (val ? "val_loss" : "loss");
-    if (es && monitor.startsWith("val_") && !val) throw new KilnError(`fit: early stopping monitors ${monitor} but there is no validation data`);
-    if (es && monitor.endsWith("accuracy") && !accuracy) throw new KilnError(`fit: early stopping monitors ${monitor} but the model was compiled without metrics: ["accuracy"]`);
+    if (es && monitor.startsWith("val_") && !val)
+      throw new KilnError(`fit: early stopping monitors ${monitor} but there is no validation data`);
+    if (es && monitor.endsWith("accuracy") && !accuracy)
+      throw new KilnError(`fit: early stopping monitors ${monitor} but the model was compiled without metrics: ["accuracy"]`);
     let best = { value: Infinity, epoch: 0, weights: undefined as Map<string, Float32Array> | undefined };
     const random = mulberry32(opts.seed ?? this.config.seed ?? 0);
     const order = Int32Array.from({ length: train.n }, (_, i) => i);
-    const xRow = rowSize(train.x), yRow = rowSize(train.y);
+    const xRow = rowSize(train.x),
+      yRow = rowSize(train.y);
     const bx = new (train.x.data.constructor as Float32ArrayConstructor)(batchSize * xRow);
     const by = new (train.y.data.constructor as Float32ArrayConstructor)(batchSize * yRow);
     const steps = Math.ceil(train.n / batchSize);
@@ -191,12 +212,24 @@ export class TrainedModel {
       if (opts.shuffle ?? true) shuffle(order, random);
       await this.push(t);
       for (const name of Object.keys(t.mg.state).filter((s) => s.startsWith("metrics/"))) await t.exe.write(name, { shape: [], data: [0] });
-      const bar = progress({ total: steps, label: `epoch ${epoch}/${opts.epochs}`, verbose: opts.verbose ?? 1, ...(opts.stream ? { stream: opts.stream } : {}) });
+      const bar = progress({
+        total: steps,
+        label: `epoch ${epoch}/${opts.epochs}`,
+        verbose: opts.verbose ?? 1,
+        ...(opts.stream ? { stream: opts.stream } : {}),
+      });
       for (let s = 0; s < steps; s++) {
-        const lo = s * batchSize, b = Math.min(batchSize, train.n - lo);
+        const lo = s * batchSize,
+          b = Math.min(batchSize, train.n - lo);
         gatherRows(train.x.data, order, lo, b, xRow, bx);
         gatherRows(train.y.data, order, lo, b, yRow, by);
-        await t.exe.run({ x: { shape: [b, ...train.x.shape.slice(1)], data: bx.subarray(0, b * xRow) }, y: { shape: [b, ...train.y.shape.slice(1)], data: by.subarray(0, b * yRow) } }, []);
+        await t.exe.run(
+          {
+            x: { shape: [b, ...train.x.shape.slice(1)], data: bx.subarray(0, b * xRow) },
+            y: { shape: [b, ...train.y.shape.slice(1)], data: by.subarray(0, b * yRow) },
+          },
+          [],
+        );
         t.version = ++this.version;
         if ((s + 1) % logEvery === 0 && s + 1 < steps) {
           const m = await this.sums(t);
@@ -207,7 +240,9 @@ export class TrainedModel {
       bar.update(steps);
       if (!Number.isFinite(m.loss)) {
         bar.end({ loss: m.loss });
-        throw new KilnError(`fit: the training loss became ${m.loss} in epoch ${epoch}; lower the learning rate or check the data (the weights are left as they were after that epoch)`);
+        throw new KilnError(
+          `fit: the training loss became ${m.loss} in epoch ${epoch}; lower the learning rate or check the data (the weights are left as they were after that epoch)`,
+        );
       }
       history.loss.push(m.loss);
       if (m.accuracy !== undefined) history.acc!.push(m.accuracy);
@@ -223,9 +258,14 @@ export class TrainedModel {
       history.epochs = epoch;
       await opts.onEpoch?.(epoch, logs);
       if (es) {
-        const value = { loss: logs.loss, val_loss: logs.valLoss, accuracy: -(logs.accuracy ?? NaN), val_accuracy: -(logs.valAccuracy ?? NaN) }[monitor]!;
+        const value = {
+          loss: logs.loss,
+          val_loss: logs.valLoss,
+          accuracy: -(logs.accuracy ?? NaN),
+          val_accuracy: -(logs.valAccuracy ?? NaN),
+        }[monitor]!;
         if (value < best.value - (es.minDelta ?? 0)) {
-          best = { value, epoch, weights: es.restoreBestWeights ?? true ? await this.snapshot() : undefined };
+          best = { value, epoch, weights: (es.restoreBestWeights ?? true) ? await this.snapshot() : undefined };
         } else if (epoch - best.epoch >= (es.patience ?? 3)) {
           history.stoppedEarly = true;
           break;
@@ -248,7 +288,8 @@ export class TrainedModel {
     const { x, y } = this.conform({ x: x0, y: y0 }, "evaluate");
     const n = examples(x, y, "evaluate");
     const batch = opts.batchSize ?? 32;
-    if (!this.evaluator || this.evaluator.batch < batch) this.evaluator = await this.compileFor(evalGraph(this.model, { ...this.config, accumulate: true }), batch, this.evaluator);
+    if (!this.evaluator || this.evaluator.batch < batch)
+      this.evaluator = await this.compileFor(evalGraph(this.model, { ...this.config, accumulate: true }), batch, this.evaluator);
     const e = this.evaluator;
     await this.push(e);
     for (const name of Object.keys(e.mg.state).filter((s) => s.startsWith("metrics/"))) await e.exe.write(name, { shape: [], data: [0] });
@@ -264,7 +305,8 @@ export class TrainedModel {
     const { x } = this.conform({ x: x0 }, "predict");
     const n = x.shape[0];
     const batch = opts.batchSize ?? 32;
-    if (!this.predictor || this.predictor.batch < batch) this.predictor = await this.compileFor(predictGraph(this.model), batch, this.predictor);
+    if (!this.predictor || this.predictor.batch < batch)
+      this.predictor = await this.compileFor(predictGraph(this.model), batch, this.predictor);
     const p = this.predictor;
     await this.push(p);
     const parts: OutputTensor[] = [];
@@ -273,7 +315,7 @@ export class TrainedModel {
     if (!first) throw new KilnError(`predict: no examples (x has shape [${x.shape}])`);
     const data = new (first.data.constructor as Float32ArrayConstructor)(parts.reduce((s, q) => s + q.data.length, 0));
     let at = 0;
-    for (const q of parts) (data.set(q.data as Float32Array, at), (at += q.data.length));
+    for (const q of parts) data.set(q.data as Float32Array, at), (at += q.data.length);
     return { dtype: first.dtype, shape: [n, ...first.shape.slice(1)], data };
   }
 
@@ -290,7 +332,11 @@ export class TrainedModel {
     // The training step too, with its state map, for `kiln build --train` (runtime/build.ts).
     writeFileAtomic(join(dir, "train.kir"), printGraph(this.specs.graph) + "\n");
     writeFileAtomic(join(dir, "train.json"), JSON.stringify({ state: this.specs.state }, null, 2) + "\n");
-    writeSafetensors(join(dir, "weights.safetensors"), tensors, { format: FORMAT, optimizer: this.config.optimizer.name, step: String(this.host.get("step/t")?.[0] ?? 1) });
+    writeSafetensors(join(dir, "weights.safetensors"), tensors, {
+      format: FORMAT,
+      optimizer: this.config.optimizer.name,
+      step: String(this.host.get("step/t")?.[0] ?? 1),
+    });
   }
 
   /** Weights saved by `save`: names, shapes and dtypes must match this model exactly (the
@@ -298,7 +344,8 @@ export class TrainedModel {
   async load(dir: string): Promise<void> {
     const path = join(dir, "weights.safetensors");
     const file = readSafetensors(path);
-    if (file.metadata.format !== FORMAT) throw new KilnError(`${path}: not Kiln weights (format "${file.metadata.format ?? "none"}", want "${FORMAT}")`);
+    if (file.metadata.format !== FORMAT)
+      throw new KilnError(`${path}: not Kiln weights (format "${file.metadata.format ?? "none"}", want "${FORMAT}")`);
     const expected = this.expected();
     const withoutOptimizer = Object.fromEntries(Object.entries(expected).filter(([k]) => this.modelNames(false).includes(k)));
     const got = Object.fromEntries(Object.entries(file.tensors).map(([k, v]) => [k, { dtype: v.dtype, shape: v.shape }]));
@@ -324,11 +371,19 @@ export class TrainedModel {
     const out = {} as Record<K, HostTensor>;
     for (const name of Object.keys(data) as K[]) {
       const node = inputs.find((n) => n.attrs.name === name);
-      if (!node) throw new KilnError(`${what}: the model takes inputs ${inputs.filter((n) => !n.attrs.name.includes("/")).map((n) => n.attrs.name).join(", ")}; fit, evaluate and predict feed one input x (and labels y)`);
+      if (!node)
+        throw new KilnError(
+          `${what}: the model takes inputs ${inputs
+            .filter((n) => !n.attrs.name.includes("/"))
+            .map((n) => n.attrs.name)
+            .join(", ")}; fit, evaluate and predict feed one input x (and labels y)`,
+        );
       const t = data[name];
       const want = node.type.shape.slice(1);
       if (t.shape.length !== want.length + 1 || want.some((d, i) => d !== t.shape[i + 1])) {
-        throw new KilnError(`${what}: ${name} has shape [${t.shape}]; the model wants [N,${want}] (${name === "y" ? "labels" : "examples"} of ${formatType({ dtype: node.type.dtype, shape: want })})`);
+        throw new KilnError(
+          `${what}: ${name} has shape [${t.shape}]; the model wants [N,${want}] (${name === "y" ? "labels" : "examples"} of ${formatType({ dtype: node.type.dtype, shape: want })})`,
+        );
       }
       out[name] = { shape: t.shape, data: toStorage(node.type.dtype, t.data, `${what}: ${name}`) };
     }
@@ -379,7 +434,11 @@ export class TrainedModel {
     await this.syncHost();
     for (const name of Object.keys(c.mg.state)) {
       const v = this.host.get(name);
-      if (v) await c.exe.write(name, { shape: c.mg.graph.nodes.find((n) => n.op === "input" && (n.attrs as { name: string }).name === name)!.type.shape as number[], data: v });
+      if (v)
+        await c.exe.write(name, {
+          shape: c.mg.graph.nodes.find((n) => n.op === "input" && (n.attrs as { name: string }).name === name)!.type.shape as number[],
+          data: v,
+        });
     }
     c.version = this.version;
   }
@@ -400,7 +459,10 @@ export class TrainedModel {
 }
 
 /** A saved model's inference graph and weights, run without the model's code. */
-export async function loadPredictor(dir: string, opts: { batchSize?: number } = {}): Promise<{ predict(x: HostTensor): Promise<OutputTensor>; dispose(): void }> {
+export async function loadPredictor(
+  dir: string,
+  opts: { batchSize?: number } = {},
+): Promise<{ predict(x: HostTensor): Promise<OutputTensor>; dispose(): void }> {
   const graph = parseGraph(readFileSync(join(dir, "model.kir"), "utf8"));
   const file = readSafetensors(join(dir, "weights.safetensors"));
   const inputs = graph.nodes.filter((n) => n.op === "input").map((n) => n as typeof n & { attrs: { name: string } });
@@ -408,7 +470,9 @@ export async function loadPredictor(dir: string, opts: { batchSize?: number } = 
   const missing = inputs.filter((n) => n.attrs.name !== "x" && !(n.attrs.name in file.tensors)).map((n) => n.attrs.name);
   if (missing.length) throw new KilnError(`${dir}: weights.safetensors lacks ${missing.join(", ")} that model.kir reads`);
   const exe = await Executable.fromGraph(graph, { state, dims: { B: opts.batchSize ?? 32 } });
-  for (const n of inputs) if (n.attrs.name in state) await exe.write(n.attrs.name, { shape: n.type.shape as number[], data: file.tensors[n.attrs.name].data as Float32Array });
+  for (const n of inputs)
+    if (n.attrs.name in state)
+      await exe.write(n.attrs.name, { shape: n.type.shape as number[], data: file.tensors[n.attrs.name].data as Float32Array });
   return {
     predict: async (x) => (await exe.run({ x }, ["y"])).y,
     dispose: () => exe.dispose(),

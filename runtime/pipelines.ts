@@ -24,7 +24,10 @@ export function workgroups(k: Kernel, env: DimEnv, maxDim: number): readonly [nu
     c = [d.x, d.y, d.z].map((a) => Math.ceil(evalSize(a.size, env) / a.per)) as [number, number, number];
   }
   if (c.some((n) => n === 0)) return undefined;
-  if (c.some((n) => n > maxDim)) throw new KilnError(`kernel ${k.name}: ${c.join("×")} workgroups with ${JSON.stringify(env)} exceed the device's ${maxDim} per dimension`);
+  if (c.some((n) => n > maxDim))
+    throw new KilnError(
+      `kernel ${k.name}: ${c.join("×")} workgroups with ${JSON.stringify(env)} exceed the device's ${maxDim} per dimension`,
+    );
   return c;
 }
 
@@ -43,7 +46,10 @@ export async function pipeline(gpu: Gpu, k: Kernel): Promise<GPUComputePipeline>
 /** The WGSL a kernel is compiled as (see the header): same text, same pipeline. */
 export function canonicalWgsl(wgsl: string): string {
   const names = new Map<string, string>();
-  return wgsl.split("\n").map((l) => (l.trimStart().startsWith("//") ? "" : l)).join("\n")
+  return wgsl
+    .split("\n")
+    .map((l) => (l.trimStart().startsWith("//") ? "" : l))
+    .join("\n")
     .replace(/\bv\d+\b/g, (v) => names.get(v) ?? (names.set(v, `vv${names.size}`), `vv${names.size - 1}`));
 }
 
@@ -56,7 +62,9 @@ async function compile(gpu: Gpu, k: Kernel, code: string): Promise<GPUComputePip
     const errors = info.messages.filter((m) => m.type === "error");
     if (errors.length) {
       const lines = k.wgsl.split("\n");
-      throw new GpuError(`${title}: WGSL does not compile:\n${errors.map((m) => `  ${m.lineNum}:${m.linePos}: ${m.message}\n    ${lines[m.lineNum - 1] ?? ""}`).join("\n")}`);
+      throw new GpuError(
+        `${title}: WGSL does not compile:\n${errors.map((m) => `  ${m.lineNum}:${m.linePos}: ${m.message}\n    ${lines[m.lineNum - 1] ?? ""}`).join("\n")}`,
+      );
     }
     const entries: GPUBindGroupLayoutEntry[] = k.bindings.map((b, i) => ({
       binding: i,

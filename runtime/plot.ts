@@ -33,16 +33,24 @@ function ticks(lo: number, hi: number, count: number): { lo: number; hi: number;
 }
 const f2 = (v: number): string => v.toFixed(2);
 
-interface Series { readonly name: string; readonly values: readonly number[]; readonly color: string }
+interface Series {
+  readonly name: string;
+  readonly values: readonly number[];
+  readonly color: string;
+}
 
 /** One panel: frame, ticks with labels, one polyline per series (non-finite values are left out of
  *  the line — a diverged loss — and of the axis range), legend right of the frame. */
 function panel(title: string, series: readonly Series[], epochs: number, top: number): string[] {
-  const x0 = M.left, x1 = W - M.right, y0 = top + M.top, y1 = top + PANEL_H - M.bottom;
+  const x0 = M.left,
+    x1 = W - M.right,
+    y0 = top + M.top,
+    y1 = top + PANEL_H - M.bottom;
   const finite = series.flatMap((s) => s.values.filter(Number.isFinite));
   let lo = finite.length ? Math.min(...finite) : 0;
   let hi = finite.length ? Math.max(...finite) : 1;
-  if (hi - lo < 1e-12) { // a flat line still needs a range
+  if (hi - lo < 1e-12) {
+    // a flat line still needs a range
     const pad = Math.max(Math.abs(lo) * 0.1, 1e-3);
     lo -= pad;
     hi += pad;
@@ -61,7 +69,8 @@ function panel(title: string, series: readonly Series[], epochs: number, top: nu
     out.push(`<line x1="${x0 - 5}" y1="${y}" x2="${x0}" y2="${y}" stroke="#000"/>`);
     out.push(`<text x="${x0 - 8}" y="${y}" text-anchor="end" dominant-baseline="middle">${v.toFixed(yt.decimals)}</text>`);
   }
-  for (const e of xt.values.filter((e) => e >= 1)) { // steps are whole epochs: count ≤ epochs − 1
+  for (const e of xt.values.filter((e) => e >= 1)) {
+    // steps are whole epochs: count ≤ epochs − 1
     const x = f2(sx(e));
     out.push(`<line x1="${x}" y1="${y1}" x2="${x}" y2="${y1 + 5}" stroke="#000"/>`);
     out.push(`<text x="${x}" y="${y1 + 18}" text-anchor="middle">${Math.round(e)}</text>`);
@@ -92,8 +101,16 @@ export function historySvg(history: History): string {
   if (epochs === 0) throw new KilnError("historyPlot: the history is empty (no epochs)");
   const pick = (pairs: [string, readonly number[] | undefined, string][]): Series[] =>
     pairs.filter(([, v]) => v !== undefined).map(([name, values, color]) => ({ name, values: values!, color }));
-  const panels = [pick([["loss", history.loss, COLORS.train], ["val_loss", history.valLoss, COLORS.val]])];
-  const acc = pick([["acc", history.acc, COLORS.train], ["val_acc", history.valAcc, COLORS.val]]);
+  const panels = [
+    pick([
+      ["loss", history.loss, COLORS.train],
+      ["val_loss", history.valLoss, COLORS.val],
+    ]),
+  ];
+  const acc = pick([
+    ["acc", history.acc, COLORS.train],
+    ["val_acc", history.valAcc, COLORS.val],
+  ]);
   if (acc.length) panels.push(acc);
   const h = PANEL_H * panels.length;
   return [
@@ -137,13 +154,15 @@ export function imageGridPng(images: readonly Float32Array[], opts: GridOptions)
     if (img.length !== width * height) {
       throw new KilnError(`imageGrid: image ${i} has ${img.length} values, expected ${height}×${width} = ${width * height}`);
     }
-    let lo = Infinity, hi = -Infinity;
+    let lo = Infinity,
+      hi = -Infinity;
     for (const v of img) {
       if (!Number.isFinite(v)) throw new KilnError(`imageGrid: image ${i} has a non-finite value (${v})`);
       lo = Math.min(lo, v);
       hi = Math.max(hi, v);
     }
-    const ox = (i % cols) * (width + 1), oy = Math.floor(i / cols) * (height + 1);
+    const ox = (i % cols) * (width + 1),
+      oy = Math.floor(i / cols) * (height + 1);
     for (let r = 0; r < height; r++) {
       for (let c = 0; c < width; c++) {
         const g = hi > lo ? Math.round(((img[r * width + c] - lo) / (hi - lo)) * 255) : 128;

@@ -36,11 +36,18 @@ export interface Progress {
   end(summary?: ProgressValues): void;
 }
 
-const NAMES: readonly [keyof ProgressValues, string][] = [["loss", "loss"], ["acc", "acc"], ["valLoss", "val_loss"], ["valAcc", "val_acc"]];
+const NAMES: readonly [keyof ProgressValues, string][] = [
+  ["loss", "loss"],
+  ["acc", "acc"],
+  ["valLoss", "val_loss"],
+  ["valAcc", "val_acc"],
+];
 
 /** " | loss 0.3125 | acc 0.9102": four decimals, NaN and ±Infinity printed as such (a diverged run). */
 export function formatValues(v: ProgressValues): string {
-  return NAMES.filter(([k]) => v[k] !== undefined).map(([k, name]) => ` | ${name} ${v[k]!.toFixed(4)}`).join("");
+  return NAMES.filter(([k]) => v[k] !== undefined)
+    .map(([k, name]) => ` | ${name} ${v[k]!.toFixed(4)}`)
+    .join("");
 }
 
 const seconds = (ms: number): string => (ms < 10_000 ? (ms / 1000).toFixed(2) : (ms / 1000).toFixed(1)) + "s";
@@ -52,7 +59,8 @@ export function progress(opts: ProgressOptions): Progress {
   const started = Date.now();
   let last: ProgressValues = {};
   let steps = 0;
-  const line = (summary: ProgressValues): string => `${label}: ${steps} steps in ${seconds(Date.now() - started)}${formatValues(summary)}\n`;
+  const line = (summary: ProgressValues): string =>
+    `${label}: ${steps} steps in ${seconds(Date.now() - started)}${formatValues(summary)}\n`;
 
   if (verbose === 2 || stream.isTTY !== true) {
     let ended = false;

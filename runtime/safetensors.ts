@@ -188,11 +188,14 @@ export function decodeSafetensors(bytes: Uint8Array, source = "<bytes>"): Safete
   let expected = 0;
   for (const s of byOffset) {
     if (s.begin !== expected) {
-      fail(s.begin < expected
-        ? `tensor "${s.name}": data_offsets [${s.begin}, ${s.end}] overlap the previous tensor (ends at ${expected})`
-        : `tensor "${s.name}": data_offsets [${s.begin}, ${s.end}] leave a gap after byte ${expected}`);
+      fail(
+        s.begin < expected
+          ? `tensor "${s.name}": data_offsets [${s.begin}, ${s.end}] overlap the previous tensor (ends at ${expected})`
+          : `tensor "${s.name}": data_offsets [${s.begin}, ${s.end}] leave a gap after byte ${expected}`,
+      );
     }
-    if (s.end > dataLen) fail(`tensor "${s.name}": data_offsets [${s.begin}, ${s.end}] out of bounds: data is truncated to ${dataLen} bytes`);
+    if (s.end > dataLen)
+      fail(`tensor "${s.name}": data_offsets [${s.begin}, ${s.end}] out of bounds: data is truncated to ${dataLen} bytes`);
     expected = s.end;
   }
   if (expected !== dataLen) fail(`data section is ${dataLen} bytes but the tensors cover ${expected}`);
@@ -212,8 +215,12 @@ export function decodeSafetensors(bytes: Uint8Array, source = "<bytes>"): Safete
 /** Compares what a file holds with what a model expects, and reports every difference at once. */
 export function checkAgainst(expected: Record<string, SafeSpec>, got: Record<string, SafeSpec>, source = "<tensors>"): void {
   const problems: string[] = [];
-  const missing = Object.keys(expected).filter((k) => !Object.hasOwn(got, k)).sort();
-  const extra = Object.keys(got).filter((k) => !Object.hasOwn(expected, k)).sort();
+  const missing = Object.keys(expected)
+    .filter((k) => !Object.hasOwn(got, k))
+    .sort();
+  const extra = Object.keys(got)
+    .filter((k) => !Object.hasOwn(expected, k))
+    .sort();
   if (missing.length) problems.push(`missing: ${missing.join(", ")}`);
   if (extra.length) problems.push(`unexpected: ${extra.join(", ")}`);
   for (const name of Object.keys(expected).sort()) {

@@ -47,7 +47,12 @@ export type BundleFiles = Map<string, string | Uint8Array>;
  *  add, relu] -> …" → "matmul-add-relu"); long chains keep their first four ops. */
 function kernelWord(program: Program, k: Kernel): string {
   const m = /^\/\/ \S+ = ([^\n]*?) -> /.exec(k.wgsl);
-  const ops = m ? m[1].replace(/^fused\[|\]$/g, "").split(/[^A-Za-z0-9_]+/).filter(Boolean) : [program.graph.nodes[k.output].op];
+  const ops = m
+    ? m[1]
+        .replace(/^fused\[|\]$/g, "")
+        .split(/[^A-Za-z0-9_]+/)
+        .filter(Boolean)
+    : [program.graph.nodes[k.output].op];
   return [...ops.slice(0, 4), ...(ops.length > 4 ? ["etc"] : [])].join("-").replace(/_/g, "-");
 }
 
@@ -55,7 +60,8 @@ export function emitBundle(program: Program, opts: EmitOptions): BundleFiles {
   const { graph } = program;
   const dims = program.dims ?? {};
   const symbols = new Set(program.buffers.flatMap((b) => b.shape.filter((d): d is string => typeof d === "string")));
-  for (const s of symbols) if (dims[s] === undefined) throw new KilnError(`build: symbolic dim ${s} needs a declared bound (--batch, or dims: { ${s}: n })`);
+  for (const s of symbols)
+    if (dims[s] === undefined) throw new KilnError(`build: symbolic dim ${s} needs a declared bound (--batch, or dims: { ${s}: n })`);
   if (!program.arena) throw new KilnError("build: bundles need the planned arena (compile with plan: true)");
   const plan = planMemory(program, dims, DEFAULT_PLAN);
   const state = new Map(program.state.map((s) => [s.input, s]));
@@ -66,7 +72,12 @@ export function emitBundle(program: Program, opts: EmitOptions): BundleFiles {
   for (const n of inputNodes(graph)) {
     if (!state.has(n.attrs.name)) continue;
     stateBuffer.set(n.attrs.name, buffers.length);
-    buffers.push({ label: `state ${n.attrs.name}`, bytes: bindShape(n.type.shape, {}).reduce((a, d) => a * d, 4), kind: "state", state: n.attrs.name });
+    buffers.push({
+      label: `state ${n.attrs.name}`,
+      bytes: bindShape(n.type.shape, {}).reduce((a, d) => a * d, 4),
+      kind: "state",
+      state: n.attrs.name,
+    });
   }
   // Where each value lives: as runtime/execute.ts allocates (arena placements, in-place outputs
   // in their input's memory, resident and constant buffers of their own).
@@ -84,7 +95,12 @@ export function emitBundle(program: Program, opts: EmitOptions): BundleFiles {
       const bytes = bindShape(b.shape, dims).reduce((a, d) => a * d, 4);
       const data = b.role === "const" ? ((n as Node<"const">).attrs.value as readonly number[]) : undefined;
       at.set(b.value, { buffer: buffers.length, offset: 0 });
-      buffers.push({ label: `v${b.value}`, bytes, kind: data ? "const" : "own", ...(data ? { data: [...data], dtype: n.type.dtype } : {}) });
+      buffers.push({
+        label: `v${b.value}`,
+        bytes,
+        kind: data ? "const" : "own",
+        ...(data ? { data: [...data], dtype: n.type.dtype } : {}),
+      });
     }
   }
   const values: ValueData[] = program.buffers.map((b) => ({ id: b.value, ...at.get(b.value)!, dtype: b.dtype, shape: [...b.shape] }));
@@ -92,14 +108,21 @@ export function emitBundle(program: Program, opts: EmitOptions): BundleFiles {
   const files: BundleFiles = new Map();
   const describe = (v: ValueId) => {
     const n = graph.nodes[v];
-    const name = n.op === "input" ? ` "${(n as Node<"input">).attrs.name}"${state.has((n as Node<"input">).attrs.name) ? " (resident)" : ""}` : "";
-    const out = graph.outputs.filter((o) => o.id === v).map((o) => ` → output "${o.name}"`).join("");
+    const name =
+      n.op === "input" ? ` "${(n as Node<"input">).attrs.name}"${state.has((n as Node<"input">).attrs.name) ? " (resident)" : ""}` : "";
+    const out = graph.outputs
+      .filter((o) => o.id === v)
+      .map((o) => ` → output "${o.name}"`)
+      .join("");
     return `%${v} ${n.op}${name}${out} ${formatType(n.type)}`;
   };
   const kernels: KernelData[] = arenaKernels(program).map((k, i) => {
     const file = `kernels/${k.name}-${kernelWord(program, k)}.wgsl`;
     const d = k.dispatch;
-    const dispatch = d.kind === "linear" ? `linear, ceil(${fmtSize(d.total)} / ${d.perGroup}) workgroups` : `grid ${[d.x, d.y, d.z].map((c) => `ceil(${fmtSize(c.size)} / ${c.per})`).join(" × ")}`;
+    const dispatch =
+      d.kind === "linear"
+        ? `linear, ceil(${fmtSize(d.total)} / ${d.perGroup}) workgroups`
+        : `grid ${[d.x, d.y, d.z].map((c) => `ceil(${fmtSize(c.size)} / ${c.per})`).join(" × ")}`;
     const head = [
       `// ${opts.name}: kernel ${i + 1} of ${program.kernels.length} (${k.name}), dispatched ${dispatch}`,
       ...k.bindings.map((b, j) => `//   binding ${j} (${b.access}): ${describe(b.value)}`),
@@ -108,10 +131,14 @@ export function emitBundle(program: Program, opts: EmitOptions): BundleFiles {
     ];
     files.set(file, `${head.join("\n")}\n${k.wgsl.endsWith("\n") ? k.wgsl : `${k.wgsl}\n`}`);
     return {
-      name: k.name, file,
+      name: k.name,
+      file,
       bindings: k.bindings.map((b) => ({ value: b.value, access: b.access })),
       uniforms: [...k.uniforms],
-      dispatch: d.kind === "linear" ? { kind: "linear", total: sizeData(d.total), perGroup: d.perGroup } : { kind: "grid", x: count(d.x), y: count(d.y), z: count(d.z) },
+      dispatch:
+        d.kind === "linear"
+          ? { kind: "linear", total: sizeData(d.total), perGroup: d.perGroup }
+          : { kind: "grid", x: count(d.x), y: count(d.y), z: count(d.z) },
     };
   });
 
@@ -122,15 +149,27 @@ export function emitBundle(program: Program, opts: EmitOptions): BundleFiles {
     name: opts.name,
     mode: opts.mode,
     dims: Object.fromEntries([...symbols].sort().map((s) => [s, dims[s]])),
-    inputs: inputNodes(graph).filter((n) => !state.has(n.attrs.name)).map((n) => ({ name: n.attrs.name, dtype: n.type.dtype, shape: [...n.type.shape], value: valueIds.has(n.id) ? n.id : null })),
-    outputs: graph.outputs.filter((o) => !updates.has(o.name)).map((o) => {
-      if (!valueIds.has(o.id)) throw new KilnError(`build: output "${o.name}" has no buffer`);
-      return { name: o.name, dtype: graph.nodes[o.id].type.dtype, shape: [...graph.nodes[o.id].type.shape], value: o.id };
-    }),
-    state: inputNodes(graph).filter((n) => state.has(n.attrs.name)).map((n) => {
-      const out = state.get(n.attrs.name)!.output;
-      return { name: n.attrs.name, dtype: n.type.dtype, shape: [...n.type.shape], buffer: stateBuffer.get(n.attrs.name)!, update: out === undefined ? null : graph.outputs.find((o) => o.name === out)!.id };
-    }),
+    inputs: inputNodes(graph)
+      .filter((n) => !state.has(n.attrs.name))
+      .map((n) => ({ name: n.attrs.name, dtype: n.type.dtype, shape: [...n.type.shape], value: valueIds.has(n.id) ? n.id : null })),
+    outputs: graph.outputs
+      .filter((o) => !updates.has(o.name))
+      .map((o) => {
+        if (!valueIds.has(o.id)) throw new KilnError(`build: output "${o.name}" has no buffer`);
+        return { name: o.name, dtype: graph.nodes[o.id].type.dtype, shape: [...graph.nodes[o.id].type.shape], value: o.id };
+      }),
+    state: inputNodes(graph)
+      .filter((n) => state.has(n.attrs.name))
+      .map((n) => {
+        const out = state.get(n.attrs.name)!.output;
+        return {
+          name: n.attrs.name,
+          dtype: n.type.dtype,
+          shape: [...n.type.shape],
+          buffer: stateBuffer.get(n.attrs.name)!,
+          update: out === undefined ? null : graph.outputs.find((o) => o.name === out)!.id,
+        };
+      }),
     buffers,
     values,
     kernels,

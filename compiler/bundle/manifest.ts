@@ -19,7 +19,12 @@ export interface SizeData {
  *  grid: ceil(size / per) per axis. */
 export type DispatchData =
   | { readonly kind: "linear"; readonly total: SizeData; readonly perGroup: number }
-  | { readonly kind: "grid"; readonly x: { readonly size: SizeData; readonly per: number }; readonly y: { readonly size: SizeData; readonly per: number }; readonly z: { readonly size: SizeData; readonly per: number } };
+  | {
+      readonly kind: "grid";
+      readonly x: { readonly size: SizeData; readonly per: number };
+      readonly y: { readonly size: SizeData; readonly per: number };
+      readonly z: { readonly size: SizeData; readonly per: number };
+    };
 
 export interface TensorData {
   readonly name: string;
@@ -89,15 +94,25 @@ export function validateManifest(m: unknown, source = "manifest.json"): Manifest
   };
   const isObj = (v: unknown): v is Record<string, unknown> => typeof v === "object" && v !== null && !Array.isArray(v);
   if (!isObj(m)) return fail("not a JSON object");
-  if (m.format !== FORMAT) fail(`format ${JSON.stringify(m.format)} is not "${FORMAT}", the only one this loader reads; rebuild the bundle with this Kiln, or use the loader built with it`);
-  const nat = (v: unknown, what: string): number => (Number.isSafeInteger(v) && (v as number) >= 0 ? (v as number) : fail(`${what} must be a non-negative integer, got ${JSON.stringify(v)}`));
+  if (m.format !== FORMAT)
+    fail(
+      `format ${JSON.stringify(m.format)} is not "${FORMAT}", the only one this loader reads; rebuild the bundle with this Kiln, or use the loader built with it`,
+    );
+  const nat = (v: unknown, what: string): number =>
+    Number.isSafeInteger(v) && (v as number) >= 0
+      ? (v as number)
+      : fail(`${what} must be a non-negative integer, got ${JSON.stringify(v)}`);
   const arr = (v: unknown, what: string): unknown[] => (Array.isArray(v) ? v : fail(`${what} must be an array`));
   const obj = (v: unknown, what: string): Record<string, unknown> => (isObj(v) ? v : fail(`${what} must be an object`));
   const str = (v: unknown, what: string): string => (typeof v === "string" ? v : fail(`${what} must be a string`));
-  const dtype = (v: unknown, what: string) => (["f32", "i32", "u32", "bool"].includes(v as string) ? v : fail(`${what}: unknown dtype ${JSON.stringify(v)}`));
+  const dtype = (v: unknown, what: string) =>
+    ["f32", "i32", "u32", "bool"].includes(v as string) ? v : fail(`${what}: unknown dtype ${JSON.stringify(v)}`);
   const dims = obj(m.dims, "dims");
   for (const [d, n] of Object.entries(dims)) if (nat(n, `dims.${d}`) < 1) fail(`dims.${d} must be at least 1`);
-  const shape = (v: unknown, what: string) => arr(v, what).forEach((d, i) => (typeof d === "string" ? d in dims || fail(`${what}[${i}]: dim "${d}" has no declared bound`) : nat(d, `${what}[${i}]`)));
+  const shape = (v: unknown, what: string) =>
+    arr(v, what).forEach((d, i) =>
+      typeof d === "string" ? d in dims || fail(`${what}[${i}]: dim "${d}" has no declared bound`) : nat(d, `${what}[${i}]`),
+    );
   const tensor = (v: unknown, what: string) => {
     const t = obj(v, what);
     str(t.name, `${what}.name`);
@@ -112,7 +127,8 @@ export function validateManifest(m: unknown, source = "manifest.json"): Manifest
     const o = obj(b, `buffers[${i}]`);
     nat(o.bytes, `buffers[${i}].bytes`);
     if (!["arena", "state", "const", "own"].includes(o.kind as string)) fail(`buffers[${i}].kind ${JSON.stringify(o.kind)}`);
-    if (o.kind === "const" && !arr(o.data, `buffers[${i}].data`).every((x) => typeof x === "number")) fail(`buffers[${i}].data must hold numbers`);
+    if (o.kind === "const" && !arr(o.data, `buffers[${i}].data`).every((x) => typeof x === "number"))
+      fail(`buffers[${i}].data must hold numbers`);
   });
   const buffer = (v: unknown, what: string) => (nat(v, what) < buffers.length ? v : fail(`${what}: no buffer ${JSON.stringify(v)}`));
   const ids = new Set<number>();
@@ -139,7 +155,9 @@ export function validateManifest(m: unknown, source = "manifest.json"): Manifest
   const size = (v: unknown, what: string) => {
     const s = obj(v, what);
     nat(s.k, `${what}.k`);
-    arr(s.syms, `${what}.syms`).forEach((d) => (typeof d === "string" && d in dims) || fail(`${what}: dim ${JSON.stringify(d)} has no declared bound`));
+    arr(s.syms, `${what}.syms`).forEach(
+      (d) => (typeof d === "string" && d in dims) || fail(`${what}: dim ${JSON.stringify(d)} has no declared bound`),
+    );
   };
   arr(m.kernels, "kernels").forEach((v, i) => {
     const k = obj(v, `kernels[${i}]`);
@@ -151,7 +169,9 @@ export function validateManifest(m: unknown, source = "manifest.json"): Manifest
       value(o.value, `${w}.bindings[${j}].value`);
       if (o.access !== "read" && o.access !== "read_write") fail(`${w}.bindings[${j}].access ${JSON.stringify(o.access)}`);
     });
-    arr(k.uniforms, `${w}.uniforms`).forEach((d) => (typeof d === "string" && d in dims) || fail(`${w}.uniforms: dim ${JSON.stringify(d)} has no declared bound`));
+    arr(k.uniforms, `${w}.uniforms`).forEach(
+      (d) => (typeof d === "string" && d in dims) || fail(`${w}.uniforms: dim ${JSON.stringify(d)} has no declared bound`),
+    );
     const d = obj(k.dispatch, `${w}.dispatch`);
     if (d.kind === "linear") {
       size(d.total, `${w}.dispatch.total`);

@@ -48,7 +48,10 @@ const { STORAGE, COPY_DST, COPY_SRC, MAP_READ, UNIFORM } = { STORAGE: 0x80, COPY
 const fmt = (t: { dtype: string; shape: readonly BundleDim[] }) => `${t.dtype}[${t.shape.join(",")}]`;
 
 /** safetensors: [u64 LE header length N][N bytes JSON header][data]; every field is checked. */
-export function decodeSafetensors(bytes: Uint8Array, source: string): Map<string, { dtype: BundleDtype; shape: number[]; data: HostArray }> {
+export function decodeSafetensors(
+  bytes: Uint8Array,
+  source: string,
+): Map<string, { dtype: BundleDtype; shape: number[]; data: HostArray }> {
   const fail = (m: string): never => {
     throw new Error(`kiln bundle: ${source}: ${m}`);
   };
@@ -69,7 +72,8 @@ export function decodeSafetensors(bytes: Uint8Array, source: string): Map<string
     const count = Array.isArray(t.shape) ? t.shape.reduce((a, d) => a * d, 1) : NaN;
     const [b, e] = Array.isArray(t.data_offsets) ? t.data_offsets : [NaN, NaN];
     const width = dtype === "bool" ? 1 : 4;
-    if (!(Number.isSafeInteger(count) && b >= 0 && e - b === count * width)) fail(`tensor "${name}": ${t.dtype}[${t.shape}] does not fit data_offsets [${b}, ${e}]`);
+    if (!(Number.isSafeInteger(count) && b >= 0 && e - b === count * width))
+      fail(`tensor "${name}": ${t.dtype}[${t.shape}] does not fit data_offsets [${b}, ${e}]`);
     if (e > data.length) fail(`tensor "${name}": data_offsets [${b}, ${e}] past the end of the data (${data.length} bytes): truncated`);
     const arr = new ARRAYS[dtype](count);
     new Uint8Array(arr.buffer).set(data.subarray(b, e)); // copied: the offset need not be aligned
@@ -100,7 +104,8 @@ function counts(d: DispatchData, env: Record<string, number>, maxDim: number, ke
     c = [d.x, d.y, d.z].map((a) => Math.ceil(evalSize(a.size, env) / a.per)) as [number, number, number];
   }
   if (c.some((k) => k === 0)) return undefined;
-  if (c.some((k) => k > maxDim)) throw new Error(`kiln bundle: kernel ${kernel}: ${c.join("×")} workgroups exceed the device's ${maxDim} per dimension`);
+  if (c.some((k) => k > maxDim))
+    throw new Error(`kiln bundle: kernel ${kernel}: ${c.join("×")} workgroups exceed the device's ${maxDim} per dimension`);
   return c;
 }
 
@@ -145,20 +150,30 @@ export class Bundle {
     }
     const m = validateManifest(raw);
     const bytes = await files.bytes(m.weights.file);
-    if (bytes.length !== m.weights.bytes) throw new Error(`kiln bundle: ${m.weights.file} is ${bytes.length} bytes, the manifest says ${m.weights.bytes}: truncated or replaced`);
+    if (bytes.length !== m.weights.bytes)
+      throw new Error(
+        `kiln bundle: ${m.weights.file} is ${bytes.length} bytes, the manifest says ${m.weights.bytes}: truncated or replaced`,
+      );
     const sha = hex(await crypto.subtle.digest("SHA-256", bytes as Uint8Array<ArrayBuffer>));
-    if (sha !== m.weights.sha256) throw new Error(`kiln bundle: ${m.weights.file} has SHA-256 ${sha}, the manifest says ${m.weights.sha256}: the weights were altered`);
+    if (sha !== m.weights.sha256)
+      throw new Error(`kiln bundle: ${m.weights.file} has SHA-256 ${sha}, the manifest says ${m.weights.sha256}: the weights were altered`);
     const weights = decodeSafetensors(bytes, m.weights.file);
     for (const s of m.state) {
       const w = weights.get(s.name);
       if (!w) throw new Error(`kiln bundle: ${m.weights.file} lacks "${s.name}" ${fmt(s)}`);
-      if (w.dtype !== s.dtype || w.shape.join() !== s.shape.join()) throw new Error(`kiln bundle: ${m.weights.file}: "${s.name}" is ${fmt(w)}, the manifest says ${fmt(s)}`);
+      if (w.dtype !== s.dtype || w.shape.join() !== s.shape.join())
+        throw new Error(`kiln bundle: ${m.weights.file}: "${s.name}" is ${fmt(w)}, the manifest says ${fmt(s)}`);
     }
     const lim = device.limits;
     for (const k of m.kernels) {
-      if (k.bindings.length > lim.maxStorageBuffersPerShaderStage) throw new Error(`kiln bundle: kernel ${k.name} binds ${k.bindings.length} storage buffers; the device allows ${lim.maxStorageBuffersPerShaderStage}`);
+      if (k.bindings.length > lim.maxStorageBuffersPerShaderStage)
+        throw new Error(
+          `kiln bundle: kernel ${k.name} binds ${k.bindings.length} storage buffers; the device allows ${lim.maxStorageBuffersPerShaderStage}`,
+        );
     }
-    for (const b of m.buffers) if (b.bytes > lim.maxBufferSize) throw new Error(`kiln bundle: buffer ${b.label} is ${b.bytes} bytes; the device allows ${lim.maxBufferSize}`);
+    for (const b of m.buffers)
+      if (b.bytes > lim.maxBufferSize)
+        throw new Error(`kiln bundle: buffer ${b.label} is ${b.bytes} bytes; the device allows ${lim.maxBufferSize}`);
     const bound = (v: { shape: readonly BundleDim[] }) => Math.max(4, numel(v.shape, m.dims) * 4);
 
     const made: GPUBuffer[] = [];
@@ -168,35 +183,43 @@ export class Bundle {
       return b;
     };
     try {
-      const buffers = await scoped(device, "creating buffers", () => m.buffers.map((b) => {
-        const buf = create(b.label, b.bytes, STORAGE | COPY_DST | COPY_SRC);
-        if (b.kind === "state") {
-          const d = weights.get(b.state!)!.data;
-          device.queue.writeBuffer(buf, 0, d instanceof Uint8Array ? Uint32Array.from(d) : d); // bool is stored as u32
-        } else if (b.kind === "const") {
-          const T = b.dtype === "i32" ? Int32Array : b.dtype === "f32" ? Float32Array : Uint32Array;
-          if (b.data!.length) device.queue.writeBuffer(buf, 0, T.from(b.data!));
-        }
-        return buf;
-      }));
+      const buffers = await scoped(device, "creating buffers", () =>
+        m.buffers.map((b) => {
+          const buf = create(b.label, b.bytes, STORAGE | COPY_DST | COPY_SRC);
+          if (b.kind === "state") {
+            const d = weights.get(b.state!)!.data;
+            device.queue.writeBuffer(buf, 0, d instanceof Uint8Array ? Uint32Array.from(d) : d); // bool is stored as u32
+          } else if (b.kind === "const") {
+            const T = b.dtype === "i32" ? Int32Array : b.dtype === "f32" ? Float32Array : Uint32Array;
+            if (b.data!.length) device.queue.writeBuffer(buf, 0, T.from(b.data!));
+          }
+          return buf;
+        }),
+      );
       // Pipelines compile concurrently; one module per distinct WGSL text.
       const modules = new Map<string, Promise<GPUComputePipeline>>();
-      const pipelines = await Promise.all(m.kernels.map(async (k) => {
-        const code = await files.text(k.file);
-        let p = modules.get(code);
-        if (!p) modules.set(code, (p = compilePipeline(device, k, code)));
-        return p;
-      }));
+      const pipelines = await Promise.all(
+        m.kernels.map(async (k) => {
+          const code = await files.text(k.file);
+          let p = modules.get(code);
+          if (!p) modules.set(code, (p = compilePipeline(device, k, code)));
+          return p;
+        }),
+      );
       const values = new Map(m.values.map((v) => [v.id, v]));
-      const uniforms = m.kernels.map((k) => (k.uniforms.length ? create(`${k.name} dims`, Math.ceil(k.uniforms.length / 4) * 16, UNIFORM | COPY_DST) : undefined));
-      const groups = await scoped(device, "building bind groups", () => m.kernels.map((k, i) => {
-        const entries: GPUBindGroupEntry[] = k.bindings.map((b, j) => {
-          const v = values.get(b.value)!;
-          return { binding: j, resource: { buffer: buffers[v.buffer], offset: v.offset, size: bound(v) } };
-        });
-        if (uniforms[i]) entries.push({ binding: k.bindings.length, resource: { buffer: uniforms[i]! } });
-        return device.createBindGroup({ label: k.name, layout: pipelines[i].getBindGroupLayout(0), entries });
-      }));
+      const uniforms = m.kernels.map((k) =>
+        k.uniforms.length ? create(`${k.name} dims`, Math.ceil(k.uniforms.length / 4) * 16, UNIFORM | COPY_DST) : undefined,
+      );
+      const groups = await scoped(device, "building bind groups", () =>
+        m.kernels.map((k, i) => {
+          const entries: GPUBindGroupEntry[] = k.bindings.map((b, j) => {
+            const v = values.get(b.value)!;
+            return { binding: j, resource: { buffer: buffers[v.buffer], offset: v.offset, size: bound(v) } };
+          });
+          if (uniforms[i]) entries.push({ binding: k.bindings.length, resource: { buffer: uniforms[i]! } });
+          return device.createBindGroup({ label: k.name, layout: pipelines[i].getBindGroupLayout(0), entries });
+        }),
+      );
       const staging = m.outputs.map((o) => create(`out ${o.name}`, bound(o), MAP_READ | COPY_DST));
       return new Bundle(device, m, buffers, pipelines, groups, uniforms, staging);
     } catch (e) {
@@ -212,7 +235,15 @@ export class Bundle {
     const env = this.bind(inputs, dims);
     const key = JSON.stringify(env);
     if (key !== JSON.stringify(this.env)) {
-      m.kernels.forEach((k, i) => this.uniforms[i] && device.queue.writeBuffer(this.uniforms[i]!, 0, Uint32Array.from(k.uniforms, (d) => env[d])));
+      m.kernels.forEach(
+        (k, i) =>
+          this.uniforms[i] &&
+          device.queue.writeBuffer(
+            this.uniforms[i]!,
+            0,
+            Uint32Array.from(k.uniforms, (d) => env[d]),
+          ),
+      );
       this.counts = m.kernels.map((k) => counts(k.dispatch, env, device.limits.maxComputeWorkgroupsPerDimension, k.name));
       this.env = env;
     }
@@ -243,19 +274,22 @@ export class Bundle {
       for (const s of m.state) {
         if (s.update === null) continue;
         const v = values.get(s.update)!;
-        if (v.buffer !== s.buffer) enc.copyBufferToBuffer(this.buffers[v.buffer], v.offset, this.buffers[s.buffer], 0, numel(s.shape, {}) * 4);
+        if (v.buffer !== s.buffer)
+          enc.copyBufferToBuffer(this.buffers[v.buffer], v.offset, this.buffers[s.buffer], 0, numel(s.shape, {}) * 4);
       }
       device.queue.submit([enc.finish()]);
     });
     const out: Record<string, HostArray> = {};
-    await Promise.all(m.outputs.map(async (o, i) => {
-      const n = numel(o.shape, env);
-      const st = this.staging[i];
-      await st.mapAsync(MAP_READ, 0, Math.max(4, n * 4));
-      const bits = new Uint32Array(st.getMappedRange(0, Math.max(4, n * 4)).slice(0), 0, n);
-      st.unmap();
-      out[o.name] = o.dtype === "bool" ? Uint8Array.from(bits) : new ARRAYS[o.dtype](bits.buffer, 0, n);
-    }));
+    await Promise.all(
+      m.outputs.map(async (o, i) => {
+        const n = numel(o.shape, env);
+        const st = this.staging[i];
+        await st.mapAsync(MAP_READ, 0, Math.max(4, n * 4));
+        const bits = new Uint32Array(st.getMappedRange(0, Math.max(4, n * 4)).slice(0), 0, n);
+        st.unmap();
+        out[o.name] = o.dtype === "bool" ? Uint8Array.from(bits) : new ARRAYS[o.dtype](bits.buffer, 0, n);
+      }),
+    );
     return out;
   }
 
@@ -265,20 +299,30 @@ export class Bundle {
     const env: Record<string, number> = { ...given };
     for (const i of m.inputs) {
       const d = inputs[i.name];
-      if (d === undefined) throw new Error(`kiln bundle: input "${i.name}" ${fmt(i)} is missing (inputs: ${m.inputs.map((x) => x.name).join(", ")})`);
+      if (d === undefined)
+        throw new Error(`kiln bundle: input "${i.name}" ${fmt(i)} is missing (inputs: ${m.inputs.map((x) => x.name).join(", ")})`);
       const T = ARRAYS[i.dtype];
-      if (!(d instanceof T)) throw new Error(`kiln bundle: input "${i.name}" ${fmt(i)} must be a ${T.name}, got ${(d as object)?.constructor?.name ?? typeof d}`);
+      if (!(d instanceof T))
+        throw new Error(
+          `kiln bundle: input "${i.name}" ${fmt(i)} must be a ${T.name}, got ${(d as object)?.constructor?.name ?? typeof d}`,
+        );
     }
-    for (const name of Object.keys(inputs)) if (!m.inputs.some((i) => i.name === name)) throw new Error(`kiln bundle: unknown input "${name}" (inputs: ${m.inputs.map((x) => x.name).join(", ")})`);
+    for (const name of Object.keys(inputs))
+      if (!m.inputs.some((i) => i.name === name))
+        throw new Error(`kiln bundle: unknown input "${name}" (inputs: ${m.inputs.map((x) => x.name).join(", ")})`);
     // Solve a dim from an input whose shape has it as its only unknown.
     for (let changed = true; changed; ) {
       changed = false;
       for (const i of m.inputs) {
         const open = i.shape.filter((d): d is string => typeof d === "string" && env[d] === undefined);
         if (open.length !== 1 || i.shape.filter((d) => d === open[0]).length !== 1) continue;
-        const rest = numel(i.shape.filter((d) => d !== open[0]), env);
+        const rest = numel(
+          i.shape.filter((d) => d !== open[0]),
+          env,
+        );
         const len = inputs[i.name].length;
-        if (rest === 0 || len % rest !== 0) throw new Error(`kiln bundle: input "${i.name}" ${fmt(i)} has ${len} values, not a multiple of ${rest}`);
+        if (rest === 0 || len % rest !== 0)
+          throw new Error(`kiln bundle: input "${i.name}" ${fmt(i)} has ${len} values, not a multiple of ${rest}`);
         env[open[0]] = len / rest;
         changed = true;
       }
@@ -291,7 +335,10 @@ export class Bundle {
     }
     for (const i of m.inputs) {
       const want = numel(i.shape, env);
-      if (inputs[i.name].length !== want) throw new Error(`kiln bundle: input "${i.name}" ${fmt(i)} with ${JSON.stringify(env)} needs ${want} values, got ${inputs[i.name].length}`);
+      if (inputs[i.name].length !== want)
+        throw new Error(
+          `kiln bundle: input "${i.name}" ${fmt(i)} with ${JSON.stringify(env)} needs ${want} values, got ${inputs[i.name].length}`,
+        );
     }
     return env;
   }
@@ -325,8 +372,15 @@ async function compilePipeline(device: GPUDevice, k: Manifest["kernels"][number]
   return scoped(device, `compiling kernel ${k.name} (${k.file})`, async () => {
     const module = device.createShaderModule({ label: k.name, code });
     const errors = (await module.getCompilationInfo()).messages.filter((x) => x.type === "error");
-    if (errors.length) throw new Error(`kiln bundle: ${k.file} does not compile:\n${errors.map((e) => `  ${e.lineNum}:${e.linePos}: ${e.message}`).join("\n")}`);
-    const entries: GPUBindGroupLayoutEntry[] = k.bindings.map((b, i) => ({ binding: i, visibility: 4 /* COMPUTE */, buffer: { type: b.access === "read" ? "read-only-storage" : "storage" } }));
+    if (errors.length)
+      throw new Error(
+        `kiln bundle: ${k.file} does not compile:\n${errors.map((e) => `  ${e.lineNum}:${e.linePos}: ${e.message}`).join("\n")}`,
+      );
+    const entries: GPUBindGroupLayoutEntry[] = k.bindings.map((b, i) => ({
+      binding: i,
+      visibility: 4 /* COMPUTE */,
+      buffer: { type: b.access === "read" ? "read-only-storage" : "storage" },
+    }));
     if (k.uniforms.length) entries.push({ binding: k.bindings.length, visibility: 4, buffer: { type: "uniform" } });
     const layout = device.createPipelineLayout({ bindGroupLayouts: [device.createBindGroupLayout({ entries })] });
     return device.createComputePipelineAsync({ label: k.name, layout, compute: { module, entryPoint: "main" } });

@@ -136,7 +136,10 @@ export class KernelBuilder {
     const ctx = this.lowerCtx(node);
     switch (low.kind) {
       case "elementwise": {
-        const e = low.expr(node.inputs.map((i) => this.value(i, broadcastCoords(coords, node.type.shape, this.node(i).type.shape))), ctx);
+        const e = low.expr(
+          node.inputs.map((i) => this.value(i, broadcastCoords(coords, node.type.shape, this.node(i).type.shape))),
+          ctx,
+        );
         // A value fused in from another node gets a name: the expression stays flat when an
         // op's WGSL uses an argument twice, and a reader sees the chain step by step.
         return id === this.output || node.op === "const" ? e : this.let(e, "e");

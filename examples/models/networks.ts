@@ -8,7 +8,11 @@ import type { Graph, Shape } from "../../src/ir/types.ts";
 
 // The same constants as test/bench/workloads.ts (examples may not import tests).
 export const CLASSES = 10;
-export const MLP_LAYERS: readonly (readonly [number, number])[] = [[784, 500], [500, 500], [500, 10]];
+export const MLP_LAYERS: readonly (readonly [number, number])[] = [
+  [784, 500],
+  [500, 500],
+  [500, 10],
+];
 /** LeNet-5: conv 5×5×6 same → relu → pool 2; conv 5×5×16 valid → relu → pool 2; dense 120, 84, 10. */
 export const LENET = { size: 28, conv1: 6, conv2: 16, kernel: 5, flat: 5 * 5 * 16, dense: [120, 84, 10] } as const;
 
@@ -31,7 +35,11 @@ export function mlp(p: Params, x: Tensor): Tensor {
 
 export function lenet(p: Params, x: Tensor): Tensor {
   const half = Math.floor(LENET.kernel / 2);
-  const c1 = x.conv2d(p.c1, { padding: [half, half, half, half] }).add(p.c1b).relu().maxPool2d([2, 2]);
+  const c1 = x
+    .conv2d(p.c1, { padding: [half, half, half, half] })
+    .add(p.c1b)
+    .relu()
+    .maxPool2d([2, 2]);
   const c2 = c1.conv2d(p.c2).add(p.c2b).relu().maxPool2d([2, 2]);
   let h = c2.reshape([x.shape[0], LENET.flat]);
   for (let l = 1; l <= LENET.dense.length; l++) {
@@ -43,14 +51,22 @@ export function lenet(p: Params, x: Tensor): Tensor {
 
 /** Parameter shapes in the bench's order: w1 b1 w2 b2 … (dense weights [in, out]). */
 export function mlpShapes(): Record<string, { shape: number[] }> {
-  return Object.fromEntries(MLP_LAYERS.flatMap(([i, o], l) => [[`w${l + 1}`, { shape: [i, o] }], [`b${l + 1}`, { shape: [o] }]]));
+  return Object.fromEntries(
+    MLP_LAYERS.flatMap(([i, o], l) => [
+      [`w${l + 1}`, { shape: [i, o] }],
+      [`b${l + 1}`, { shape: [o] }],
+    ]),
+  );
 }
 
 /** LeNet-5's parameter shapes: conv filters HWIO c1 c1b c2 c2b, then the dense layers. */
 export function lenetShapes(): Record<string, { shape: number[] }> {
   const { kernel: k, conv1, conv2, flat } = LENET;
   const out: Record<string, { shape: number[] }> = {
-    c1: { shape: [k, k, 1, conv1] }, c1b: { shape: [conv1] }, c2: { shape: [k, k, conv1, conv2] }, c2b: { shape: [conv2] },
+    c1: { shape: [k, k, 1, conv1] },
+    c1b: { shape: [conv1] },
+    c2: { shape: [k, k, conv1, conv2] },
+    c2b: { shape: [conv2] },
   };
   LENET.dense.forEach((o, l) => {
     out[`w${l + 1}`] = { shape: [l === 0 ? flat : LENET.dense[l - 1], o] };
@@ -62,7 +78,11 @@ export function lenetShapes(): Record<string, { shape: number[] }> {
 /** Inputs: the batch `x` (and labels `y` when training) and every parameter, all resident;
  *  outputs: the loss `out` and, for training, each parameter's SGD update `<name>_next`, which
  *  replaces it after the step. `kind: "forward"` builds the forward pass only. */
-export function buildStep(spec: { readonly kind: string; readonly lr: number }, forward: (p: Params, x: Tensor) => Tensor, values: Shaped): { graph: Graph; state: Record<string, string | null> } {
+export function buildStep(
+  spec: { readonly kind: string; readonly lr: number },
+  forward: (p: Params, x: Tensor) => Tensor,
+  values: Shaped,
+): { graph: Graph; state: Record<string, string | null> } {
   const g = new GraphBuilder();
   const input = (name: string) => g.input(name, "f32", values[name].shape);
   const x = input("x");
@@ -76,7 +96,10 @@ export function buildStep(spec: { readonly kind: string; readonly lr: number }, 
   }
   const loss = softmaxCrossEntropy(logits, input("y"));
   state.y = null;
-  const grads = grad(loss, names.map((n) => p[n]));
+  const grads = grad(
+    loss,
+    names.map((n) => p[n]),
+  );
   const outputs: Record<string, Tensor> = { out: loss };
   names.forEach((n, i) => {
     outputs[`${n}_next`] = p[n].sub(grads[i].mul(spec.lr));

@@ -34,7 +34,10 @@ export class GraphBuilder {
     }
     let type: TensorType;
     try {
-      type = OPS[op].infer(inputs.map((t) => t.type), attrs);
+      type = OPS[op].infer(
+        inputs.map((t) => t.type),
+        attrs,
+      );
     } catch (e) {
       if (e instanceof ShapeError) throw new ShapeError(`${describeNode(op, id, site)}: ${e.message}`);
       throw e;
@@ -96,12 +99,23 @@ export class GraphBuilder {
 }
 
 export class Tensor {
-  constructor(readonly builder: GraphBuilder, readonly id: ValueId) {}
+  constructor(
+    readonly builder: GraphBuilder,
+    readonly id: ValueId,
+  ) {}
 
-  get type(): TensorType { return this.builder.type(this.id); }
-  get shape(): Shape { return this.type.shape; }
-  get dtype(): DType { return this.type.dtype; }
-  get rank(): number { return this.shape.length; }
+  get type(): TensorType {
+    return this.builder.type(this.id);
+  }
+  get shape(): Shape {
+    return this.type.shape;
+  }
+  get dtype(): DType {
+    return this.type.dtype;
+  }
+  get rank(): number {
+    return this.shape.length;
+  }
 
   private un<K extends OpKind>(op: K): Tensor {
     return this.builder.add(op, [this], {} as OpAttrs[K]);
@@ -121,53 +135,131 @@ export class Tensor {
     return list.map((a) => normAxis(a, this.rank) ?? a);
   }
 
-  neg() { return this.un("neg"); }
-  abs() { return this.un("abs"); }
-  sign() { return this.un("sign"); }
-  exp() { return this.un("exp"); }
-  log() { return this.un("log"); }
-  sqrt() { return this.un("sqrt"); }
-  rsqrt() { return this.un("rsqrt"); }
-  recip() { return this.un("recip"); }
-  sin() { return this.un("sin"); }
-  cos() { return this.un("cos"); }
-  tanh() { return this.un("tanh"); }
-  sigmoid() { return this.un("sigmoid"); }
-  relu() { return this.un("relu"); }
-  floor() { return this.un("floor"); }
-  ceil() { return this.un("ceil"); }
-  not() { return this.un("not"); }
-  cast(dtype: DType) { return this.builder.add("cast", [this], { dtype }); }
+  neg() {
+    return this.un("neg");
+  }
+  abs() {
+    return this.un("abs");
+  }
+  sign() {
+    return this.un("sign");
+  }
+  exp() {
+    return this.un("exp");
+  }
+  log() {
+    return this.un("log");
+  }
+  sqrt() {
+    return this.un("sqrt");
+  }
+  rsqrt() {
+    return this.un("rsqrt");
+  }
+  recip() {
+    return this.un("recip");
+  }
+  sin() {
+    return this.un("sin");
+  }
+  cos() {
+    return this.un("cos");
+  }
+  tanh() {
+    return this.un("tanh");
+  }
+  sigmoid() {
+    return this.un("sigmoid");
+  }
+  relu() {
+    return this.un("relu");
+  }
+  floor() {
+    return this.un("floor");
+  }
+  ceil() {
+    return this.un("ceil");
+  }
+  not() {
+    return this.un("not");
+  }
+  cast(dtype: DType) {
+    return this.builder.add("cast", [this], { dtype });
+  }
   /** The same value, through which no gradient flows. */
-  stopGradient() { return this.un("stop_gradient"); }
+  stopGradient() {
+    return this.un("stop_gradient");
+  }
 
-  add(o: Operand) { return this.bin("add", o); }
-  sub(o: Operand) { return this.bin("sub", o); }
-  mul(o: Operand) { return this.bin("mul", o); }
-  div(o: Operand) { return this.bin("div", o); }
-  mod(o: Operand) { return this.bin("mod", o); }
-  pow(o: Operand) { return this.bin("pow", o); }
-  maximum(o: Operand) { return this.bin("max", o); }
-  minimum(o: Operand) { return this.bin("min", o); }
-  eq(o: Operand) { return this.bin("eq", o); }
-  ne(o: Operand) { return this.bin("ne", o); }
-  lt(o: Operand) { return this.bin("lt", o); }
-  le(o: Operand) { return this.bin("le", o); }
-  gt(o: Operand) { return this.bin("gt", o); }
-  ge(o: Operand) { return this.bin("ge", o); }
-  and(o: Tensor) { return this.bin("and", o); }
-  or(o: Tensor) { return this.bin("or", o); }
+  add(o: Operand) {
+    return this.bin("add", o);
+  }
+  sub(o: Operand) {
+    return this.bin("sub", o);
+  }
+  mul(o: Operand) {
+    return this.bin("mul", o);
+  }
+  div(o: Operand) {
+    return this.bin("div", o);
+  }
+  mod(o: Operand) {
+    return this.bin("mod", o);
+  }
+  pow(o: Operand) {
+    return this.bin("pow", o);
+  }
+  maximum(o: Operand) {
+    return this.bin("max", o);
+  }
+  minimum(o: Operand) {
+    return this.bin("min", o);
+  }
+  eq(o: Operand) {
+    return this.bin("eq", o);
+  }
+  ne(o: Operand) {
+    return this.bin("ne", o);
+  }
+  lt(o: Operand) {
+    return this.bin("lt", o);
+  }
+  le(o: Operand) {
+    return this.bin("le", o);
+  }
+  gt(o: Operand) {
+    return this.bin("gt", o);
+  }
+  ge(o: Operand) {
+    return this.bin("ge", o);
+  }
+  and(o: Tensor) {
+    return this.bin("and", o);
+  }
+  or(o: Tensor) {
+    return this.bin("or", o);
+  }
   /** this ? a : b, elementwise with broadcasting. */
   select(a: Operand, b: Operand) {
     const ta = typeof a === "number" ? (typeof b === "number" ? this.builder.constant(a) : b.lift(a)) : a;
     return this.builder.add("select", [this, ta, ta.lift(b)], {});
   }
 
-  sum(axes?: number | readonly number[], keepdims = false) { return this.builder.add("reduce_sum", [this], { axes: this.axes(axes), keepdims }); }
-  mean(axes?: number | readonly number[], keepdims = false) { return this.builder.add("reduce_mean", [this], { axes: this.axes(axes), keepdims }); }
-  max(axes?: number | readonly number[], keepdims = false) { return this.builder.add("reduce_max", [this], { axes: this.axes(axes), keepdims }); }
-  min(axes?: number | readonly number[], keepdims = false) { return this.builder.add("reduce_min", [this], { axes: this.axes(axes), keepdims }); }
-  argmax(axis = -1, keepdims = false) { return this.builder.add("argmax", [this], { axis: normAxis(axis, this.rank) ?? axis, keepdims }); }
+  sum(axes?: number | readonly number[], keepdims = false) {
+    return this.builder.add("reduce_sum", [this], { axes: this.axes(axes), keepdims });
+  }
+  mean(axes?: number | readonly number[], keepdims = false) {
+    return this.builder.add("reduce_mean", [this], { axes: this.axes(axes), keepdims });
+  }
+  max(axes?: number | readonly number[], keepdims = false) {
+    return this.builder.add("reduce_max", [this], { axes: this.axes(axes), keepdims });
+  }
+  min(axes?: number | readonly number[], keepdims = false) {
+    return this.builder.add("reduce_min", [this], { axes: this.axes(axes), keepdims });
+  }
+  argmax(axis = -1, keepdims = false) {
+    return this.builder.add("argmax", [this], { axis: normAxis(axis, this.rank) ?? axis, keepdims });
+  }
 
   /** Undo numpy broadcasting: sum over the axes that broadcasting to this shape added or
    *  stretched from 1, so the result has `shape`. */
@@ -179,8 +271,12 @@ export class Tensor {
     const summed = axes.length ? this.sum(axes, true) : this;
     return lead > 0 || summed.rank !== shape.length ? summed.reshape(shape) : summed;
   }
-  reshape(shape: Shape) { return this.builder.add("reshape", [this], { shape: [...shape] }); }
-  permute(perm: readonly number[]) { return this.builder.add("permute", [this], { perm: perm.map((a) => normAxis(a, this.rank) ?? a) }); }
+  reshape(shape: Shape) {
+    return this.builder.add("reshape", [this], { shape: [...shape] });
+  }
+  permute(perm: readonly number[]) {
+    return this.builder.add("permute", [this], { perm: perm.map((a) => normAxis(a, this.rank) ?? a) });
+  }
   /** Swap the last two axes (a matrix transpose, batched). */
   transpose() {
     const perm = this.shape.map((_, i) => i);
@@ -188,24 +284,49 @@ export class Tensor {
     [perm[perm.length - 2], perm[perm.length - 1]] = [perm[perm.length - 1], perm[perm.length - 2]];
     return this.permute(perm);
   }
-  expand(shape: Shape) { return this.builder.add("expand", [this], { shape: [...shape] }); }
+  expand(shape: Shape) {
+    return this.builder.add("expand", [this], { shape: [...shape] });
+  }
   slice(begin: readonly number[], end: readonly Dim[], stride?: readonly number[]) {
     return this.builder.add("slice", [this], { begin: [...begin], end: [...end], stride: stride ? [...stride] : begin.map(() => 1) });
   }
   pad(before: readonly number[], after: readonly number[], value = 0) {
     return this.builder.add("pad", [this], { before: [...before], after: [...after], value });
   }
-  gather(indices: Tensor, axis = 0) { return this.builder.add("gather", [this, indices], { axis: normAxis(axis, this.rank) ?? axis }); }
-
-  matmul(o: Tensor) { return this.builder.add("matmul", [this, o], {}); }
-  /** NHWC input, HWIO filter; padding [top, bottom, left, right]. */
-  conv2d(filter: Tensor, opts: { strides?: readonly [number, number]; padding?: readonly [number, number, number, number]; dilations?: readonly [number, number] } = {}) {
-    return this.builder.add("conv2d", [this, filter], { strides: opts.strides ?? [1, 1], padding: opts.padding ?? [0, 0, 0, 0], dilations: opts.dilations ?? [1, 1] });
+  gather(indices: Tensor, axis = 0) {
+    return this.builder.add("gather", [this, indices], { axis: normAxis(axis, this.rank) ?? axis });
   }
-  maxPool2d(window: readonly [number, number], strides: readonly [number, number] = window, padding: readonly [number, number, number, number] = [0, 0, 0, 0]) {
+
+  matmul(o: Tensor) {
+    return this.builder.add("matmul", [this, o], {});
+  }
+  /** NHWC input, HWIO filter; padding [top, bottom, left, right]. */
+  conv2d(
+    filter: Tensor,
+    opts: {
+      strides?: readonly [number, number];
+      padding?: readonly [number, number, number, number];
+      dilations?: readonly [number, number];
+    } = {},
+  ) {
+    return this.builder.add("conv2d", [this, filter], {
+      strides: opts.strides ?? [1, 1],
+      padding: opts.padding ?? [0, 0, 0, 0],
+      dilations: opts.dilations ?? [1, 1],
+    });
+  }
+  maxPool2d(
+    window: readonly [number, number],
+    strides: readonly [number, number] = window,
+    padding: readonly [number, number, number, number] = [0, 0, 0, 0],
+  ) {
     return this.builder.add("max_pool2d", [this], { window, strides, padding });
   }
-  avgPool2d(window: readonly [number, number], strides: readonly [number, number] = window, padding: readonly [number, number, number, number] = [0, 0, 0, 0]) {
+  avgPool2d(
+    window: readonly [number, number],
+    strides: readonly [number, number] = window,
+    padding: readonly [number, number, number, number] = [0, 0, 0, 0],
+  ) {
     return this.builder.add("avg_pool2d", [this], { window, strides, padding });
   }
 }

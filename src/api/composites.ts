@@ -60,7 +60,8 @@ export function maxout(x: Tensor, pieces: number): Tensor {
  *  primitive of its own. */
 export function oneHot(indices: Tensor, depth: Dim, dtype: DType = "f32"): Tensor {
   if (indices.dtype !== "i32") throw new KilnError(`oneHot: indices must be i32, got ${indices.dtype}`);
-  if (!isValidDim(depth) || depth === 0) throw new KilnError(`oneHot: depth must be a positive integer, got ${JSON.stringify(depth)} (or a symbolic dim such as "V")`);
+  if (!isValidDim(depth) || depth === 0)
+    throw new KilnError(`oneHot: depth must be a positive integer, got ${JSON.stringify(depth)} (or a symbolic dim such as "V")`);
   const shape = [...indices.shape, depth];
   const positions = indices.builder.iota(shape, indices.rank, "i32");
   return positions.eq(indices.reshape([...indices.shape, 1]).expand(shape)).cast(dtype);
@@ -100,7 +101,9 @@ function crossEntropyRows(logits: Tensor, labels: Tensor, axis: number): Tensor 
  *  (softmax − onehot) / count on the valid rows. */
 export function sparseSoftmaxCrossEntropy(logits: Tensor, labels: Tensor): Tensor {
   if (logits.rank === 0 || labels.dtype !== "i32" || !shapeEq(labels.shape, logits.shape.slice(0, -1))) {
-    throw new KilnError(`sparseSoftmaxCrossEntropy: needs i32 labels of the logits' shape without the last axis (logits ${formatType(logits.type)}, labels ${formatType(labels.type)})`);
+    throw new KilnError(
+      `sparseSoftmaxCrossEntropy: needs i32 labels of the logits' shape without the last axis (logits ${formatType(logits.type)}, labels ${formatType(labels.type)})`,
+    );
   }
   const classes = logits.shape[logits.rank - 1];
   const valid = labels.ge(0).and(labels.lt(typeof classes === "number" ? classes : logits.builder.iota([classes], 0).max().add(1)));

@@ -38,10 +38,12 @@ export function grad(y: Tensor, wrt: readonly Tensor[], seed?: Tensor): Tensor[]
   if (!seed && y.rank !== 0) {
     throw new KilnError(`grad: ${formatType(y.type)} is not a scalar; reduce it first or pass a seed cotangent of its shape`);
   }
-  if (seed && !shapeEq(seed.shape, y.shape)) throw new KilnError(`grad: seed ${formatType(seed.type)} does not match ${formatType(y.type)}`);
+  if (seed && !shapeEq(seed.shape, y.shape))
+    throw new KilnError(`grad: seed ${formatType(seed.type)} does not match ${formatType(y.type)}`);
   for (const x of wrt) {
     if (x.builder !== b) throw new KilnError("grad: a wrt tensor belongs to another graph");
-    if (x.dtype !== "f32") throw new KilnError(`grad: cannot differentiate with respect to ${formatType(x.type)} %${x.id}; only f32 values have gradients`);
+    if (x.dtype !== "f32")
+      throw new KilnError(`grad: cannot differentiate with respect to ${formatType(x.type)} %${x.id}; only f32 values have gradients`);
   }
 
   // Which values depend on a wrt tensor (forward), below y.
@@ -72,7 +74,9 @@ export function grad(y: Tensor, wrt: readonly Tensor[], seed?: Tensor): Tensor[]
       const gi = gs[k];
       if (!live[k] || !gi) return;
       if (!shapeEq(gi.shape, b.type(input).shape) || gi.dtype !== "f32") {
-        throw new KilnError(`grad: the ${custom ? "custom " : ""}rule of ${describeNode(n.op, n.id, n.site)} gave ${formatType(gi.type)} for input %${input} ${formatType(b.type(input))}`);
+        throw new KilnError(
+          `grad: the ${custom ? "custom " : ""}rule of ${describeNode(n.op, n.id, n.site)} gave ${formatType(gi.type)} for input %${input} ${formatType(b.type(input))}`,
+        );
       }
       const prev = ct.get(input);
       ct.set(input, prev ? prev.add(gi) : gi);

@@ -39,7 +39,8 @@ function normals(rand: () => number): () => number {
 const sizeOf = (shape: readonly number[]): number => shape.reduce((a, d) => a * d, 1);
 
 function checked(name: string, shape: readonly number[]): number {
-  if (!shape.every((d) => Number.isInteger(d) && d >= 0)) throw new KilnError(`initializer ${name}: shape [${shape.join(",")}] must be static non-negative integers`);
+  if (!shape.every((d) => Number.isInteger(d) && d >= 0))
+    throw new KilnError(`initializer ${name}: shape [${shape.join(",")}] must be static non-negative integers`);
   return sizeOf(shape);
 }
 

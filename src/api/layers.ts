@@ -41,10 +41,14 @@ export function logitsOf(t: Tensor): { activation: "softmax" | "sigmoid"; logits
 
 export function activate(x: Tensor, name: ActivationName | undefined): Tensor {
   switch (name ?? "linear") {
-    case "linear": return x;
-    case "relu": return x.relu();
-    case "tanh": return x.tanh();
-    case "leakyRelu": return leakyRelu(x);
+    case "linear":
+      return x;
+    case "relu":
+      return x.relu();
+    case "tanh":
+      return x.tanh();
+    case "leakyRelu":
+      return leakyRelu(x);
     case "sigmoid":
     case "softmax": {
       const act = name as "softmax" | "sigmoid";
@@ -54,7 +58,8 @@ export function activate(x: Tensor, name: ActivationName | undefined): Tensor {
       m.set(y.id, { activation: act, logits: x });
       return y;
     }
-    default: throw new KilnError(`unknown activation "${name}" (sigmoid, tanh, relu, leakyRelu, softmax, linear)`);
+    default:
+      throw new KilnError(`unknown activation "${name}" (sigmoid, tanh, relu, leakyRelu, softmax, linear)`);
   }
 }
 
@@ -69,9 +74,17 @@ export interface InputSpec {
 
 /** A value in a model definition: a model input, or a layer applied to other such values. */
 export class SymbolicTensor {
-  private constructor(readonly spec: InputSpec | undefined, readonly layer: Layer | undefined, readonly args: readonly SymbolicTensor[]) {}
-  static input(spec: InputSpec): SymbolicTensor { return new SymbolicTensor(spec, undefined, []); }
-  static call(layer: Layer, args: readonly SymbolicTensor[]): SymbolicTensor { return new SymbolicTensor(undefined, layer, args); }
+  private constructor(
+    readonly spec: InputSpec | undefined,
+    readonly layer: Layer | undefined,
+    readonly args: readonly SymbolicTensor[],
+  ) {}
+  static input(spec: InputSpec): SymbolicTensor {
+    return new SymbolicTensor(spec, undefined, []);
+  }
+  static call(layer: Layer, args: readonly SymbolicTensor[]): SymbolicTensor {
+    return new SymbolicTensor(undefined, layer, args);
+  }
 }
 
 export abstract class Layer {
@@ -80,17 +93,25 @@ export abstract class Layer {
   private given: string | undefined;
   /** Where the layer was made (src/api/site.ts): its nodes carry it, with its name. */
   readonly site: string = callSite();
-  constructor(name?: string) { this.given = name; }
+  constructor(name?: string) {
+    this.given = name;
+  }
 
   get name(): string {
     if (this.given === undefined) throw new KilnError(`a ${this.kind} layer has no name until it is part of a model`);
     return this.given;
   }
-  get named(): boolean { return this.given !== undefined; }
+  get named(): boolean {
+    return this.given !== undefined;
+  }
   /** For errors: "conv2d_1 @ lenet.ts:14". */
-  protected get where(): string { return `${this.given ?? this.kind}${this.site ? ` @ ${this.site}` : ""}`; }
+  protected get where(): string {
+    return `${this.given ?? this.kind}${this.site ? ` @ ${this.site}` : ""}`;
+  }
   /** Set once, by the first model that holds the layer: parameter names must not change. */
-  nameAs(name: string): void { this.given ??= name; }
+  nameAs(name: string): void {
+    this.given ??= name;
+  }
 
   abstract call(inputs: readonly Tensor[], scope: Scope): Tensor;
 
@@ -127,7 +148,12 @@ export interface DenseOptions {
 
 class Dense extends Layer {
   readonly kind = "dense";
-  constructor(readonly units: number, readonly opts: DenseOptions) { super(opts.name); }
+  constructor(
+    readonly units: number,
+    readonly opts: DenseOptions,
+  ) {
+    super(opts.name);
+  }
   call(inputs: readonly Tensor[], scope: Scope): Tensor {
     const x = this.one(inputs);
     const w = scope.param("kernel", [this.staticDim(x, -1), this.units], this.opts.kernelInitializer ?? glorotUniform(), { decay: true });
@@ -161,7 +187,13 @@ export interface Conv2dOptions extends DenseOptions {
 
 class Conv2d extends Layer {
   readonly kind = "conv2d";
-  constructor(readonly filters: number, readonly kernel: Pair, readonly opts: Conv2dOptions) { super(opts.name); }
+  constructor(
+    readonly filters: number,
+    readonly kernel: Pair,
+    readonly opts: Conv2dOptions,
+  ) {
+    super(opts.name);
+  }
   call(inputs: readonly Tensor[], scope: Scope): Tensor {
     const x = this.one(inputs, 4);
     const strides = pair(this.opts.strides ?? 1);
@@ -177,7 +209,14 @@ class Conv2d extends Layer {
 export const conv2d = (filters: number, kernel: number | Pair, opts: Conv2dOptions = {}): Layer => new Conv2d(filters, pair(kernel), opts);
 
 class Pool2d extends Layer {
-  constructor(readonly kind: "max_pool2d" | "avg_pool2d", readonly pool: Pair, readonly strides: Pair, name?: string) { super(name); }
+  constructor(
+    readonly kind: "max_pool2d" | "avg_pool2d",
+    readonly pool: Pair,
+    readonly strides: Pair,
+    name?: string,
+  ) {
+    super(name);
+  }
   call(inputs: readonly Tensor[]): Tensor {
     const x = this.one(inputs, 4);
     return this.kind === "max_pool2d" ? x.maxPool2d(this.pool, this.strides) : x.avgPool2d(this.pool, this.strides);
@@ -206,7 +245,10 @@ export const flatten = (opts: { name?: string } = {}): Layer => new Flatten(opts
 
 class Dropout extends Layer {
   readonly kind = "dropout";
-  constructor(readonly rate: number, name?: string) {
+  constructor(
+    readonly rate: number,
+    name?: string,
+  ) {
     super(name);
     if (!(rate >= 0 && rate < 1)) throw new KilnError(`dropout: rate must be in [0, 1), got ${rate}`);
   }
@@ -232,7 +274,9 @@ export interface BatchNormOptions {
 
 class BatchNorm extends Layer {
   readonly kind = "batch_norm";
-  constructor(readonly opts: BatchNormOptions) { super(opts.name); }
+  constructor(readonly opts: BatchNormOptions) {
+    super(opts.name);
+  }
   call(inputs: readonly Tensor[], scope: Scope): Tensor {
     const x = this.one(inputs);
     if (x.rank < 2) throw new KilnError(`${this.where}: needs [B, ..., C], got ${formatType(x.type)}`);
@@ -264,7 +308,13 @@ export const batchNorm = (opts: BatchNormOptions = {}): Layer => new BatchNorm(o
 
 class Embedding extends Layer {
   readonly kind = "embedding";
-  constructor(readonly vocab: number, readonly dim: number, readonly opts: { initializer?: Initializer; name?: string }) { super(opts.name); }
+  constructor(
+    readonly vocab: number,
+    readonly dim: number,
+    readonly opts: { initializer?: Initializer; name?: string },
+  ) {
+    super(opts.name);
+  }
   call(inputs: readonly Tensor[], scope: Scope): Tensor {
     if (inputs.length !== 1 || inputs[0].dtype !== "i32") {
       throw new KilnError(`${this.where}: takes one i32 index tensor, got ${inputs.map((t) => formatType(t.type)).join(", ")}`);
@@ -275,22 +325,37 @@ class Embedding extends Layer {
 }
 
 /** i32 indices [B, T] → [B, T, dim], rows of a [vocab, dim] table (Keras: uniform ±0.05). */
-export const embedding = (vocab: number, dim: number, opts: { initializer?: Initializer; name?: string } = {}): Layer => new Embedding(vocab, dim, opts);
+export const embedding = (vocab: number, dim: number, opts: { initializer?: Initializer; name?: string } = {}): Layer =>
+  new Embedding(vocab, dim, opts);
 
 // ---- activations as layers ----
 
 class Activation extends Layer {
   readonly kind = "activation";
-  constructor(readonly fn: ActivationName, name?: string) { super(name); }
-  call(inputs: readonly Tensor[]): Tensor { return activate(this.one(inputs), this.fn); }
+  constructor(
+    readonly fn: ActivationName,
+    name?: string,
+  ) {
+    super(name);
+  }
+  call(inputs: readonly Tensor[]): Tensor {
+    return activate(this.one(inputs), this.fn);
+  }
 }
 
 export const activation = (name: ActivationName, opts: { name?: string } = {}): Layer => new Activation(name, opts.name);
 
 class Maxout extends Layer {
   readonly kind = "maxout";
-  constructor(readonly pieces: number, name?: string) { super(name); }
-  call(inputs: readonly Tensor[]): Tensor { return maxoutOf(this.one(inputs), this.pieces); }
+  constructor(
+    readonly pieces: number,
+    name?: string,
+  ) {
+    super(name);
+  }
+  call(inputs: readonly Tensor[]): Tensor {
+    return maxoutOf(this.one(inputs), this.pieces);
+  }
 }
 
 /** [..., C] → [..., C / pieces], the max over each group of `pieces` units. */

@@ -24,7 +24,9 @@ function sameShape(what: string, a: Tensor, b: Tensor): void {
 
 function sparseLabels(what: string, pred: Tensor, labels: Tensor): void {
   if (pred.rank === 0 || labels.dtype !== "i32" || !shapeEq(labels.shape, pred.shape.slice(0, -1))) {
-    throw new KilnError(`${what}: needs i32 labels of the prediction's shape without the last axis (prediction ${formatType(pred.type)}, labels ${formatType(labels.type)})`);
+    throw new KilnError(
+      `${what}: needs i32 labels of the prediction's shape without the last axis (prediction ${formatType(pred.type)}, labels ${formatType(labels.type)})`,
+    );
   }
 }
 
@@ -47,13 +49,18 @@ export function sparseCategoricalCrossEntropy(probs: Tensor, labels: Tensor, eps
   return oneHot(labels, classes).mul(clip(probs, eps).log()).sum(-1).neg().mean();
 }
 
-export const sparseCategoricalCrossEntropyFromLogits = (logits: Tensor, labels: Tensor): Tensor => sparseSoftmaxCrossEntropy(logits, labels);
+export const sparseCategoricalCrossEntropyFromLogits = (logits: Tensor, labels: Tensor): Tensor =>
+  sparseSoftmaxCrossEntropy(logits, labels);
 
 /** From probabilities (clipped): mean of −(y log p + (1 − y) log(1 − p)). */
 export function binaryCrossEntropy(probs: Tensor, labels: Tensor, eps = EPSILON): Tensor {
   sameShape("binaryCrossEntropy", probs, labels);
   const p = clip(probs, eps);
-  return labels.mul(p.log()).add(labels.neg().add(1).mul(p.neg().add(1).log())).neg().mean();
+  return labels
+    .mul(p.log())
+    .add(labels.neg().add(1).mul(p.neg().add(1).log()))
+    .neg()
+    .mean();
 }
 
 /** Stable for any logit: max(z, 0) − z·y + log(1 + e^−|z|). */
@@ -64,7 +71,10 @@ export const binaryCrossEntropyFromLogits = (logits: Tensor, labels: Tensor): Te
 export function l2Penalty(params: readonly Tensor[], lambda: number): Tensor {
   if (params.length === 0) throw new KilnError("l2Penalty: no parameters");
   const sq = params.map((w) => w.mul(w).sum());
-  return sq.slice(1).reduce((a, s) => a.add(s), sq[0]).mul(lambda / 2);
+  return sq
+    .slice(1)
+    .reduce((a, s) => a.add(s), sq[0])
+    .mul(lambda / 2);
 }
 
 /** The sparse autoencoder's penalty on hidden activations h [B, H] in (0, 1):
@@ -73,7 +83,20 @@ export function klSparsity(h: Tensor, rho: number, beta: number): Tensor {
   if (h.rank !== 2) throw new KilnError(`klSparsity: needs activations [B, H], got ${formatType(h.type)}`);
   if (!(rho > 0 && rho < 1)) throw new KilnError(`klSparsity: rho must be in (0, 1), got ${rho}`);
   const r = h.mean(0);
-  const kl = r.recip().mul(rho).log().mul(rho).add(r.neg().add(1).recip().mul(1 - rho).log().mul(1 - rho));
+  const kl = r
+    .recip()
+    .mul(rho)
+    .log()
+    .mul(rho)
+    .add(
+      r
+        .neg()
+        .add(1)
+        .recip()
+        .mul(1 - rho)
+        .log()
+        .mul(1 - rho),
+    );
   return kl.sum().mul(beta);
 }
 
@@ -81,9 +104,12 @@ export function klSparsity(h: Tensor, rho: number, beta: number): Tensor {
 
 export type LossName =
   | "mse"
-  | "categoricalCrossEntropy" | "categoricalCrossEntropyFromLogits"
-  | "sparseCategoricalCrossEntropy" | "sparseCategoricalCrossEntropyFromLogits"
-  | "binaryCrossEntropy" | "binaryCrossEntropyFromLogits"
+  | "categoricalCrossEntropy"
+  | "categoricalCrossEntropyFromLogits"
+  | "sparseCategoricalCrossEntropy"
+  | "sparseCategoricalCrossEntropyFromLogits"
+  | "binaryCrossEntropy"
+  | "binaryCrossEntropyFromLogits"
   | KerasLossName;
 
 /** Keras's names, for users porting a model: the same losses (from probabilities). */
@@ -113,17 +139,22 @@ function accuracy(kind: Kind, fromLogits: boolean) {
     const logits = fromLogits ? pred : logitsOf(pred)?.activation === "sigmoid" ? logitsOf(pred)!.logits : undefined;
     const said = logits ? logits.gt(0) : pred.gt(0.5);
     const perExample = pred.shape.slice(1).reduce<number>((a, d) => a * (typeof d === "number" ? d : NaN), 1);
-    if (!Number.isFinite(perExample)) throw new KilnError(`binary accuracy: the prediction ${formatType(pred.type)} needs static dims after the batch`);
+    if (!Number.isFinite(perExample))
+      throw new KilnError(`binary accuracy: the prediction ${formatType(pred.type)} needs static dims after the batch`);
     const hits = count(said.cast("f32").eq(labels.gt(0.5).cast("f32")));
     return perExample === 1 ? hits : hits.div(perExample);
   };
 }
 
 const fromProbs: Record<Kind, (p: Tensor, y: Tensor) => Tensor> = {
-  categorical: categoricalCrossEntropy, sparse: sparseCategoricalCrossEntropy, binary: binaryCrossEntropy,
+  categorical: categoricalCrossEntropy,
+  sparse: sparseCategoricalCrossEntropy,
+  binary: binaryCrossEntropy,
 };
 const fromLogitsOf: Record<Kind, (z: Tensor, y: Tensor) => Tensor> = {
-  categorical: categoricalCrossEntropyFromLogits, sparse: sparseCategoricalCrossEntropyFromLogits, binary: binaryCrossEntropyFromLogits,
+  categorical: categoricalCrossEntropyFromLogits,
+  sparse: sparseCategoricalCrossEntropyFromLogits,
+  binary: binaryCrossEntropyFromLogits,
 };
 
 function crossEntropy(kind: Kind, fromLogits: boolean, name: string): Loss {
@@ -155,5 +186,7 @@ export function lossByName(given: LossName | Loss): Loss {
     return crossEntropy(kind, m[2] !== undefined, name);
   }
   if (name === "mse") return { name, labels: (pred) => ({ dtype: "f32", shape: pred }), compute: mse };
-  throw new KilnError(`unknown loss "${given}" (mse, categoricalCrossEntropy, sparseCategoricalCrossEntropy, binaryCrossEntropy, each cross-entropy also …FromLogits; or Keras's ${Object.keys(KERAS_NAMES).join(", ")})`);
+  throw new KilnError(
+    `unknown loss "${given}" (mse, categoricalCrossEntropy, sparseCategoricalCrossEntropy, binaryCrossEntropy, each cross-entropy also …FromLogits; or Keras's ${Object.keys(KERAS_NAMES).join(", ")})`,
+  );
 }

@@ -58,10 +58,12 @@ function hash(s: string): number {
   return h;
 }
 
-const initialOf = (name: string, shape: readonly number[], init: Initializer) => (seed: number) => init.init(shape, hash(`${seed}:${name}`));
+const initialOf = (name: string, shape: readonly number[], init: Initializer) => (seed: number) =>
+  init.init(shape, hash(`${seed}:${name}`));
 
 export function input(shape: readonly number[], dtype: DType = "f32", name?: string): SymbolicTensor {
-  if (!shape.every((d) => Number.isInteger(d) && d > 0)) throw new KilnError(`input: shape [${shape.join(",")}] (without the batch dim) must be positive integers`);
+  if (!shape.every((d) => Number.isInteger(d) && d > 0))
+    throw new KilnError(`input: shape [${shape.join(",")}] (without the batch dim) must be positive integers`);
   return SymbolicTensor.input({ shape: [...shape], dtype, name });
 }
 
@@ -73,26 +75,41 @@ export class Model {
   readonly layers: readonly Layer[];
   private readonly order: readonly SymbolicTensor[];
 
-  constructor(private readonly ins: readonly SymbolicTensor[], private readonly outs: readonly SymbolicTensor[]) {
+  constructor(
+    private readonly ins: readonly SymbolicTensor[],
+    private readonly outs: readonly SymbolicTensor[],
+  ) {
     if (ins.length === 0 || outs.length === 0) throw new KilnError("model: needs at least one input and one output");
     if (ins.some((t) => !t.spec)) throw new KilnError("model: inputs must be made by input()");
-    this.inputs = ins.map((t, i) => ({ name: t.spec!.name ?? (ins.length === 1 ? "x" : `x_${i}`), shape: t.spec!.shape, dtype: t.spec!.dtype }));
-    if (new Set(this.inputs.map((i) => i.name)).size !== ins.length) throw new KilnError(`model: input names repeat (${this.inputs.map((i) => i.name).join(", ")})`);
+    this.inputs = ins.map((t, i) => ({
+      name: t.spec!.name ?? (ins.length === 1 ? "x" : `x_${i}`),
+      shape: t.spec!.shape,
+      dtype: t.spec!.dtype,
+    }));
+    if (new Set(this.inputs.map((i) => i.name)).size !== ins.length)
+      throw new KilnError(`model: input names repeat (${this.inputs.map((i) => i.name).join(", ")})`);
     this.order = topoOrder(outs, ins);
     this.layers = [...new Set(this.order.flatMap((t) => (t.layer ? [t.layer] : [])))];
     nameLayers(this.layers);
     // A dry build checks every shape now, where the model is defined.
     const g = new GraphBuilder();
-    const built = this.build(g, this.inputs.map((i) => g.input(i.name, i.dtype, ["B", ...i.shape])), { training: false });
+    const built = this.build(
+      g,
+      this.inputs.map((i) => g.input(i.name, i.dtype, ["B", ...i.shape])),
+      { training: false },
+    );
     this.outputs = built.outputs.map((t) => ({ shape: t.shape, dtype: t.dtype }));
   }
 
   build(g: GraphBuilder, inputs: readonly Tensor[], opts: BuildOptions): BuiltModel {
-    if (inputs.length !== this.inputs.length) throw new KilnError(`model.build: expects ${this.inputs.length} inputs, got ${inputs.length}`);
+    if (inputs.length !== this.inputs.length)
+      throw new KilnError(`model.build: expects ${this.inputs.length} inputs, got ${inputs.length}`);
     this.inputs.forEach((spec, i) => {
       const t = inputs[i];
       if (t.dtype !== spec.dtype || !shapeEq(t.shape.slice(1), spec.shape) || t.rank !== spec.shape.length + 1) {
-        throw new KilnError(`model.build: input ${spec.name} should be ${spec.dtype}[B,${spec.shape.join(",")}], got ${formatType(t.type)}`);
+        throw new KilnError(
+          `model.build: input ${spec.name} should be ${spec.dtype}[B,${spec.shape.join(",")}], got ${formatType(t.type)}`,
+        );
       }
     });
     const params = new Map<string, ParamInfo>();
@@ -103,11 +120,17 @@ export class Model {
 
     const scopeFor = (layer: Layer): Scope => {
       let draws = 0;
-      const declare = <T extends { shape: readonly number[]; tensor: Tensor }>(table: Map<string, T>, name: string, shape: readonly number[], make: (full: string) => T): Tensor => {
+      const declare = <T extends { shape: readonly number[]; tensor: Tensor }>(
+        table: Map<string, T>,
+        name: string,
+        shape: readonly number[],
+        make: (full: string) => T,
+      ): Tensor => {
         const full = `${layer.name}/${name}`;
         const had = table.get(full);
         if (had) {
-          if (!shapeEq(had.shape, shape)) throw new KilnError(`${full}: a shared layer asked for [${shape.join(",")}], but it is [${had.shape.join(",")}]`);
+          if (!shapeEq(had.shape, shape))
+            throw new KilnError(`${full}: a shared layer asked for [${shape.join(",")}], but it is [${had.shape.join(",")}]`);
           return had.tensor;
         }
         const info = make(full);
@@ -116,17 +139,29 @@ export class Model {
       };
       return {
         training: opts.training,
-        param: (name, shape, init, o) => declare(params, name, shape, (full) => ({
-          name: full, shape: [...shape], init, decay: o?.decay ?? false, tensor: g.input(full, "f32", shape), initial: initialOf(full, shape, init),
-        })),
-        variable: (name, shape, init) => declare(variables, name, shape, (full) => ({
-          name: full, shape: [...shape], init, tensor: g.input(full, "f32", shape), initial: initialOf(full, shape, init),
-        })),
+        param: (name, shape, init, o) =>
+          declare(params, name, shape, (full) => ({
+            name: full,
+            shape: [...shape],
+            init,
+            decay: o?.decay ?? false,
+            tensor: g.input(full, "f32", shape),
+            initial: initialOf(full, shape, init),
+          })),
+        variable: (name, shape, init) =>
+          declare(variables, name, shape, (full) => ({
+            name: full,
+            shape: [...shape],
+            init,
+            tensor: g.input(full, "f32", shape),
+            initial: initialOf(full, shape, init),
+          })),
         assign: (variable, next) => {
           const v = [...variables.values()].find((i) => i.tensor.id === variable.id);
           if (!v) throw new KilnError(`${layer.name}: assign needs a variable made by scope.variable`);
           if (!opts.training) throw new KilnError(`${v.name}: variables are assigned only in training`);
-          if (!shapeEq(next.shape, v.shape) || next.dtype !== "f32") throw new KilnError(`${v.name}: next value ${formatType(next.type)} does not match f32[${v.shape.join(",")}]`);
+          if (!shapeEq(next.shape, v.shape) || next.dtype !== "f32")
+            throw new KilnError(`${v.name}: next value ${formatType(next.type)} does not match f32[${v.shape.join(",")}]`);
           v.next = next;
         },
         uniform: (shape) => {
@@ -135,7 +170,8 @@ export class Model {
           return g.random(shape, hash(`${layer.name}#${draws++}`), key);
         },
         addLoss: (term) => {
-          if (term.rank !== 0 || term.dtype !== "f32") throw new KilnError(`${layer.name}: an added loss must be an f32 scalar, got ${formatType(term.type)}`);
+          if (term.rank !== 0 || term.dtype !== "f32")
+            throw new KilnError(`${layer.name}: an added loss must be an f32 scalar, got ${formatType(term.type)}`);
           losses.push(term);
         },
       };
@@ -146,7 +182,15 @@ export class Model {
       if (!s.layer) throw new KilnError("model: an input() that is not among the model's inputs is used");
       const layer = s.layer;
       const site = layer.site ? `${layer.site} (${layer.name})` : layer.name;
-      values.set(s, withSite(site, () => layer.call(s.args.map((a) => values.get(a)!), scopeFor(layer))));
+      values.set(
+        s,
+        withSite(site, () =>
+          layer.call(
+            s.args.map((a) => values.get(a)!),
+            scopeFor(layer),
+          ),
+        ),
+      );
     }
     return { outputs: this.outs.map((o) => values.get(o)!), params: [...params.values()], variables: [...variables.values()], losses };
   }
@@ -160,8 +204,15 @@ function topoOrder(outs: readonly SymbolicTensor[], ins: readonly SymbolicTensor
   while (stack.length) {
     const top = stack[stack.length - 1];
     const [s, k] = top;
-    if (done.has(s)) { stack.pop(); continue; }
-    if (k < s.args.length) { top[1]++; stack.push([s.args[k], 0]); continue; }
+    if (done.has(s)) {
+      stack.pop();
+      continue;
+    }
+    if (k < s.args.length) {
+      top[1]++;
+      stack.push([s.args[k], 0]);
+      continue;
+    }
     stack.pop();
     done.add(s);
     order.push(s);
@@ -193,7 +244,10 @@ export function sequential(layers: readonly Layer[], opts: { inputShape: readonl
   return new Model([x], [layers.reduce((h, l) => l.apply(h), x)]);
 }
 
-export function model(opts: { inputs: SymbolicTensor | readonly SymbolicTensor[]; outputs: SymbolicTensor | readonly SymbolicTensor[] }): Model {
+export function model(opts: {
+  inputs: SymbolicTensor | readonly SymbolicTensor[];
+  outputs: SymbolicTensor | readonly SymbolicTensor[];
+}): Model {
   const list = (v: SymbolicTensor | readonly SymbolicTensor[]) => (v instanceof SymbolicTensor ? [v] : [...v]);
   return new Model(list(opts.inputs), list(opts.outputs));
 }
@@ -273,7 +327,10 @@ export function trainStepGraph(m: Model, opts: LossOptions & { readonly optimize
     state[name] = next ? `${name}_next` : null;
     if (next) outputs[`${name}_next`] = next;
   };
-  const grads = grad(outputs.loss, built.params.map((p) => p.tensor));
+  const grads = grad(
+    outputs.loss,
+    built.params.map((p) => p.tensor),
+  );
   const lr = opts.optimizer.schedule(t);
   const slots: SlotInfo[] = [];
   built.params.forEach((p, k) => {
@@ -292,7 +349,14 @@ export function trainStepGraph(m: Model, opts: LossOptions & { readonly optimize
     }
   });
   for (const v of built.variables) resident(v.name, v.next);
-  const counter: VariableInfo = { name: "step/t", shape: [], init: ones(), tensor: t, next: t.add(1), initial: () => new Float32Array([1]) };
+  const counter: VariableInfo = {
+    name: "step/t",
+    shape: [],
+    init: ones(),
+    tensor: t,
+    next: t.add(1),
+    initial: () => new Float32Array([1]),
+  };
   resident(counter.name, counter.next);
   return { graph: g.build(outputs), state, params: built.params, slots, variables: [...built.variables, counter], metrics };
 }
@@ -322,7 +386,18 @@ function accumulate(y: Tensor, outputs: Record<string, Tensor>, state: Record<st
 /** The forward pass in inference mode: output "y" ("y_0", "y_1", … for several outputs). */
 export function predictGraph(m: Model): ModelGraph {
   const g = new GraphBuilder();
-  const built = m.build(g, m.inputs.map((i) => g.input(i.name, i.dtype, ["B", ...i.shape])), { training: false });
+  const built = m.build(
+    g,
+    m.inputs.map((i) => g.input(i.name, i.dtype, ["B", ...i.shape])),
+    { training: false },
+  );
   const outputs = Object.fromEntries(built.outputs.map((t, i) => [built.outputs.length === 1 ? "y" : `y_${i}`, t]));
-  return { graph: g.build(outputs), state: { ...kept(built.params), ...kept(built.variables) }, params: built.params, slots: [], variables: built.variables, metrics: {} };
+  return {
+    graph: g.build(outputs),
+    state: { ...kept(built.params), ...kept(built.variables) },
+    params: built.params,
+    slots: [],
+    variables: built.variables,
+    metrics: {},
+  };
 }

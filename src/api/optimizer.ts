@@ -26,5 +26,10 @@ export interface Optimizer {
   schedule(t: Tensor): Tensor;
   readonly slots: readonly SlotSpec[];
   /** One step for one parameter: the new parameter and the new value of each slot by name. */
-  update(param: Tensor, grad: Tensor, slots: Readonly<Record<string, Tensor>>, step: StepInfo): { readonly param: Tensor; readonly slots: Readonly<Record<string, Tensor>> };
+  update(
+    param: Tensor,
+    grad: Tensor,
+    slots: Readonly<Record<string, Tensor>>,
+    step: StepInfo,
+  ): { readonly param: Tensor; readonly slots: Readonly<Record<string, Tensor>> };
 }

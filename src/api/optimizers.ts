@@ -98,15 +98,22 @@ function optimizer(name: string, lr: LearningRate, slots: readonly SlotSpec[], r
     schedule: (t) => schedule.at(t),
     update(param, grad, given, step) {
       if (param.dtype !== "f32" || !shapeEq(param.shape, grad.shape) || grad.dtype !== "f32") {
-        throw new KilnError(`${name}: the gradient ${formatType(grad.type)} does not match the parameter ${formatType(param.type)} (both f32, one shape)`);
+        throw new KilnError(
+          `${name}: the gradient ${formatType(grad.type)} does not match the parameter ${formatType(param.type)} (both f32, one shape)`,
+        );
       }
       for (const { name: s } of slots) {
         const v = given[s];
         if (!v) throw new KilnError(`${name}: slot "${s}" is missing (given: ${Object.keys(given).join(", ") || "none"})`);
-        if (v.dtype !== "f32" || !shapeEq(v.shape, param.shape)) throw new KilnError(`${name}: slot "${s}" is ${formatType(v.type)}, the parameter ${formatType(param.type)}`);
+        if (v.dtype !== "f32" || !shapeEq(v.shape, param.shape))
+          throw new KilnError(`${name}: slot "${s}" is ${formatType(v.type)}, the parameter ${formatType(param.type)}`);
       }
-      for (const [what, v] of [["t", step.t], ["lr", step.lr]] as const) {
-        if (v.dtype !== "f32" || v.rank !== 0) throw new KilnError(`${name}: step.${what} must be an f32 scalar, got ${formatType(v.type)}`);
+      for (const [what, v] of [
+        ["t", step.t],
+        ["lr", step.lr],
+      ] as const) {
+        if (v.dtype !== "f32" || v.rank !== 0)
+          throw new KilnError(`${name}: step.${what} must be an f32 scalar, got ${formatType(v.type)}`);
       }
       return rule(param, grad, given, step);
     },
@@ -168,7 +175,10 @@ export function adagrad(opts: AdagradOptions = {}): Optimizer {
   const { learningRate = 0.001, initialAccumulator = 0.1, epsilon = 1e-7 } = opts;
   nonNegative("adagrad", "initialAccumulator", initialAccumulator);
   nonNegative("adagrad", "epsilon", epsilon);
-  if (initialAccumulator + epsilon === 0) throw new KilnError("adagrad: initialAccumulator and epsilon are both 0, so the first step divides by √(g²) and a zero gradient gives NaN");
+  if (initialAccumulator + epsilon === 0)
+    throw new KilnError(
+      "adagrad: initialAccumulator and epsilon are both 0, so the first step divides by √(g²) and a zero gradient gives NaN",
+    );
   return optimizer("adagrad", learningRate, [{ name: "accumulator", init: initialAccumulator }], (p, g, s, { lr }) => {
     const a = s.accumulator.add(g.mul(g));
     return { param: p.sub(g.mul(lr).div(a.add(epsilon).sqrt())), slots: { accumulator: a } };
@@ -192,7 +202,10 @@ export function adadelta(opts: AdadeltaOptions = {}): Optimizer {
   const { learningRate = 1.0, rho = 0.95, epsilon = 1e-6 } = opts;
   unit("adadelta", "rho", rho);
   positive("adadelta", "epsilon", epsilon);
-  const slots = [{ name: "accumulated_grad", init: 0 }, { name: "accumulated_delta", init: 0 }];
+  const slots = [
+    { name: "accumulated_grad", init: 0 },
+    { name: "accumulated_delta", init: 0 },
+  ];
   return optimizer("adadelta", learningRate, slots, (p, g, s, { lr }) => {
     const oneMinus = k(p, 1).sub(rho);
     const eg = s.accumulated_grad.mul(rho).add(g.mul(g).mul(oneMinus));
@@ -247,12 +260,20 @@ export function adam(opts: AdamOptions = {}): Optimizer {
     const one = k(t, 1);
     return lr.mul(one.sub(k(t, beta2).pow(t)).sqrt()).div(one.sub(k(t, beta1).pow(t)));
   });
-  return optimizer("adam", learningRate, [{ name: "m", init: 0 }, { name: "v", init: 0 }], (p, g, s, step) => {
-    const alpha = alphaAt(step);
-    const m = s.m.mul(beta1).add(g.mul(k(p, 1).sub(beta1)));
-    const v = s.v.mul(beta2).add(g.mul(g).mul(k(p, 1).sub(beta2)));
-    return { param: p.sub(m.mul(alpha).div(v.sqrt().add(epsilon))), slots: { m, v } };
-  });
+  return optimizer(
+    "adam",
+    learningRate,
+    [
+      { name: "m", init: 0 },
+      { name: "v", init: 0 },
+    ],
+    (p, g, s, step) => {
+      const alpha = alphaAt(step);
+      const m = s.m.mul(beta1).add(g.mul(k(p, 1).sub(beta1)));
+      const v = s.v.mul(beta2).add(g.mul(g).mul(k(p, 1).sub(beta2)));
+      return { param: p.sub(m.mul(alpha).div(v.sqrt().add(epsilon))), slots: { m, v } };
+    },
+  );
 }
 
 /** Keras's `optimizer: "adam"`: each optimizer by name with Keras's default hyperparameters
@@ -262,11 +283,19 @@ export type OptimizerName = "sgd" | "adagrad" | "adadelta" | "rmsprop" | "adam";
 export function optimizerByName(name: OptimizerName | Optimizer): Optimizer {
   if (typeof name !== "string") return name;
   switch (name) {
-    case "sgd": return sgd({ learningRate: 0.01 });
-    case "adagrad": return adagrad();
-    case "adadelta": return adadelta();
-    case "rmsprop": return rmsprop();
-    case "adam": return adam();
-    default: throw new KilnError(`unknown optimizer "${name as string}" (sgd, adagrad, adadelta, rmsprop, adam; or an optimizer object: sgd({ learningRate, momentum }), …)`);
+    case "sgd":
+      return sgd({ learningRate: 0.01 });
+    case "adagrad":
+      return adagrad();
+    case "adadelta":
+      return adadelta();
+    case "rmsprop":
+      return rmsprop();
+    case "adam":
+      return adam();
+    default:
+      throw new KilnError(
+        `unknown optimizer "${name as string}" (sgd, adagrad, adadelta, rmsprop, adam; or an optimizer object: sgd({ learningRate, momentum }), …)`,
+      );
   }
 }

@@ -17,7 +17,13 @@ export interface RecurrentOptions {
 }
 
 abstract class Recurrent extends Layer {
-  constructor(readonly units: number, readonly gates: number, readonly opts: RecurrentOptions) { super(opts.name); }
+  constructor(
+    readonly units: number,
+    readonly gates: number,
+    readonly opts: RecurrentOptions,
+  ) {
+    super(opts.name);
+  }
 
   protected abstract biasInit(): Initializer;
   /** One step: the new state from this step's x·W + b ([B, gates·units]) and the previous
@@ -42,14 +48,21 @@ abstract class Recurrent extends Layer {
       hs.push(state.h);
     }
     if (!this.opts.returnSequences) return hs[t - 1];
-    return concat(hs.map((h) => h.reshape([batch, 1, this.units])), 1);
+    return concat(
+      hs.map((h) => h.reshape([batch, 1, this.units])),
+      1,
+    );
   }
 }
 
 class SimpleRnn extends Recurrent {
   readonly kind = "simple_rnn";
-  constructor(units: number, opts: RecurrentOptions) { super(units, 1, opts); }
-  protected biasInit(): Initializer { return zeros(); }
+  constructor(units: number, opts: RecurrentOptions) {
+    super(units, 1, opts);
+  }
+  protected biasInit(): Initializer {
+    return zeros();
+  }
   /** h_t = tanh(x_t W + h_{t−1} U + b) */
   protected step(xw: Tensor, prev: { h: Tensor } | undefined, u: Tensor): { h: Tensor } {
     return { h: (prev ? xw.add(prev.h.matmul(u)) : xw).tanh() };
@@ -65,7 +78,12 @@ export interface LstmOptions extends RecurrentOptions {
 
 class Lstm extends Recurrent {
   readonly kind = "lstm";
-  constructor(units: number, readonly lstmOpts: LstmOptions) { super(units, 4, lstmOpts); }
+  constructor(
+    units: number,
+    readonly lstmOpts: LstmOptions,
+  ) {
+    super(units, 4, lstmOpts);
+  }
 
   protected biasInit(): Initializer {
     const k = this.units;

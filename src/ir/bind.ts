@@ -11,8 +11,12 @@ export function bindDims(g: Graph, shapes: Readonly<Record<string, readonly numb
   for (const n of inputNodes(g)) {
     const { name, shape: want } = n.attrs;
     const got = shapes[name];
-    if (!got) throw new KilnError(`input "${name}" ${formatShape(want)} was not given (inputs: ${Object.keys(shapes).join(", ") || "none"})`);
-    const bad = () => new KilnError(`input "${name}": shape ${formatShape(got)} does not match ${formatShape(want)}${Object.keys(env).length ? ` with ${JSON.stringify(env)}` : ""}`);
+    if (!got)
+      throw new KilnError(`input "${name}" ${formatShape(want)} was not given (inputs: ${Object.keys(shapes).join(", ") || "none"})`);
+    const bad = () =>
+      new KilnError(
+        `input "${name}": shape ${formatShape(got)} does not match ${formatShape(want)}${Object.keys(env).length ? ` with ${JSON.stringify(env)}` : ""}`,
+      );
     if (got.length !== want.length) throw bad();
     want.forEach((d, a) => {
       if (typeof d === "number") {
@@ -22,6 +26,7 @@ export function bindDims(g: Graph, shapes: Readonly<Record<string, readonly numb
     });
   }
   const names = new Set(inputNodes(g).map((n) => n.attrs.name));
-  for (const k of Object.keys(shapes)) if (!names.has(k)) throw new KilnError(`unknown input "${k}" (the graph's inputs: ${[...names].join(", ")})`);
+  for (const k of Object.keys(shapes))
+    if (!names.has(k)) throw new KilnError(`unknown input "${k}" (the graph's inputs: ${[...names].join(", ")})`);
   return env;
 }

@@ -23,7 +23,11 @@ export interface DotOptions {
 
 /** A DOT double-quoted string of `lines` (joined by DOT's centred line break). */
 export function quote(...lines: string[]): string {
-  const esc = (s: string) => s.replace(/\\/g, "\\\\").replace(/"/g, '\\"').replace(/\r?\n|\r/g, "\\n");
+  const esc = (s: string) =>
+    s
+      .replace(/\\/g, "\\\\")
+      .replace(/"/g, '\\"')
+      .replace(/\r?\n|\r/g, "\\n");
   return `"${lines.map(esc).join("\\n")}"`;
 }
 
@@ -31,7 +35,12 @@ const MAX_ATTRS = 48;
 
 function attrText(n: Node): string {
   const text = Object.entries(n.attrs)
-    .filter(([k, v]) => !(k === "dtype" && v === n.type.dtype) && !(k === "shape" && formatValue(v) === formatValue(n.type.shape)) && !(n.op === "input" && k === "name"))
+    .filter(
+      ([k, v]) =>
+        !(k === "dtype" && v === n.type.dtype) &&
+        !(k === "shape" && formatValue(v) === formatValue(n.type.shape)) &&
+        !(n.op === "input" && k === "name"),
+    )
     .map(([k, v]) => `${k}=${formatValue(v)}`)
     .join(" ");
   return text.length > MAX_ATTRS ? `${text.slice(0, MAX_ATTRS - 1)}…` : text;
@@ -44,9 +53,14 @@ function nodeLine(n: Node, outputs: ReadonlyMap<ValueId, string[]>): string {
   const attrs = attrText(n);
   if (attrs) lines.push(attrs);
   if (names) lines.push(`→ ${names.join(", ")}`);
-  const style = n.op === "input" ? ', fillcolor="#cfe2ff", shape=invhouse'
-    : n.op === "const" ? ', fillcolor="#e9ecef", shape=note'
-    : names ? ', fillcolor="#ffe08a", peripheries=2' : "";
+  const style =
+    n.op === "input"
+      ? ', fillcolor="#cfe2ff", shape=invhouse'
+      : n.op === "const"
+        ? ', fillcolor="#e9ecef", shape=note'
+        : names
+          ? ', fillcolor="#ffe08a", peripheries=2'
+          : "";
   return `n${n.id} [label=${quote(...lines)}, tooltip=${quote(n.site || `%${n.id}`)}${style}];`;
 }
 
@@ -58,7 +72,7 @@ export function toDot(graph: Graph, opts: DotOptions = {}): string {
     "digraph kiln {",
     `  graph [rankdir=TB, fontname="monospace", fontsize=10${opts.title === undefined ? "" : `, label=${quote(opts.title)}, labelloc=t`}];`,
     '  node [shape=box, style="rounded,filled", fillcolor=white, fontname="monospace", fontsize=10];',
-    '  edge [arrowsize=0.6];',
+    "  edge [arrowsize=0.6];",
   ];
   (opts.groups ?? []).forEach((grp, i) => {
     const members = grp.nodes.filter((id) => graph.nodes[id] && !placed.has(id));

@@ -12,7 +12,10 @@ export class ParseError extends KilnError {
 
 class Cursor {
   pos = 0;
-  constructor(readonly text: string, readonly line: number) {}
+  constructor(
+    readonly text: string,
+    readonly line: number,
+  ) {}
 
   fail(msg: string): never {
     throw new ParseError(`parse error at ${this.line}:${this.pos + 1}: ${msg}\n  ${this.text}\n  ${" ".repeat(this.pos)}^`);
@@ -91,7 +94,13 @@ export function parseGraph(text: string): Graph {
   text.split("\n").forEach((raw, i) => {
     const at = raw.search(/\s+@ /);
     const body = (at < 0 ? raw : raw.slice(0, at)).replace(/\s+$/, "");
-    const site = at < 0 ? "" : raw.slice(at).replace(/^\s+@ /, "").trim();
+    const site =
+      at < 0
+        ? ""
+        : raw
+            .slice(at)
+            .replace(/^\s+@ /, "")
+            .trim();
     const c = new Cursor(body, i + 1);
     if (c.done() || c.peek("#")) return;
     if (c.eat("return")) {
@@ -113,7 +122,8 @@ export function parseGraph(text: string): Graph {
     if (byId[n.id]) throw new ParseError(`parse error: %${n.id} is defined twice`);
     byId[n.id] = n;
   }
-  for (let i = 0; i < byId.length; i++) if (!byId[i]) throw new ParseError(`parse error: %${i} is missing (ids must be 0..${byId.length - 1})`);
+  for (let i = 0; i < byId.length; i++)
+    if (!byId[i]) throw new ParseError(`parse error: %${i} is missing (ids must be 0..${byId.length - 1})`);
   return { nodes: byId, outputs };
 }
 

@@ -7,7 +7,8 @@ import { formatType } from "./shape.ts";
 import type { Graph, Node } from "./types.ts";
 
 export function formatValue(v: unknown): string {
-  if (typeof v === "number") return Number.isNaN(v) ? "nan" : v === Infinity ? "inf" : v === -Infinity ? "-inf" : Object.is(v, -0) ? "-0" : JSON.stringify(v);
+  if (typeof v === "number")
+    return Number.isNaN(v) ? "nan" : v === Infinity ? "inf" : v === -Infinity ? "-inf" : Object.is(v, -0) ? "-0" : JSON.stringify(v);
   if (Array.isArray(v)) return `[${v.map(formatValue).join(",")}]`;
   return JSON.stringify(v);
 }

@@ -46,18 +46,49 @@ export interface OpAttrs {
   /** Counter-based uniform [0, 1): a hash of (seed, key, element index); input 0 is a u32 scalar key. */
   random: { readonly shape: Shape; readonly seed: number };
   // elementwise unary
-  neg: None; abs: None; sign: None; exp: None; log: None; sqrt: None; rsqrt: None; recip: None;
-  sin: None; cos: None; tanh: None; sigmoid: None; relu: None; floor: None; ceil: None; not: None;
+  neg: None;
+  abs: None;
+  sign: None;
+  exp: None;
+  log: None;
+  sqrt: None;
+  rsqrt: None;
+  recip: None;
+  sin: None;
+  cos: None;
+  tanh: None;
+  sigmoid: None;
+  relu: None;
+  floor: None;
+  ceil: None;
+  not: None;
   cast: { readonly dtype: DType };
   /** The identity whose gradient is zero. */
   stop_gradient: None;
   // elementwise binary (numpy broadcasting)
-  add: None; sub: None; mul: None; div: None; mod: None; pow: None; max: None; min: None;
-  eq: None; ne: None; lt: None; le: None; gt: None; ge: None; and: None; or: None;
+  add: None;
+  sub: None;
+  mul: None;
+  div: None;
+  mod: None;
+  pow: None;
+  max: None;
+  min: None;
+  eq: None;
+  ne: None;
+  lt: None;
+  le: None;
+  gt: None;
+  ge: None;
+  and: None;
+  or: None;
   /** select(cond, a, b): a where cond, else b; all three broadcast. */
   select: None;
   // reductions
-  reduce_sum: Reduce; reduce_mean: Reduce; reduce_max: Reduce; reduce_min: Reduce;
+  reduce_sum: Reduce;
+  reduce_mean: Reduce;
+  reduce_max: Reduce;
+  reduce_min: Reduce;
   argmax: { readonly axis: number; readonly keepdims: boolean };
   // movement
   reshape: { readonly shape: Shape };

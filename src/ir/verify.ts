@@ -62,7 +62,10 @@ export function verify(g: Graph): void {
     }
     let want;
     try {
-      want = (def.infer as (i: unknown, a: unknown) => Node["type"])(n.inputs.map((i) => g.nodes[i].type), n.attrs);
+      want = (def.infer as (i: unknown, a: unknown) => Node["type"])(
+        n.inputs.map((i) => g.nodes[i].type),
+        n.attrs,
+      );
     } catch (e) {
       fail((e as Error).message);
     }
@@ -76,7 +79,8 @@ export function verify(g: Graph): void {
     if (!isInt(o.id) || o.id < 0 || o.id >= g.nodes.length) throw new VerifyError(`output ${o.name}=%${o.id} does not exist`);
     if (names.has(o.name)) throw new VerifyError(`output name "${o.name}" is used twice`);
     // The text IR's return line reads these back (src/ir/parse.ts): "loss", "dense_1/kernel_next".
-    if (!/^[A-Za-z_][\w./-]*$/.test(o.name)) throw new VerifyError(`output name "${o.name}": use letters, digits and _ . / - (starting with a letter or _)`);
+    if (!/^[A-Za-z_][\w./-]*$/.test(o.name))
+      throw new VerifyError(`output name "${o.name}": use letters, digits and _ . / - (starting with a letter or _)`);
     names.add(o.name);
   }
 }

@@ -79,7 +79,13 @@ function convOut([h, w]: Pair, [kh, kw]: Pair, a: ConvAttrs, ins: readonly Tenso
 
 /** Every tap of the convolution of x [N,H,W,C] into y [N,OH,OW,Cout] by f [KH,KW,C,Cout], as
  *  flat offsets (x, y, f) of the factors of one product x·f → y; taps in the padding are left out. */
-function forEachTap(xs: readonly number[], ys: readonly number[], fs: readonly number[], a: ConvAttrs, visit: (xi: number, yi: number, fi: number) => void): void {
+function forEachTap(
+  xs: readonly number[],
+  ys: readonly number[],
+  fs: readonly number[],
+  a: ConvAttrs,
+  visit: (xi: number, yi: number, fi: number) => void,
+): void {
   const [n, h, w, c] = xs;
   const [, oh, ow, co] = ys;
   const [kh, kw] = fs;
@@ -139,7 +145,8 @@ export const conv2dGradInput = defineOp({
   infer: (ins, a) => {
     const [g, f] = ins;
     nhwc(g, ins, "conv2d_grad_input", "the cotangent");
-    if (f.shape.length !== 4 || !isStatic(f.shape)) fail(`the filter must be HWIO (rank 4) with a static shape, got ${formatShape(f.shape)}`, ins);
+    if (f.shape.length !== 4 || !isStatic(f.shape))
+      fail(`the filter must be HWIO (rank 4) with a static shape, got ${formatShape(f.shape)}`, ins);
     const [h, w, c] = inputShape(a.shape, ins);
     const [kh, kw, ci, co] = f.shape;
     if (ci !== c) fail(`input channels differ: shape ${formatShape(a.shape)} has ${c}, the filter expects ${ci}`, ins);
@@ -202,7 +209,12 @@ function poolShape(x: TensorType, a: PoolAttrs, ins: readonly TensorType[], op: 
 
 /** Every window of a pool over x [N,H,W,C] into [N,OH,OW,C]: its output offset and the flat
  *  offsets of its valid input elements. */
-function forEachWindow(xs: readonly number[], ys: readonly number[], a: PoolAttrs, visit: (o: number, at: readonly number[]) => void): void {
+function forEachWindow(
+  xs: readonly number[],
+  ys: readonly number[],
+  a: PoolAttrs,
+  visit: (o: number, at: readonly number[]) => void,
+): void {
   const [n, h, w, c] = xs;
   const [, oh, ow] = ys;
   const at: number[] = [];
@@ -301,7 +313,8 @@ function gatherAtMax(x: Tensor, h: Tensor, a: PoolAttrs): Tensor {
   let taken: Tensor | undefined;
   for (let wy = 0; wy < a.window[0]; wy++) {
     for (let wx = 0; wx < a.window[1]; wx++) {
-      const at = (t: Tensor) => t.slice([0, wy, wx, 0], [x.shape[0], wy + (oh - 1) * a.strides[0] + 1, wx + (ow - 1) * a.strides[1] + 1, c], [1, ...a.strides, 1]);
+      const at = (t: Tensor) =>
+        t.slice([0, wy, wx, 0], [x.shape[0], wy + (oh - 1) * a.strides[0] + 1, wx + (ow - 1) * a.strides[1] + 1, c], [1, ...a.strides, 1]);
       const hit = at(xp).eq(m);
       const first = taken ? hit.and(taken.not()) : hit;
       taken = taken ? taken.or(hit) : hit;

@@ -8,9 +8,7 @@ import type { Tensor64 } from "./tensor64.ts";
 import type { Tensor } from "../api/builder.ts";
 
 /** The kinds of attribute value; the verifier and the text parser check attributes against them. */
-export type AttrKind =
-  | "string" | "int" | "number" | "bool" | "dtype" | "shape" | "ints" | "dims" | "pair" | "pads4"
-  | "number|numbers";
+export type AttrKind = "string" | "int" | "number" | "bool" | "dtype" | "shape" | "ints" | "dims" | "pair" | "pads4" | "number|numbers";
 export type AttrSchema<A> = { readonly [F in keyof A]-?: AttrKind };
 
 /** What a lowering sees of its node, in WGSL terms. Coordinates and dims are u32 expressions. */
@@ -45,8 +43,7 @@ export type Lowering<K extends OpKind> =
   | { readonly kind: "index"; readonly expr: (ctx: IndexCtx<K>) => string }
   | { readonly kind: "kernel"; readonly kernel: KernelName };
 
-export type KernelName =
-  | "reduce" | "argmax" | "matmul" | "conv2d" | "conv2d_grad_input" | "conv2d_grad_filter" | "pool" | "pool_grad";
+export type KernelName = "reduce" | "argmax" | "matmul" | "conv2d" | "conv2d_grad_input" | "conv2d_grad_filter" | "pool" | "pool_grad";
 
 export interface OpDef<K extends OpKind> {
   readonly name: K;

@@ -8,10 +8,7 @@
  *  never carry a cotangent, so grad never asks (a comparison of f32 values contributes zero). */
 import { broadcastShapes, formatType } from "../ir/shape.ts";
 import type { DType, OpKind, TensorType } from "../ir/types.ts";
-import {
-  ANY, defineOp, fail, FLOAT, NUMERIC, requireDtype, SIGNED,
-  type LowerCtx, type OpDef, type Vjp,
-} from "./def.ts";
+import { ANY, defineOp, fail, FLOAT, NUMERIC, requireDtype, SIGNED, type LowerCtx, type OpDef, type Vjp } from "./def.ts";
 import { lit } from "./wgsl.ts";
 import { broadcastAt, forEachIndex, tensor64, wrap, type Tensor64 } from "./tensor64.ts";
 import type { Tensor } from "../api/builder.ts";
@@ -79,66 +76,126 @@ const piecewiseConstant = (): [undefined] => [undefined];
 
 // ---- unary ----
 export const neg = elementwise({
-  name: "neg", arity: 1, dtypes: SIGNED, reference: ([x]) => -x, wgsl: ([x]) => `(-${x})`,
+  name: "neg",
+  arity: 1,
+  dtypes: SIGNED,
+  reference: ([x]) => -x,
+  wgsl: ([x]) => `(-${x})`,
   vjp: ({ g }) => [g.neg()],
 });
 export const abs = elementwise({
-  name: "abs", arity: 1, dtypes: SIGNED, reference: ([x]) => Math.abs(x), wgsl: ([x]) => `abs(${x})`,
+  name: "abs",
+  arity: 1,
+  dtypes: SIGNED,
+  reference: ([x]) => Math.abs(x),
+  wgsl: ([x]) => `abs(${x})`,
   vjp: ({ g, ins: [x] }) => [g.mul(x.sign())], // d|x| = sign x (0 at the kink)
 });
 export const sign = elementwise({
-  name: "sign", arity: 1, dtypes: SIGNED, reference: ([x]) => Math.sign(x), wgsl: ([x]) => `sign(${x})`,
+  name: "sign",
+  arity: 1,
+  dtypes: SIGNED,
+  reference: ([x]) => Math.sign(x),
+  wgsl: ([x]) => `sign(${x})`,
   vjp: piecewiseConstant,
 });
 export const exp = elementwise({
-  name: "exp", arity: 1, dtypes: FLOAT, reference: ([x]) => Math.exp(x), wgsl: ([x]) => `exp(${x})`,
+  name: "exp",
+  arity: 1,
+  dtypes: FLOAT,
+  reference: ([x]) => Math.exp(x),
+  wgsl: ([x]) => `exp(${x})`,
   vjp: ({ g, out }) => [g.mul(out)],
 });
 export const log = elementwise({
-  name: "log", arity: 1, dtypes: FLOAT, reference: ([x]) => Math.log(x), wgsl: ([x]) => `log(${x})`,
+  name: "log",
+  arity: 1,
+  dtypes: FLOAT,
+  reference: ([x]) => Math.log(x),
+  wgsl: ([x]) => `log(${x})`,
   vjp: ({ g, ins: [x] }) => [g.div(x)],
 });
 export const sqrt = elementwise({
-  name: "sqrt", arity: 1, dtypes: FLOAT, reference: ([x]) => Math.sqrt(x), wgsl: ([x]) => `sqrt(${x})`,
+  name: "sqrt",
+  arity: 1,
+  dtypes: FLOAT,
+  reference: ([x]) => Math.sqrt(x),
+  wgsl: ([x]) => `sqrt(${x})`,
   vjp: ({ g, out }) => [g.div(out.mul(2))], // d√x = 1 / 2√x
 });
 export const rsqrt = elementwise({
-  name: "rsqrt", arity: 1, dtypes: FLOAT, reference: ([x]) => 1 / Math.sqrt(x), wgsl: ([x]) => `inverseSqrt(${x})`,
+  name: "rsqrt",
+  arity: 1,
+  dtypes: FLOAT,
+  reference: ([x]) => 1 / Math.sqrt(x),
+  wgsl: ([x]) => `inverseSqrt(${x})`,
   vjp: ({ g, out }) => [g.mul(out.mul(out).mul(out)).mul(-0.5)], // d x^-½ = −½·x^-3/2 = −½·out³
 });
 export const recip = elementwise({
-  name: "recip", arity: 1, dtypes: FLOAT, reference: ([x]) => 1 / x, wgsl: ([x]) => `(1.0 / ${x})`,
+  name: "recip",
+  arity: 1,
+  dtypes: FLOAT,
+  reference: ([x]) => 1 / x,
+  wgsl: ([x]) => `(1.0 / ${x})`,
   vjp: ({ g, out }) => [g.mul(out.mul(out)).neg()], // d 1/x = −1/x² = −out²
 });
 export const sin = elementwise({
-  name: "sin", arity: 1, dtypes: FLOAT, reference: ([x]) => Math.sin(x), wgsl: ([x]) => `sin(${x})`,
+  name: "sin",
+  arity: 1,
+  dtypes: FLOAT,
+  reference: ([x]) => Math.sin(x),
+  wgsl: ([x]) => `sin(${x})`,
   vjp: ({ g, ins: [x] }) => [g.mul(x.cos())],
 });
 export const cos = elementwise({
-  name: "cos", arity: 1, dtypes: FLOAT, reference: ([x]) => Math.cos(x), wgsl: ([x]) => `cos(${x})`,
+  name: "cos",
+  arity: 1,
+  dtypes: FLOAT,
+  reference: ([x]) => Math.cos(x),
+  wgsl: ([x]) => `cos(${x})`,
   vjp: ({ g, ins: [x] }) => [g.mul(x.sin()).neg()],
 });
 export const tanh = elementwise({
-  name: "tanh", arity: 1, dtypes: FLOAT, reference: ([x]) => Math.tanh(x), wgsl: ([x]) => `kiln_tanh(${x})`,
+  name: "tanh",
+  arity: 1,
+  dtypes: FLOAT,
+  reference: ([x]) => Math.tanh(x),
+  wgsl: ([x]) => `kiln_tanh(${x})`,
   vjp: ({ g, out }) => [g.mul(oneMinus(out.mul(out)))], // d tanh = 1 − tanh²
 });
 export const sigmoid = elementwise({
-  name: "sigmoid", arity: 1, dtypes: FLOAT, reference: ([x]) => 1 / (1 + Math.exp(-x)), wgsl: ([x]) => `kiln_sigmoid(${x})`,
+  name: "sigmoid",
+  arity: 1,
+  dtypes: FLOAT,
+  reference: ([x]) => 1 / (1 + Math.exp(-x)),
+  wgsl: ([x]) => `kiln_sigmoid(${x})`,
   vjp: ({ g, out }) => [g.mul(out.mul(oneMinus(out)))], // d σ = σ·(1 − σ)
 });
 export const relu = elementwise({
-  name: "relu", arity: 1, dtypes: SIGNED, reference: ([x]) => Math.max(x, 0), wgsl: ([x], c) => `max(${x}, ${zero(c)})`,
+  name: "relu",
+  arity: 1,
+  dtypes: SIGNED,
+  reference: ([x]) => Math.max(x, 0),
+  wgsl: ([x], c) => `max(${x}, ${zero(c)})`,
   // 1 where x > 0, 0 at the kink and below; relu(x) > 0 exactly there, so the rule reads the
   // output: the backward pass keeps the activation, not also the pre-activation, and the
   // forward's matmul + bias + relu stays one kernel.
   vjp: ({ g, out }) => [out.gt(0).select(g, 0)],
 });
 export const floor = elementwise({
-  name: "floor", arity: 1, dtypes: FLOAT, reference: ([x]) => Math.floor(x), wgsl: ([x]) => `floor(${x})`,
+  name: "floor",
+  arity: 1,
+  dtypes: FLOAT,
+  reference: ([x]) => Math.floor(x),
+  wgsl: ([x]) => `floor(${x})`,
   vjp: piecewiseConstant,
 });
 export const ceil = elementwise({
-  name: "ceil", arity: 1, dtypes: FLOAT, reference: ([x]) => Math.ceil(x), wgsl: ([x]) => `ceil(${x})`,
+  name: "ceil",
+  arity: 1,
+  dtypes: FLOAT,
+  reference: ([x]) => Math.ceil(x),
+  wgsl: ([x]) => `ceil(${x})`,
   vjp: piecewiseConstant,
 });
 export const not = elementwise({ name: "not", arity: 1, dtypes: ["bool"], reference: ([x]) => (x ? 0 : 1), wgsl: ([x]) => `(!${x})` });
@@ -189,25 +246,40 @@ export const stopGradient = defineOp({
 });
 
 // ---- binary ----
-const op2 = (sym: string): Expr => ([a, b]) => `(${a} ${sym} ${b})`;
+const op2 =
+  (sym: string): Expr =>
+  ([a, b]) =>
+    `(${a} ${sym} ${b})`;
 
 export const add = elementwise({
-  name: "add", arity: 2, dtypes: NUMERIC, reference: ([a, b]) => a + b, wgsl: op2("+"),
+  name: "add",
+  arity: 2,
+  dtypes: NUMERIC,
+  reference: ([a, b]) => a + b,
+  wgsl: op2("+"),
   vjp: ({ g, ins: [a, b] }) => [g.sumTo(a.shape), g.sumTo(b.shape)],
 });
 export const sub = elementwise({
-  name: "sub", arity: 2, dtypes: NUMERIC, reference: ([a, b]) => a - b, wgsl: op2("-"),
+  name: "sub",
+  arity: 2,
+  dtypes: NUMERIC,
+  reference: ([a, b]) => a - b,
+  wgsl: op2("-"),
   vjp: ({ g, ins: [a, b] }) => [g.sumTo(a.shape), g.neg().sumTo(b.shape)],
 });
 export const mul = elementwise({
-  name: "mul", arity: 2, dtypes: NUMERIC,
+  name: "mul",
+  arity: 2,
+  dtypes: NUMERIC,
   reference: ([a, b], d) => (int(d) ? Math.imul(a, b) : a * b),
   wgsl: op2("*"),
   vjp: ({ g, ins: [a, b] }) => [g.mul(b).sumTo(a.shape), g.mul(a).sumTo(b.shape)],
 });
 /** Integer ÷0 gives the dividend, as WGSL defines it; i32 MIN ÷ -1 gives MIN. */
 export const div = elementwise({
-  name: "div", arity: 2, dtypes: NUMERIC,
+  name: "div",
+  arity: 2,
+  dtypes: NUMERIC,
   reference: ([a, b], d) => {
     if (d === "f32") return a / b;
     if (b === 0 || (d === "i32" && a === I32_MIN && b === -1)) return a;
@@ -221,7 +293,9 @@ export const div = elementwise({
  *  WGSL's x − y·trunc(x/y) truncates the f32 quotient: where x/y rounds to an integer in f32
  *  (e.g. -99.99986 % 9.999987) the result is ≈ 0, not the exact remainder ≈ -9.99998. */
 export const mod = elementwise({
-  name: "mod", arity: 2, dtypes: NUMERIC,
+  name: "mod",
+  arity: 2,
+  dtypes: NUMERIC,
   reference: ([a, b], d) => {
     if (d === "f32") return a - b * Math.trunc(Math.fround(a / b));
     if (b === 0 || (d === "i32" && a === I32_MIN && b === -1)) return 0;
@@ -239,26 +313,46 @@ export const mod = elementwise({
  *  (no derivative in b), and 0^b is constant for b > 0. Selecting a's stand-in 1 before the log
  *  keeps NaN out of the unselected lanes, of this rule and of grad of grad (log's rule g/x). */
 export const pow = elementwise({
-  name: "pow", arity: 2, dtypes: FLOAT, reference: ([a, b]) => Math.pow(a, b), wgsl: ([a, b]) => `kiln_pow(${a}, ${b})`,
+  name: "pow",
+  arity: 2,
+  dtypes: FLOAT,
+  reference: ([a, b]) => Math.pow(a, b),
+  wgsl: ([a, b]) => `kiln_pow(${a}, ${b})`,
   vjp: ({ g, ins: [a, b], out }) => {
     const positive = a.gt(0);
     const lnA = positive.select(a, 1).log();
-    return [g.mul(b).mul(a.pow(b.sub(1))).sumTo(a.shape), positive.select(g.mul(out).mul(lnA), 0).sumTo(b.shape)];
+    return [
+      g
+        .mul(b)
+        .mul(a.pow(b.sub(1)))
+        .sumTo(a.shape),
+      positive.select(g.mul(out).mul(lnA), 0).sumTo(b.shape),
+    ];
   },
 });
 /** The larger (smaller) input gets g; at a tie each gets g/2, so the two still sum to g (as
  *  for max(x, x) = x) and neither side's one-sided derivative is favoured. */
-const extremum = (wins: (a: Tensor, b: Tensor) => Tensor): Vjp<"max" | "min"> => ({ g, ins: [a, b] }) => {
-  const share = wins(a, b).select(1, a.eq(b).select(0.5, 0));
-  const ga = g.mul(share);
-  return [ga.sumTo(a.shape), g.sub(ga).sumTo(b.shape)];
-};
+const extremum =
+  (wins: (a: Tensor, b: Tensor) => Tensor): Vjp<"max" | "min"> =>
+  ({ g, ins: [a, b] }) => {
+    const share = wins(a, b).select(1, a.eq(b).select(0.5, 0));
+    const ga = g.mul(share);
+    return [ga.sumTo(a.shape), g.sub(ga).sumTo(b.shape)];
+  };
 export const max = elementwise({
-  name: "max", arity: 2, dtypes: NUMERIC, reference: ([a, b]) => Math.max(a, b), wgsl: ([a, b]) => `max(${a}, ${b})`,
+  name: "max",
+  arity: 2,
+  dtypes: NUMERIC,
+  reference: ([a, b]) => Math.max(a, b),
+  wgsl: ([a, b]) => `max(${a}, ${b})`,
   vjp: extremum((a, b) => a.gt(b)),
 });
 export const min = elementwise({
-  name: "min", arity: 2, dtypes: NUMERIC, reference: ([a, b]) => Math.min(a, b), wgsl: ([a, b]) => `min(${a}, ${b})`,
+  name: "min",
+  arity: 2,
+  dtypes: NUMERIC,
+  reference: ([a, b]) => Math.min(a, b),
+  wgsl: ([a, b]) => `min(${a}, ${b})`,
   vjp: extremum((a, b) => a.lt(b)),
 });
 

@@ -33,7 +33,10 @@ export const gather = defineOp({
     return generate(out, (idx) => {
       const pos = idx.slice(a.axis, a.axis + n);
       const j = readIndex(pos);
-      if (j < 0 || j >= dim) throw new Error(`gather: index ${j} at position ${formatShape(pos)} of the indices is out of range for dim ${dim} (axis ${a.axis})`);
+      if (j < 0 || j >= dim)
+        throw new Error(
+          `gather: index ${j} at position ${formatShape(pos)} of the indices is out of range for dim ${dim} (axis ${a.axis})`,
+        );
       return read([...idx.slice(0, a.axis), j, ...idx.slice(a.axis + n)]);
     });
   },
@@ -83,17 +86,28 @@ function gatherVjp({ g, ins: [table, indices], attrs: { axis } }: VjpCtx<"gather
   const product = (axes: readonly number[]) => (dims(axes) as number[]).reduce((a, d) => a * d, 1);
   const k = product(statI);
 
-  const rhs = permuteTo(g, [...P, ...symQ, ...symI, ...statI, ...statQ])
-    .reshape([...dims(P), ...dims(symQ), ...dims(symI), k, product(statQ)]);
+  const rhs = permuteTo(g, [...P, ...symQ, ...symI, ...statI, ...statQ]).reshape([
+    ...dims(P),
+    ...dims(symQ),
+    ...dims(symI),
+    k,
+    product(statQ),
+  ]);
   // oneHot's axes are I, then V (at n).
-  const lhs = permuteTo(oneHot(indices, v), [...symI.map((ax) => ax - axis), n, ...statI.map((ax) => ax - axis)])
-    .reshape([...dims(symI), v, k]);
+  const lhs = permuteTo(oneHot(indices, v), [...symI.map((ax) => ax - axis), n, ...statI.map((ax) => ax - axis)]).reshape([
+    ...dims(symI),
+    v,
+    k,
+  ]);
   let r = lhs.matmul(rhs); // [P…, symQ…, symI…, V, Q]
   if (symI.length) r = r.sum(range(P.length + symQ.length, symI.length));
   r = r.reshape([...dims(P), ...dims(symQ), v, ...dims(statQ)]);
   // Axes now, by g's axis numbers (V as -1): P, symQ, V, statQ; wanted: P, V, Q.
   const now = [...P, ...symQ, -1, ...statQ];
-  return permuteTo(r, [...P, -1, ...Q].map((ax) => now.indexOf(ax)));
+  return permuteTo(
+    r,
+    [...P, -1, ...Q].map((ax) => now.indexOf(ax)),
+  );
 }
 
 /** t.permute(perm), or t itself when perm is the identity. */

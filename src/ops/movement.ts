@@ -78,7 +78,11 @@ export const permute = defineOp({
   infer: (ins, a) => {
     const { shape } = ins[0];
     const seen = new Set(a.perm);
-    if (a.perm.length !== shape.length || seen.size !== shape.length || !a.perm.every((p) => Number.isInteger(p) && p >= 0 && p < shape.length)) {
+    if (
+      a.perm.length !== shape.length ||
+      seen.size !== shape.length ||
+      !a.perm.every((p) => Number.isInteger(p) && p >= 0 && p < shape.length)
+    ) {
       fail(`permute: perm ${JSON.stringify(a.perm)} is not a permutation of the ${shape.length} axes`, ins);
     }
     return { dtype: ins[0].dtype, shape: a.perm.map((p) => shape[p]) };
@@ -129,7 +133,10 @@ export const expand = defineOp({
     expr: (c) => {
       const inShape = c.inTypes[0].shape;
       const off = c.out.length - inShape.length;
-      return c.at(0, inShape.map((d, ax) => (d === 1 ? "0u" : c.out[ax + off])));
+      return c.at(
+        0,
+        inShape.map((d, ax) => (d === 1 ? "0u" : c.out[ax + off])),
+      );
     },
   },
   vjp: ({ g, ins: [x] }) => [g.sumTo(x.shape)],
@@ -150,7 +157,8 @@ export const slice = defineOp({
       const [b, e, s] = [a.begin[ax], a.end[ax], a.stride[ax]];
       const range = `${b}:${e}:${s}`;
       if (typeof d === "string") {
-        if (b !== 0 || e !== d || s !== 1) fail(`slice: axis ${ax} is symbolic (${d}); only the full range 0:${d}:1 is allowed, got ${range}`, ins);
+        if (b !== 0 || e !== d || s !== 1)
+          fail(`slice: axis ${ax} is symbolic (${d}); only the full range 0:${d}:1 is allowed, got ${range}`, ins);
         return d;
       }
       if (typeof e === "string") fail(`slice: axis ${ax} has a symbolic end ${e}, but its dim is ${d}`, ins);
@@ -168,11 +176,14 @@ export const slice = defineOp({
   lower: {
     kind: "index",
     expr: (c) =>
-      c.at(0, c.out.map((o, ax) => {
-        const [b, s] = [c.attrs.begin[ax], c.attrs.stride[ax]];
-        const scaled = s === 1 ? o : `${paren(o)} * ${s}u`;
-        return b === 0 ? scaled : `(${b}u + ${scaled})`;
-      })),
+      c.at(
+        0,
+        c.out.map((o, ax) => {
+          const [b, s] = [c.attrs.begin[ax], c.attrs.stride[ax]];
+          const scaled = s === 1 ? o : `${paren(o)} * ${s}u`;
+          return b === 0 ? scaled : `(${b}u + ${scaled})`;
+        }),
+      ),
   },
   vjp: sliceVjp,
 });
@@ -186,7 +197,12 @@ function sliceVjp({ g, ins: [x], attrs: { begin, stride } }: VjpCtx<"slice">): [
   stride.forEach((s, ax) => {
     if (s > 1 && (g.shape[ax] as number) > 1) t = interleaveZeros(t, ax, s);
   });
-  return [t.pad(begin, x.shape.map((d, ax) => (typeof d === "number" ? d - begin[ax] - (t.shape[ax] as number) : 0)))];
+  return [
+    t.pad(
+      begin,
+      x.shape.map((d, ax) => (typeof d === "number" ? d - begin[ax] - (t.shape[ax] as number) : 0)),
+    ),
+  ];
 }
 
 /** s − 1 zeros after each element of static axis `ax`, none after the last: n → (n − 1)·s + 1. */
@@ -198,16 +214,23 @@ function interleaveZeros(t: Tensor, ax: number, s: number): Tensor {
     .reshape([...shape.slice(0, ax + 1), 1, ...shape.slice(ax + 1)])
     .pad([...zeros, 0], [...zeros.slice(0, ax + 1), s - 1, ...zeros.slice(ax + 1)])
     .reshape(shape.map((d, k) => (k === ax ? n * s : d)));
-  return spread.slice(zeros, shape.map((d, k) => (k === ax ? (n - 1) * s + 1 : d)));
+  return spread.slice(
+    zeros,
+    shape.map((d, k) => (k === ax ? (n - 1) * s + 1 : d)),
+  );
 }
 
 /** Whether `v` can be stored in `dtype` exactly (any number is an f32 literal). */
 function representable(v: number, dtype: DType): boolean {
   switch (dtype) {
-    case "f32": return typeof v === "number";
-    case "i32": return Number.isInteger(v) && v >= -(2 ** 31) && v < 2 ** 31;
-    case "u32": return Number.isInteger(v) && v >= 0 && v < 2 ** 32;
-    case "bool": return v === 0 || v === 1;
+    case "f32":
+      return typeof v === "number";
+    case "i32":
+      return Number.isInteger(v) && v >= -(2 ** 31) && v < 2 ** 31;
+    case "u32":
+      return Number.isInteger(v) && v >= 0 && v < 2 ** 32;
+    case "bool":
+      return v === 0 || v === 1;
   }
 }
 
@@ -264,7 +287,12 @@ export const pad = defineOp({
     },
   },
   // The padded border is the constant: it gets no gradient; the rest is x's, sliced back out.
-  vjp: ({ g, ins: [x], attrs: { before } }) => [g.slice(before, x.shape.map((d, ax) => (typeof d === "number" ? before[ax] + d : d)))],
+  vjp: ({ g, ins: [x], attrs: { before } }) => [
+    g.slice(
+      before,
+      x.shape.map((d, ax) => (typeof d === "number" ? before[ax] + d : d)),
+    ),
+  ],
 });
 
 /** Joins inputs along `axis`. Their dims on the axis must be static (unless there is one input)
@@ -334,7 +362,10 @@ function lowerConcat(c: IndexCtx<"concat">): string {
   const read = ({ input, off, size }: (typeof parts)[number], last: boolean): string => {
     const shifted = off ? `max(${o}, ${off}u) - ${off}u` : o;
     const coord = last ? (off ? `(${shifted})` : c.out[axis]) : `min(${shifted}, ${size - 1}u)`;
-    return c.at(input, c.out.map((x, ax) => (ax === axis ? coord : x)));
+    return c.at(
+      input,
+      c.out.map((x, ax) => (ax === axis ? coord : x)),
+    );
   };
   let expr = read(parts[parts.length - 1], true);
   for (let k = parts.length - 2; k >= 0; k--) expr = `select(${expr}, ${read(parts[k], false)}, ${o} < ${parts[k + 1].off}u)`;

@@ -48,8 +48,14 @@ function outStrides(rank: number, axes: readonly number[], keepdims: boolean, ou
 
 /** Fold every input element into its output slot, in row-major input order (so within a
  *  slot the reduced index only grows); `step` also gets the element's input index. */
-function fold(x: Tensor64, axes: readonly number[], keepdims: boolean, out: ConcreteType, init: number,
-  step: (acc: number, v: number, idx: readonly number[], o: number) => number): Tensor64 {
+function fold(
+  x: Tensor64,
+  axes: readonly number[],
+  keepdims: boolean,
+  out: ConcreteType,
+  init: number,
+  step: (acc: number, v: number, idx: readonly number[], o: number) => number,
+): Tensor64 {
   const r = tensor64(out.dtype, out.shape);
   r.data.fill(init);
   const ost = outStrides(x.shape.length, axes, keepdims, out.shape);
@@ -116,12 +122,19 @@ const chooserVjp: Vjp<ReduceKind> = ({ g, ins: [x], out, attrs }) => {
 };
 
 export const reduceSum = reduction({
-  name: "reduce_sum", dtypes: NUMERIC, init: () => 0, step: add,
+  name: "reduce_sum",
+  dtypes: NUMERIC,
+  init: () => 0,
+  step: add,
   vjp: ({ g, ins: [x], attrs }) => [kept(g, x, attrs).expand(x.shape)],
 });
 /** sum / count, the count from the dims (bound at run time for symbolic ones); 0/0 is NaN. */
 export const reduceMean = reduction({
-  name: "reduce_mean", dtypes: FLOAT, init: () => 0, step: add, finish: (acc, n) => acc / n,
+  name: "reduce_mean",
+  dtypes: FLOAT,
+  init: () => 0,
+  step: add,
+  finish: (acc, n) => acc / n,
   vjp: ({ g, ins: [x], attrs }) => [kept(g.div(count(x, attrs.axes)), x, attrs).expand(x.shape)],
 });
 export const reduceMax = reduction({ name: "reduce_max", dtypes: NUMERIC, init: lowest, step: Math.max, vjp: chooserVjp });
@@ -134,7 +147,8 @@ export const argmax = defineOp({
   infer: (ins, a) => {
     requireDtype(ins, NUMERIC, "argmax");
     const [x] = ins;
-    if (!Number.isInteger(a.axis) || a.axis < 0 || a.axis >= x.shape.length) fail(`axis ${a.axis} is out of range for rank ${x.shape.length}`, ins);
+    if (!Number.isInteger(a.axis) || a.axis < 0 || a.axis >= x.shape.length)
+      fail(`axis ${a.axis} is out of range for rank ${x.shape.length}`, ins);
     checkAxes(x, [a.axis], a.keepdims); // the axis passes; this checks keepdims
     if (x.shape[a.axis] === 0) fail(`axis ${a.axis} has size 0: an empty axis has no argmax`, ins);
     return { dtype: "i32", shape: reducedShape(x.shape, [a.axis], a.keepdims) };

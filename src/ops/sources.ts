@@ -34,7 +34,8 @@ export const constant = defineOp({
   },
   reference: (_ins, a, out) =>
     tensor64(out.dtype, out.shape, typeof a.value === "number" ? new Array<number>(size(out.shape)).fill(a.value) : a.value),
-  lower: (a) => (typeof a.value === "number" ? { kind: "index", expr: (c) => lit(c.attrs.value as number, c.type.dtype) } : { kind: "buffer" }),
+  lower: (a) =>
+    typeof a.value === "number" ? { kind: "index", expr: (c) => lit(c.attrs.value as number, c.type.dtype) } : { kind: "buffer" },
 });
 
 export const iota = defineOp({
@@ -43,7 +44,8 @@ export const iota = defineOp({
   attrs: { dtype: "dtype", shape: "shape", axis: "int" },
   infer: (_ins, a) => {
     checkShape(a.shape, "iota");
-    if (!Number.isInteger(a.axis) || a.axis < 0 || a.axis >= a.shape.length) fail(`iota: axis ${a.axis} out of range for ${formatShape(a.shape)}`);
+    if (!Number.isInteger(a.axis) || a.axis < 0 || a.axis >= a.shape.length)
+      fail(`iota: axis ${a.axis} out of range for ${formatShape(a.shape)}`);
     if (a.dtype === "bool") fail("iota: dtype bool has no counting");
     return { dtype: a.dtype, shape: a.shape };
   },
@@ -67,7 +69,7 @@ export function pcg(v: number): number {
  *  a new key (e.g. the training step) gives a fresh stream without recompiling. */
 export function uniformAt(seed: number, key: number, i: number): number {
   const stream = pcg((seed ^ pcg(key >>> 0)) >>> 0);
-  return ((pcg((pcg(i >>> 0) ^ stream) >>> 0) >>> 8) * 2 ** -24);
+  return (pcg((pcg(i >>> 0) ^ stream) >>> 0) >>> 8) * 2 ** -24;
 }
 
 export const random = defineOp({

@@ -24,10 +24,14 @@ export function tensor64(dtype: DType, shape: readonly number[], data?: ArrayLik
 /** Round a float64 to the value the dtype can hold (f32 keeps float64: it is the oracle). */
 export function wrap(dtype: DType, x: number): number {
   switch (dtype) {
-    case "f32": return x;
-    case "i32": return Number.isFinite(x) ? Math.trunc(x) | 0 : 0;
-    case "u32": return Number.isFinite(x) ? Math.trunc(x) >>> 0 : 0;
-    case "bool": return x !== 0 ? 1 : 0; // NaN is true, as NaN != 0 in WGSL
+    case "f32":
+      return x;
+    case "i32":
+      return Number.isFinite(x) ? Math.trunc(x) | 0 : 0;
+    case "u32":
+      return Number.isFinite(x) ? Math.trunc(x) >>> 0 : 0;
+    case "bool":
+      return x !== 0 ? 1 : 0; // NaN is true, as NaN != 0 in WGSL
   }
 }
 

@@ -35,9 +35,13 @@ describe("softmax cross-entropy: the gradient wrt the logits is (p − y) / batc
     const [dz] = grad(loss, [z]);
     const g = expectSameNodes(b.build({ loss, dz, textbook_dz: softmax(z).sub(y).div(32) }), ["dz"]);
     // Beyond the forward pass the gradient costs p = e / Σe (both from the forward), p − y and ·1/B.
-    expect(printGraph(g).split("\n").filter((l) => l.includes("= ") && !l.startsWith("%0") && !l.startsWith("%1:")).slice(-4).join("\n")).toMatch(
-      /const value=0\.03125 .*\n.*= div %5, %6 .*\n.*= sub %\d+, %1 .*\n.*= mul %\d+, %\d+ /,
-    );
+    expect(
+      printGraph(g)
+        .split("\n")
+        .filter((l) => l.includes("= ") && !l.startsWith("%0") && !l.startsWith("%1:"))
+        .slice(-4)
+        .join("\n"),
+    ).toMatch(/const value=0\.03125 .*\n.*= div %5, %6 .*\n.*= sub %\d+, %1 .*\n.*= mul %\d+, %\d+ /);
     expect(g.nodes.length).toBe(17); // 13 forward (loss) + 4
   });
 
@@ -48,7 +52,9 @@ describe("softmax cross-entropy: the gradient wrt the logits is (p − y) / batc
     const [dz] = grad(softmaxCrossEntropy(z, y), [z]);
     const g = optimize(b.build({ dz }));
     const text = printGraph(g).replace(/\s+@.*$/gm, "");
-    expect(text).toMatch(/%(\d+):f32\[\] = div %\d+, %\d+\n%(\d+):f32\[1,1\] = reshape %\1\n%(\d+):f32\[B,10\] = expand %\2\n%(\d+):f32\[B,10\] = div %\d+, %\d+\n%(\d+):f32\[B,10\] = sub %\4, %1\n%\d+:f32\[B,10\] = mul %\3, %\5/);
+    expect(text).toMatch(
+      /%(\d+):f32\[\] = div %\d+, %\d+\n%(\d+):f32\[1,1\] = reshape %\1\n%(\d+):f32\[B,10\] = expand %\2\n%(\d+):f32\[B,10\] = div %\d+, %\d+\n%(\d+):f32\[B,10\] = sub %\4, %1\n%\d+:f32\[B,10\] = mul %\3, %\5/,
+    );
   });
 
   test("integer labels: (p − onehot) / batch on valid rows, rows with an index outside 0..C−1 masked", () => {
@@ -56,9 +62,17 @@ describe("softmax cross-entropy: the gradient wrt the logits is (p − y) / batc
     const z = b.input("z", "f32", [16, 10]);
     const c = b.input("c", "i32", [16]);
     const [dz] = grad(sparseSoftmaxCrossEntropy(z, c), [z]);
-    const onehot = b.iota([16, 10], 1).eq(c.reshape([16, 1]).expand([16, 10])).cast("f32");
+    const onehot = b
+      .iota([16, 10], 1)
+      .eq(c.reshape([16, 1]).expand([16, 10]))
+      .cast("f32");
     // Row weights: 1/B on valid rows, 0 on masked ones; δ = w ⊙ (p − onehot).
-    const w = c.ge(0).and(c.lt(10)).select(1 / 16, 0).reshape([16, 1]).expand([16, 10]);
+    const w = c
+      .ge(0)
+      .and(c.lt(10))
+      .select(1 / 16, 0)
+      .reshape([16, 1])
+      .expand([16, 10]);
     const textbook = w.mul(softmax(z).sub(onehot));
     const g = expectSameNodes(b.build({ dz, textbook_dz: textbook }), ["dz"]);
     expect(count(g, "reduce_sum")).toBe(1); // Σe: no reduction over the one-hot rows is left
@@ -87,7 +101,8 @@ describe("MLP 784-500-500-10: the backward graph is the delta recursion", () => 
     const loss = softmaxCrossEntropy(z[2], y);
     const grads = grad(loss, [...W, ...bias]);
 
-    const fprime = (l: number, d: Tensor) => (act === "relu" ? a[l + 1].gt(0).select(d, 0) : d.mul(a[l + 1].mul(b.constant(1).sub(a[l + 1]))));
+    const fprime = (l: number, d: Tensor) =>
+      act === "relu" ? a[l + 1].gt(0).select(d, 0) : d.mul(a[l + 1].mul(b.constant(1).sub(a[l + 1])));
     const delta: Tensor[] = [];
     delta[2] = softmax(z[2]).sub(y).div(batch);
     for (let l = 1; l >= 0; l--) delta[l] = fprime(l, delta[l + 1].matmul(W[l + 1].transpose()));

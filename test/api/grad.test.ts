@@ -52,7 +52,11 @@ describe("grad", () => {
     const k = g.input("k", "i32", ["B", 3]);
     const z = g.input("z", "f32", [2]);
     const [dx, dz] = grad(k.cast("f32").mul(x).sum(), [x, z]);
-    const out = interpret(g.build({ dx, dz }), { x: { shape: [1, 3], data: [1, 2, 3] }, k: { shape: [1, 3], data: [4, -5, 6] }, z: { shape: [2], data: [1, 1] } });
+    const out = interpret(g.build({ dx, dz }), {
+      x: { shape: [1, 3], data: [1, 2, 3] },
+      k: { shape: [1, 3], data: [4, -5, 6] },
+      z: { shape: [2], data: [1, 1] },
+    });
     expect(Array.from(out.dx.data)).toEqual([4, -5, 6]);
     expect(Array.from(out.dz.data)).toEqual([0, 0]);
     expect(() => grad(x.sum(), [k])).toThrow("grad: cannot differentiate with respect to i32[B,3]");
@@ -79,7 +83,8 @@ describe("grad", () => {
     const xv = floats(5, 3);
     const vv = floats(5, 4);
     const eps = 1e-5;
-    const at = (s: number) => interpret(graph, { x: { shape: [5], data: xv.map((a, i) => a + s * eps * vv[i]) }, v: { shape: [5], data: vv } });
+    const at = (s: number) =>
+      interpret(graph, { x: { shape: [5], data: xv.map((a, i) => a + s * eps * vv[i]) }, v: { shape: [5], data: vv } });
     const [plus, minus, here] = [at(1), at(-1), at(0)];
     here.hv.data.forEach((h, i) => expect(Math.abs(h - (plus.gx.data[i] - minus.gx.data[i]) / (2 * eps))).toBeLessThan(1e-7));
   });
@@ -107,7 +112,10 @@ describe("grad", () => {
     const [hv] = grad(gz.mul(v).sum(), [z]);
     const p = softmax(z);
     const expected = p.mul(v.sub(p.mul(v).sum(1, true))).div(2);
-    const out = interpret(g.build({ hv, expected }), { z: { shape: [2, 4], data: floats(8, 5) }, v: { shape: [2, 4], data: floats(8, 6) } });
+    const out = interpret(g.build({ hv, expected }), {
+      z: { shape: [2, 4], data: floats(8, 5) },
+      v: { shape: [2, 4], data: floats(8, 6) },
+    });
     out.hv.data.forEach((h, i) => expect(h).toBeCloseTo(out.expected.data[i], 12));
   });
 });

@@ -1,7 +1,21 @@
 import { describe, expect, test } from "vitest";
 import { GraphBuilder, type Tensor } from "../../src/api/builder.ts";
 import { glorotNormal, glorotUniform, heNormal, heUniform, orthogonal, gaussian, fans } from "../../src/api/initializers.ts";
-import { activation, avgPool2d, batchNorm, conv2d, dense, dropout, embedding, flatten, maxout, maxPool2d, padding2d, type Layer, type Scope } from "../../src/api/layers.ts";
+import {
+  activation,
+  avgPool2d,
+  batchNorm,
+  conv2d,
+  dense,
+  dropout,
+  embedding,
+  flatten,
+  maxout,
+  maxPool2d,
+  padding2d,
+  type Layer,
+  type Scope,
+} from "../../src/api/layers.ts";
 import { input, model, sequential } from "../../src/api/model.ts";
 import { interpret, type HostTensor } from "../../src/interpret.ts";
 import { expectGradOk } from "../helpers/gradcheck.ts";
@@ -16,23 +30,34 @@ function fixedScope(g: GraphBuilder, xs: Readonly<Record<string, Tensor>>, train
     return xs[name];
   };
   return {
-    training, assigned,
+    training,
+    assigned,
     param: (name) => get(name),
     variable: (name) => get(name),
     assign: (v, next) => void assigned.set(v.id, next),
     uniform: (shape) => g.random(shape, 11, 5),
-    addLoss: () => { throw new Error("unexpected"); },
+    addLoss: () => {
+      throw new Error("unexpected");
+    },
   };
 }
 
 /** Check a layer's gradient wrt its input and every parameter by central differences. */
-function layerGradOk(layer: Layer, x: HostTensor, params: Record<string, HostTensor>, opts: { training?: boolean; fixed?: Record<string, HostTensor> } = {}) {
+function layerGradOk(
+  layer: Layer,
+  x: HostTensor,
+  params: Record<string, HostTensor>,
+  opts: { training?: boolean; fixed?: Record<string, HostTensor> } = {},
+) {
   layer.nameAs("layer");
-  expectGradOk({
-    inputs: { x, ...params },
-    fixed: Object.fromEntries(Object.entries(opts.fixed ?? {}).map(([k, v]) => [k, { ...v, dtype: "f32" as const }])),
-    f: (xs, g) => layer.call([xs.x], fixedScope(g, xs, opts.training ?? false)),
-  }, 1e-5);
+  expectGradOk(
+    {
+      inputs: { x, ...params },
+      fixed: Object.fromEntries(Object.entries(opts.fixed ?? {}).map(([k, v]) => [k, { ...v, dtype: "f32" as const }])),
+      f: (xs, g) => layer.call([xs.x], fixedScope(g, xs, opts.training ?? false)),
+    },
+    1e-5,
+  );
 }
 
 const outShape = (layers: Layer[], inputShape: number[]) => sequential(layers, { inputShape }).outputs[0].shape;
@@ -59,11 +84,15 @@ describe("layer output shapes", () => {
 
   test("embedding maps i32 [B, T] to [B, T, dim]", () => {
     expect(sequential([embedding(10, 3)], { inputShape: [4], inputDtype: "i32" }).outputs[0].shape).toEqual(["B", 4, 3]);
-    expect(() => sequential([embedding(10, 3)], { inputShape: [4] })).toThrow(/^embedding_1 @ layers\.test\.ts:\d+: takes one i32 index tensor/);
+    expect(() => sequential([embedding(10, 3)], { inputShape: [4] })).toThrow(
+      /^embedding_1 @ layers\.test\.ts:\d+: takes one i32 index tensor/,
+    );
   });
 
   test("a wrong rank names the layer", () => {
-    expect(() => sequential([conv2d(2, 3)], { inputShape: [5] })).toThrow(/^conv2d_1 @ layers\.test\.ts:\d+: expects rank 4, got f32\[B,5\]/);
+    expect(() => sequential([conv2d(2, 3)], { inputShape: [5] })).toThrow(
+      /^conv2d_1 @ layers\.test\.ts:\d+: expects rank 4, got f32\[B,5\]/,
+    );
   });
 });
 
@@ -76,28 +105,38 @@ describe("initializers", () => {
       return { m, v: a.reduce((s, v) => s + (v - m) ** 2, 0) / a.length, max: a.reduce((s, v) => Math.max(s, Math.abs(v)), 0) };
     };
     const shape = [200, 300];
-    for (const [init, variance] of [[glorotUniform(), 2 / 500], [glorotNormal(), 2 / 500], [heNormal(), 2 / 200], [heUniform(), 2 / 200], [gaussian(0.1), 0.01]] as const) {
+    for (const [init, variance] of [
+      [glorotUniform(), 2 / 500],
+      [glorotNormal(), 2 / 500],
+      [heNormal(), 2 / 200],
+      [heUniform(), 2 / 200],
+      [gaussian(0.1), 0.01],
+    ] as const) {
       const s = stats(init.init(shape, 3));
       expect(Math.abs(s.m)).toBeLessThan(0.01);
       expect(s.v / variance).toBeGreaterThan(0.97);
       expect(s.v / variance).toBeLessThan(1.03);
     }
     // Truncated at 2σ of the widened normal, uniform at its limit.
-    expect(stats(heNormal().init(shape, 1)).max).toBeLessThanOrEqual(2 * Math.sqrt(2 / 200) / 0.87962566103423978 + 1e-6);
+    expect(stats(heNormal().init(shape, 1)).max).toBeLessThanOrEqual((2 * Math.sqrt(2 / 200)) / 0.87962566103423978 + 1e-6);
     expect(stats(glorotUniform().init(shape, 1)).max).toBeLessThanOrEqual(Math.sqrt(6 / 500));
     expect(glorotUniform().init([4, 4], 9)).toEqual(glorotUniform().init([4, 4], 9));
     expect(glorotUniform().init([4, 4], 9)).not.toEqual(glorotUniform().init([4, 4], 10));
   });
 
   test("orthogonal gives orthonormal columns (or rows when wide)", () => {
-    for (const [r, c] of [[6, 4], [3, 5]]) {
+    for (const [r, c] of [
+      [6, 4],
+      [3, 5],
+    ]) {
       const q = orthogonal().init([r, c], 2);
       const small = Math.min(r, c);
-      for (let a = 0; a < small; a++) for (let b = 0; b < small; b++) {
-        let d = 0;
-        for (let k = 0; k < Math.max(r, c); k++) d += r >= c ? q[k * c + a] * q[k * c + b] : q[a * c + k] * q[b * c + k];
-        expect(d).toBeCloseTo(a === b ? 1 : 0, 5);
-      }
+      for (let a = 0; a < small; a++)
+        for (let b = 0; b < small; b++) {
+          let d = 0;
+          for (let k = 0; k < Math.max(r, c); k++) d += r >= c ? q[k * c + a] * q[k * c + b] : q[a * c + k] * q[b * c + k];
+          expect(d).toBeCloseTo(a === b ? 1 : 0, 5);
+        }
     }
   });
 });
@@ -110,7 +149,10 @@ describe("layer gradients (float64 central differences)", () => {
   });
 
   test("conv2d same with strides, pools, flatten, maxout", () => {
-    layerGradOk(conv2d(2, 3, { padding: "same", strides: 2 }), host([2, 5, 4, 3], 4), { kernel: host([3, 3, 3, 2], 5), bias: host([2], 6) });
+    layerGradOk(conv2d(2, 3, { padding: "same", strides: 2 }), host([2, 5, 4, 3], 4), {
+      kernel: host([3, 3, 3, 2], 5),
+      bias: host([2], 6),
+    });
     layerGradOk(maxPool2d(2), host([1, 4, 5, 2], 7), {});
     layerGradOk(avgPool2d(2, 1), host([2, 3, 3, 2], 8), {});
     layerGradOk(flatten(), host([2, 3, 2, 2], 9), {});
@@ -140,8 +182,14 @@ describe("batchNorm", () => {
   // The graph's constants are f32: momentum, 1 − momentum and ε as the GPU will see them.
   const [M, M1, EPS] = [Math.fround(0.9), Math.fround(1 - 0.9), Math.fround(1e-3)];
   const data = host([4, 3], 30);
-  const gammaBeta = { "batch_norm_1/gamma": { shape: [3], data: [1.5, -0.5, 2] }, "batch_norm_1/beta": { shape: [3], data: [0.1, 0.2, -0.3] } };
-  const moving = { "batch_norm_1/moving_mean": { shape: [3], data: [0.2, -0.1, 0] }, "batch_norm_1/moving_variance": { shape: [3], data: [1.2, 0.7, 2] } };
+  const gammaBeta = {
+    "batch_norm_1/gamma": { shape: [3], data: [1.5, -0.5, 2] },
+    "batch_norm_1/beta": { shape: [3], data: [0.1, 0.2, -0.3] },
+  };
+  const moving = {
+    "batch_norm_1/moving_mean": { shape: [3], data: [0.2, -0.1, 0] },
+    "batch_norm_1/moving_variance": { shape: [3], data: [1.2, 0.7, 2] },
+  };
 
   function run(training: boolean) {
     const m = sequential([batchNorm({ momentum: 0.9, epsilon: 1e-3 })], { inputShape: [3] });
@@ -160,9 +208,17 @@ describe("batchNorm", () => {
       const col = [0, 1, 2, 3].map((i) => data.data[i * 3 + j]);
       const mean = col.reduce((a, v) => a + v, 0) / 4;
       const variance = col.reduce((a, v) => a + (v - mean) ** 2, 0) / 4;
-      col.forEach((v, i) => expect(out.y.data[i * 3 + j]).toBeCloseTo(gammaBeta["batch_norm_1/gamma"].data[j] * (v - mean) / Math.sqrt(variance + EPS) + gammaBeta["batch_norm_1/beta"].data[j], 12));
+      col.forEach((v, i) =>
+        expect(out.y.data[i * 3 + j]).toBeCloseTo(
+          (gammaBeta["batch_norm_1/gamma"].data[j] * (v - mean)) / Math.sqrt(variance + EPS) + gammaBeta["batch_norm_1/beta"].data[j],
+          12,
+        ),
+      );
       expect(out["batch_norm_1/moving_mean"].data[j]).toBeCloseTo(M * moving["batch_norm_1/moving_mean"].data[j] + M1 * mean, 12);
-      expect(out["batch_norm_1/moving_variance"].data[j]).toBeCloseTo(M * moving["batch_norm_1/moving_variance"].data[j] + M1 * variance, 12);
+      expect(out["batch_norm_1/moving_variance"].data[j]).toBeCloseTo(
+        M * moving["batch_norm_1/moving_variance"].data[j] + M1 * variance,
+        12,
+      );
     }
   });
 
@@ -171,7 +227,10 @@ describe("batchNorm", () => {
     expect(built.variables.every((v) => v.next === undefined)).toBe(true);
     for (let i = 0; i < 12; i++) {
       const j = i % 3;
-      const ref = gammaBeta["batch_norm_1/gamma"].data[j] * (data.data[i] - moving["batch_norm_1/moving_mean"].data[j]) / Math.sqrt(moving["batch_norm_1/moving_variance"].data[j] + EPS) + gammaBeta["batch_norm_1/beta"].data[j];
+      const ref =
+        (gammaBeta["batch_norm_1/gamma"].data[j] * (data.data[i] - moving["batch_norm_1/moving_mean"].data[j])) /
+          Math.sqrt(moving["batch_norm_1/moving_variance"].data[j] + EPS) +
+        gammaBeta["batch_norm_1/beta"].data[j];
       expect(out.y.data[i]).toBeCloseTo(ref, 12);
     }
   });
@@ -214,6 +273,8 @@ describe("dropout", () => {
     const built = m.build(g, [g.input("x", "f32", ["B", 40])], { training: true, step: g.input("t", "f32", []) });
     const out = interpret(g.build({ a: built.outputs[0], b: built.outputs[1] }), { x: ones, t: { shape: [], data: [3] } });
     expect(Array.from(out.a.data)).not.toEqual(Array.from(out.b.data));
-    expect(() => m.build(g, [g.input("x2", "f32", ["B", 40])], { training: true })).toThrow(/dropout_1: random noise in training needs the step counter/);
+    expect(() => m.build(g, [g.input("x2", "f32", ["B", 40])], { training: true })).toThrow(
+      /dropout_1: random noise in training needs the step counter/,
+    );
   });
 });

@@ -3,8 +3,17 @@ import { GraphBuilder, type Tensor } from "../../src/api/builder.ts";
 import { grad } from "../../src/api/grad.ts";
 import { activate } from "../../src/api/layers.ts";
 import {
-  binaryCrossEntropy, binaryCrossEntropyFromLogits, categoricalCrossEntropy, categoricalCrossEntropyFromLogits, klSparsity, l2Penalty,
-  lossByName, mse, sparseCategoricalCrossEntropy, sparseCategoricalCrossEntropyFromLogits, type LossName,
+  binaryCrossEntropy,
+  binaryCrossEntropyFromLogits,
+  categoricalCrossEntropy,
+  categoricalCrossEntropyFromLogits,
+  klSparsity,
+  l2Penalty,
+  lossByName,
+  mse,
+  sparseCategoricalCrossEntropy,
+  sparseCategoricalCrossEntropyFromLogits,
+  type LossName,
 } from "../../src/api/losses.ts";
 import { interpret, type HostTensor } from "../../src/interpret.ts";
 import { printGraph } from "../../src/ir/print.ts";
@@ -78,10 +87,12 @@ describe("losses against float64 formulas", () => {
   test("klSparsity against the formula, and its gradient", () => {
     const h = { shape: [5, 3], data: Array.from(host([5, 3], 7).data, (v) => 0.5 + 0.45 * v) };
     const [rho, beta] = [0.05, 3];
-    const ref = beta * [0, 1, 2].reduce((s, j) => {
-      const r = mean([0, 1, 2, 3, 4].map((i) => h.data[i * 3 + j]));
-      return s + rho * Math.log(rho / r) + (1 - rho) * Math.log((1 - rho) / (1 - r));
-    }, 0);
+    const ref =
+      beta *
+      [0, 1, 2].reduce((s, j) => {
+        const r = mean([0, 1, 2, 3, 4].map((i) => h.data[i * 3 + j]));
+        return s + rho * Math.log(rho / r) + (1 - rho) * Math.log((1 - rho) / (1 - r));
+      }, 0);
     const g = new GraphBuilder();
     const out = interpret(g.build({ k: klSparsity(g.input("h", "f32", ["B", 3]), rho, beta) }), { h }).k.data[0];
     expect(out).toBeCloseTo(ref, 6); // ρ and 1 − ρ are f32 constants
@@ -97,7 +108,9 @@ describe("losses against float64 formulas", () => {
   test("shape and dtype mistakes are named", () => {
     const g = new GraphBuilder();
     const p = g.input("p", "f32", ["B", 3]);
-    expect(() => categoricalCrossEntropy(p, g.input("y", "f32", ["B", 1]))).toThrow("categoricalCrossEntropy: shapes differ (f32[B,3] vs f32[B,1])");
+    expect(() => categoricalCrossEntropy(p, g.input("y", "f32", ["B", 1]))).toThrow(
+      "categoricalCrossEntropy: shapes differ (f32[B,3] vs f32[B,1])",
+    );
     expect(() => sparseCategoricalCrossEntropy(p, g.input("z", "f32", ["B"]))).toThrow(/sparseCategoricalCrossEntropy: needs i32 labels/);
     expect(() => lossByName("hinge" as LossName)).toThrow(/unknown loss "hinge"/);
   });
@@ -109,7 +122,11 @@ describe("losses against float64 formulas", () => {
       const y = sparse ? g.input("y", "i32", ["B"]) : g.input("y", "f32", ["B", 3]);
       return printGraph(g.build({ l: lossByName(name).compute(p, y) }));
     };
-    for (const [keras, ours] of [["categorical_crossentropy", "categoricalCrossEntropy"], ["binary_crossentropy", "binaryCrossEntropy"], ["mean_squared_error", "mse"]] as const) {
+    for (const [keras, ours] of [
+      ["categorical_crossentropy", "categoricalCrossEntropy"],
+      ["binary_crossentropy", "binaryCrossEntropy"],
+      ["mean_squared_error", "mse"],
+    ] as const) {
       expect(graphOf(keras, false)).toBe(graphOf(ours, false));
     }
     expect(graphOf("sparse_categorical_crossentropy", true)).toBe(graphOf("sparseCategoricalCrossEntropy", true));
@@ -131,7 +148,10 @@ describe("lossByName fuses a softmax / sigmoid output with the loss", () => {
     const big = { shape: [B, C], data: [900, -800, 0, -1000, 1000, 0, 0, 0, 1200, 50, -50, 700] };
     const lse = (z: number[]) => Math.max(...z) + Math.log(z.reduce((a, v) => a + Math.exp(v - Math.max(...z)), 0));
     const exact = mean(rows(big.data).map((z, r) => lse(z) - z.reduce((a, v, j) => a + onehot.data[r * C + j] * v, 0)));
-    for (const [name, y, dtype] of [["categoricalCrossEntropy", onehot, "f32"], ["sparseCategoricalCrossEntropy", sparse, "i32"]] as const) {
+    for (const [name, y, dtype] of [
+      ["categoricalCrossEntropy", onehot, "f32"],
+      ["sparseCategoricalCrossEntropy", sparse, "i32"],
+    ] as const) {
       const out = fused(name, "softmax", big, y, dtype);
       expect(out.loss.data[0]).toBeCloseTo(exact, 6);
       const p = rows(big.data).flatMap(softmaxRow);

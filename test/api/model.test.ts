@@ -11,14 +11,18 @@ useGpu();
 
 /** Plain SGD, written here so these tests do not depend on ./optimizers.ts. */
 const sgd = (lr: number): Optimizer => ({
-  name: "sgd", learningRate: lr, slots: [],
+  name: "sgd",
+  learningRate: lr,
+  slots: [],
   schedule: (t) => t.builder.constant(lr),
   update: (p, g, _s, step) => ({ param: p.sub(g.mul(step.lr)), slots: {} }),
 });
 
 /** Heavy-ball momentum with one slot, to see slots named and threaded through the state map. */
 const momentum = (lr: number, mu: number): Optimizer => ({
-  name: "momentum", learningRate: lr, slots: [{ name: "v", init: 0 }],
+  name: "momentum",
+  learningRate: lr,
+  slots: [{ name: "v", init: 0 }],
   schedule: (t) => t.builder.constant(lr),
   update: (p, g, s, step) => {
     const v = s.v.mul(mu).sub(g.mul(step.lr));
@@ -26,15 +30,26 @@ const momentum = (lr: number, mu: number): Optimizer => ({
   },
 });
 
-const inputsFor = (params: readonly { name: string; shape: readonly number[]; initial(seed: number): Float32Array }[], seed: number): Record<string, HostTensor> =>
-  Object.fromEntries(params.map((p) => [p.name, { shape: p.shape, data: p.initial(seed) }]));
+const inputsFor = (
+  params: readonly { name: string; shape: readonly number[]; initial(seed: number): Float32Array }[],
+  seed: number,
+): Record<string, HostTensor> => Object.fromEntries(params.map((p) => [p.name, { shape: p.shape, data: p.initial(seed) }]));
 
 describe("model definition", () => {
   test("layers are numbered per kind; explicit names are kept and must be unique", () => {
     const m = sequential([dense(4, { activation: "relu" }), dense(4, { name: "hidden" }), dense(2)], { inputShape: [3] });
     expect(m.layers.map((l) => l.name)).toEqual(["dense_1", "hidden", "dense_2"]);
-    expect(predictGraph(m).params.map((p) => p.name)).toEqual(["dense_1/kernel", "dense_1/bias", "hidden/kernel", "hidden/bias", "dense_2/kernel", "dense_2/bias"]);
-    expect(() => sequential([dense(2, { name: "a" }), dense(2, { name: "a" })], { inputShape: [3] })).toThrow('model: two layers are named "a"');
+    expect(predictGraph(m).params.map((p) => p.name)).toEqual([
+      "dense_1/kernel",
+      "dense_1/bias",
+      "hidden/kernel",
+      "hidden/bias",
+      "dense_2/kernel",
+      "dense_2/bias",
+    ]);
+    expect(() => sequential([dense(2, { name: "a" }), dense(2, { name: "a" })], { inputShape: [3] })).toThrow(
+      'model: two layers are named "a"',
+    );
     expect(m.inputs).toEqual([{ name: "x", shape: [3], dtype: "f32" }]);
     expect(m.outputs).toEqual([{ shape: ["B", 2], dtype: "f32" }]);
   });
@@ -43,9 +58,14 @@ describe("model definition", () => {
     const m = sequential([dense(4, { activation: "relu" }), dense(3)], { inputShape: [5] });
     const { graph } = predictGraph(m);
     const sites = new Set(graph.nodes.filter((n) => n.op === "matmul").map((n) => n.site));
-    expect([...sites].sort()).toEqual([expect.stringMatching(/^model\.test\.ts:\d+ \(dense_1\)$/), expect.stringMatching(/^model\.test\.ts:\d+ \(dense_2\)$/)]);
+    expect([...sites].sort()).toEqual([
+      expect.stringMatching(/^model\.test\.ts:\d+ \(dense_1\)$/),
+      expect.stringMatching(/^model\.test\.ts:\d+ \(dense_2\)$/),
+    ]);
     // A model is built once as it is defined: the error comes at sequential().
-    expect(() => sequential([dense(4), conv2d(2, 3)], { inputShape: [5] })).toThrow(/^conv2d_1 @ model\.test\.ts:\d+: expects rank 4, got f32\[B,4\]/);
+    expect(() => sequential([dense(4), conv2d(2, 3)], { inputShape: [5] })).toThrow(
+      /^conv2d_1 @ model\.test\.ts:\d+: expects rank 4, got f32\[B,4\]/,
+    );
   });
 
   test("a functional model equals the sequential one, and a shared layer shares its parameters", () => {
@@ -86,28 +106,51 @@ describe("training step graph", () => {
 
     // By hand, float64: forward, loss, the delta recursion, then W ← W − lr·(dW + λW).
     const [w1, b1, w2, b2] = ["dense_1/kernel", "dense_1/bias", "dense_2/kernel", "dense_2/bias"].map((n) => Array.from(p[n].data));
-    const z1 = Array.from({ length: B * H }, (_, k) => b1[k % H] + [...Array(I).keys()].reduce((s, i) => s + x.data[Math.floor(k / H) * I + i] * w1[i * H + (k % H)], 0));
+    const z1 = Array.from(
+      { length: B * H },
+      (_, k) => b1[k % H] + [...Array(I).keys()].reduce((s, i) => s + x.data[Math.floor(k / H) * I + i] * w1[i * H + (k % H)], 0),
+    );
     const h = z1.map((v) => Math.max(v, 0));
-    const z2 = Array.from({ length: B * O }, (_, k) => b2[k % O] + [...Array(H).keys()].reduce((s, j) => s + h[Math.floor(k / O) * H + j] * w2[j * O + (k % O)], 0));
+    const z2 = Array.from(
+      { length: B * O },
+      (_, k) => b2[k % O] + [...Array(H).keys()].reduce((s, j) => s + h[Math.floor(k / O) * H + j] * w2[j * O + (k % O)], 0),
+    );
     const prob = z2.map((_, k) => {
       const r = Math.floor(k / O) * O;
       const row = z2.slice(r, r + O);
       return Math.exp(z2[k]) / row.reduce((s, v) => s + Math.exp(v), 0);
     });
     const sq = [...w1, ...w2].reduce((s, v) => s + v * v, 0);
-    const loss = -prob.reduce((s, pv, k) => s + y.data[k] * Math.log(pv), 0) / B + (Math.fround(lambda / 2)) * sq;
+    const loss = -prob.reduce((s, pv, k) => s + y.data[k] * Math.log(pv), 0) / B + Math.fround(lambda / 2) * sq;
     const dz2 = prob.map((pv, k) => (pv - y.data[k]) / B);
-    const dz1 = z1.map((v, k) => (v > 0 ? [...Array(O).keys()].reduce((s, o) => s + dz2[Math.floor(k / H) * O + o] * w2[(k % H) * O + o], 0) : 0));
+    const dz1 = z1.map((v, k) =>
+      v > 0 ? [...Array(O).keys()].reduce((s, o) => s + dz2[Math.floor(k / H) * O + o] * w2[(k % H) * O + o], 0) : 0,
+    );
     const dW = (a: number[], d: number[], n: number, m2: number) =>
-      Array.from({ length: n * m2 }, (_, k) => [...Array(B).keys()].reduce((s, r) => s + a[r * n + Math.floor(k / m2)] * d[r * m2 + (k % m2)], 0));
-    const db = (d: number[], m2: number) => Array.from({ length: m2 }, (_, j) => [...Array(B).keys()].reduce((s, r) => s + d[r * m2 + j], 0));
+      Array.from({ length: n * m2 }, (_, k) =>
+        [...Array(B).keys()].reduce((s, r) => s + a[r * n + Math.floor(k / m2)] * d[r * m2 + (k % m2)], 0),
+      );
+    const db = (d: number[], m2: number) =>
+      Array.from({ length: m2 }, (_, j) => [...Array(B).keys()].reduce((s, r) => s + d[r * m2 + j], 0));
     const expectClose = (got: ArrayLike<number>, want: number[]) => want.forEach((v, i) => expect(got[i]).toBeCloseTo(v, 10));
     expect(out.loss.data[0]).toBeCloseTo(loss, 10);
     const lam = Math.fround(lambda / 2) * 2;
-    expectClose(out["dense_1/kernel_next"].data, w1.map((w, k) => w - lr * (dW(Array.from(x.data), dz1, I, H)[k] + lam * w)));
-    expectClose(out["dense_1/bias_next"].data, b1.map((b, k) => b - lr * db(dz1, H)[k]));
-    expectClose(out["dense_2/kernel_next"].data, w2.map((w, k) => w - lr * (dW(h, dz2, H, O)[k] + lam * w)));
-    expectClose(out["dense_2/bias_next"].data, b2.map((b, k) => b - lr * db(dz2, O)[k]));
+    expectClose(
+      out["dense_1/kernel_next"].data,
+      w1.map((w, k) => w - lr * (dW(Array.from(x.data), dz1, I, H)[k] + lam * w)),
+    );
+    expectClose(
+      out["dense_1/bias_next"].data,
+      b1.map((b, k) => b - lr * db(dz1, H)[k]),
+    );
+    expectClose(
+      out["dense_2/kernel_next"].data,
+      w2.map((w, k) => w - lr * (dW(h, dz2, H, O)[k] + lam * w)),
+    );
+    expectClose(
+      out["dense_2/bias_next"].data,
+      b2.map((b, k) => b - lr * db(dz2, O)[k]),
+    );
     const correct = [0, 1, 2].filter((r) => (prob[r * 2] > prob[r * 2 + 1] ? 0 : 1) === (y.data[r * 2] === 1 ? 0 : 1)).length;
     expect(out.correct.data[0]).toBe(correct);
     expect(out["step/t_next"].data[0]).toBe(2);
@@ -118,20 +161,34 @@ describe("training step graph", () => {
     const m = sequential([dense(H), batchNorm(), dropout(0.5), dense(O)], { inputShape: [I] });
     const step = trainStepGraph(m, { loss: "mse", optimizer: momentum(0.1, 0.9) });
     expect(step.state).toEqual({
-      "dense_1/kernel": "dense_1/kernel_next", "dense_1/kernel/v": "dense_1/kernel/v_next",
-      "dense_1/bias": "dense_1/bias_next", "dense_1/bias/v": "dense_1/bias/v_next",
-      "batch_norm_1/gamma": "batch_norm_1/gamma_next", "batch_norm_1/gamma/v": "batch_norm_1/gamma/v_next",
-      "batch_norm_1/beta": "batch_norm_1/beta_next", "batch_norm_1/beta/v": "batch_norm_1/beta/v_next",
-      "dense_2/kernel": "dense_2/kernel_next", "dense_2/kernel/v": "dense_2/kernel/v_next",
-      "dense_2/bias": "dense_2/bias_next", "dense_2/bias/v": "dense_2/bias/v_next",
-      "batch_norm_1/moving_mean": "batch_norm_1/moving_mean_next", "batch_norm_1/moving_variance": "batch_norm_1/moving_variance_next",
+      "dense_1/kernel": "dense_1/kernel_next",
+      "dense_1/kernel/v": "dense_1/kernel/v_next",
+      "dense_1/bias": "dense_1/bias_next",
+      "dense_1/bias/v": "dense_1/bias/v_next",
+      "batch_norm_1/gamma": "batch_norm_1/gamma_next",
+      "batch_norm_1/gamma/v": "batch_norm_1/gamma/v_next",
+      "batch_norm_1/beta": "batch_norm_1/beta_next",
+      "batch_norm_1/beta/v": "batch_norm_1/beta/v_next",
+      "dense_2/kernel": "dense_2/kernel_next",
+      "dense_2/kernel/v": "dense_2/kernel/v_next",
+      "dense_2/bias": "dense_2/bias_next",
+      "dense_2/bias/v": "dense_2/bias/v_next",
+      "batch_norm_1/moving_mean": "batch_norm_1/moving_mean_next",
+      "batch_norm_1/moving_variance": "batch_norm_1/moving_variance_next",
       "step/t": "step/t_next",
     });
     expect(step.slots[0]).toEqual({ name: "dense_1/kernel/v", param: "dense_1/kernel", shape: [I, H], init: 0 });
     const names = new Set(step.graph.outputs.map((o) => o.name));
     for (const out of Object.values(step.state)) expect(names.has(out!)).toBe(true);
     // Runs, with the slots at their init, and the loss is the batch mean (any batch size).
-    const feed: Record<string, HostTensor> = { "step/t": { shape: [], data: [1] }, ...inputsFor(step.params, 2), ...inputsFor(step.variables.filter((v) => v.name !== "step/t"), 2) };
+    const feed: Record<string, HostTensor> = {
+      "step/t": { shape: [], data: [1] },
+      ...inputsFor(step.params, 2),
+      ...inputsFor(
+        step.variables.filter((v) => v.name !== "step/t"),
+        2,
+      ),
+    };
     for (const s of step.slots) feed[s.name] = { shape: s.shape, data: new Float32Array(s.shape.reduce((a, d) => a * d, 1)) };
     for (const b of [1, 5]) {
       const out = interpret(step.graph, { ...feed, x: host([b, I], 4), y: host([b, O], 5) });
@@ -150,14 +207,30 @@ describe("training step graph", () => {
     expect(yIn.type).toEqual({ dtype: "i32", shape: ["B"] });
     const pr = predictGraph(m);
     expect(pr.graph.outputs.map((o) => o.name)).toEqual(["y"]);
-    expect(() => trainStepGraph(m, { loss: "mse", optimizer: sgd(1), metrics: ["accuracy"] })).toThrow("metric accuracy: the loss mse has no notion of a correct prediction");
+    expect(() => trainStepGraph(m, { loss: "mse", optimizer: sgd(1), metrics: ["accuracy"] })).toThrow(
+      "metric accuracy: the loss mse has no notion of a correct prediction",
+    );
   });
 });
 
 test("conv + batchNorm + dropout (inference): the forward pass on Dawn matches the reference", async () => {
-  const m = sequential([conv2d(4, 3, { padding: "same", activation: "relu" }), batchNorm(), dropout(0.3), maxPool2d(2), flatten(), dense(3, { activation: "softmax" })], { inputShape: [6, 5, 2] });
+  const m = sequential(
+    [
+      conv2d(4, 3, { padding: "same", activation: "relu" }),
+      batchNorm(),
+      dropout(0.3),
+      maxPool2d(2),
+      flatten(),
+      dense(3, { activation: "softmax" }),
+    ],
+    { inputShape: [6, 5, 2] },
+  );
   const { graph, params, variables } = predictGraph(m);
   const feed: Record<string, HostTensor> = { x: host([2, 6, 5, 2], 1), ...inputsFor(params, 4) };
-  for (const v of variables) feed[v.name] = { shape: v.shape, data: Array.from(host(v.shape as number[], 9).data, (d) => (v.name.endsWith("variance") ? 1 + 0.5 * d : d)) };
+  for (const v of variables)
+    feed[v.name] = {
+      shape: v.shape,
+      data: Array.from(host(v.shape as number[], 9).data, (d) => (v.name.endsWith("variance") ? 1 + 0.5 * d : d)),
+    };
   await expectMatchesReference(graph, feed, { atol: 1e-5, rtol: 1e-4 });
 }, 60_000);

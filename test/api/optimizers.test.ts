@@ -12,7 +12,19 @@ import { describe, expect, test } from "vitest";
 import { compile } from "../../compiler/pipeline.ts";
 import { GraphBuilder } from "../../src/api/builder.ts";
 import type { Optimizer } from "../../src/api/optimizer.ts";
-import { adadelta, adagrad, adam, constant, inverseTimeDecay, optimizerByName, rmsprop, sgd, stepDecay, type OptimizerName, type Schedule } from "../../src/api/optimizers.ts";
+import {
+  adadelta,
+  adagrad,
+  adam,
+  constant,
+  inverseTimeDecay,
+  optimizerByName,
+  rmsprop,
+  sgd,
+  stepDecay,
+  type OptimizerName,
+  type Schedule,
+} from "../../src/api/optimizers.ts";
 import { interpret } from "../../src/interpret.ts";
 import type { Graph } from "../../src/ir/types.ts";
 import { Executable } from "../../runtime/execute.ts";
@@ -25,13 +37,23 @@ const N = 7;
 const STEPS = 5;
 const f32 = Math.fround;
 
-interface Problem { readonly a: readonly number[]; readonly b: readonly number[]; readonly p0: readonly number[] }
+interface Problem {
+  readonly a: readonly number[];
+  readonly b: readonly number[];
+  readonly p0: readonly number[];
+}
 type Vec = number[];
 type Grad = (p: readonly number[]) => Vec;
-const gradient = (pr: Problem): Grad => (p) => p.map((x, i) => pr.a[i] * x + pr.b[i]);
+const gradient =
+  (pr: Problem): Grad =>
+  (p) =>
+    p.map((x, i) => pr.a[i] * x + pr.b[i]);
 
 /** Params after each step, and the slots after the last, by the optimizer's slot names. */
-interface Trajectory { readonly params: Vec[]; readonly slots: Record<string, Vec> }
+interface Trajectory {
+  readonly params: Vec[];
+  readonly slots: Record<string, Vec>;
+}
 
 // ---------------------------------------------------------------------------------------------
 // Textbook schedules, η(t) for t = 1, 2, …
@@ -44,17 +66,23 @@ type LrSpec =
 function lrAt(s: LrSpec, t: number): number {
   const kerasStep = t - 1; // Keras schedules count steps from 0
   switch (s.kind) {
-    case "constant": return s.lr;
-    case "inverse": return s.lr0 / (1 + s.rate * kerasStep / s.steps);
-    case "step": return s.lr0 * s.factor ** Math.floor(kerasStep / s.every);
+    case "constant":
+      return s.lr;
+    case "inverse":
+      return s.lr0 / (1 + (s.rate * kerasStep) / s.steps);
+    case "step":
+      return s.lr0 * s.factor ** Math.floor(kerasStep / s.every);
   }
 }
 
 function scheduleOf(s: LrSpec): Schedule {
   switch (s.kind) {
-    case "constant": return constant(s.lr);
-    case "inverse": return inverseTimeDecay(s.lr0, s.rate, s.steps);
-    case "step": return stepDecay(s.lr0, s.factor, s.every);
+    case "constant":
+      return constant(s.lr);
+    case "inverse":
+      return inverseTimeDecay(s.lr0, s.rate, s.steps);
+    case "step":
+      return stepDecay(s.lr0, s.factor, s.every);
   }
 }
 
@@ -184,20 +212,59 @@ function adamTextbook(h: { b1: number; b2: number; eps: number }, lr: (t: number
 // ---------------------------------------------------------------------------------------------
 // Cases: an optimizer and its textbook.
 
-interface Case { readonly label: string; readonly opt: Optimizer; readonly textbook: (pr: Problem) => Trajectory }
+interface Case {
+  readonly label: string;
+  readonly opt: Optimizer;
+  readonly textbook: (pr: Problem) => Trajectory;
+}
 
-function makeCase<H>(name: string, h: H, s: LrSpec, make: (h: H, lr: Schedule) => Optimizer, book: (h: H, lr: (t: number) => number, pr: Problem) => Trajectory): Case {
-  return { label: `${name} ${JSON.stringify(h)} ${scheduleOf(s).describe()}`, opt: make(h, scheduleOf(s)), textbook: (pr) => book(h, (t) => lrAt(s, t), pr) };
+function makeCase<H>(
+  name: string,
+  h: H,
+  s: LrSpec,
+  make: (h: H, lr: Schedule) => Optimizer,
+  book: (h: H, lr: (t: number) => number, pr: Problem) => Trajectory,
+): Case {
+  return {
+    label: `${name} ${JSON.stringify(h)} ${scheduleOf(s).describe()}`,
+    opt: make(h, scheduleOf(s)),
+    textbook: (pr) => book(h, (t) => lrAt(s, t), pr),
+  };
 }
 
 const FAMILIES = {
-  sgd: (h: Record<string, never>, s: LrSpec) => makeCase("sgd", h, s, (_, lr) => sgd({ learningRate: lr }), (_, lr, pr) => sgdTextbook(lr, pr)),
-  momentum: (h: { mu: number }, s: LrSpec) => makeCase("momentum", h, s, (h, lr) => sgd({ learningRate: lr, momentum: h.mu }), (h, lr, pr) => momentumTextbook(h.mu, lr, pr)),
-  nesterov: (h: { mu: number }, s: LrSpec) => makeCase("nesterov", h, s, (h, lr) => sgd({ learningRate: lr, momentum: h.mu, nesterov: true }), (h, lr, pr) => nesterovTextbook(h.mu, lr, pr)),
-  adagrad: (h: { init: number; eps: number }, s: LrSpec) => makeCase("adagrad", h, s, (h, lr) => adagrad({ learningRate: lr, initialAccumulator: h.init, epsilon: h.eps }), adagradTextbook),
-  adadelta: (h: { rho: number; eps: number }, s: LrSpec) => makeCase("adadelta", h, s, (h, lr) => adadelta({ learningRate: lr, rho: h.rho, epsilon: h.eps }), adadeltaTextbook),
-  rmsprop: (h: { rho: number; eps: number }, s: LrSpec) => makeCase("rmsprop", h, s, (h, lr) => rmsprop({ learningRate: lr, rho: h.rho, epsilon: h.eps }), rmspropTextbook),
-  adam: (h: { b1: number; b2: number; eps: number }, s: LrSpec) => makeCase("adam", h, s, (h, lr) => adam({ learningRate: lr, beta1: h.b1, beta2: h.b2, epsilon: h.eps }), adamTextbook),
+  sgd: (h: Record<string, never>, s: LrSpec) =>
+    makeCase(
+      "sgd",
+      h,
+      s,
+      (_, lr) => sgd({ learningRate: lr }),
+      (_, lr, pr) => sgdTextbook(lr, pr),
+    ),
+  momentum: (h: { mu: number }, s: LrSpec) =>
+    makeCase(
+      "momentum",
+      h,
+      s,
+      (h, lr) => sgd({ learningRate: lr, momentum: h.mu }),
+      (h, lr, pr) => momentumTextbook(h.mu, lr, pr),
+    ),
+  nesterov: (h: { mu: number }, s: LrSpec) =>
+    makeCase(
+      "nesterov",
+      h,
+      s,
+      (h, lr) => sgd({ learningRate: lr, momentum: h.mu, nesterov: true }),
+      (h, lr, pr) => nesterovTextbook(h.mu, lr, pr),
+    ),
+  adagrad: (h: { init: number; eps: number }, s: LrSpec) =>
+    makeCase("adagrad", h, s, (h, lr) => adagrad({ learningRate: lr, initialAccumulator: h.init, epsilon: h.eps }), adagradTextbook),
+  adadelta: (h: { rho: number; eps: number }, s: LrSpec) =>
+    makeCase("adadelta", h, s, (h, lr) => adadelta({ learningRate: lr, rho: h.rho, epsilon: h.eps }), adadeltaTextbook),
+  rmsprop: (h: { rho: number; eps: number }, s: LrSpec) =>
+    makeCase("rmsprop", h, s, (h, lr) => rmsprop({ learningRate: lr, rho: h.rho, epsilon: h.eps }), rmspropTextbook),
+  adam: (h: { b1: number; b2: number; eps: number }, s: LrSpec) =>
+    makeCase("adam", h, s, (h, lr) => adam({ learningRate: lr, beta1: h.b1, beta2: h.b2, epsilon: h.eps }), adamTextbook),
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -215,7 +282,8 @@ function stepGraph(opt: Optimizer, pr: Problem): { graph: Graph; state: Record<s
   return { graph: g.build(outputs), state };
 }
 
-const initialSlots = (opt: Optimizer): Record<string, Vec> => Object.fromEntries(opt.slots.map((s) => [s.name, new Array<number>(N).fill(s.init)]));
+const initialSlots = (opt: Optimizer): Record<string, Vec> =>
+  Object.fromEntries(opt.slots.map((s) => [s.name, new Array<number>(N).fill(s.init)]));
 
 function interpretSteps(opt: Optimizer, pr: Problem): Trajectory {
   const { graph } = stepGraph(opt, pr);
@@ -224,7 +292,11 @@ function interpretSteps(opt: Optimizer, pr: Problem): Trajectory {
   let slots = initialSlots(opt);
   const params: Vec[] = [];
   for (let s = 0; s < STEPS; s++) {
-    const inputs = { p: { shape: [N], data: p }, t: { shape: [], data: [t] }, ...Object.fromEntries(Object.entries(slots).map(([k, v]) => [`s_${k}`, { shape: [N], data: v }])) };
+    const inputs = {
+      p: { shape: [N], data: p },
+      t: { shape: [], data: [t] },
+      ...Object.fromEntries(Object.entries(slots).map(([k, v]) => [`s_${k}`, { shape: [N], data: v }])),
+    };
     const out = interpret(graph, inputs);
     expect(out.t_next.data[0]).toBe(t + 1);
     p = Array.from(out.p_next.data);
@@ -239,7 +311,9 @@ function interpretSteps(opt: Optimizer, pr: Problem): Trajectory {
 function worst(got: readonly number[], want: readonly number[], rtol: number, atol: number): number {
   expect(got.length).toBe(want.length);
   let w = 0;
-  got.forEach((x, i) => { w = Math.max(w, Number.isNaN(x) ? Infinity : Math.abs(x - want[i]) / (atol + rtol * Math.abs(want[i]))); });
+  got.forEach((x, i) => {
+    w = Math.max(w, Number.isNaN(x) ? Infinity : Math.abs(x - want[i]) / (atol + rtol * Math.abs(want[i])));
+  });
   return w;
 }
 
@@ -274,18 +348,23 @@ const CASES: Record<keyof typeof FAMILIES, fc.Arbitrary<Case>> = {
   adagrad: fc.tuple(fc.record({ init: f32in(0, 1), eps: f32in(1e-8, 1e-3) }), lrArb).map(([h, s]) => FAMILIES.adagrad(h, s)),
   adadelta: fc.tuple(rhoEps, lrArb).map(([h, s]) => FAMILIES.adadelta(h, s)),
   rmsprop: fc.tuple(rhoEps, lrArb).map(([h, s]) => FAMILIES.rmsprop(h, s)),
-  adam: fc.tuple(fc.record({ b1: f32in(0.5, 0.99), b2: f32in(0.9, 0.9999), eps: f32in(1e-8, 1e-3) }), lrArb).map(([h, s]) => FAMILIES.adam(h, s)),
+  adam: fc
+    .tuple(fc.record({ b1: f32in(0.5, 0.99), b2: f32in(0.9, 0.9999), eps: f32in(1e-8, 1e-3) }), lrArb)
+    .map(([h, s]) => FAMILIES.adam(h, s)),
 };
 
 describe("optimizers in the float64 interpreter equal the textbook (1e-12)", () => {
   for (const [name, arb] of Object.entries(CASES)) {
     test(name, () => {
-      fc.assert(fc.property(arb, problemArb, (c, pr) => {
-        const want = c.textbook(pr);
-        expectClose(c.label, interpretSteps(c.opt, pr), want, 1e-12, 1e-12);
-        // The parameters moved: equality with the textbook is not equality with p₀.
-        expect(want.params[STEPS - 1]).not.toEqual(pr.p0);
-      }), { seed: 6, numRuns: 60 });
+      fc.assert(
+        fc.property(arb, problemArb, (c, pr) => {
+          const want = c.textbook(pr);
+          expectClose(c.label, interpretSteps(c.opt, pr), want, 1e-12, 1e-12);
+          // The parameters moved: equality with the textbook is not equality with p₀.
+          expect(want.params[STEPS - 1]).not.toEqual(pr.p0);
+        }),
+        { seed: 6, numRuns: 60 },
+      );
     });
   }
 });
@@ -324,7 +403,9 @@ async function dawnSteps(opt: Optimizer, pr: Problem): Promise<Trajectory> {
       params.push(Array.from((await exe.read("p")).data));
     }
     expect((await exe.read("t")).data[0]).toBe(STEPS + 1);
-    const slots = Object.fromEntries(await Promise.all(opt.slots.map(async (s) => [s.name, Array.from((await exe.read(`s_${s.name}`)).data)] as const)));
+    const slots = Object.fromEntries(
+      await Promise.all(opt.slots.map(async (s) => [s.name, Array.from((await exe.read(`s_${s.name}`)).data)] as const)),
+    );
     return { params, slots };
   } finally {
     exe.dispose();
@@ -376,7 +457,9 @@ describe("schedules and optimizer objects", () => {
     const g = new GraphBuilder();
     const t = g.input("t", "f32", [6]);
     const scheds = { c: constant(0.5), inv: inverseTimeDecay(1, 0.5, 2), step: stepDecay(0.5, 0.25, 2) };
-    const out = interpret(g.build(Object.fromEntries(Object.entries(scheds).map(([k, s]) => [k, s.at(t)]))), { t: { shape: [6], data: [1, 2, 3, 4, 5, 6] } });
+    const out = interpret(g.build(Object.fromEntries(Object.entries(scheds).map(([k, s]) => [k, s.at(t)]))), {
+      t: { shape: [6], data: [1, 2, 3, 4, 5, 6] },
+    });
     expect(Array.from(out.c.data)).toEqual([0.5]); // a scalar whatever t's shape: it broadcasts
     expect(Array.from(out.inv.data)).toEqual([1, 1 / 1.25, 1 / 1.5, 1 / 1.75, 1 / 2, 1 / 2.25]);
     expect(Array.from(out.step.data)).toEqual([0.5, 0.5, 0.125, 0.125, 0.03125, 0.03125]);
@@ -391,7 +474,10 @@ describe("schedules and optimizer objects", () => {
     expect(adagrad().slots).toEqual([{ name: "accumulator", init: 0.1 }]);
     expect(adadelta().slots.map((s) => s.name)).toEqual(["accumulated_grad", "accumulated_delta"]);
     expect(rmsprop().slots).toEqual([{ name: "velocity", init: 0 }]);
-    expect(adam().slots).toEqual([{ name: "m", init: 0 }, { name: "v", init: 0 }]);
+    expect(adam().slots).toEqual([
+      { name: "m", init: 0 },
+      { name: "v", init: 0 },
+    ]);
   });
 
   test("Adam's bias correction is built once per graph and step, shared by the parameters", () => {
@@ -422,8 +508,12 @@ describe("schedules and optimizer objects", () => {
     const p = g.input("p", "f32", [3, 4]);
     const opt = rmsprop();
     const step = { t, lr: opt.schedule(t) };
-    expect(() => opt.update(p, g.input("g", "f32", [4, 3]), { velocity: p }, step)).toThrow("rmsprop: the gradient f32[4,3] does not match the parameter f32[3,4]");
+    expect(() => opt.update(p, g.input("g", "f32", [4, 3]), { velocity: p }, step)).toThrow(
+      "rmsprop: the gradient f32[4,3] does not match the parameter f32[3,4]",
+    );
     expect(() => opt.update(p, p, {}, step)).toThrow('rmsprop: slot "velocity" is missing');
-    expect(() => opt.update(p, p, { velocity: g.input("v", "f32", [3]) }, step)).toThrow('rmsprop: slot "velocity" is f32[3], the parameter f32[3,4]');
+    expect(() => opt.update(p, p, { velocity: g.input("v", "f32", [3]) }, step)).toThrow(
+      'rmsprop: slot "velocity" is f32[3], the parameter f32[3,4]',
+    );
   });
 });

@@ -55,10 +55,18 @@ function scopeOver(xs: Readonly<Record<string, Tensor>>): Scope {
   return {
     training: true,
     param: (name) => xs[name],
-    variable: () => { throw new Error("unexpected"); },
-    assign: () => { throw new Error("unexpected"); },
-    uniform: () => { throw new Error("unexpected"); },
-    addLoss: () => { throw new Error("unexpected"); },
+    variable: () => {
+      throw new Error("unexpected");
+    },
+    assign: () => {
+      throw new Error("unexpected");
+    },
+    uniform: () => {
+      throw new Error("unexpected");
+    },
+    addLoss: () => {
+      throw new Error("unexpected");
+    },
   };
 }
 
@@ -100,13 +108,19 @@ test("parameters: Keras names and shapes; the forget gate's bias starts at 1", (
   const m = sequential([lstm(U)], { inputShape: [T, F] });
   const g = new GraphBuilder();
   const built = m.build(g, [g.input("x", "f32", ["B", T, F])], { training: false });
-  expect(built.params.map((p) => [p.name, p.shape])).toEqual([["lstm_1/kernel", [F, 4 * U]], ["lstm_1/recurrent_kernel", [U, 4 * U]], ["lstm_1/bias", [4 * U]]]);
+  expect(built.params.map((p) => [p.name, p.shape])).toEqual([
+    ["lstm_1/kernel", [F, 4 * U]],
+    ["lstm_1/recurrent_kernel", [U, 4 * U]],
+    ["lstm_1/bias", [4 * U]],
+  ]);
   expect(Array.from(built.params[2].initial(7))).toEqual([0, 0, 0, 1, 1, 1, 0, 0, 0, 0, 0, 0]);
   const plain = sequential([lstm(2, { unitForgetBias: false })], { inputShape: [T, F] });
   const g2 = new GraphBuilder();
   const bias = plain.build(g2, [g2.input("x", "f32", ["B", T, F])], { training: false }).params[2];
   expect(Array.from(bias.initial(7))).toEqual(new Array(8).fill(0));
-  expect(() => sequential([simpleRnn(3)], { inputShape: [F] })).toThrow(/^simple_rnn_1 @ recurrent\.test\.ts:\d+: expects rank 3, got f32\[B,4\]/);
+  expect(() => sequential([simpleRnn(3)], { inputShape: [F] })).toThrow(
+    /^simple_rnn_1 @ recurrent\.test\.ts:\d+: expects rank 3, got f32\[B,4\]/,
+  );
 });
 
 test("stacked LSTMs: the forward pass on Dawn matches the reference", async () => {

@@ -100,7 +100,9 @@ export class RunnerProcess {
 
   /** Send a request; resolves with its reply (ok or not), rejects with RunnerDown. */
   request(req: Request, timeoutMs: number): Promise<Reply> {
-    return this.awaitReply(timeoutMs, `${req.cmd}${req.cmd === "steps" ? ` ×${req.n}` : ""}`, () => this.proc.stdin!.write(`${JSON.stringify(req)}\n`));
+    return this.awaitReply(timeoutMs, `${req.cmd}${req.cmd === "steps" ? ` ×${req.n}` : ""}`, () =>
+      this.proc.stdin!.write(`${JSON.stringify(req)}\n`),
+    );
   }
 
   /** Wait for a reply the child sends unasked (one-shot children such as ceilings.ts). */

@@ -106,7 +106,12 @@ export async function runWorkload(w: WorkloadId, opts: BenchOptions): Promise<Ru
   const plan = planFor(opts, w);
   const results: RunResult[] = [];
   const live: Live[] = [];
-  const setupReq: Request = { cmd: "setup", workload: w, ...(opts.batch === undefined ? {} : { batch: opts.batch }), ...(opts.examples === undefined ? {} : { examples: opts.examples }) };
+  const setupReq: Request = {
+    cmd: "setup",
+    workload: w,
+    ...(opts.batch === undefined ? {} : { batch: opts.batch }),
+    ...(opts.examples === undefined ? {} : { examples: opts.examples }),
+  };
 
   const down = (l: Live, e: unknown) => {
     const r = l.result;

@@ -7,7 +7,17 @@
  *  the epoch is one batch (the loss at the initial weights). A 16-step Adam epoch in float64
  *  (~8 GFLOP of plain loops) is too slow, so then there is none: the report compares the
  *  runners with each other instead. */
-import { LENET, MLP_LAYERS, batchFor, checksum, matmulOperands, paramsFor, samplesPerStep, type Params, type WorkloadSpec } from "./workloads.ts";
+import {
+  LENET,
+  MLP_LAYERS,
+  batchFor,
+  checksum,
+  matmulOperands,
+  paramsFor,
+  samplesPerStep,
+  type Params,
+  type WorkloadSpec,
+} from "./workloads.ts";
 
 /** out[B, n] = x[B, k] · w[k, n] + b[n]. */
 function dense(x: Float64Array, B: number, k: number, w: Float32Array, b: Float32Array, n: number): Float64Array {
@@ -38,7 +48,18 @@ function mlpLogits(p: Params, x: Float64Array, B: number): Float64Array {
 }
 
 /** NHWC conv, HWIO filter, stride 1, `pad` zeros before each spatial dim, + bias. */
-function conv(x: Float64Array, B: number, H: number, C: number, f: Float32Array, bias: Float32Array, K: number, O: number, pad: number, Ho: number): Float64Array {
+function conv(
+  x: Float64Array,
+  B: number,
+  H: number,
+  C: number,
+  f: Float32Array,
+  bias: Float32Array,
+  K: number,
+  O: number,
+  pad: number,
+  Ho: number,
+): Float64Array {
   const out = new Float64Array(B * Ho * Ho * O);
   for (let n = 0; n < B; n++)
     for (let y = 0; y < Ho; y++)
@@ -71,7 +92,8 @@ function pool(x: Float64Array, B: number, H: number, C: number): Float64Array {
       for (let xo = 0; xo < Ho; xo++)
         for (let c = 0; c < C; c++) {
           let m = -Infinity;
-          for (let dy = 0; dy < 2; dy++) for (let dx = 0; dx < 2; dx++) m = Math.max(m, x[((n * H + 2 * y + dy) * H + 2 * xo + dx) * C + c]);
+          for (let dy = 0; dy < 2; dy++)
+            for (let dx = 0; dx < 2; dx++) m = Math.max(m, x[((n * H + 2 * y + dy) * H + 2 * xo + dx) * C + c]);
           out[((n * Ho + y) * Ho + xo) * C + c] = m;
         }
   return out;

@@ -41,7 +41,13 @@ export interface BenchReport {
   readonly date: string;
   readonly options: Omit<BenchOptions, "registry" | "log" | "runnersDir">;
   readonly baseline: string;
-  readonly host: { readonly cpus: number; readonly cpuModel: string; readonly memGiB: number; readonly platform: string; readonly node: string };
+  readonly host: {
+    readonly cpus: number;
+    readonly cpuModel: string;
+    readonly memGiB: number;
+    readonly platform: string;
+    readonly node: string;
+  };
   readonly versions: Record<string, string>;
   readonly adapter?: string;
   readonly shaderCache: string;
@@ -90,7 +96,13 @@ export function buildReport(run: BenchRun, opts: BenchOptions, baseline = BASELI
     if (r.ms.length) {
       const spec = withBatch(WORKLOADS[r.workload], opts.batch, opts.examples);
       const med = median(r.ms);
-      row.summary = { median: med, min: Math.min(...r.ms), max: Math.max(...r.ms), samplesPerSec: (samplesPerStep(spec) * 1000) / med, gflops: flopsPerStep(spec) / (med * 1e6) };
+      row.summary = {
+        median: med,
+        min: Math.min(...r.ms),
+        max: Math.max(...r.ms),
+        samplesPerSec: (samplesPerStep(spec) * 1000) / med,
+        gflops: flopsPerStep(spec) / (med * 1e6),
+      };
     }
     return row;
   });
@@ -102,10 +114,19 @@ export function buildReport(run: BenchRun, opts: BenchOptions, baseline = BASELI
     date: new Date().toISOString(),
     options,
     baseline,
-    host: { cpus: cpus().length, cpuModel: cpus()[0]?.model ?? "?", memGiB: Math.round(totalmem() / 2 ** 30), platform: `${process.platform} ${process.arch}`, node: process.version },
+    host: {
+      cpus: cpus().length,
+      cpuModel: cpus()[0]?.model ?? "?",
+      memGiB: Math.round(totalmem() / 2 ** 30),
+      platform: `${process.platform} ${process.arch}`,
+      node: process.version,
+    },
     versions,
     adapter: adapters.size ? [...adapters].join(" / ") : undefined,
-    shaderCache: opts.shaderCache === "cold" ? "cold: a fresh empty MESA_SHADER_CACHE_DIR per runner process" : "warm: the persistent .cache/bench/mesa-shader",
+    shaderCache:
+      opts.shaderCache === "cold"
+        ? "cold: a fresh empty MESA_SHADER_CACHE_DIR per runner process"
+        : "warm: the persistent .cache/bench/mesa-shader",
     load: run.load,
     ceilings: run.ceilings,
     results,
@@ -141,11 +162,17 @@ function workloadTable(report: BenchReport, w: WorkloadId, fma: number | undefin
     ...(fit && o.examples !== undefined ? [`examples overridden to ${spec.examples}`] : []),
   ];
   const unit = fit ? "epoch" : "step";
-  const checkedBy = rows.find((r) => r.checkedAgainst)?.checkedAgainst?.by ?? (rows.some((r) => r.reference !== undefined) ? "float64" : "runners' median");
+  const checkedBy =
+    rows.find((r) => r.checkedAgainst)?.checkedAgainst?.by ?? (rows.some((r) => r.reference !== undefined) ? "float64" : "runners' median");
   const lines = [
     `### ${w} — ${WORKLOADS[w].title}${overridden.map((t) => ` — ${t}`).join("")} (${(flopsPerStep(spec) / 1e9).toFixed(2)} GFLOP/${unit})`,
     "",
-    ...(fit ? [`Each step is one epoch of the library's fit: ${plan.warmup} warm-up epoch(s) after the first, then ${plan.steps} timed. ${checkedBy === "float64" ? "The first epoch is one batch, so its loss is checked against float64." : `No float64 reference for a whole Adam epoch: each first-epoch loss is compared with the runners' median (tolerance ${RUNNERS_TOLERANCE}).`}`, ""] : []),
+    ...(fit
+      ? [
+          `Each step is one epoch of the library's fit: ${plan.warmup} warm-up epoch(s) after the first, then ${plan.steps} timed. ${checkedBy === "float64" ? "The first epoch is one batch, so its loss is checked against float64." : `No float64 reference for a whole Adam epoch: each first-epoch loss is compared with the runners' median (tolerance ${RUNNERS_TOLERANCE}).`}`,
+          "",
+        ]
+      : []),
     `| runner | ms/${unit}, median (min–max) | ${unit}s | samples/s | GFLOP/s | % of GPU FMA ceiling | ÷ ${report.baseline} | first ${fit ? "epoch's loss" : "value"} vs ${checkedBy} | notes |`,
     "|---|---:|---:|---:|---:|---:|---:|---|---|",
   ];
@@ -160,7 +187,9 @@ function workloadTable(report: BenchReport, w: WorkloadId, fma: number | undefin
     const perSample = w === "W5" ? "—" : num(s.samplesPerSec, 0);
     // The ceiling is the GPU adapter's: a percentage of it means nothing for a CPU backend.
     const pct = fma && r.info?.adapter ? `${((100 * s.gflops) / fma).toFixed(1)}%` : "—";
-    lines.push(`| ${r.runner} | ${ms(s.median)} (${ms(s.min)}–${ms(s.max)}) | ${steps} | ${perSample} | ${num(s.gflops, 2)} | ${pct} | ${ratio(s.ratio)} | ${firstValue(r)} | ${notes} |`);
+    lines.push(
+      `| ${r.runner} | ${ms(s.median)} (${ms(s.min)}–${ms(s.max)}) | ${steps} | ${perSample} | ${num(s.gflops, 2)} | ${pct} | ${ratio(s.ratio)} | ${firstValue(r)} | ${notes} |`,
+    );
   }
   return [...lines, ""];
 }
@@ -170,7 +199,8 @@ function compileTable(report: BenchReport): string[] {
   const ws = (["W1", "W3"] as const).filter((w) => report.results.some((r) => r.workload === w));
   if (!ws.length) return [];
   const runners = [...new Set(report.results.filter((r) => ws.includes(r.workload as "W1" | "W3")).map((r) => r.runner))];
-  const total = (r: ResultRow | undefined) => (r?.setupMs !== undefined && r.firstStepMs !== undefined ? r.setupMs + r.firstStepMs : undefined);
+  const total = (r: ResultRow | undefined) =>
+    r?.setupMs !== undefined && r.firstStepMs !== undefined ? r.setupMs + r.firstStepMs : undefined;
   const lines = [
     `### W4 — compile: setup + first step (ms), shader cache ${report.options.shaderCache}`,
     "",
@@ -208,7 +238,9 @@ export function toMarkdown(report: BenchReport): string {
     "",
     `- adapter: ${report.adapter ?? "none reported"}`,
     `- host: ${report.host.cpus} × ${report.host.cpuModel}, ${report.host.memGiB} GiB, ${report.host.platform}, Node ${report.host.node}; load average (1/5/15 min) ${load(0)} at start, ${load(report.load.length - 1)} at end`,
-    `- versions: ${Object.entries(report.versions).map(([k, v]) => `${k} ${v}`).join(", ")}`,
+    `- versions: ${Object.entries(report.versions)
+      .map(([k, v]) => `${k} ${v}`)
+      .join(", ")}`,
     `- method: ${o.warmup} warm-up step(s), then up to ${o.steps} timed steps per runner (capped at ~${o.budgetS} s of steps, never below ${o.minSteps}), handed out ${o.chunk} at a time round robin; each step includes reading the loss (or the whole output) back to the host; Mesa shader cache ${report.shaderCache}`,
     `- ÷ ${report.baseline}: a runner's median ÷ ${report.baseline}'s (above 1: ${report.baseline} is faster); GFLOP/s counts 2 per multiply-add of the matmuls and convolutions (a training step: forward, weight and input gradients)`,
     "",

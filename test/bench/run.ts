@@ -13,14 +13,20 @@ import { BASELINE, RUNNERS } from "./registry.ts";
 import { buildReport, toMarkdown } from "./report.ts";
 import { WORKLOAD_IDS, type WorkloadId } from "./workloads.ts";
 
-const list = (v: string) => v.split(",").map((s) => s.trim()).filter(Boolean);
+const list = (v: string) =>
+  v
+    .split(",")
+    .map((s) => s.trim())
+    .filter(Boolean);
 const atLeast = (min: number) => (v: string) => {
   const n = Number(v);
   if (!Number.isInteger(n) || n < min) throw new InvalidArgumentError(`must be a whole number ≥ ${min}`);
   return n;
 };
 const workloads = (v: string): WorkloadId[] => {
-  const ws = list(v).map((w) => (w === "W4" ? ["W1", "W3"] : [w])).flat();
+  const ws = list(v)
+    .map((w) => (w === "W4" ? ["W1", "W3"] : [w]))
+    .flat();
   const bad = ws.filter((w) => !(WORKLOAD_IDS as readonly string[]).includes(w));
   if (bad.length) throw new InvalidArgumentError(`unknown workload(s) ${bad.join(", ")}; known: W1 W2 W3 W4 (= W1 + W3 setup) W5 W6`);
   return [...new Set(ws)] as WorkloadId[];
@@ -45,8 +51,20 @@ const program = new Command("bench")
   .parse();
 
 const o = program.opts<{
-  smoke?: boolean; workloads?: WorkloadId[]; runners?: string[]; steps: number; warmup: number; chunk: number;
-  budget: number; timeout: number; stepsTimeout: number; batch?: number; examples?: number; warmShaderCache?: boolean; baseline: string; json: string;
+  smoke?: boolean;
+  workloads?: WorkloadId[];
+  runners?: string[];
+  steps: number;
+  warmup: number;
+  chunk: number;
+  budget: number;
+  timeout: number;
+  stepsTimeout: number;
+  batch?: number;
+  examples?: number;
+  warmShaderCache?: boolean;
+  baseline: string;
+  json: string;
 }>();
 const explicit = (name: string) => program.getOptionValueSource(name) === "cli";
 

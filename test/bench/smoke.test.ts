@@ -16,7 +16,13 @@ const FIXTURES = fileURLToPath(new URL("./fixtures/", import.meta.url));
 
 describe("bench orchestrator", () => {
   test("records errors, crashes, hangs and missing runners, and times the rest", async () => {
-    const fixture = (id: string, mode: string, extra: Partial<RunnerEntry> = {}): RunnerEntry => ({ id, module: "faulty-runner.ts", args: [mode], workloads: ["W1"], ...extra });
+    const fixture = (id: string, mode: string, extra: Partial<RunnerEntry> = {}): RunnerEntry => ({
+      id,
+      module: "faulty-runner.ts",
+      args: [mode],
+      workloads: ["W1"],
+      ...extra,
+    });
     const registry: RunnerEntry[] = [
       fixture("good", "reference"),
       fixture("noisy", "noisy"),
@@ -27,8 +33,18 @@ describe("bench orchestrator", () => {
       { id: "unwritten", module: "does-not-exist.ts", args: [], workloads: ["W1"] },
     ];
     const opts: BenchOptions = {
-      workloads: ["W1"], warmup: 1, steps: 4, chunk: 2, budgetS: 60, minSteps: 3, timeoutS: 60, stepsTimeoutS: 2,
-      batch: 4, shaderCache: "cold", registry, runnersDir: FIXTURES,
+      workloads: ["W1"],
+      warmup: 1,
+      steps: 4,
+      chunk: 2,
+      budgetS: 60,
+      minSteps: 3,
+      timeoutS: 60,
+      stepsTimeoutS: 2,
+      batch: 4,
+      shaderCache: "cold",
+      registry,
+      runnersDir: FIXTURES,
     };
     const run = await runBench(opts);
     const by = Object.fromEntries(run.results.map((r) => [r.runner, r]));
@@ -56,7 +72,10 @@ describe("npm run bench -- --smoke", () => {
     const dir = mkdtempSync(join(tmpdir(), "kiln-bench-smoke-"));
     try {
       const json = join(dir, "smoke.json");
-      const { stdout } = await promisify(execFile)(process.execPath, ["--import", "tsx", "test/bench/run.ts", "--smoke", "--json", json], { cwd: ROOT, maxBuffer: 1 << 24 });
+      const { stdout } = await promisify(execFile)(process.execPath, ["--import", "tsx", "test/bench/run.ts", "--smoke", "--json", json], {
+        cwd: ROOT,
+        maxBuffer: 1 << 24,
+      });
       const report = JSON.parse(readFileSync(json, "utf8")) as BenchReport;
       const built = RUNNERS.filter((r) => r.smoke && existsSync(fileURLToPath(new URL(`./runners/${r.module}`, import.meta.url))));
       expect(built.map((r) => r.id)).toContain("kiln");
@@ -83,8 +102,18 @@ describe("W6: one epoch of fit per step", () => {
     // 128 examples = one batch, so the first epoch's mean loss is the loss at the initial
     // weights, which reference.ts computes in float64.
     const opts: BenchOptions = {
-      workloads: ["W6"], runners: ["kiln"], warmup: 0, steps: 1, chunk: 1, budgetS: 60, minSteps: 1, timeoutS: 120, stepsTimeoutS: 60,
-      examples: 128, fixed: ["warmup", "steps", "chunk"], shaderCache: "cold",
+      workloads: ["W6"],
+      runners: ["kiln"],
+      warmup: 0,
+      steps: 1,
+      chunk: 1,
+      budgetS: 60,
+      minSteps: 1,
+      timeoutS: 120,
+      stepsTimeoutS: 60,
+      examples: 128,
+      fixed: ["warmup", "steps", "chunk"],
+      shaderCache: "cold",
     };
     const run = await runBench(opts);
     const [r] = run.results;

@@ -35,14 +35,24 @@ export const WORKLOADS: Readonly<Record<WorkloadId, WorkloadSpec>> = {
   W3: { id: "W3", kind: "train", title: "LeNet-5 train step, batch 64, 28×28×1", batch: 64, lr: 0.01, seed: 3 },
   W5: { id: "W5", kind: "matmul", title: "1024³ f32 matmul", batch: 1024, lr: 0, seed: 5 },
   W6: {
-    id: "W6", kind: "fit", title: "MLP 784-500-500-10 fit, one epoch of 2,048 examples, batch 128, Adam 1e-3, no shuffle",
-    batch: 128, examples: 2048, lr: 1e-3, seed: 6, plan: { warmup: 1, steps: 3, chunk: 1 },
+    id: "W6",
+    kind: "fit",
+    title: "MLP 784-500-500-10 fit, one epoch of 2,048 examples, batch 128, Adam 1e-3, no shuffle",
+    batch: 128,
+    examples: 2048,
+    lr: 1e-3,
+    seed: 6,
+    plan: { warmup: 1, steps: 3, chunk: 1 },
   },
 };
 
 /** The spec with a smaller batch or fewer examples per epoch (smoke runs), else unchanged. */
 export function withBatch(spec: WorkloadSpec, batch: number | undefined, examples?: number): WorkloadSpec {
-  return { ...spec, ...(batch === undefined ? {} : { batch }), ...(examples === undefined || spec.examples === undefined ? {} : { examples }) };
+  return {
+    ...spec,
+    ...(batch === undefined ? {} : { batch }),
+    ...(examples === undefined || spec.examples === undefined ? {} : { examples }),
+  };
 }
 
 /** Samples one step processes: an epoch's examples for W6, else the batch. */
@@ -54,7 +64,11 @@ export interface HostArray {
 }
 
 export const CLASSES = 10;
-export const MLP_LAYERS: readonly (readonly [number, number])[] = [[784, 500], [500, 500], [500, 10]];
+export const MLP_LAYERS: readonly (readonly [number, number])[] = [
+  [784, 500],
+  [500, 500],
+  [500, 10],
+];
 /** LeNet-5: conv 5×5×6 same → relu → pool 2; conv 5×5×16 valid → relu → pool 2; dense 120, 84, 10. */
 export const LENET = { size: 28, conv1: 6, conv2: 16, kernel: 5, flat: 5 * 5 * 16, dense: [120, 84, 10] } as const;
 
@@ -100,7 +114,10 @@ export function mlpParams(seed: number): Params {
   return MLP_LAYERS.flatMap(([i, o], l) => {
     const last = l === MLP_LAYERS.length - 1;
     const w = last ? glorot(rng, [i, o], i, o) : he(rng, [i, o], i);
-    return [{ name: `w${l + 1}`, value: w }, { name: `b${l + 1}`, value: zeros([o]) }];
+    return [
+      { name: `w${l + 1}`, value: w },
+      { name: `b${l + 1}`, value: zeros([o]) },
+    ];
   });
 }
 

@@ -49,7 +49,10 @@ function runOnCpu(p: Program, inputs: Readonly<Record<string, HostTensor>>): Rec
   for (const n of g.nodes) {
     if (!live[n.id] || lowering(n).kind !== "buffer") continue;
     const shape = bindShape(n.type.shape, env);
-    stored.set(n.id, n.op === "input" ? tensor64(n.type.dtype, shape, inputs[(n.attrs as { name: string }).name].data) : reference(n, [], shape));
+    stored.set(
+      n.id,
+      n.op === "input" ? tensor64(n.type.dtype, shape, inputs[(n.attrs as { name: string }).name].data) : reference(n, [], shape),
+    );
   }
   for (const k of p.kernels) {
     const bound = new Set(k.bindings.map((b) => b.value));
@@ -76,9 +79,17 @@ function runOnCpu(p: Program, inputs: Readonly<Record<string, HostTensor>>): Rec
 /** Dawn against float64 within 1e-3·max|ref| + 1e-5·M per output, M the largest f32 value the
  *  graph computes: the bound test/api/random-grad.test.ts derives (sin and cos within 2^-11, other
  *  ops ~20 ulps, cancellation ~160 roundings of the largest term). */
-function expectClose(graph: Graph, gpu: Awaited<ReturnType<typeof runGpu>>, ref: Record<string, Tensor64>, inputs: Readonly<Record<string, HostTensor>>): void {
+function expectClose(
+  graph: Graph,
+  gpu: Awaited<ReturnType<typeof runGpu>>,
+  ref: Record<string, Tensor64>,
+  inputs: Readonly<Record<string, HostTensor>>,
+): void {
   const live = liveNodes(graph);
-  const every: Graph = { nodes: graph.nodes, outputs: graph.nodes.filter((n) => live[n.id] && n.type.dtype === "f32").map((n) => ({ name: `v${n.id}`, id: n.id })) };
+  const every: Graph = {
+    nodes: graph.nodes,
+    outputs: graph.nodes.filter((n) => live[n.id] && n.type.dtype === "f32").map((n) => ({ name: `v${n.id}`, id: n.id })),
+  };
   const m = Math.max(0, ...Object.values(interpret(every, inputs)).flatMap((t) => Array.from(t.data, Math.abs)));
   for (const [name, r] of Object.entries(ref)) {
     const tol = 1e-3 * Math.max(0, ...Array.from(r.data, Math.abs)) + 1e-5 * m;
@@ -108,7 +119,10 @@ function compileFitting(graph: Graph, limit: number): Program | undefined {
     expect(k.bindings.length, `${k.name} at limit ${limit}\n${printGraph(p.graph)}`).toBeLessThanOrEqual(limit);
     // An in-place kernel stores into an operand's buffer instead of binding its output.
     const planned = kernelBindings(p.graph, k.output, buffers).filter((v) => k.inPlace === undefined || v !== k.output);
-    expect(k.bindings.map((b) => b.value).sort((a, b) => a - b), `${k.name}: the plan's count`).toEqual(planned);
+    expect(
+      k.bindings.map((b) => b.value).sort((a, b) => a - b),
+      `${k.name}: the plan's count`,
+    ).toEqual(planned);
   }
   return p;
 }
@@ -116,39 +130,49 @@ function compileFitting(graph: Graph, limit: number): Program | undefined {
 describe("random graphs fit every binding limit", () => {
   test.each(LIMITS)("limit %i: bindings within it, as planned, and kernel-by-kernel float64 equals the reference", (limit) => {
     let [compiled, split] = [0, 0];
-    fc.assert(fc.property(opRecipeArb, fc.boolean(), (r, backward) => {
-      const { graph, inputs } = graphOf(r, backward);
-      const p = compileFitting(graph, limit);
-      if (!p) return;
-      compiled++;
-      if (planFusion(p.graph, { fuse: true, maxStorageBuffers: limit }).spilled.length) split++;
-      // The compiled graph's own reference: the passes fold constants in f32, so the original's
-      // float64 values may differ in the last bits; the kernel split must not change any.
-      const want = interpret(p.graph, inputs);
-      const got = runOnCpu(p, inputs);
-      for (const [name, t] of Object.entries(want)) {
-        expect(Array.from(got[name].data), `output ${name}\n${printGraph(p.graph)}`).toEqual(Array.from(t.data));
-      }
-    }), { numRuns: 150, seed: 5000 + limit });
+    fc.assert(
+      fc.property(opRecipeArb, fc.boolean(), (r, backward) => {
+        const { graph, inputs } = graphOf(r, backward);
+        const p = compileFitting(graph, limit);
+        if (!p) return;
+        compiled++;
+        if (planFusion(p.graph, { fuse: true, maxStorageBuffers: limit }).spilled.length) split++;
+        // The compiled graph's own reference: the passes fold constants in f32, so the original's
+        // float64 values may differ in the last bits; the kernel split must not change any.
+        const want = interpret(p.graph, inputs);
+        const got = runOnCpu(p, inputs);
+        for (const [name, t] of Object.entries(want)) {
+          expect(Array.from(got[name].data), `output ${name}\n${printGraph(p.graph)}`).toEqual(Array.from(t.data));
+        }
+      }),
+      { numRuns: 150, seed: 5000 + limit },
+    );
     console.log(`limit ${limit}: ${compiled} of 150 compiled, ${split} of them split for the limit`);
     expect(compiled).toBeGreaterThan(100);
     // Low limits must exercise the split (101, 68, 40, 26 of 150 at 3–6 with these seeds).
     if (limit <= 6) expect(split).toBeGreaterThan(10);
   });
 
-  test.each(LIMITS)("limit %i: a few on Dawn match the float64 reference", async (limit) => {
-    let [ran, split] = [0, 0];
-    await fc.assert(fc.asyncProperty(opRecipeArb, fc.boolean(), async (r, backward) => {
-      const { graph, inputs } = graphOf(r, backward);
-      // f32 rounding must not flip a branch, nor sin or cos leave [-π, π] (test/helpers/kinks.ts).
-      fc.pre(notSmooth(forwardGraph(r), probePoints(inputs, r.seed), { margin: 1e-2, limit: 100, gpuDomains: true }) === undefined);
-      const p = compileFitting(graph, limit);
-      if (!p) return;
-      if (planFusion(p.graph, { fuse: true, maxStorageBuffers: limit }).spilled.length) split++;
-      expectClose(graph, await runGpu(graph, inputs, { maxStorageBuffers: limit }), interpret(graph, inputs), inputs);
-      ran++;
-    }), { numRuns: 4, seed: 7000 + limit });
-    console.log(`limit ${limit} on Dawn: ${ran} ran, ${split} split for the limit`);
-    expect(ran).toBeGreaterThan(0);
-  }, 120_000);
+  test.each(LIMITS)(
+    "limit %i: a few on Dawn match the float64 reference",
+    async (limit) => {
+      let [ran, split] = [0, 0];
+      await fc.assert(
+        fc.asyncProperty(opRecipeArb, fc.boolean(), async (r, backward) => {
+          const { graph, inputs } = graphOf(r, backward);
+          // f32 rounding must not flip a branch, nor sin or cos leave [-π, π] (test/helpers/kinks.ts).
+          fc.pre(notSmooth(forwardGraph(r), probePoints(inputs, r.seed), { margin: 1e-2, limit: 100, gpuDomains: true }) === undefined);
+          const p = compileFitting(graph, limit);
+          if (!p) return;
+          if (planFusion(p.graph, { fuse: true, maxStorageBuffers: limit }).spilled.length) split++;
+          expectClose(graph, await runGpu(graph, inputs, { maxStorageBuffers: limit }), interpret(graph, inputs), inputs);
+          ran++;
+        }),
+        { numRuns: 4, seed: 7000 + limit },
+      );
+      console.log(`limit ${limit} on Dawn: ${ran} ran, ${split} split for the limit`);
+      expect(ran).toBeGreaterThan(0);
+    },
+    120_000,
+  );
 });

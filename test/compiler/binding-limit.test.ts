@@ -16,7 +16,17 @@ import { expectMatchesReference, useGpu } from "../helpers/gpu.ts";
 useGpu();
 
 /** GELU, tanh form: 0.5·x·(1 + tanh(√(2/π)·(x + 0.044715·x³))). */
-const gelu = (x: Tensor): Tensor => x.mul(0.5).mul(x.mul(x).mul(x).mul(0.044715).add(x).mul(Math.sqrt(2 / Math.PI)).tanh().add(1));
+const gelu = (x: Tensor): Tensor =>
+  x.mul(0.5).mul(
+    x
+      .mul(x)
+      .mul(x)
+      .mul(0.044715)
+      .add(x)
+      .mul(Math.sqrt(2 / Math.PI))
+      .tanh()
+      .add(1),
+  );
 
 const values = (n: number, seed: number) => Array.from({ length: n }, (_, i) => Math.fround(Math.sin(i * 0.71 + seed) * 2));
 
@@ -28,13 +38,17 @@ function expectFits(graph: Graph, limit: number): number {
     expect(k.bindings.length, `${k.name} at limit ${limit}`).toBeLessThanOrEqual(limit);
     // An in-place kernel stores into an operand's buffer instead of binding its output.
     const planned = kernelBindings(p.graph, k.output, buffers).filter((v) => k.inPlace === undefined || v !== k.output);
-    expect(k.bindings.map((b) => b.value).sort((a, b) => a - b), `${k.name}: the plan's count`).toEqual(planned);
+    expect(
+      k.bindings.map((b) => b.value).sort((a, b) => a - b),
+      `${k.name}: the plan's count`,
+    ).toEqual(planned);
   }
   return p.kernels.length;
 }
 
 // inPlace: false: an output written over a dying input binds no buffer of its own.
-const widest = (graph: Graph, limit = 64): number => Math.max(...compile(graph, { maxStorageBuffers: limit, inPlace: false }).kernels.map((k) => k.bindings.length));
+const widest = (graph: Graph, limit = 64): number =>
+  Math.max(...compile(graph, { maxStorageBuffers: limit, inPlace: false }).kernels.map((k) => k.bindings.length));
 
 describe("the binding limit is part of the plan", () => {
   test("GELU's backward through a dense layer, with its weights' and bias's gradients", async () => {
@@ -48,8 +62,10 @@ describe("the binding limit is part of the plan", () => {
     const [dx, dw, db] = grad(loss, [x, w, b]);
     const graph = g.build({ loss, dx, dw, db });
     const inputs = {
-      x: { shape: [3, 6], data: values(18, 1) }, w: { shape: [6, 5], data: values(30, 2) },
-      b: { shape: [5], data: values(5, 3) }, t: { shape: [3, 5], data: values(15, 4) },
+      x: { shape: [3, 6], data: values(18, 1) },
+      w: { shape: [6, 5], data: values(30, 2) },
+      b: { shape: [5], data: values(5, 3) },
+      t: { shape: [3, 5], data: values(15, 4) },
     };
     for (const limit of [4, 5, 8]) {
       expectFits(graph, limit);
@@ -65,14 +81,18 @@ describe("the binding limit is part of the plan", () => {
     const d = g.input("d", "f32", ["B", 5]);
     const t = g.input("t", "f32", ["B", 5]);
     // The sum is cheap, so the backward recomputes it, and GELU's derivative, beside every read.
-    const y = gelu(xs.reduce((a, v) => a.add(v))).mul(s).add(d);
+    const y = gelu(xs.reduce((a, v) => a.add(v)))
+      .mul(s)
+      .add(d);
     const loss = y.mul(t).mul(y).mean();
     const [dx0, ds] = grad(loss, [xs[0], s]);
     const graph = g.build({ loss, dx0, ds });
     expect(widest(graph)).toBe(11);
     const inputs = {
       ...Object.fromEntries(xs.map((_, i) => [`x${i}`, { shape: [3, 5], data: values(15, i) }])),
-      s: { shape: [5], data: values(5, 7) }, d: { shape: [3, 5], data: values(15, 8) }, t: { shape: [3, 5], data: values(15, 9) },
+      s: { shape: [5], data: values(5, 7) },
+      d: { shape: [3, 5], data: values(15, 8) },
+      t: { shape: [3, 5], data: values(15, 9) },
     };
     for (const limit of [8, 5, 4]) {
       expectFits(graph, limit);
@@ -102,7 +122,12 @@ describe("the binding limit is part of the plan", () => {
     const g = new GraphBuilder();
     const xs = Array.from({ length: 6 }, (_, i) => g.input(`x${i}`, "f32", [64, 64]));
     const ss = Array.from({ length: 4 }, (_, i) => g.input(`s${i}`, "f32", [64]));
-    const graph = g.build({ y: xs.reduce((a, v) => a.add(v)).add(ss.reduce((a, v) => a.add(v))).tanh() });
+    const graph = g.build({
+      y: xs
+        .reduce((a, v) => a.add(v))
+        .add(ss.reduce((a, v) => a.add(v)))
+        .tanh(),
+    });
     expect(widest(graph)).toBe(11);
     const p = compile(graph, { maxStorageBuffers: 8 });
     const { spilled } = planFusion(p.graph, { fuse: true, maxStorageBuffers: 8 });
@@ -127,6 +152,8 @@ describe("the binding limit is part of the plan", () => {
     const graph = g.build({ y: a.lt(b).select(b, c) });
     expect(expectFits(graph, 4)).toBe(1);
     expect(() => compile(graph, { maxStorageBuffers: 3 })).toThrow(KilnError);
-    expect(() => compile(graph, { maxStorageBuffers: 3 })).toThrow(/^select %\d+ @ binding-limit\.test\.ts:\d+: needs 4 storage buffers .*allows 3$/);
+    expect(() => compile(graph, { maxStorageBuffers: 3 })).toThrow(
+      /^select %\d+ @ binding-limit\.test\.ts:\d+: needs 4 storage buffers .*allows 3$/,
+    );
   });
 });

@@ -28,12 +28,25 @@ function typecheck(files: Record<string, string>): string[] {
 function typecheckWith(files: Record<string, string>, webgpuTypes: boolean): string[] {
   const dir = mkdtempSync(join(tmpdir(), "kiln-loader-tsc-"));
   for (const [name, text] of Object.entries(files)) writeFileSync(join(dir, name), text);
-  const program = ts.createProgram(Object.keys(files).map((f) => join(dir, f)), {
-    strict: true, noEmit: true, target: ts.ScriptTarget.ES2022, module: ts.ModuleKind.ES2022, moduleResolution: ts.ModuleResolutionKind.Bundler,
-    lib: ["lib.es2022.d.ts", "lib.dom.d.ts"], allowImportingTsExtensions: true,
-    ...(webgpuTypes ? { typeRoots: [join(ROOT, "node_modules/@webgpu")], types: ["types"], skipLibCheck: true } : { types: [] }),
-  });
-  return ts.getPreEmitDiagnostics(program).map((d) => `${webgpuTypes ? "@webgpu/types" : "dom"} ${d.file?.fileName.replace(dir, "") ?? ""}: ${ts.flattenDiagnosticMessageText(d.messageText, "\n")}`);
+  const program = ts.createProgram(
+    Object.keys(files).map((f) => join(dir, f)),
+    {
+      strict: true,
+      noEmit: true,
+      target: ts.ScriptTarget.ES2022,
+      module: ts.ModuleKind.ES2022,
+      moduleResolution: ts.ModuleResolutionKind.Bundler,
+      lib: ["lib.es2022.d.ts", "lib.dom.d.ts"],
+      allowImportingTsExtensions: true,
+      ...(webgpuTypes ? { typeRoots: [join(ROOT, "node_modules/@webgpu")], types: ["types"], skipLibCheck: true } : { types: [] }),
+    },
+  );
+  return ts
+    .getPreEmitDiagnostics(program)
+    .map(
+      (d) =>
+        `${webgpuTypes ? "@webgpu/types" : "dom"} ${d.file?.fileName.replace(dir, "") ?? ""}: ${ts.flattenDiagnosticMessageText(d.messageText, "\n")}`,
+    );
 }
 
 describe("bundle emission", () => {
@@ -82,8 +95,12 @@ describe("bundle emission", () => {
   it("validateManifest refuses a wrong format, a dangling value and an unbounded dim", () => {
     const good = JSON.parse(mlp.get("manifest.json") as string);
     expect(() => validateManifest({ ...good, format: "kiln-bundle/0" })).toThrow(/format "kiln-bundle\/0" is not "kiln-bundle\/1"/);
-    expect(() => validateManifest({ ...good, outputs: [{ ...good.outputs[0], value: 9999 }] })).toThrow(/outputs\[0\]\.value: no value 9999/);
-    expect(() => validateManifest({ ...good, inputs: [{ ...good.inputs[0], shape: ["N", 784] }] })).toThrow(/dim "N" has no declared bound/);
+    expect(() => validateManifest({ ...good, outputs: [{ ...good.outputs[0], value: 9999 }] })).toThrow(
+      /outputs\[0\]\.value: no value 9999/,
+    );
+    expect(() => validateManifest({ ...good, inputs: [{ ...good.inputs[0], shape: ["N", 784] }] })).toThrow(
+      /dim "N" has no declared bound/,
+    );
     expect(() => validateManifest([])).toThrow(/not a JSON object/);
   });
 
@@ -97,8 +114,18 @@ export async function use(device: GPUDevice): Promise<Float32Array> {
   return out.out;
 }
 `;
-    expect(typecheck({ "loader.ts": mlp.get("loader.ts") as string, "use.ts": use("run", "{ x: new Float32Array(784) }, { B: 1 }", "{ x: new Int32Array(784) }") })).toEqual([]);
-    expect(typecheck({ "loader.ts": train.get("loader.ts") as string, "use.ts": use("step", "{ x: new Float32Array(784), y: new Float32Array(10) }", "{ x: new Float32Array(784) }") })).toEqual([]);
+    expect(
+      typecheck({
+        "loader.ts": mlp.get("loader.ts") as string,
+        "use.ts": use("run", "{ x: new Float32Array(784) }, { B: 1 }", "{ x: new Int32Array(784) }"),
+      }),
+    ).toEqual([]);
+    expect(
+      typecheck({
+        "loader.ts": train.get("loader.ts") as string,
+        "use.ts": use("step", "{ x: new Float32Array(784), y: new Float32Array(10) }", "{ x: new Float32Array(784) }"),
+      }),
+    ).toEqual([]);
     const lenet = buildBundle(lenetInput(4), { name: "lenet5" });
     expect(typecheck({ "loader.ts": lenet.get("loader.ts") as string })).toEqual([]);
     // loader.js: types erased, no static import of anything.

@@ -17,7 +17,9 @@ describe("codegen", () => {
     expect(p.kernels).toHaveLength(1);
     expect(p.kernels[0].uniforms).toEqual(["B"]);
     expect(p.kernels[0].dispatch).toEqual({ kind: "linear", total: { k: 10, syms: ["B"] }, perGroup: 64 });
-    await expect(p.kernels[0].wgsl.replace(/@ codegen\.test\.ts:\d+/, "@ codegen.test.ts")).toMatchFileSnapshot("../golden/add-broadcast.wgsl");
+    await expect(p.kernels[0].wgsl.replace(/@ codegen\.test\.ts:\d+/, "@ codegen.test.ts")).toMatchFileSnapshot(
+      "../golden/add-broadcast.wgsl",
+    );
   });
 
   test("golden: tiled matmul with a transposed operand inlined as a strided load", async () => {
@@ -35,7 +37,12 @@ describe("codegen", () => {
     const w = g.input("w", "f32", [500, 784]);
     const p = compile(g.build({ y: x.matmul(w.transpose()) }), { target: CPU_TARGET });
     expect(p.kernels).toHaveLength(1);
-    expect(p.kernels[0].dispatch).toEqual({ kind: "grid", x: { size: { k: 500, syms: [] }, per: 512 }, y: { size: { k: 1, syms: ["B"] }, per: 256 }, z: { size: { k: 16, syms: [] }, per: 1 } });
+    expect(p.kernels[0].dispatch).toEqual({
+      kind: "grid",
+      x: { size: { k: 500, syms: [] }, per: 512 },
+      y: { size: { k: 1, syms: ["B"] }, per: 256 },
+      z: { size: { k: 16, syms: [] }, per: 1 },
+    });
     await expect(p.kernels[0].wgsl.replace(/ @ codegen\.test\.ts:\d+/, "")).toMatchFileSnapshot("../golden/matmul-transposed-cpu.wgsl");
   });
 
@@ -70,7 +77,11 @@ describe("codegen", () => {
         const n = r.shape.reduce((a, d) => a * d, 1);
         const vals = (k: number) => Array.from({ length: k }, (_, i) => Math.fround(Math.sin(i * 1.7 + k) * 2));
         // Chains of exp/mul can grow large: compare relative to magnitude (f32 eps · depth).
-        await expectMatchesReference(graph, { x: { shape: [batch, ...r.shape], data: vals(batch * n) }, y: { shape: r.shape, data: vals(n) } }, { atol: 1e-5, rtol: 1e-4 });
+        await expectMatchesReference(
+          graph,
+          { x: { shape: [batch, ...r.shape], data: vals(batch * n) }, y: { shape: r.shape, data: vals(n) } },
+          { atol: 1e-5, rtol: 1e-4 },
+        );
       }),
       { seed: 11, numRuns: 25 },
     );

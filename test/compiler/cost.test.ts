@@ -17,7 +17,11 @@ describe("kernel cost model", () => {
     const g = new GraphBuilder();
     const y = g.input("x", "f32", ["B", 784]).matmul(g.input("w", "f32", [784, 500]));
     const p = compile(g.build({ y }));
-    expect(costOf(p, "matmul", { B: 128 })).toEqual({ flops: 2 * 128 * 500 * 784, bytesRead: 4 * (128 * 784 + 784 * 500), bytesWritten: 4 * 128 * 500 });
+    expect(costOf(p, "matmul", { B: 128 })).toEqual({
+      flops: 2 * 128 * 500 * 784,
+      bytesRead: 4 * (128 * 784 + 784 * 500),
+      bytesWritten: 4 * 128 * 500,
+    });
   });
 
   test("batched matmul counts every batch", () => {
@@ -43,7 +47,11 @@ describe("kernel cost model", () => {
   test("elementwise: fused ops × output elements; index ops are free", () => {
     const g = new GraphBuilder();
     const x = g.input("x", "f32", ["B", 4]);
-    const y = x.mul(2).add(g.input("b", "f32", [4])).tanh().transpose();
+    const y = x
+      .mul(2)
+      .add(g.input("b", "f32", [4]))
+      .tanh()
+      .transpose();
     const p = compile(g.build({ y: y.exp() }));
     // tanh feeds a transpose, so it is written out; the exp reads it through a strided load.
     expect(p.kernels.map((k) => kernelCost(p, k, { B: 5 }).flops)).toEqual([3 * 5 * 4, 1 * 5 * 4]);

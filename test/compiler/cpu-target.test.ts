@@ -19,7 +19,9 @@ describe("elementwise kernels, CPU target", () => {
     const g = new GraphBuilder();
     const x = g.input("x", "f32", ["B", 7]);
     const p = compile(g.build({ y: x.exp().mul(2) }), cpu);
-    expect(p.kernels[0].wgsl).toMatch(/for \(var k = 0u; k < 8u; k\+\+\) \{\n\s+let i\d+ = i\d+ \* 8u \+ k;\n\s+if \(i\d+ >= \(u\.B \* 7u\)\) \{ return; \}/);
+    expect(p.kernels[0].wgsl).toMatch(
+      /for \(var k = 0u; k < 8u; k\+\+\) \{\n\s+let i\d+ = i\d+ \* 8u \+ k;\n\s+if \(i\d+ >= \(u\.B \* 7u\)\) \{ return; \}/,
+    );
     expect(p.kernels[0].dispatch).toEqual({ kind: "linear", total: { k: 7, syms: ["B"] }, perGroup: 512 });
   });
 
@@ -28,7 +30,12 @@ describe("elementwise kernels, CPU target", () => {
     const x = g.input("x", "f32", ["B", 7]);
     const w = g.input("w", "f32", [7]);
     const graph = g.build({ y: x.mul(w).add(x.tanh()).sub(w.exp()), m: x.gt(w).select(x, w) });
-    await expectMatchesReference(graph, { x: { shape: [b, 7], data: data(b * 7, 1) }, w: { shape: [7], data: data(7, 2) } }, { atol: 1e-5, rtol: 1e-5 }, cpu);
+    await expectMatchesReference(
+      graph,
+      { x: { shape: [b, 7], data: data(b * 7, 1) }, w: { shape: [7], data: data(7, 2) } },
+      { atol: 1e-5, rtol: 1e-5 },
+      cpu,
+    );
   });
 
   test("integers and booleans: i32 arithmetic, comparisons, casts", async () => {
@@ -37,17 +44,32 @@ describe("elementwise kernels, CPU target", () => {
     const b = g.input("b", "i32", [11]);
     const graph = g.build({ s: a.mul(b).add(a.mod(b)), c: a.lt(b).and(a.ne(0)), f: a.cast("f32").div(3) });
     const ints = (n: number, s: number) => Array.from({ length: n }, (_, i) => ((i * 7 + s) % 19) - 9);
-    await expectMatchesReference(graph, { a: { shape: [3, 11], data: ints(33, 1) }, b: { shape: [11], data: ints(11, 4).map((v) => v || 1) } }, { atol: 1e-6, rtol: 1e-6 }, cpu);
+    await expectMatchesReference(
+      graph,
+      { a: { shape: [3, 11], data: ints(33, 1) }, b: { shape: [11], data: ints(11, 4).map((v) => v || 1) } },
+      { atol: 1e-6, rtol: 1e-6 },
+      cpu,
+    );
   });
 
   test("an MLP training step matches float64; with its weights resident, every update is written in place", async () => {
     const { graph, state } = buildStep({ kind: "train", lr: 0.1 }, mlp, { x: { shape: [3, 784] }, y: { shape: [3, 10] }, ...mlpShapes() });
-    const inputs = Object.fromEntries(graph.nodes.filter((n) => n.op === "input").map((n, j) => {
-      const shape = n.type.shape as number[];
-      const size = shape.reduce((a, d) => a * d, 1);
-      const name = (n.attrs as { name: string }).name;
-      return [name, { shape, data: name === "y" ? Array.from({ length: size }, (_, i) => (i % 10 === j % 10 ? 1 : 0)) : data(size, j).map((v) => v * 0.03) }];
-    }));
+    const inputs = Object.fromEntries(
+      graph.nodes
+        .filter((n) => n.op === "input")
+        .map((n, j) => {
+          const shape = n.type.shape as number[];
+          const size = shape.reduce((a, d) => a * d, 1);
+          const name = (n.attrs as { name: string }).name;
+          return [
+            name,
+            {
+              shape,
+              data: name === "y" ? Array.from({ length: size }, (_, i) => (i % 10 === j % 10 ? 1 : 0)) : data(size, j).map((v) => v * 0.03),
+            },
+          ];
+        }),
+    );
     await expectMatchesReference(graph, inputs, { atol: 1e-5, rtol: 1e-4 }, cpu);
     expect(compile(graph, { ...cpu, state }).state.filter((u) => u.inPlace)).toHaveLength(6);
   });
@@ -59,6 +81,11 @@ describe("elementwise kernels, CPU target", () => {
     const graph = g.build({ s: x.sum(0), m: x.max(0), a: x.argmax(0), mean: x.mean(), r: long.sum(1), all: long.sum() });
     const p = compile(graph, cpu);
     for (const k of p.kernels) expect(k.wgsl, k.name).not.toContain("workgroupBarrier");
-    await expectMatchesReference(graph, { x: { shape: [b, 5], data: data(b * 5, 3) }, l: { shape: [3, 700], data: data(2100, 4) } }, { atol: 1e-4, rtol: 1e-4 }, cpu);
+    await expectMatchesReference(
+      graph,
+      { x: { shape: [b, 5], data: data(b * 5, 3) }, l: { shape: [3, 700], data: data(2100, 4) } },
+      { atol: 1e-4, rtol: 1e-4 },
+      cpu,
+    );
   });
 });

@@ -26,7 +26,8 @@ function graph(shapes: Record<string, (number | string)[]>, f: (t: Record<string
   return g.build(f(t));
 }
 
-const inputsFor = (shapes: Shaped, seed: number) => Object.fromEntries(Object.entries(shapes).map(([n, v], i) => [n, host(v.shape as number[], seed * 31 + i)]));
+const inputsFor = (shapes: Shaped, seed: number) =>
+  Object.fromEntries(Object.entries(shapes).map(([n, v], i) => [n, host(v.shape as number[], seed * 31 + i)]));
 
 describe("which chains become epilogues", () => {
   test.each(TARGETS)("dense + bias + relu is one kernel ($name target), symbolic batch", (target) => {
@@ -40,37 +41,58 @@ describe("which chains become epilogues", () => {
   });
 
   test.each(TARGETS)("batched matmul with broadcast epilogue operands ($name target)", (target) => {
-    const g = graph({ a: ["B", 3, 4, 6], w: [6, 5], r: [4, 1], s: [3, 1, 5] }, ({ a, w, r, s }) => ({ y: a.matmul(w).mul(r).sub(s).tanh() }));
+    const g = graph({ a: ["B", 3, 4, 6], w: [6, 5], r: [4, 1], s: [3, 1, 5] }, ({ a, w, r, s }) => ({
+      y: a.matmul(w).mul(r).sub(s).tanh(),
+    }));
     expect(heads(g, { target })).toEqual(["k0 = fused[matmul, mul, sub, tanh]"]);
   });
 
   test("a GEMM that is an output, read twice, broadcast, or reduced keeps its buffer; an epilogue ends there", () => {
     const shapes = { x: ["B", 8], w: [8, 5] };
-    expect(heads(graph(shapes, ({ x, w }) => {
-      const m = x.matmul(w);
-      return { m, y: m.relu() };
-    }))).toEqual(["k0 = matmul", "k1 = relu"]);
-    expect(heads(graph(shapes, ({ x, w }) => {
-      const m = x.matmul(w);
-      return { y: m.add(1).mul(m) };
-    }))).toEqual(["k0 = matmul", "k1 = fused[add, mul]"]);
+    expect(
+      heads(
+        graph(shapes, ({ x, w }) => {
+          const m = x.matmul(w);
+          return { m, y: m.relu() };
+        }),
+      ),
+    ).toEqual(["k0 = matmul", "k1 = relu"]);
+    expect(
+      heads(
+        graph(shapes, ({ x, w }) => {
+          const m = x.matmul(w);
+          return { y: m.add(1).mul(m) };
+        }),
+      ),
+    ).toEqual(["k0 = matmul", "k1 = fused[add, mul]"]);
     // [B,5] → [2,B,5] would recompute the GEMM per copy, a reduction's prologue per reduced
     // element: the epilogue stops before them and its last value gets the buffer.
-    expect(heads(graph({ ...shapes, z: [2, "B", 5] }, ({ x, w, z }) => ({ y: x.matmul(w).relu().add(z) })))).toEqual(["k0 = fused[matmul, relu]", "k1 = add"]);
+    expect(heads(graph({ ...shapes, z: [2, "B", 5] }, ({ x, w, z }) => ({ y: x.matmul(w).relu().add(z) })))).toEqual([
+      "k0 = fused[matmul, relu]",
+      "k1 = add",
+    ]);
     expect(heads(graph({ ...shapes, z: [2, "B", 5] }, ({ x, w, z }) => ({ y: x.matmul(w).add(z) })))).toEqual(["k0 = matmul", "k1 = add"]);
     expect(heads(graph(shapes, ({ x, w }) => ({ y: x.matmul(w).relu().sum(1) })))).toEqual(["k0 = fused[matmul, relu]", "k1 = reduce_sum"]);
     expect(heads(graph(shapes, ({ x, w }) => ({ y: x.matmul(w).sum(1) })))).toEqual(["k0 = matmul", "k1 = reduce_sum"]);
     // An epilogue that is read twice keeps its buffer and ends the chain there.
-    expect(heads(graph(shapes, ({ x, w }) => {
-      const z = x.matmul(w).add(1);
-      return { y: z.relu().mul(z.exp()) };
-    }))).toEqual(["k0 = fused[matmul, add]", "k1 = fused[relu, exp, mul]"]);
+    expect(
+      heads(
+        graph(shapes, ({ x, w }) => {
+          const z = x.matmul(w).add(1);
+          return { y: z.relu().mul(z.exp()) };
+        }),
+      ),
+    ).toEqual(["k0 = fused[matmul, add]", "k1 = fused[relu, exp, mul]"]);
   });
 
   test("kiln explain's cost of an epilogue kernel: the GEMM's FLOPs plus its epilogue's", () => {
     const g = graph({ x: ["B", 8], w: [8, 5], b: [5] }, ({ x, w, b }) => ({ y: x.matmul(w).add(b).relu() }));
     const p = compile(g);
-    expect(kernelCost(p, p.kernels[0], { B: 3 })).toEqual({ flops: 2 * 3 * 5 * 8 + 2 * 3 * 5, bytesRead: 4 * (3 * 8 + 8 * 5 + 5), bytesWritten: 4 * 3 * 5 });
+    expect(kernelCost(p, p.kernels[0], { B: 3 })).toEqual({
+      flops: 2 * 3 * 5 * 8 + 2 * 3 * 5,
+      bytesRead: 4 * (3 * 8 + 8 * 5 + 5),
+      bytesWritten: 4 * 3 * 5,
+    });
     expect(kernelNodes(p, p.kernels[0]).map((id) => p.graph.nodes[id].op)).toEqual(["matmul", "add", "relu"]);
   });
 
@@ -86,7 +108,12 @@ describe("which chains become epilogues", () => {
   });
 
   test.each(TARGETS)("conv2d + bias + relu is one kernel ($name target)", (target) => {
-    const g = graph({ x: ["B", 9, 9, 3], f: [3, 3, 3, 4], b: [4] }, ({ x, f, b }) => ({ y: x.conv2d(f, { padding: [1, 1, 1, 1] }).add(b).relu() }));
+    const g = graph({ x: ["B", 9, 9, 3], f: [3, 3, 3, 4], b: [4] }, ({ x, f, b }) => ({
+      y: x
+        .conv2d(f, { padding: [1, 1, 1, 1] })
+        .add(b)
+        .relu(),
+    }));
     expect(heads(g, { target })).toEqual(["k0 = fused[conv2d, add, relu]"]);
   });
 
@@ -100,7 +127,11 @@ describe("which chains become epilogues", () => {
     expect(heads(m)).toContainEqual(expect.stringMatching(/= fused\[permute, matmul, gt, select\]$/));
     // The example training steps (examples/models/*-train.ts): 26 → 19 and 46 → 35 kernels.
     expect(heads(m)).toHaveLength(19);
-    const l = buildStep({ kind: "train", lr: 0.01 }, lenet, { x: { shape: [64, 28, 28, 1] }, y: { shape: [64, 10] }, ...lenetShapes() }).graph;
+    const l = buildStep({ kind: "train", lr: 0.01 }, lenet, {
+      x: { shape: [64, 28, 28, 1] },
+      y: { shape: [64, 10] },
+      ...lenetShapes(),
+    }).graph;
     expect(heads(l)).toHaveLength(35);
     expect(heads(l, { fuse: false }).length).toBeGreaterThan(35);
   });
@@ -114,7 +145,10 @@ function convNet(xs: number[]): Graph {
   const f1 = g.input("f1", "f32", [3, 3, xs[3], 3]);
   const b1 = g.input("b1", "f32", [3]);
   const f2 = g.input("f2", "f32", [2, 2, 3, 2]);
-  const h = x.conv2d(f1, { padding: [1, 1, 1, 1] }).add(b1).relu();
+  const h = x
+    .conv2d(f1, { padding: [1, 1, 1, 1] })
+    .add(b1)
+    .relu();
   const y = h.conv2d(f2, { strides: [2, 2] });
   const loss = y.mul(y).mean();
   const [d1, db, d2] = grad(loss, [f1, b1, f2]);
@@ -133,8 +167,13 @@ describe("epilogues never change results (Dawn: fused, unfused, float64 referenc
   for (const { name, target, share } of GEMM_TARGETS) {
     test(`random matmuls with epilogues, ${name}`, async () => {
       const arb = fc.record({
-        m: fc.integer({ min: 1, max: 9 }), k: fc.integer({ min: 1, max: 24 }), n: fc.integer({ min: 1, max: 20 }),
-        batch: fc.integer({ min: 0, max: 3 }), c: fc.constantFrom("row", "col", "full"), e: fc.integer({ min: 0, max: EPILOGUES.length - 1 }), seed: fc.nat(1000),
+        m: fc.integer({ min: 1, max: 9 }),
+        k: fc.integer({ min: 1, max: 24 }),
+        n: fc.integer({ min: 1, max: 20 }),
+        batch: fc.integer({ min: 0, max: 3 }),
+        c: fc.constantFrom("row", "col", "full"),
+        e: fc.integer({ min: 0, max: EPILOGUES.length - 1 }),
+        seed: fc.nat(1000),
       });
       await fc.assert(
         fc.asyncProperty(arb, async ({ m, k, n, batch, c, e, seed }) => {
@@ -152,18 +191,35 @@ describe("epilogues never change results (Dawn: fused, unfused, float64 referenc
 
     test(`conv2d training step (conv2d_grad_input and _filter epilogues), ${name}`, async () => {
       const g = convNet([2, 6, 6, 2]);
-      const inputs = inputsFor({ x: { shape: [2, 6, 6, 2] }, f1: { shape: [3, 3, 2, 3] }, b1: { shape: [3] }, f2: { shape: [2, 2, 3, 2] } }, 3);
+      const inputs = inputsFor(
+        { x: { shape: [2, 6, 6, 2] }, f1: { shape: [3, 3, 2, 3] }, b1: { shape: [3] }, f2: { shape: [2, 2, 3, 2] } },
+        3,
+      );
       await expectMatchesReference(g, inputs, TOL, { target });
       await expectMatchesReference(g, inputs, TOL, { target, fuse: false });
     });
 
     test(`MLP and LeNet training steps match the reference, ${name}`, async () => {
-      const small: Shaped = { x: { shape: [6, 20] }, y: { shape: [6, 10] }, w1: { shape: [20, 16] }, b1: { shape: [16] }, w2: { shape: [16, 12] }, b2: { shape: [12] }, w3: { shape: [12, 10] }, b3: { shape: [10] } };
+      const small: Shaped = {
+        x: { shape: [6, 20] },
+        y: { shape: [6, 10] },
+        w1: { shape: [20, 16] },
+        b1: { shape: [16] },
+        w2: { shape: [16, 12] },
+        b2: { shape: [12] },
+        w3: { shape: [12, 10] },
+        b3: { shape: [10] },
+      };
       const m = buildStep({ kind: "train", lr: 0.05 }, mlp, small).graph;
       expect(heads(m, { target }).length).toBeLessThan(heads(m, { target, fuse: false }).length);
       await expectMatchesReference(m, inputsFor(small, 7), TOL, { target });
       const ls: Shaped = { x: { shape: [2, 28, 28, 1] }, y: { shape: [2, 10] }, ...lenetShapes() };
-      await expectMatchesReference(buildStep({ kind: "train", lr: 0.05 }, lenet, ls).graph, inputsFor(ls, 9), { atol: 1e-4, rtol: 1e-3 }, { target });
+      await expectMatchesReference(
+        buildStep({ kind: "train", lr: 0.05 }, lenet, ls).graph,
+        inputsFor(ls, 9),
+        { atol: 1e-4, rtol: 1e-3 },
+        { target },
+      );
     }, 60_000);
   }
 });

@@ -48,8 +48,14 @@ describe("fusion decisions", () => {
     const g = graph((x) => ({ y: x.sub(1).exp().sum(1) }));
     expect(heads(g)).toEqual(["k0 = reduce_sum[sub, exp]"]);
     // Each thread reduces its row, then writes the row: max then x − max; Σ exp then the division.
-    expect(heads(graph((x) => ({ p: softmax(x) })))).toEqual(["k0 = fused[reduce_max, stop_gradient, sub]", "k1 = fused[exp, reduce_sum, div]"]);
-    expect(heads(graph((x) => ({ l: logSoftmax(x) })))).toEqual(["k0 = fused[reduce_max, stop_gradient, sub]", "k1 = fused[exp, reduce_sum, log, sub]"]);
+    expect(heads(graph((x) => ({ p: softmax(x) })))).toEqual([
+      "k0 = fused[reduce_max, stop_gradient, sub]",
+      "k1 = fused[exp, reduce_sum, div]",
+    ]);
+    expect(heads(graph((x) => ({ l: logSoftmax(x) })))).toEqual([
+      "k0 = fused[reduce_max, stop_gradient, sub]",
+      "k1 = fused[exp, reduce_sum, log, sub]",
+    ]);
     // Centring by the row mean: one kernel.
     expect(heads(graph((x) => ({ c: x.sub(x.mean(1, true)) })))).toEqual(["k0 = fused[reduce_mean, sub]"]);
     // Long rows are reduced by a workgroup tree, which holds no row per thread: no epilogue.
@@ -67,7 +73,9 @@ describe("fusion decisions", () => {
         const lg = new GraphBuilder();
         const xl = lg.input("x", "f32", ["B", cols]);
         const lgraph = lg.build({ l: logSoftmax(xl) });
-        const data = { x: { shape: [rows, cols], data: Array.from({ length: rows * cols }, (_, i) => Math.fround(Math.sin(i * 0.37) * 6)) } };
+        const data = {
+          x: { shape: [rows, cols], data: Array.from({ length: rows * cols }, (_, i) => Math.fround(Math.sin(i * 0.37) * 6)) },
+        };
         // exp, log and ÷ are within a few ulps; a row sum of ≤ 40 terms adds ≤ 40 ulps.
         await expectMatchesReference(graph, data, { atol: 1e-6, rtol: 2e-5 }, { fuse });
         await expectMatchesReference(lgraph, data, { atol: 2e-6, rtol: 2e-5 }, { fuse });
@@ -98,7 +106,12 @@ describe("fusion never changes results", () => {
         const vals = (k: number) => Array.from({ length: k }, (_, i) => Math.fround(Math.cos(i * 1.3 + k)));
         // Each op rounds once in f32 either way; a fused chain may contract a·b + c into one
         // fma, which only rounds less. Depth ≤ 12: a few ulps per step, relative.
-        await expectMatchesReference(g, { x: { shape: [batch, ...r.shape], data: vals(batch * n) }, y: { shape: r.shape, data: vals(n) } }, { atol: 1e-5, rtol: 1e-5 }, { fuse });
+        await expectMatchesReference(
+          g,
+          { x: { shape: [batch, ...r.shape], data: vals(batch * n) }, y: { shape: r.shape, data: vals(n) } },
+          { atol: 1e-5, rtol: 1e-5 },
+          { fuse },
+        );
       }),
       { seed: 11, numRuns: 30 },
     );

@@ -11,7 +11,9 @@ describe("inferShapes", () => {
   });
 
   test("recomputes types a rewrite left stale, and is idempotent", () => {
-    const g = parseGraph('%0:f32[B,3] = input name="x"\n%1:f32[3] = input name="b"\n%2:f32[7] = add %0, %1\n%3:bool[1] = gt %2, %0\nreturn y=%3');
+    const g = parseGraph(
+      '%0:f32[B,3] = input name="x"\n%1:f32[3] = input name="b"\n%2:f32[7] = add %0, %1\n%3:bool[1] = gt %2, %0\nreturn y=%3',
+    );
     const fixed = inferShapes.run(g, ctx);
     expect(fixed.nodes[2].type).toEqual({ dtype: "f32", shape: ["B", 3] });
     expect(fixed.nodes[3].type).toEqual({ dtype: "bool", shape: ["B", 3] });

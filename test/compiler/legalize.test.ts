@@ -9,7 +9,10 @@ import { expectMatchesReference, useGpu } from "../helpers/gpu.ts";
 useGpu();
 
 const parts = (g: GraphBuilder, n: number): Tensor[] => Array.from({ length: n }, (_, i) => g.input(`x${i}`, "f32", [2, i + 1]));
-const data = (n: number) => Object.fromEntries(Array.from({ length: n }, (_, i) => [`x${i}`, { shape: [2, i + 1], data: Array.from({ length: 2 * (i + 1) }, (_, j) => i * 100 + j) }]));
+const data = (n: number) =>
+  Object.fromEntries(
+    Array.from({ length: n }, (_, i) => [`x${i}`, { shape: [2, i + 1], data: Array.from({ length: 2 * (i + 1) }, (_, j) => i * 100 + j) }]),
+  );
 
 describe("legalize", () => {
   test("a graph without wide concats comes back as the same object", () => {

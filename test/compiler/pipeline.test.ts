@@ -20,9 +20,23 @@ describe("pass pipeline", () => {
     // pow(x, 3) stays; pow(x, 2[2,1,3]) broadcasts x, so it stays too.
     expect(ops.filter((o) => o === "pow")).toHaveLength(2);
     expect(program.graph.nodes.some((n) => n.op === "mul" && n.inputs[0] === n.inputs[1])).toBe(true);
-    expect(program.stats.map((s) => s.pass.replace(/ \(.*\)$/, ""))).toEqual(["input", ...PASSES.map((p) => p.name), "square-to-mul", "dce", "fuse", "schedule", "codegen", "plan-memory"]);
+    expect(program.stats.map((s) => s.pass.replace(/ \(.*\)$/, ""))).toEqual([
+      "input",
+      ...PASSES.map((p) => p.name),
+      "square-to-mul",
+      "dce",
+      "fuse",
+      "schedule",
+      "codegen",
+      "plan-memory",
+    ]);
     expect(program.stats.at(-2)?.pass).toBe(`codegen (${program.kernels.length} kernels)`);
-    await expectMatchesReference(graph, { x: { shape: [2, 3], data: [-1.5, 0.5, 2, 3, -2, 1] } }, { atol: 1e-5, rtol: 1e-5 }, { passes: (std) => insertBefore(std, "fuse", squareToMul, dce) });
+    await expectMatchesReference(
+      graph,
+      { x: { shape: [2, 3], data: [-1.5, 0.5, 2, 3, -2, 1] } },
+      { atol: 1e-5, rtol: 1e-5 },
+      { passes: (std) => insertBefore(std, "fuse", squareToMul, dce) },
+    );
   });
 
   test("statistics: node counts after each pass (rewrites leave the dead to dce), and times", () => {
@@ -30,7 +44,14 @@ describe("pass pipeline", () => {
     const x = g.input("x", "f32", [4]);
     const program = compile(g.build({ y: x.mul(1).add(0).neg().neg() }));
     expect(program.stats.map((s) => [s.pass, s.nodes])).toEqual([
-      ["input", 7], ["infer-shapes", 7], ["simplify-all", 4], ["dce", 1], ["legalize", 1], ["fuse (1 values in buffers)", 1], ["schedule (program order, est. peak 0 B; program order 0 B)", 1], ["codegen (0 kernels)", 1],
+      ["input", 7],
+      ["infer-shapes", 7],
+      ["simplify-all", 4],
+      ["dce", 1],
+      ["legalize", 1],
+      ["fuse (1 values in buffers)", 1],
+      ["schedule (program order, est. peak 0 B; program order 0 B)", 1],
+      ["codegen (0 kernels)", 1],
       ["plan-memory (arena 256 B, naive 256 B, lower bound 256 B)", 1],
     ]);
     for (const s of program.stats) expect(s.ms).toBeGreaterThanOrEqual(0);
@@ -58,7 +79,12 @@ describe("pass pipeline", () => {
     expect(fused.kernels).toHaveLength(1);
     expect(unfused.kernels).toHaveLength(4);
     expect(unfused.stats.map((s) => s.pass)).toContain("fuse-nothing");
-    await expectMatchesReference(graph, { x: { shape: [3, 5], data: Array.from({ length: 15 }, (_, i) => i / 7 - 1) } }, { atol: 1e-5, rtol: 1e-5 }, { passes: (steps) => steps.map((s) => (s.name === "fuse" ? noFusion : s)) });
+    await expectMatchesReference(
+      graph,
+      { x: { shape: [3, 5], data: Array.from({ length: 15 }, (_, i) => i / 7 - 1) } },
+      { atol: 1e-5, rtol: 1e-5 },
+      { passes: (steps) => steps.map((s) => (s.name === "fuse" ? noFusion : s)) },
+    );
   });
 
   test("graph passes run before lowering; a pipeline without codegen says so", () => {

@@ -48,7 +48,10 @@ function checkPlan(p: Program, env: DimEnv, plan: MemoryPlan, opts: PlanOptions)
     if (w) expect(w.start <= i && i <= w.end, `%${k.output} written by ${k.name} outside its range's life`).toBe(true);
     // In place only over a value that dies here: no later kernel binds it, and it is no output.
     if (k.inPlace !== undefined && at.has(k.inPlace)) {
-      expect(p.kernels.slice(i + 1).some((l) => l.bindings.some((b) => b.value === k.inPlace)), `%${k.inPlace} read after ${k.name} wrote over it`).toBe(false);
+      expect(
+        p.kernels.slice(i + 1).some((l) => l.bindings.some((b) => b.value === k.inPlace)),
+        `%${k.inPlace} read after ${k.name} wrote over it`,
+      ).toBe(false);
       expect(p.graph.outputs.some((o) => o.id === k.inPlace)).toBe(false);
     }
   }
@@ -59,7 +62,10 @@ function checkPlan(p: Program, env: DimEnv, plan: MemoryPlan, opts: PlanOptions)
     for (const b of plan.placements) {
       if (a.value >= b.value || a.arena !== b.arena || a.end < b.start || b.end < a.start) continue;
       const apart = a.offset + a.size <= b.offset || b.offset + b.size <= a.offset;
-      expect(apart, `%${a.value} [${a.offset}, +${a.size}) live ${a.start}..${a.end} overlaps %${b.value} [${b.offset}, +${b.size}) live ${b.start}..${b.end}`).toBe(true);
+      expect(
+        apart,
+        `%${a.value} [${a.offset}, +${a.size}) live ${a.start}..${a.end} overlaps %${b.value} [${b.offset}, +${b.size}) live ${b.start}..${b.end}`,
+      ).toBe(true);
     }
   }
   expect(plan.arenaBytes).toBe(plan.arenas.reduce((s, n) => s + n, 0));
@@ -109,23 +115,32 @@ const batchEnv = (g: Graph, b: number): DimEnv => (g.nodes.some((n) => n.type.sh
 
 describe("planMemory over random graphs", () => {
   test("forward graphs over the op table, fused and unfused", () => {
-    fc.assert(fc.property(opRecipeArb, fc.boolean(), (r, fuse) => {
-      const g = forwardGraph(r);
-      checkAll(g, batchEnv(g, r.dims[0]), fuse);
-    }), { seed: 5, numRuns: 150 });
+    fc.assert(
+      fc.property(opRecipeArb, fc.boolean(), (r, fuse) => {
+        const g = forwardGraph(r);
+        checkAll(g, batchEnv(g, r.dims[0]), fuse);
+      }),
+      { seed: 5, numRuns: 150 },
+    );
     expect(splits).toBeGreaterThan(10);
     expect(inPlaceRuns).toBeGreaterThan(10);
   });
 
   test("gradient graphs (long schedules, values saved for the backward pass)", () => {
-    fc.assert(fc.property(opRecipeArb, fc.boolean(), (r, fuse) => {
-      const { graph } = buildGradGraph({ inputs: recipeInputs(r), shapes: recipeShapes(r), f: (xs) => buildOpRecipe(r, xs) }, r.seed);
-      checkAll(graph, batchEnv(graph, r.dims[0]), fuse);
-    }), { seed: 6, numRuns: 100 });
+    fc.assert(
+      fc.property(opRecipeArb, fc.boolean(), (r, fuse) => {
+        const { graph } = buildGradGraph({ inputs: recipeInputs(r), shapes: recipeShapes(r), f: (xs) => buildOpRecipe(r, xs) }, r.seed);
+        checkAll(graph, batchEnv(graph, r.dims[0]), fuse);
+      }),
+      { seed: 6, numRuns: 100 },
+    );
   });
 
   test("elementwise graphs with two outputs, one early", () => {
-    fc.assert(fc.property(recipeArb, fc.integer({ min: 0, max: 70 }), fc.boolean(), (r, b, fuse) => checkAll(buildRecipe(r), { B: b }, fuse)), { seed: 7, numRuns: 150 });
+    fc.assert(
+      fc.property(recipeArb, fc.integer({ min: 0, max: 70 }), fc.boolean(), (r, b, fuse) => checkAll(buildRecipe(r), { B: b }, fuse)),
+      { seed: 7, numRuns: 150 },
+    );
   });
 });
 
@@ -154,7 +169,9 @@ describe("known plans", () => {
     // Bound once, read_write: the output has no binding of its own.
     for (const k of p.kernels) expect(k.bindings).toEqual([{ value: k.inPlace, access: "read_write" }]);
     const plan = memoryReport(p, {});
-    expect(plan.placements.map((q) => [q.value, q.offset, q.start, q.end, q.members])).toEqual([[0, 0, -1, 8, p.kernels.map((k) => k.output)]]);
+    expect(plan.placements.map((q) => [q.value, q.offset, q.start, q.end, q.members])).toEqual([
+      [0, 0, -1, 8, p.kernels.map((k) => k.output)],
+    ]);
     expect([plan.naiveBytes, plan.lowerBound, plan.arenaBytes]).toEqual([4096, 4096, 4096]);
     checkPlan(p, {}, plan, DEFAULT);
   });
@@ -172,7 +189,10 @@ describe("known plans", () => {
       const last = (v: number) => p.kernels.findLastIndex((k) => k.bindings.some((b) => b.value === v));
       const of = (v: number) => p.kernels.find((k) => k.output === v)!;
       // Each reads an input that dies there and has its size, so only the element rule refuses.
-      for (const [v, input] of [[p1.id, t.id], [mm.id, p1.id]] as const) {
+      for (const [v, input] of [
+        [p1.id, t.id],
+        [mm.id, p1.id],
+      ] as const) {
         if (!fuse || v === mm.id) {
           expect(last(input), `%${input} dies at the kernel of %${v}`).toBe(p.kernels.indexOf(of(v)));
           expect(of(v).inPlace).toBeUndefined();
@@ -212,7 +232,9 @@ describe("known plans", () => {
     const loss = x.matmul(w).add(c).tanh().mean();
     const [dw] = grad(loss, [w]);
     const p = compile(g.build({ loss, w_next: w.sub(dw.mul(0.1)) }), { state: { w: "w_next" } });
-    const names = new Set([...arenaValues(p)].map((v) => p.graph.nodes[v].op === "input" ? (p.graph.nodes[v] as Node<"input">).attrs.name : "temp"));
+    const names = new Set(
+      [...arenaValues(p)].map((v) => (p.graph.nodes[v].op === "input" ? (p.graph.nodes[v] as Node<"input">).attrs.name : "temp")),
+    );
     expect(names.has("x")).toBe(true);
     expect(names.has("w")).toBe(false);
     expect([...arenaValues(p)].some((v) => p.graph.nodes[v].op === "const")).toBe(false);
@@ -226,7 +248,11 @@ describe("known plans", () => {
     const x = g.input("x", "f32", ["B", 3]);
     const p = compile(g.build({ y: x.exp().neg() }), { fuse: false, inPlace: false });
     const plan = memoryReport(p, { B: 0 });
-    expect(plan.placements.map((q) => [q.bytes, q.size])).toEqual([[0, 256], [0, 256], [0, 256]]);
+    expect(plan.placements.map((q) => [q.bytes, q.size])).toEqual([
+      [0, 256],
+      [0, 256],
+      [0, 256],
+    ]);
     checkPlan(p, { B: 0 }, plan, DEFAULT);
   });
 
@@ -234,7 +260,9 @@ describe("known plans", () => {
     const g = new GraphBuilder();
     const x = g.input("x", "f32", ["B", 1024]);
     const p = compile(g.build({ y: x.exp() }));
-    expect(() => planMemory(p, { B: 1 << 16 }, { alignment: 256, maxBufferSize: 2 ** 20 })).toThrow(/^input %0 @ plan-memory\.test\.ts:\d+: f32\[B,1024\] with \{"B":65536\} is 268435456 bytes; a buffer holds at most 1048576$/);
+    expect(() => planMemory(p, { B: 1 << 16 }, { alignment: 256, maxBufferSize: 2 ** 20 })).toThrow(
+      /^input %0 @ plan-memory\.test\.ts:\d+: f32\[B,1024\] with \{"B":65536\} is 268435456 bytes; a buffer holds at most 1048576$/,
+    );
   });
 
   test("a value bound twice by one kernel stays out of the arena, with its in-place chain", () => {

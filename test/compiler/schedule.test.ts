@@ -23,7 +23,8 @@ function expectTopological(p: Program): void {
   for (const k of p.kernels) {
     for (const b of k.bindings) {
       if (b.value === k.output || b.value === k.inPlace) continue;
-      if (writers.has(b.value)) expect(written.has(b.value), `${k.name} reads %${b.value} before its kernel ran\n${printGraph(p.graph)}`).toBe(true);
+      if (writers.has(b.value))
+        expect(written.has(b.value), `${k.name} reads %${b.value} before its kernel ran\n${printGraph(p.graph)}`).toBe(true);
     }
     written.add(k.output);
   }
@@ -32,17 +33,24 @@ function expectTopological(p: Program): void {
 
 describe("schedule", () => {
   test("over random graphs, forward and gradient: the memory-greedy order is topological, and the same kernels as program order", () => {
-    fc.assert(fc.property(opRecipeArb, fc.boolean(), (r, backward) => {
-      const inputs = recipeInputs(r);
-      const graph = backward ? buildGradGraph({ inputs, shapes: recipeShapes(r), f: (xs) => buildOpRecipe(r, xs) }).graph : forwardGraph(r);
-      const greedy = compile(graph, { schedule: "memory", inPlace: false });
-      const program = compile(graph, { schedule: "program", inPlace: false });
-      expectTopological(greedy);
-      expect(greedy.kernels.map((k) => k.output).sort((a, b) => a - b)).toEqual(program.kernels.map((k) => k.output).sort((a, b) => a - b));
-      const stat = compile(graph).stats.find((s) => s.pass.startsWith("schedule"))!.pass;
-      const [, peak, programPeak] = /est\. peak (\d+) B; program order (\d+) B/.exec(stat)!.map(Number);
-      expect(peak).toBeLessThanOrEqual(programPeak);
-    }), { numRuns: 150, seed: 31 });
+    fc.assert(
+      fc.property(opRecipeArb, fc.boolean(), (r, backward) => {
+        const inputs = recipeInputs(r);
+        const graph = backward
+          ? buildGradGraph({ inputs, shapes: recipeShapes(r), f: (xs) => buildOpRecipe(r, xs) }).graph
+          : forwardGraph(r);
+        const greedy = compile(graph, { schedule: "memory", inPlace: false });
+        const program = compile(graph, { schedule: "program", inPlace: false });
+        expectTopological(greedy);
+        expect(greedy.kernels.map((k) => k.output).sort((a, b) => a - b)).toEqual(
+          program.kernels.map((k) => k.output).sort((a, b) => a - b),
+        );
+        const stat = compile(graph).stats.find((s) => s.pass.startsWith("schedule"))!.pass;
+        const [, peak, programPeak] = /est\. peak (\d+) B; program order (\d+) B/.exec(stat)!.map(Number);
+        expect(peak).toBeLessThanOrEqual(programPeak);
+      }),
+      { numRuns: 150, seed: 31 },
+    );
   });
 
   test.each([
@@ -61,12 +69,19 @@ describe("schedule", () => {
   test("on Dawn: the greedy order computes the reference's values", async () => {
     const { graph } = buildStep({ kind: "train", lr: 0.1 }, mlp, { x: { shape: [3, 784] }, y: { shape: [3, 10] }, ...mlpShapes() });
     const rand = (n: number, seed: number) => Array.from({ length: n }, (_, i) => Math.sin(i * 12.9898 + seed) * 0.05);
-    const inputs = Object.fromEntries(graph.nodes.filter((n) => n.op === "input").map((n, j) => {
-      const shape = n.type.shape as number[];
-      const size = shape.reduce((a, d) => a * d, 1);
-      const name = (n.attrs as { name: string }).name;
-      return [name, { shape, data: name === "y" ? Array.from({ length: size }, (_, i) => (i % 10 === j % 10 ? 1 : 0)) : rand(size, j) }];
-    }));
+    const inputs = Object.fromEntries(
+      graph.nodes
+        .filter((n) => n.op === "input")
+        .map((n, j) => {
+          const shape = n.type.shape as number[];
+          const size = shape.reduce((a, d) => a * d, 1);
+          const name = (n.attrs as { name: string }).name;
+          return [
+            name,
+            { shape, data: name === "y" ? Array.from({ length: size }, (_, i) => (i % 10 === j % 10 ? 1 : 0)) : rand(size, j) },
+          ];
+        }),
+    );
     await expectMatchesReference(graph, inputs, { atol: 1e-5, rtol: 1e-4 }, { schedule: "memory" });
   });
 });

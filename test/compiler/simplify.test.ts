@@ -31,11 +31,13 @@ describe("simplification passes (before → after, in text IR)", () => {
       %7:f32[2,B,3] = add %6, %3
       %8:f32[2,B,3] = reshape %7
       return y=%8`);
-    expect(run(simplify, before)).toBe(ir(`
+    expect(run(simplify, before)).toBe(
+      ir(`
       %0:f32[B,3] = input name="x"
       %1:f32[] = const value=0
       %2:f32[2,B,3] = add %0, %1
-      return y=%2`));
+      return y=%2`),
+    );
   });
 
   test("simplify: permutes compose, and cancel", () => {
@@ -46,10 +48,12 @@ describe("simplification passes (before → after, in text IR)", () => {
       %3:f32[3,2,4] = permute %0 perm=[1,0,2]
       %4:f32[4,3,2] = permute %3 perm=[2,0,1]
       return a=%2, b=%4`);
-    expect(run(simplify, before)).toBe(ir(`
+    expect(run(simplify, before)).toBe(
+      ir(`
       %0:f32[2,3,4] = input name="x"
       %1:f32[4,3,2] = permute %0 perm=[2,1,0]
-      return a=%0, b=%1`));
+      return a=%0, b=%1`),
+    );
   });
 
   test("simplify: broadcasts of one element, unary ops before a broadcast, x / 2^k, splat shapes", () => {
@@ -71,7 +75,8 @@ describe("simplification passes (before → after, in text IR)", () => {
       %14:f32[B,3] = add %13, %10
       %15:f32[B,3] = add %14, %12
       return y=%15`);
-    expect(run(simplify, before)).toBe(ir(`
+    expect(run(simplify, before)).toBe(
+      ir(`
       %0:f32[B,3] = input name="x"
       %1:f32[] = input name="s"
       %2:f32[1,1] = reshape %1
@@ -86,7 +91,8 @@ describe("simplification passes (before → after, in text IR)", () => {
       %11:f32[B,3] = add %4, %6
       %12:f32[B,3] = add %11, %8
       %13:f32[B,3] = add %12, %10
-      return y=%13`));
+      return y=%13`),
+    );
   });
 
   test("cse: a·b meets b·a (+, ×, comparisons, logic), but not max or min", () => {
@@ -100,7 +106,8 @@ describe("simplification passes (before → after, in text IR)", () => {
       %6:f32[3] = sub %0, %1
       %7:f32[3] = sub %1, %0
       return a=%2, b=%3, c=%4, d=%5, e=%6, f=%7`);
-    expect(run(cse, before)).toBe(ir(`
+    expect(run(cse, before)).toBe(
+      ir(`
       %0:f32[3] = input name="x"
       %1:f32[3] = input name="y"
       %2:f32[3] = mul %0, %1
@@ -108,7 +115,8 @@ describe("simplification passes (before → after, in text IR)", () => {
       %4:f32[3] = max %1, %0
       %5:f32[3] = sub %0, %1
       %6:f32[3] = sub %1, %0
-      return a=%2, b=%2, c=%3, d=%4, e=%5, f=%6`));
+      return a=%2, b=%2, c=%3, d=%4, e=%5, f=%6`),
+    );
   });
 
   test("foldConstants: splats stay splats, small data folds, symbolic shapes too", () => {
@@ -125,7 +133,8 @@ describe("simplification passes (before → after, in text IR)", () => {
       %9:f32[B,3] = add %8, %5
       %10:f32[B,3] = sub %9, %7
       return y=%10`);
-    expect(run(foldConstants, before)).toBe(ir(`
+    expect(run(foldConstants, before)).toBe(
+      ir(`
       %0:f32[B,3] = input name="x"
       %1:f32[] = const value=6
       %2:f32[B,3] = const value=${Math.fround(Math.E)}
@@ -133,7 +142,8 @@ describe("simplification passes (before → after, in text IR)", () => {
       %4:f32[B,3] = mul %0, %1
       %5:f32[B,3] = add %4, %2
       %6:f32[B,3] = sub %5, %3
-      return y=%6`));
+      return y=%6`),
+    );
   });
 
   test("cse merges equal nodes, random ones included; dce drops the rest", () => {
@@ -148,14 +158,16 @@ describe("simplification passes (before → after, in text IR)", () => {
       %7:f32[3] = mul %4, %5
       %8:f32[3] = sin %0
       return a=%6, b=%7`);
-    expect(run(cse, before)).toBe(ir(`
+    expect(run(cse, before)).toBe(
+      ir(`
       %0:f32[3] = input name="x"
       %1:f32[3] = exp %0
       %2:u32[] = const value=0
       %3:f32[3] = random %2 seed=5
       %4:f32[3] = add %1, %1
       %5:f32[3] = mul %3, %3
-      return a=%4, b=%5`));
+      return a=%4, b=%5`),
+    );
   });
 
   test("clean graphs come back as the same object; a second run changes nothing", () => {

@@ -4,7 +4,9 @@ import { CPU_TARGET, GPU_TARGET, targetForAdapter } from "../../compiler/target.
 describe("targetForAdapter", () => {
   test("software rasterizers get the CPU target", () => {
     // Dawn's adapter.info on lavapipe: description, device, vendor, architecture.
-    expect(targetForAdapter("llvmpipe: Mesa 25.0.7-2~bpo12+1 (LLVM 15.0.6) 0.0.1 llvmpipe-llvm-15-0-6-256-bits- mesa software")).toBe(CPU_TARGET);
+    expect(targetForAdapter("llvmpipe: Mesa 25.0.7-2~bpo12+1 (LLVM 15.0.6) 0.0.1 llvmpipe-llvm-15-0-6-256-bits- mesa software")).toBe(
+      CPU_TARGET,
+    );
     expect(targetForAdapter("SwiftShader Device (Subzero) google")).toBe(CPU_TARGET);
     expect(targetForAdapter("Microsoft Basic Render Driver")).toBe(CPU_TARGET);
     expect(targetForAdapter("lavapipe")).toBe(CPU_TARGET);

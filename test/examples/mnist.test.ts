@@ -13,7 +13,8 @@ describe("mnist split", () => {
     expect([train.n, held.n]).toEqual([8000, 2000]);
     expect([train.x.length, held.x.length]).toEqual([8000 * PIXELS, 2000 * PIXELS]);
     expect([train.labels.length, held.labels.length]).toEqual([8000, 2000]);
-    const tc = counts(train), hc = counts(held);
+    const tc = counts(train),
+      hc = counts(held);
     expect(tc.reduce((a, b) => a + b)).toBe(8000);
     for (let d = 0; d < 10; d++) {
       expect(hc[d], `held-out digit ${d}`).toBeGreaterThanOrEqual(100);
@@ -23,7 +24,9 @@ describe("mnist split", () => {
       expect(hc[d] / (hc[d] + tc[d])).toBeLessThan(0.25);
     }
     for (const s of [train, held]) {
-      let lo = Infinity, hi = -Infinity, inked = 0;
+      let lo = Infinity,
+        hi = -Infinity,
+        inked = 0;
       for (const v of s.x) {
         lo = Math.min(lo, v);
         hi = Math.max(hi, v);
@@ -57,7 +60,12 @@ describe("mnist split", () => {
 
   test("labels agree with the digit file each example came from", () => {
     // Files 0..9 hold 1001, 1127, 991, 1032, 980, 863, 1014, 1070, 944, 978 digits (mnist 1.1.0).
-    const ends = [1001, 1127, 991, 1032, 980, 863, 1014, 1070, 944, 978].map(((s) => (v: number) => (s += v))(0));
+    const ends = [1001, 1127, 991, 1032, 980, 863, 1014, 1070, 944, 978].map(
+      (
+        (s) => (v: number) =>
+          (s += v)
+      )(0),
+    );
     const { train, test: held } = loadMnist();
     for (const s of [train, held]) {
       s.indices.forEach((src, i) => expect(s.labels[i]).toBe(ends.findIndex((e) => src < e)));

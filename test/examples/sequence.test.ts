@@ -9,8 +9,10 @@ describe("adding problem data", () => {
     const d = addingProblem(500, 9, 3);
     expect(d.x.shape).toEqual([500, 9, 2]);
     expect(d.y.shape).toEqual([500, 1]);
-    const x = d.x.data as Float32Array, y = d.y.data as Float32Array;
-    let sum = 0, sq = 0;
+    const x = d.x.data as Float32Array,
+      y = d.y.data as Float32Array;
+    let sum = 0,
+      sq = 0;
     for (let i = 0; i < 500; i++) {
       const marked: number[] = [];
       let expected = 0;
@@ -18,7 +20,7 @@ describe("adding problem data", () => {
         const [v, m] = [x[(i * 9 + t) * 2], x[(i * 9 + t) * 2 + 1]];
         expect(v >= 0 && v < 1).toBe(true);
         expect([0, 1]).toContain(m);
-        if (m === 1) (marked.push(t), (expected += v));
+        if (m === 1) marked.push(t), (expected += v);
       }
       expect(marked.length).toBe(2);
       expect(marked[0]).toBeLessThan(4);

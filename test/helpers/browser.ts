@@ -185,7 +185,11 @@ export function chromiumAvailable(timeoutMs = 60_000): Promise<ChromiumStatus> {
 
 async function probe(timeoutMs: number): Promise<ChromiumStatus> {
   const binary = findChromium();
-  if (!binary) return { ok: false, reason: `no Chromium binary (set KILN_CHROMIUM or install one of: ${BINARIES.join(", ")}; runtime/setup.sh installs Debian's chromium)` };
+  if (!binary)
+    return {
+      ok: false,
+      reason: `no Chromium binary (set KILN_CHROMIUM or install one of: ${BINARIES.join(", ")}; runtime/setup.sh installs Debian's chromium)`,
+    };
   const version = await new Promise<string>((r) => {
     const p = spawn(binary, ["--version"], { stdio: ["ignore", "pipe", "ignore"] });
     let out = "";
@@ -200,7 +204,11 @@ async function probe(timeoutMs: number): Promise<ChromiumStatus> {
     if (!run.ok) return { ok: false, reason: `${version}: ${run.error}\n${run.log.slice(-2000)}` };
     const r = run.result as { hasGpu: boolean; adapter: ChromiumAdapter | null; error?: string };
     if (!r.hasGpu) return { ok: false, reason: `${version}: navigator.gpu is missing (flags: ${CHROMIUM_FLAGS.join(" ")})` };
-    if (!r.adapter) return { ok: false, reason: `${version}: navigator.gpu.requestAdapter() gave no adapter${r.error ? ` (${r.error})` : ""}; chrome://gpu says why` };
+    if (!r.adapter)
+      return {
+        ok: false,
+        reason: `${version}: navigator.gpu.requestAdapter() gave no adapter${r.error ? ` (${r.error})` : ""}; chrome://gpu says why`,
+      };
     return { ok: true, binary, version, adapter: r.adapter };
   } finally {
     rmSync(dir, { recursive: true, force: true });

@@ -16,7 +16,13 @@ function seeded(shape: readonly number[], seed: number): Float32Array {
   return Float32Array.from({ length: shape.reduce((a, d) => a * d, 1) }, () => (2 * r() - 1) / Math.sqrt(fan));
 }
 
-function asInput(kind: "forward" | "train", forward: typeof mlp, params: Record<string, { shape: number[] }>, xShape: (string | number)[], batch: number): BuildInput {
+function asInput(
+  kind: "forward" | "train",
+  forward: typeof mlp,
+  params: Record<string, { shape: number[] }>,
+  xShape: (string | number)[],
+  batch: number,
+): BuildInput {
   const shapes = { x: { shape: xShape }, ...(kind === "train" ? { y: { shape: ["B", 10] } } : {}), ...params };
   const { graph, state } = buildStep({ kind, lr: 0.05 }, forward, shapes);
   // x and y are per-call inputs in a bundle, not resident.

@@ -12,4 +12,10 @@ export function floats(n: number, seed: number): number[] {
   });
 }
 
-export const host = (shape: readonly number[], seed: number): HostTensor => ({ shape, data: floats(shape.reduce((a, d) => a * d, 1), seed) });
+export const host = (shape: readonly number[], seed: number): HostTensor => ({
+  shape,
+  data: floats(
+    shape.reduce((a, d) => a * d, 1),
+    seed,
+  ),
+});

@@ -31,7 +31,11 @@ export const GEMM_TARGETS: readonly { readonly name: string; readonly target: Ta
 /** `n` runs scaled by a target's share, at least 2. */
 export const runsFor = (n: number, share: number): number => Math.max(2, Math.round(n * share));
 
-export async function runGpu(graph: Graph, inputs: Readonly<Record<string, HostTensor>>, opts?: CompileOptions): Promise<Record<string, OutputTensor>> {
+export async function runGpu(
+  graph: Graph,
+  inputs: Readonly<Record<string, HostTensor>>,
+  opts?: CompileOptions,
+): Promise<Record<string, OutputTensor>> {
   const exe = await Executable.load(compile(graph, { verifyEach: true, ...opts }));
   try {
     return await exe.run(inputs);
@@ -50,7 +54,12 @@ export interface Tolerance {
 export const F32_TOL: Tolerance = { atol: 1e-6, rtol: 1e-5 };
 
 /** Describe the first mismatch, or undefined when every output agrees. NaN must match NaN. */
-export function mismatch(graph: Graph, gpu: Record<string, OutputTensor>, ref: ReturnType<typeof interpret>, tol: Tolerance): string | undefined {
+export function mismatch(
+  graph: Graph,
+  gpu: Record<string, OutputTensor>,
+  ref: ReturnType<typeof interpret>,
+  tol: Tolerance,
+): string | undefined {
   for (const [name, r] of Object.entries(ref)) {
     const g = gpu[name];
     if (!g) return `output ${name} missing`;
@@ -59,7 +68,9 @@ export function mismatch(graph: Graph, gpu: Record<string, OutputTensor>, ref: R
       const a = g.data[i];
       const b = r.data[i];
       // An infinite reference must be met exactly: rtol·|inf| would accept anything.
-      const ok = Number.isNaN(b) ? Number.isNaN(a) : a === b || (Number.isFinite(b) && Math.abs(a - b) <= tol.atol + tol.rtol * Math.abs(b));
+      const ok = Number.isNaN(b)
+        ? Number.isNaN(a)
+        : a === b || (Number.isFinite(b) && Math.abs(a - b) <= tol.atol + tol.rtol * Math.abs(b));
       if (!ok) return `output ${name}[${i}]: gpu ${a}, reference ${b}\n${printGraph(graph)}`;
     }
   }
@@ -67,7 +78,12 @@ export function mismatch(graph: Graph, gpu: Record<string, OutputTensor>, ref: R
 }
 
 /** Run on Dawn and on the reference; throw with the graph in text IR on any mismatch. */
-export async function expectMatchesReference(graph: Graph, inputs: Readonly<Record<string, HostTensor>>, tol: Tolerance = F32_TOL, opts?: CompileOptions): Promise<void> {
+export async function expectMatchesReference(
+  graph: Graph,
+  inputs: Readonly<Record<string, HostTensor>>,
+  tol: Tolerance = F32_TOL,
+  opts?: CompileOptions,
+): Promise<void> {
   const ref = interpret(graph, inputs);
   const gpu = await runGpu(graph, inputs, opts);
   const m = mismatch(graph, gpu, ref, tol);

@@ -38,10 +38,20 @@ export function buildGradGraph(spec: GradSpec, seed = 1): GradGraph {
   for (const [name, t] of Object.entries(spec.fixed ?? {})) xs[name] = g.input(name, t.dtype, declared(name, t));
   const out = spec.f(xs, g);
   const shape = out.shape.map((d) => (typeof d === "number" ? d : 1));
-  const u = g.constant(floats(shape.reduce((a, d) => a * d, 1), seed + 99), "f32", shape as Shape);
+  const u = g.constant(
+    floats(
+      shape.reduce((a, d) => a * d, 1),
+      seed + 99,
+    ),
+    "f32",
+    shape as Shape,
+  );
   const y = out.rank === 0 ? out.mul(u) : out.mul(u).sum();
   const names = Object.keys(spec.inputs);
-  const gs = grad(y, names.map((n) => xs[n]));
+  const gs = grad(
+    y,
+    names.map((n) => xs[n]),
+  );
   const outputs: Record<string, Tensor> = { y };
   const grads: Record<string, string> = {};
   names.forEach((n, i) => {
@@ -60,10 +70,12 @@ export function gradError(spec: GradSpec, opts: { eps?: number; directions?: num
   let worst = 0;
   for (let d = 0; d < (opts.directions ?? 2); d++) {
     const shifted = (sign: number) =>
-      Object.fromEntries(Object.entries(spec.inputs).map(([name, t], i) => {
-        const v = floats(t.data.length, (opts.seed ?? 1) * 31 + d * 7 + i);
-        return [name, { shape: t.shape, data: Array.from(t.data, (x, j) => x + sign * eps * v[j]) }];
-      }));
+      Object.fromEntries(
+        Object.entries(spec.inputs).map(([name, t], i) => {
+          const v = floats(t.data.length, (opts.seed ?? 1) * 31 + d * 7 + i);
+          return [name, { shape: t.shape, data: Array.from(t.data, (x, j) => x + sign * eps * v[j]) }];
+        }),
+      );
     const numeric = (interpret(graph, all(shifted(1))).y.data[0] - interpret(graph, all(shifted(-1))).y.data[0]) / (2 * eps);
     let symbolic = 0;
     Object.entries(spec.inputs).forEach(([name, t], i) => {

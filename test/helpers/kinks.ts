@@ -32,11 +32,17 @@ const DISTANCE: Partial<Record<string, (n: Node, v: Values) => ArrayLike<number>
   sign: (n, v) => v(n.inputs[0]).data,
   floor: (n, v) => offInteger(v(n.inputs[0]).data),
   ceil: (n, v) => offInteger(v(n.inputs[0]).data),
-  cast: (n, v) => (v(n.inputs[0]).dtype === "f32" && n.type.dtype !== "f32" && n.type.dtype !== "bool" ? offInteger(v(n.inputs[0]).data) : []),
+  cast: (n, v) =>
+    v(n.inputs[0]).dtype === "f32" && n.type.dtype !== "f32" && n.type.dtype !== "bool" ? offInteger(v(n.inputs[0]).data) : [],
   mod: (n, v) => offInteger(pairwise(n, v, (a, b) => a / b)),
   max: (n, v) => pairwise(n, v, (a, b) => a - b),
   min: (n, v) => pairwise(n, v, (a, b) => a - b),
-  ...Object.fromEntries(["lt", "le", "gt", "ge", "eq", "ne"].map((op) => [op, (n: Node, v: Values) => (v(n.inputs[0]).dtype === "f32" ? pairwise(n, v, (a, b) => a - b) : [])])),
+  ...Object.fromEntries(
+    ["lt", "le", "gt", "ge", "eq", "ne"].map((op) => [
+      op,
+      (n: Node, v: Values) => (v(n.inputs[0]).dtype === "f32" ? pairwise(n, v, (a, b) => a - b) : []),
+    ]),
+  ),
   log: (n, v) => v(n.inputs[0]).data,
   sqrt: (n, v) => v(n.inputs[0]).data,
   rsqrt: (n, v) => v(n.inputs[0]).data,
@@ -75,14 +81,18 @@ function groups(n: Node, v: Values): number[][] | undefined {
     const [nb, h, w, c] = x.shape;
     const [, oh, ow] = out.shape;
     const gs: number[][] = [];
-    for (let b = 0; b < nb; b++) for (let i = 0; i < oh; i++) for (let j = 0; j < ow; j++) for (let ch = 0; ch < c; ch++) {
-      const at: number[] = [];
-      for (let p = 0; p < window[0]; p++) for (let t = 0; t < window[1]; t++) {
-        const [y, z] = [i * strides[0] + p - padding[0], j * strides[1] + t - padding[2]];
-        if (y >= 0 && y < h && z >= 0 && z < w) at.push(((b * h + y) * w + z) * c + ch);
-      }
-      gs.push(at);
-    }
+    for (let b = 0; b < nb; b++)
+      for (let i = 0; i < oh; i++)
+        for (let j = 0; j < ow; j++)
+          for (let ch = 0; ch < c; ch++) {
+            const at: number[] = [];
+            for (let p = 0; p < window[0]; p++)
+              for (let t = 0; t < window[1]; t++) {
+                const [y, z] = [i * strides[0] + p - padding[0], j * strides[1] + t - padding[2]];
+                if (y >= 0 && y < h && z >= 0 && z < w) at.push(((b * h + y) * w + z) * c + ch);
+              }
+            gs.push(at);
+          }
     return gs;
   }
   return undefined;
@@ -102,7 +112,10 @@ export function notSmooth(graph: Graph, points: readonly Readonly<Record<string,
   const live = liveNodes(graph);
   const all: Graph = { nodes: graph.nodes, outputs: graph.nodes.filter((n) => live[n.id]).map((n) => ({ name: `v${n.id}`, id: n.id })) };
   const runs = points.map((p) => interpret(all, p));
-  const at = (k: number): Values => (id) => runs[k][`v${id}`];
+  const at =
+    (k: number): Values =>
+    (id) =>
+      runs[k][`v${id}`];
   const users = (id: number) => graph.nodes.filter((m) => live[m.id] && m.inputs.includes(id));
   const onlyStopped = (id: number) =>
     !graph.outputs.some((o) => o.id === id) && users(id).length > 0 && users(id).every((m) => m.op === "stop_gradient");
@@ -144,14 +157,23 @@ export function notSmooth(graph: Graph, points: readonly Readonly<Record<string,
 }
 
 /** points[0] = `inputs`; then each input moved by ±δ·w along `directions` random w in [-1, 1). */
-export function probePoints(inputs: Readonly<Record<string, HostTensor>>, seed: number, delta = 1e-5, directions = 2): Record<string, HostTensor>[] {
+export function probePoints(
+  inputs: Readonly<Record<string, HostTensor>>,
+  seed: number,
+  delta = 1e-5,
+  directions = 2,
+): Record<string, HostTensor>[] {
   const points: Record<string, HostTensor>[] = [{ ...inputs }];
   let s = seed;
   const rand = () => ((s = (s * 1103515245 + 12345) >>> 0) / 2 ** 32) * 2 - 1;
   for (let d = 0; d < directions; d++) {
     const w = Object.fromEntries(Object.entries(inputs).map(([k, t]) => [k, Array.from(t.data, () => rand())]));
     for (const sign of [1, -1]) {
-      points.push(Object.fromEntries(Object.entries(inputs).map(([k, t]) => [k, { shape: t.shape, data: Array.from(t.data, (x, i) => x + sign * delta * w[k][i]) }])));
+      points.push(
+        Object.fromEntries(
+          Object.entries(inputs).map(([k, t]) => [k, { shape: t.shape, data: Array.from(t.data, (x, i) => x + sign * delta * w[k][i]) }]),
+        ),
+      );
     }
   }
   return points;

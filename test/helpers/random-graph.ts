@@ -24,7 +24,12 @@ const idx = fc.nat(1000);
 export const stepArb: fc.Arbitrary<Step> = fc.oneof(
   fc.record({ kind: fc.constant("unary" as const), op: fc.constantFrom(...UNARY), a: idx }),
   fc.record({ kind: fc.constant("binary" as const), op: fc.constantFrom(...BINARY), a: idx, b: idx }),
-  fc.record({ kind: fc.constant("scalar" as const), op: fc.constantFrom(...BINARY), a: idx, v: fc.float({ min: -3, max: 3, noNaN: true }) }),
+  fc.record({
+    kind: fc.constant("scalar" as const),
+    op: fc.constantFrom(...BINARY),
+    a: idx,
+    v: fc.float({ min: -3, max: 3, noNaN: true }),
+  }),
   fc.record({ kind: fc.constant("select" as const), c: idx, a: idx, b: idx }),
   fc.record({ kind: fc.constant("cast" as const), a: idx }),
 );
@@ -41,11 +46,21 @@ export function buildRecipe(r: Recipe): Graph {
   const pick = (i: number) => vals[i % vals.length];
   for (const s of r.steps) {
     switch (s.kind) {
-      case "unary": vals.push(pick(s.a)[s.op]()); break;
-      case "binary": vals.push(pick(s.a)[s.op === "max" ? "maximum" : s.op === "min" ? "minimum" : s.op](pick(s.b))); break;
-      case "scalar": vals.push(pick(s.a)[s.op === "max" ? "maximum" : s.op === "min" ? "minimum" : s.op](s.v)); break;
-      case "select": vals.push(pick(s.c).gt(0).select(pick(s.a), pick(s.b))); break;
-      case "cast": vals.push(pick(s.a).mul(3).cast("i32").cast("f32")); break;
+      case "unary":
+        vals.push(pick(s.a)[s.op]());
+        break;
+      case "binary":
+        vals.push(pick(s.a)[s.op === "max" ? "maximum" : s.op === "min" ? "minimum" : s.op](pick(s.b)));
+        break;
+      case "scalar":
+        vals.push(pick(s.a)[s.op === "max" ? "maximum" : s.op === "min" ? "minimum" : s.op](s.v));
+        break;
+      case "select":
+        vals.push(pick(s.c).gt(0).select(pick(s.a), pick(s.b)));
+        break;
+      case "cast":
+        vals.push(pick(s.a).mul(3).cast("i32").cast("f32"));
+        break;
     }
   }
   return g.build({ out: vals[vals.length - 1], first: vals[2] ?? vals[0] });

@@ -11,7 +11,14 @@
 import fc from "fast-check";
 import { concat, GraphBuilder, type Tensor } from "../../src/api/builder.ts";
 import {
-  leakyRelu, logSoftmax, logsumexp, maxout, mse, sigmoidBinaryCrossEntropy, softmax, softmaxCrossEntropy,
+  leakyRelu,
+  logSoftmax,
+  logsumexp,
+  maxout,
+  mse,
+  sigmoidBinaryCrossEntropy,
+  softmax,
+  softmaxCrossEntropy,
 } from "../../src/api/composites.ts";
 import type { HostTensor } from "../../src/interpret.ts";
 import { broadcastShapes } from "../../src/ir/shape.ts";
@@ -19,8 +26,23 @@ import type { Dim, Graph, Shape } from "../../src/ir/types.ts";
 import { floats } from "./data.ts";
 
 const UNARY = [
-  "neg", "tanh", "sigmoid", "sin", "cos", "exp", "log", "sqrt", "rsqrt", "recip",
-  "relu", "abs", "leakyRelu", "floor", "ceil", "trunc", "mod",
+  "neg",
+  "tanh",
+  "sigmoid",
+  "sin",
+  "cos",
+  "exp",
+  "log",
+  "sqrt",
+  "rsqrt",
+  "recip",
+  "relu",
+  "abs",
+  "leakyRelu",
+  "floor",
+  "ceil",
+  "trunc",
+  "mod",
 ] as const;
 const BINARY = ["add", "sub", "mul", "div", "max", "min", "pow"] as const;
 const COMPARE = ["lt", "le", "gt", "ge"] as const;
@@ -65,7 +87,16 @@ export const opStepArb: fc.Arbitrary<OpStep> = fc.oneof(
   { weight: 4, arbitrary: fc.record({ kind: fc.constant("unary" as const), op: fc.constantFrom(...UNARY), a: idx }) },
   { weight: 4, arbitrary: fc.record({ kind: fc.constant("binary" as const), op: fc.constantFrom(...BINARY), a: idx, b: idx }) },
   { weight: 1, arbitrary: fc.record({ kind: fc.constant("select" as const), op: fc.constantFrom(...COMPARE), a: idx, b: idx, c: idx }) },
-  { weight: 2, arbitrary: fc.record({ kind: fc.constant("reduce" as const), op: fc.constantFrom(...REDUCE), a: idx, axes: fc.nat(7), keepdims: fc.boolean() }) },
+  {
+    weight: 2,
+    arbitrary: fc.record({
+      kind: fc.constant("reduce" as const),
+      op: fc.constantFrom(...REDUCE),
+      a: idx,
+      axes: fc.nat(7),
+      keepdims: fc.boolean(),
+    }),
+  },
   { weight: 3, arbitrary: fc.record({ kind: fc.constant("move" as const), op: fc.constantFrom(...MOVE), a: idx, b: idx, p }) },
   { weight: 1, arbitrary: fc.record({ kind: fc.constant("matmul" as const), a: idx, b: idx, p }) },
   { weight: 1, arbitrary: fc.record({ kind: fc.constant("image" as const), op: fc.constantFrom(...IMAGE), a: idx, b: idx, p }) },
@@ -74,16 +105,21 @@ export const opStepArb: fc.Arbitrary<OpStep> = fc.oneof(
 
 export const MAX_STEPS = 8;
 
-export const opRecipeArb: fc.Arbitrary<OpRecipe> = fc.integer({ min: 1, max: 3 }).chain((rank) => fc.record({
-  dims: fc.array(fc.integer({ min: 1, max: 4 }), { minLength: rank, maxLength: rank }),
-  batch: fc.boolean(),
-  inputs: fc.array(fc.record({
-    drop: fc.constantFrom(0, 0, 0, 1, 2).map((d) => Math.min(d, rank)),
-    ones: fc.array(fc.constantFrom(false, false, true), { minLength: rank, maxLength: rank }),
-  }), { minLength: 2, maxLength: 3 }),
-  steps: fc.array(opStepArb, { minLength: 1, maxLength: MAX_STEPS }),
-  seed: fc.nat(1 << 20),
-}));
+export const opRecipeArb: fc.Arbitrary<OpRecipe> = fc.integer({ min: 1, max: 3 }).chain((rank) =>
+  fc.record({
+    dims: fc.array(fc.integer({ min: 1, max: 4 }), { minLength: rank, maxLength: rank }),
+    batch: fc.boolean(),
+    inputs: fc.array(
+      fc.record({
+        drop: fc.constantFrom(0, 0, 0, 1, 2).map((d) => Math.min(d, rank)),
+        ones: fc.array(fc.constantFrom(false, false, true), { minLength: rank, maxLength: rank }),
+      }),
+      { minLength: 2, maxLength: 3 },
+    ),
+    steps: fc.array(opStepArb, { minLength: 1, maxLength: MAX_STEPS }),
+    seed: fc.nat(1 << 20),
+  }),
+);
 
 /** Concrete and declared shapes of input k. */
 export function inputShape(r: OpRecipe, k: number): { shape: number[]; declared: Dim[] } {
@@ -97,10 +133,21 @@ export const inputName = (k: number): string => `x${k}`;
 
 /** The inputs' values: f32 in [-2, 2). */
 export function recipeInputs(r: OpRecipe): Record<string, HostTensor> {
-  return Object.fromEntries(r.inputs.map((_, k) => {
-    const { shape } = inputShape(r, k);
-    return [inputName(k), { shape, data: floats(shape.reduce((a, d) => a * d, 1), r.seed * 8 + k).map((v) => v * 2) }];
-  }));
+  return Object.fromEntries(
+    r.inputs.map((_, k) => {
+      const { shape } = inputShape(r, k);
+      return [
+        inputName(k),
+        {
+          shape,
+          data: floats(
+            shape.reduce((a, d) => a * d, 1),
+            r.seed * 8 + k,
+          ).map((v) => v * 2),
+        },
+      ];
+    }),
+  );
 }
 
 /** Declared shapes by input name (for GradSpec.shapes). */
@@ -123,7 +170,10 @@ class Choices {
 
 /** Build the recipe's value from its inputs (by name) into `g`. */
 export function buildOpRecipe(r: OpRecipe, xs: Readonly<Record<string, Tensor>>): Tensor {
-  return new RecipeBuilder(r, r.inputs.map((_, k) => xs[inputName(k)])).run(r.steps);
+  return new RecipeBuilder(
+    r,
+    r.inputs.map((_, k) => xs[inputName(k)]),
+  ).run(r.steps);
 }
 
 /** The forward graph alone, its output named `out`. */
@@ -160,7 +210,8 @@ class RecipeBuilder {
     // Unused values join the output as means, so every step's rule is on the gradient's path.
     const last = this.vals.length - 1;
     let out = this.vals[last];
-    for (let i = this.uses.length - 1; i >= 0; i--) if (i !== last && this.uses[i] === 0 && i >= this.inputs) out = out.add(this.vals[i].mean());
+    for (let i = this.uses.length - 1; i >= 0; i--)
+      if (i !== last && this.uses[i] === 0 && i >= this.inputs) out = out.add(this.vals[i].mean());
     return out;
   }
 
@@ -183,7 +234,8 @@ class RecipeBuilder {
 
   private step(s: OpStep): Tensor | undefined {
     switch (s.kind) {
-      case "unary": return unary(s.op, this.pick(s.a));
+      case "unary":
+        return unary(s.op, this.pick(s.a));
       case "binary": {
         const [a, b] = this.broadcastPair(this.pick(s.a), this.pick(s.b));
         return binary(s.op, a, b);
@@ -193,11 +245,16 @@ class RecipeBuilder {
         const c = this.broadcastTo(this.pick(s.c), broadcastShapes([a.shape, b.shape])!);
         return c[s.op](a).select(a, b);
       }
-      case "reduce": return this.reduce(s);
-      case "move": return this.move(s.op, this.pick(s.a), () => this.pick(s.b), new Choices(s.p));
-      case "matmul": return this.matmul(this.pick(s.a), () => this.pick(s.b), new Choices(s.p));
-      case "image": return this.image(s.op, this.pick(s.a), this.pick(s.b), new Choices(s.p));
-      case "loss": return this.loss(s.op, this.pick(s.a), () => this.pick(s.b), new Choices(s.p));
+      case "reduce":
+        return this.reduce(s);
+      case "move":
+        return this.move(s.op, this.pick(s.a), () => this.pick(s.b), new Choices(s.p));
+      case "matmul":
+        return this.matmul(this.pick(s.a), () => this.pick(s.b), new Choices(s.p));
+      case "image":
+        return this.image(s.op, this.pick(s.a), this.pick(s.b), new Choices(s.p));
+      case "loss":
+        return this.loss(s.op, this.pick(s.a), () => this.pick(s.b), new Choices(s.p));
     }
   }
 
@@ -215,8 +272,13 @@ class RecipeBuilder {
     const x = this.pick(s.a);
     const axes = x.shape.map((_, a) => a).filter((a) => (s.axes >> a) & 1);
     switch (s.op) {
-      case "sum": case "mean": case "max": case "min": return x[s.op](axes, s.keepdims);
-      case "logsumexp": return axes.length ? logsumexp(x, axes, s.keepdims) : undefined;
+      case "sum":
+      case "mean":
+      case "max":
+      case "min":
+        return x[s.op](axes, s.keepdims);
+      case "logsumexp":
+        return axes.length ? logsumexp(x, axes, s.keepdims) : undefined;
       case "maxout": {
         const c = x.shape[x.rank - 1];
         return typeof c === "number" && c % 2 === 0 ? maxout(x, 2) : undefined;
@@ -279,7 +341,7 @@ class RecipeBuilder {
         if (!statics.length) return undefined;
         const axis = statics[ch.choose(statics.length)];
         const b = other();
-        const fits = b.rank === a.rank && b.shape.every((d, ax) => ax === axis ? typeof d === "number" : d === a.shape[ax]);
+        const fits = b.rank === a.rank && b.shape.every((d, ax) => (ax === axis ? typeof d === "number" : d === a.shape[ax]));
         // [a, a]: two slices of one cotangent flow back into the same value.
         return concat([a, fits ? b : ch.choose(2) ? a : affine(a)], axis);
       }
@@ -307,8 +369,10 @@ class RecipeBuilder {
         if (b.rank >= 2 && b.shape[b.rank - 1] === k && batchFits(b)) return a.matmul(b.transpose());
         return typeof k === "number" ? a.matmul(fit(b, [k, 1 + ch.choose(4)])) : a.matmul(a.transpose());
       }
-      case 1: return a.matmul(a.transpose());
-      default: return a.transpose().matmul(a);
+      case 1:
+        return a.matmul(a.transpose());
+      default:
+        return a.transpose().matmul(a);
     }
   }
 
@@ -355,24 +419,47 @@ const affine = (t: Tensor, k = 0): Tensor => t.mul(-0.7).add(0.3 + 0.25 * k);
 
 function unary(op: (typeof UNARY)[number], a: Tensor): Tensor {
   switch (op) {
-    case "neg": case "tanh": case "sigmoid": case "sin": case "cos": case "relu": case "abs": case "floor": case "ceil":
+    case "neg":
+    case "tanh":
+    case "sigmoid":
+    case "sin":
+    case "cos":
+    case "relu":
+    case "abs":
+    case "floor":
+    case "ceil":
       return a[op]();
-    case "exp": return a.tanh().mul(3).exp();
-    case "log": case "sqrt": case "rsqrt": return positive(a)[op]();
-    case "recip": return awayFromZero(a).recip();
-    case "leakyRelu": return leakyRelu(a, 0.1);
-    case "trunc": return a.cast("i32").cast("f32");
-    case "mod": return a.mod(1.5);
+    case "exp":
+      return a.tanh().mul(3).exp();
+    case "log":
+    case "sqrt":
+    case "rsqrt":
+      return positive(a)[op]();
+    case "recip":
+      return awayFromZero(a).recip();
+    case "leakyRelu":
+      return leakyRelu(a, 0.1);
+    case "trunc":
+      return a.cast("i32").cast("f32");
+    case "mod":
+      return a.mod(1.5);
   }
 }
 
 function binary(op: (typeof BINARY)[number], a: Tensor, b: Tensor): Tensor {
   switch (op) {
-    case "add": case "sub": case "mul": return a[op](b);
-    case "div": return a.div(awayFromZero(b));
-    case "max": return a.maximum(b);
-    case "min": return a.minimum(b);
-    case "pow": return positive(a).pow(b.tanh().mul(2));
+    case "add":
+    case "sub":
+    case "mul":
+      return a[op](b);
+    case "div":
+      return a.div(awayFromZero(b));
+    case "max":
+      return a.maximum(b);
+    case "min":
+      return a.minimum(b);
+    case "pow":
+      return positive(a).pow(b.tanh().mul(2));
   }
 }
 

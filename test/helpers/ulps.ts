@@ -13,9 +13,17 @@ import { runGpu } from "./gpu.ts";
 
 /** `selectors`: inputs that only choose which terms count (max_pool2d_grad's x); they keep
  *  their values in the magnitude run. `opts`: how to compile (a target, say). */
-export async function expectWithinUlps(graph: Graph, inputs: Readonly<Record<string, HostTensor>>, ulps: number, selectors: readonly string[] = [], opts?: CompileOptions): Promise<void> {
+export async function expectWithinUlps(
+  graph: Graph,
+  inputs: Readonly<Record<string, HostTensor>>,
+  ulps: number,
+  selectors: readonly string[] = [],
+  opts?: CompileOptions,
+): Promise<void> {
   const ref = interpret(graph, inputs);
-  const abs = Object.fromEntries(Object.entries(inputs).map(([n, t]) => [n, selectors.includes(n) ? t : { shape: t.shape, data: Array.from(t.data, Math.abs) }]));
+  const abs = Object.fromEntries(
+    Object.entries(inputs).map(([n, t]) => [n, selectors.includes(n) ? t : { shape: t.shape, data: Array.from(t.data, Math.abs) }]),
+  );
   const mag = interpret(graph, abs);
   const gpu = await runGpu(graph, inputs, opts);
   for (const [name, r] of Object.entries(ref)) {
@@ -23,7 +31,8 @@ export async function expectWithinUlps(graph: Graph, inputs: Readonly<Record<str
     for (let i = 0; i < r.data.length; i++) {
       const bound = ulps * 2 ** -24 * mag[name].data[i];
       const err = Math.abs(gpu[name].data[i] - r.data[i]);
-      if (!(err <= bound)) throw new Error(`${name}[${i}]: gpu ${gpu[name].data[i]}, reference ${r.data[i]}, bound ${bound}\n${printGraph(graph)}`);
+      if (!(err <= bound))
+        throw new Error(`${name}[${i}]: gpu ${gpu[name].data[i]}, reference ${r.data[i]}, bound ${bound}\n${printGraph(graph)}`);
     }
   }
 }

@@ -48,9 +48,20 @@ describe("DOT export", () => {
 
   test("groups become clusters; a node in two groups is drawn once, in the first", () => {
     const graph = affine();
-    const dot = toDot(graph, { groups: [{ name: 'k0 = fused[mul, add, tanh] "y"', nodes: [3, 4, 5, 2] }, { name: "k1 = gt", nodes: [2, 6, 7] }] });
-    const clusters = dot.split(/^\s*subgraph /m).slice(1).map((c) => nodesOf(c.slice(0, c.indexOf("\n  }"))));
-    expect(clusters).toEqual([[3, 4, 5, 2], [6, 7]]);
+    const dot = toDot(graph, {
+      groups: [
+        { name: 'k0 = fused[mul, add, tanh] "y"', nodes: [3, 4, 5, 2] },
+        { name: "k1 = gt", nodes: [2, 6, 7] },
+      ],
+    });
+    const clusters = dot
+      .split(/^\s*subgraph /m)
+      .slice(1)
+      .map((c) => nodesOf(c.slice(0, c.indexOf("\n  }"))));
+    expect(clusters).toEqual([
+      [3, 4, 5, 2],
+      [6, 7],
+    ]);
     expect(dot).toContain('label="k0 = fused[mul, add, tanh] \\"y\\""');
     expect(nodesOf(dot).sort((a, b) => a - b)).toEqual(graph.nodes.map((n) => n.id));
   });

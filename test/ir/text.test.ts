@@ -48,7 +48,11 @@ describe("text IR", () => {
   test("round-trips special values and data constants", () => {
     const g = new GraphBuilder();
     const c = g.constant([1.5, -0, 1e-30, 3e38], "f32", [2, 2]);
-    const y = c.add(NaN).add(Infinity).add(-Infinity).add(g.constant([1, -2, 3, 4], "i32", [2, 2]).cast("f32"));
+    const y = c
+      .add(NaN)
+      .add(Infinity)
+      .add(-Infinity)
+      .add(g.constant([1, -2, 3, 4], "i32", [2, 2]).cast("f32"));
     const graph = g.build({ y, r: g.random([2, 3], 42, 7), i: g.iota([2, 2], 1) });
     expect(parseGraph(printGraph(graph))).toEqual(graph);
   });
@@ -56,7 +60,7 @@ describe("text IR", () => {
   test("syntax errors give line and column", () => {
     expect(() => parseGraph('%0:f33[2] = input name="x"\nreturn y=%0')).toThrow(/parse error at 1:4: unknown dtype "f33"/);
     expect(() => parseGraph('%0:f32[2] = input name="x"\n%1:f32[2] = ex %0\nreturn y=%1')).toThrow(/parse error at 2:13: unknown op "ex"/);
-    expect(() => parseGraph('%0:f32[2] = input name=\nreturn y=%0')).toThrow(/parse error at 1:24: expected a value/);
+    expect(() => parseGraph("%0:f32[2] = input name=\nreturn y=%0")).toThrow(/parse error at 1:24: expected a value/);
     expect(() => parseGraph('%0:f32[2] = input name="x"')).toThrow(/no return line/);
     expect(() => parseGraph('%1:f32[2] = input name="x"\nreturn y=%1')).toThrow(/%0 is missing/);
   });

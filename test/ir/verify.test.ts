@@ -10,7 +10,10 @@ const ok = `
 %2:f32[B,3] = add %0, %1
 return y=%2`;
 
-const patch = (g: Graph, id: number, p: Partial<Node>): Graph => ({ ...g, nodes: g.nodes.map((n) => (n.id === id ? ({ ...n, ...p } as Node) : n)) });
+const patch = (g: Graph, id: number, p: Partial<Node>): Graph => ({
+  ...g,
+  nodes: g.nodes.map((n) => (n.id === id ? ({ ...n, ...p } as Node) : n)),
+});
 
 describe("verify", () => {
   test("accepts a well-formed graph", () => {

@@ -80,11 +80,16 @@ const CASES: Case[] = [
   // iota and random pass no gradient; the key is a u32 computed from x (always 0), so random
   // lies on a path from x that grad must skip.
   {
-    name: "sources (iota, random, const)", values: [any], tol: ARITH,
+    name: "sources (iota, random, const)",
+    values: [any],
+    tol: ARITH,
     f: ([x], g) => {
       const col = x.reshape([...x.shape, 1]);
       const key = x.sum().mul(0).cast("u32");
-      return col.mul(g.iota([3], 0, "f32")).add(col.mul(g.random([...x.shape, 3], 7, key))).add(g.constant(0.5));
+      return col
+        .mul(g.iota([3], 0, "f32"))
+        .add(col.mul(g.random([...x.shape, 3], 7, key)))
+        .add(g.constant(0.5));
     },
   },
   { name: "add", values: [any, any], f: ([a, b]) => a.add(b), tol: ARITH },
@@ -97,8 +102,11 @@ const CASES: Case[] = [
   { name: "pow", values: [f32(0.5, 2), f32(-2, 2)], f: ([a, b]) => a.pow(b), tol: plus({ atol: 2 ** -19, rtol: 4e-6 }) },
   // A negative base has a power only at integer exponents, held fixed: no derivative in b.
   {
-    name: "pow (negative base, integer exponent held fixed)", values: [f32(-2, -0.5), fc.integer({ min: -3, max: 3 })],
-    fixed: { 1: "f32" }, f: ([a, b]) => a.pow(b), tol: plus({ rtol: 4e-6 }),
+    name: "pow (negative base, integer exponent held fixed)",
+    values: [f32(-2, -0.5), fc.integer({ min: -3, max: 3 })],
+    fixed: { 1: "f32" },
+    f: ([a, b]) => a.pow(b),
+    tol: plus({ rtol: 4e-6 }),
   },
   { name: "max", values: [grid(1 / 32), grid(-1 / 32)], f: ([a, b]) => a.maximum(b), tol: ARITH },
   { name: "min", values: [grid(1 / 32), grid(-1 / 32)], f: ([a, b]) => a.minimum(b), tol: ARITH },
@@ -106,10 +114,20 @@ const CASES: Case[] = [
   // Bool values carry no cotangent, so comparisons, and, or, not need no rule: the gradient is
   // that of the chosen branch (grid values: no ties, no operand at a threshold).
   {
-    name: "comparisons, and, or, not", values: [grid(1 / 32), grid(-1 / 32)], tol: ARITH,
+    name: "comparisons, and, or, not",
+    values: [grid(1 / 32), grid(-1 / 32)],
+    tol: ARITH,
     f: ([a, b]) => {
-      const m = a.lt(b).and(b.ge(0.5).or(a.le(b).not())).or(a.eq(b)).and(a.ne(b)).or(a.gt(1));
-      return m.cast("f32").mul(a).add(m.select(b, a.mul(b)));
+      const m = a
+        .lt(b)
+        .and(b.ge(0.5).or(a.le(b).not()))
+        .or(a.eq(b))
+        .and(a.ne(b))
+        .or(a.gt(1));
+      return m
+        .cast("f32")
+        .mul(a)
+        .add(m.select(b, a.mul(b)));
     },
   },
 ];
@@ -121,17 +139,20 @@ const prod = (s: readonly number[]) => s.reduce((a, b) => a * b, 1);
 /** An output shape of rank 0–3 with odd and size-1 dims; each operand a right-aligned suffix of
  *  it (rank-extending broadcast) with some dims 1 (size-1 broadcast). */
 function shapesArb(arity: number): fc.Arbitrary<number[][]> {
-  const view = fc.record({ drop: fc.constantFrom(0, 0, 1, 2), ones: fc.array(fc.constantFrom(false, false, true), { minLength: 3, maxLength: 3 }) });
+  const view = fc.record({
+    drop: fc.constantFrom(0, 0, 1, 2),
+    ones: fc.array(fc.constantFrom(false, false, true), { minLength: 3, maxLength: 3 }),
+  });
   const out = fc.integer({ min: 0, max: 3 }).chain((rank) => fc.array(fc.constantFrom(...DIMS), { minLength: rank, maxLength: rank }));
-  return fc.noBias(fc.tuple(out, fc.tuple(...Array.from({ length: arity }, () => view))))
+  return fc
+    .noBias(fc.tuple(out, fc.tuple(...Array.from({ length: arity }, () => view))))
     .map(([o, views]) => views.map(({ drop, ones }) => o.map((d, a) => (ones[a] ? 1 : d)).slice(Math.min(drop, o.length))));
 }
 
 function caseArb(c: Case) {
-  return shapesArb(c.values.length).chain((shapes) => fc.tuple(
-    fc.constant(shapes),
-    fc.tuple(...shapes.map((s, i) => fc.array(c.values[i], { minLength: prod(s), maxLength: prod(s) }))),
-  ));
+  return shapesArb(c.values.length).chain((shapes) =>
+    fc.tuple(fc.constant(shapes), fc.tuple(...shapes.map((s, i) => fc.array(c.values[i], { minLength: prod(s), maxLength: prod(s) })))),
+  );
 }
 
 const name = (i: number) => `x${i}`;
@@ -145,7 +166,15 @@ function gradSpec(c: Case, shapes: readonly number[][], data: readonly number[][
     if (dtype) fixed[name(i)] = { shape, data: data[i], dtype };
     else inputs[name(i)] = { shape, data: data[i] };
   });
-  return { inputs, fixed, f: (xs: Readonly<Record<string, Tensor>>, g: GraphBuilder) => c.f(shapes.map((_, i) => xs[name(i)]), g) };
+  return {
+    inputs,
+    fixed,
+    f: (xs: Readonly<Record<string, Tensor>>, g: GraphBuilder) =>
+      c.f(
+        shapes.map((_, i) => xs[name(i)]),
+        g,
+      ),
+  };
 }
 
 /** The gradient graph over declared (maybe symbolic) shapes; the output's cotangent is input u. */
@@ -162,7 +191,17 @@ function gradGraph(c: Case, declared: readonly Shape[]) {
 const GPU_SHAPES: Record<number, { declared: Shape[]; concrete: number[][]; env: DimEnv }[]> = {
   1: [{ declared: [["B", 3]], concrete: [[5, 3]], env: { B: 5 } }],
   2: [
-    { declared: [["B", 1, 3], [4, 1]], concrete: [[2, 1, 3], [4, 1]], env: { B: 2 } },
+    {
+      declared: [
+        ["B", 1, 3],
+        [4, 1],
+      ],
+      concrete: [
+        [2, 1, 3],
+        [4, 1],
+      ],
+      env: { B: 2 },
+    },
     { declared: [[], [7]], concrete: [[], [7]], env: {} },
   ],
   3: [{ declared: [["B", 1, 3], [4, 1], []], concrete: [[2, 1, 3], [4, 1], []], env: { B: 2 } }],
@@ -170,9 +209,12 @@ const GPU_SHAPES: Record<number, { declared: Shape[]; concrete: number[][]; env:
 
 describe("vjp rules match float64 central differences", () => {
   test.each(CASES.map((c, i) => ({ ...c, seed: 100 + i })))("$name", (c) => {
-    fc.assert(fc.property(caseArb(c), ([shapes, data]) => {
-      expectGradOk(gradSpec(c, shapes, data), 1e-5, { eps: 1e-6, seed: c.seed });
-    }), { seed: c.seed, numRuns: 20 });
+    fc.assert(
+      fc.property(caseArb(c), ([shapes, data]) => {
+        expectGradOk(gradSpec(c, shapes, data), 1e-5, { eps: 1e-6, seed: c.seed });
+      }),
+      { seed: c.seed, numRuns: 20 },
+    );
   });
 });
 
@@ -182,7 +224,9 @@ describe("gradient graphs on Dawn match the float64 reference", () => {
       const { graph, out } = gradGraph(c, declared);
       const u = bindShape(out, env);
       const inputs: Record<string, HostTensor> = { u: { shape: u, data: floats(prod(u), c.seed) } };
-      concrete.forEach((shape, i) => (inputs[name(i)] = { shape, data: fc.sample(c.values[i], { seed: c.seed + i, numRuns: prod(shape) }) }));
+      concrete.forEach(
+        (shape, i) => (inputs[name(i)] = { shape, data: fc.sample(c.values[i], { seed: c.seed + i, numRuns: prod(shape) }) }),
+      );
       await expectMatchesReference(graph, inputs, c.tol);
     }
   });
@@ -201,23 +245,32 @@ function hvpError(c: Case, shapes: readonly number[][], data: readonly number[][
   const gv = gs.map((d, i) => total(d.mul(g.constant(vs[i], "f32", shapes[i])))).reduce((a, b) => a.add(b));
   const hs = grad(gv, xs);
   const graph = g.build({ ...Object.fromEntries(gs.map((d, i) => [`g${i}`, d])), ...Object.fromEntries(hs.map((h, i) => [`h${i}`, h])) });
-  const at = (sign: number) => interpret(graph, Object.fromEntries(shapes.map((shape, i) => [name(i), { shape, data: data[i].map((x, j) => x + sign * eps * vs[i][j]) }])));
+  const at = (sign: number) =>
+    interpret(
+      graph,
+      Object.fromEntries(shapes.map((shape, i) => [name(i), { shape, data: data[i].map((x, j) => x + sign * eps * vs[i][j]) }])),
+    );
   const [mid, hi, lo] = [at(0), at(1), at(-1)];
   let err = 0;
   let scale = 1e-3;
-  shapes.forEach((_, i) => mid[`h${i}`].data.forEach((h, j) => {
-    const fd = (hi[`g${i}`].data[j] - lo[`g${i}`].data[j]) / (2 * eps);
-    err = Math.max(err, Math.abs(h - fd));
-    scale = Math.max(scale, Math.abs(h), Math.abs(fd));
-  }));
+  shapes.forEach((_, i) =>
+    mid[`h${i}`].data.forEach((h, j) => {
+      const fd = (hi[`g${i}`].data[j] - lo[`g${i}`].data[j]) / (2 * eps);
+      err = Math.max(err, Math.abs(h - fd));
+      scale = Math.max(scale, Math.abs(h), Math.abs(fd));
+    }),
+  );
   return err / scale;
 }
 
 describe("second order: Hessian-vector products match central differences of the gradient", () => {
   test.each(CASES.filter((c) => c.hvp).map((c, i) => ({ ...c, seed: 300 + i })))("$name", (c) => {
-    fc.assert(fc.property(caseArb(c), ([shapes, data]) => {
-      expect(hvpError(c, shapes, data, c.seed)).toBeLessThan(1e-5);
-    }), { seed: c.seed, numRuns: 12 });
+    fc.assert(
+      fc.property(caseArb(c), ([shapes, data]) => {
+        expect(hvpError(c, shapes, data, c.seed)).toBeLessThan(1e-5);
+      }),
+      { seed: c.seed, numRuns: 12 },
+    );
   });
 });
 
@@ -229,7 +282,10 @@ describe("kinks and undefined regions", () => {
     const [dMaxA, dMaxB] = grad(a.maximum(b).mul(w).sum(), [a, b]);
     const [dMinA, dMinB] = grad(a.minimum(b).mul(w).sum(), [a, b]);
     const [dSelf] = grad(a.maximum(a).mul(w).sum(), [a]);
-    const r = interpret(g.build({ dMaxA, dMaxB, dMinA, dMinB, dSelf }), { a: { shape: [3], data: [1, 2, 3] }, b: { shape: [3], data: [0, 2, 4] } });
+    const r = interpret(g.build({ dMaxA, dMaxB, dMinA, dMinB, dSelf }), {
+      a: { shape: [3], data: [1, 2, 3] },
+      b: { shape: [3], data: [0, 2, 4] },
+    });
     expect(Array.from(r.dMaxA.data)).toEqual([1, 1, 0]);
     expect(Array.from(r.dMaxB.data)).toEqual([0, 1, 3]);
     expect(Array.from(r.dMinA.data)).toEqual([0, 1, 3]);

@@ -38,7 +38,10 @@ const u32Div = fc.oneof(fc.integer({ min: 0, max: 9 }), u32);
 const tied = (base: fc.Arbitrary<number>, ...common: number[]) => fc.oneof(fc.constantFrom(...common), base);
 const VALUES: Record<DType, fc.Arbitrary<number>> = { f32: f32(-1e6, 1e6), i32, u32, bool };
 const TIED: Record<DType, fc.Arbitrary<number>> = {
-  f32: tied(f32(-4, 4), -1, 0, 0.5, 1), i32: tied(i32, I32_MIN, -1, 0, 1), u32: tied(u32, 0, 1, 2 ** 32 - 1), bool,
+  f32: tied(f32(-4, 4), -1, 0, 0.5, 1),
+  i32: tied(i32, I32_MIN, -1, 0, 1),
+  u32: tied(u32, 0, 1, 2 ** 32 - 1),
+  bool,
 };
 
 interface Case {
@@ -52,10 +55,16 @@ interface Case {
   readonly attrs?: object;
 }
 
-const c = (op: OpKind, dtypes: readonly DType[], values: readonly fc.Arbitrary<number>[], tol: Tolerance, extra = ""): Case =>
-  ({ name: `${op} ${dtypes.join(",")}${extra}`, op, dtypes, values, tol });
+const c = (op: OpKind, dtypes: readonly DType[], values: readonly fc.Arbitrary<number>[], tol: Tolerance, extra = ""): Case => ({
+  name: `${op} ${dtypes.join(",")}${extra}`,
+  op,
+  dtypes,
+  values,
+  tol,
+});
 const f1 = (op: OpKind, v: fc.Arbitrary<number>, tol: Tolerance) => c(op, ["f32"], [v], tol);
-const f2 = (op: OpKind, a: fc.Arbitrary<number>, b: fc.Arbitrary<number>, tol: Tolerance, extra?: string) => c(op, ["f32", "f32"], [a, b], tol, extra);
+const f2 = (op: OpKind, a: fc.Arbitrary<number>, b: fc.Arbitrary<number>, tol: Tolerance, extra?: string) =>
+  c(op, ["f32", "f32"], [a, b], tol, extra);
 
 const CASES: Case[] = [
   ...(["neg", "abs", "sign", "relu", "floor", "ceil"] as const).map((op) => f1(op, VALUES.f32, EXACT)),
@@ -92,27 +101,44 @@ const CASES: Case[] = [
   // ≤ 1.5·2^-21 absolute, so t = y·log2 x by ≤ 6·2^-21 + ½ ulp(13.3) < 2^-18, which exp2 turns
   // into a relative ln2·2^-18; exp2 itself adds 3 + 2|t| ULP, |t| ≤ 13.3.
   f2("pow", f32(0.1, 10), f32(-4, 4), { atol: 0, rtol: Math.LN2 * 2 ** -18 + (3 + 2 * 13.3) * ULP }, " (positive base)"),
-  f2("pow", f32(-10, -0.1), fc.integer({ min: -4, max: 4 }), { atol: 0, rtol: Math.LN2 * 2 ** -18 + (3 + 2 * 13.3) * ULP }, " (negative base, integer exponent)"),
+  f2(
+    "pow",
+    f32(-10, -0.1),
+    fc.integer({ min: -4, max: 4 }),
+    { atol: 0, rtol: Math.LN2 * 2 ** -18 + (3 + 2 * 13.3) * ULP },
+    " (negative base, integer exponent)",
+  ),
   ...(["max", "min"] as const).map((op) => f2(op, TIED.f32, TIED.f32, EXACT)),
 
   // Integer arithmetic wraps (add, sub, mul over the full range); ÷ and % by 0, by −1 and of
   // MIN are defined by WGSL, and the reference follows it.
-  ...(["add", "sub", "mul", "max", "min"] as const).flatMap((op) => [c(op, ["i32", "i32"], [i32], EXACT), c(op, ["u32", "u32"], [u32], EXACT)]),
+  ...(["add", "sub", "mul", "max", "min"] as const).flatMap((op) => [
+    c(op, ["i32", "i32"], [i32], EXACT),
+    c(op, ["u32", "u32"], [u32], EXACT),
+  ]),
   ...(["div", "mod"] as const).flatMap((op) => [c(op, ["i32", "i32"], [i32Div], EXACT), c(op, ["u32", "u32"], [u32Div], EXACT)]),
 
   ...(["eq", "ne", "lt", "le", "gt", "ge"] as const).flatMap((op) =>
-    (["f32", "i32", "u32"] as const).map((d) => c(op, [d, d], [TIED[d]], EXACT))),
+    (["f32", "i32", "u32"] as const).map((d) => c(op, [d, d], [TIED[d]], EXACT)),
+  ),
   ...(["eq", "ne", "and", "or"] as const).map((op) => c(op, ["bool", "bool"], [bool], EXACT)),
 
   ...(["f32", "i32", "bool"] as const).map((d) => c("select", ["bool", d, d], [bool, VALUES[d]], EXACT)),
 
   // cast: f32 → int truncates and clamps (values past both ends of i32 and u32); int ↔ int
   // reinterprets; int → f32 rounds to nearest (½ ULP).
-  ...DTYPES.flatMap((from) => DTYPES.map((to): Case => ({
-    name: `cast ${from} → ${to}`, op: "cast", dtypes: [from], attrs: { dtype: to },
-    values: [from === "f32" ? fc.oneof(f32(-1e3, 1e3), f32(-1e10, 1e10)) : VALUES[from]],
-    tol: from !== "f32" && to === "f32" ? ROUNDED : EXACT,
-  }))),
+  ...DTYPES.flatMap((from) =>
+    DTYPES.map(
+      (to): Case => ({
+        name: `cast ${from} → ${to}`,
+        op: "cast",
+        dtypes: [from],
+        attrs: { dtype: to },
+        values: [from === "f32" ? fc.oneof(f32(-1e3, 1e3), f32(-1e10, 1e10)) : VALUES[from]],
+        tol: from !== "f32" && to === "f32" ? ROUNDED : EXACT,
+      }),
+    ),
+  ),
 ];
 
 // ---- shapes: an output shape and each input a right-aligned suffix of it, some dims 1 ----
@@ -132,42 +158,54 @@ function broadcasting(arity: number): fc.Arbitrary<Shapes> {
     drop: fc.constantFrom(0, 0, 0, 1, 2, 4),
     ones: fc.array(fc.constantFrom(false, false, true), { minLength: 4, maxLength: 4 }),
   });
-  const out = fc.integer({ min: 0, max: 4 })
+  const out = fc
+    .integer({ min: 0, max: 4 })
     .chain((rank) => fc.array(fc.constantFrom(...DIMS), { minLength: rank, maxLength: rank }))
     .filter((s) => prod(s) <= MAX_ELEMENTS);
   // Unbiased: fast-check's bias toward small values would make most shapes rank 0.
-  return fc.noBias(fc.record({ out, batch: fc.boolean(), views: fc.tuple(...Array.from({ length: arity }, () => view)) })).map(({ out, batch, views }) => {
-    // Input 0 keeps the full rank, so the output's rank is the one drawn.
-    const concrete = views.map(({ drop, ones }, i) => out.map((d, a) => (ones[a] ? 1 : d)).slice(i === 0 ? 0 : Math.min(drop, out.length)));
-    const declared = concrete.map((s, i): Shape => {
-      const keepsAxis0 = s.length === out.length && s.length > 0 && !views[i].ones[0];
-      return batch && keepsAxis0 ? ["B", ...s.slice(1)] : s;
+  return fc
+    .noBias(fc.record({ out, batch: fc.boolean(), views: fc.tuple(...Array.from({ length: arity }, () => view)) }))
+    .map(({ out, batch, views }) => {
+      // Input 0 keeps the full rank, so the output's rank is the one drawn.
+      const concrete = views.map(({ drop, ones }, i) =>
+        out.map((d, a) => (ones[a] ? 1 : d)).slice(i === 0 ? 0 : Math.min(drop, out.length)),
+      );
+      const declared = concrete.map((s, i): Shape => {
+        const keepsAxis0 = s.length === out.length && s.length > 0 && !views[i].ones[0];
+        return batch && keepsAxis0 ? ["B", ...s.slice(1)] : s;
+      });
+      return { declared, concrete };
     });
-    return { declared, concrete };
-  });
 }
 
 function caseInputs(cs: Case) {
-  return broadcasting(cs.dtypes.length).chain((shapes) => fc.tuple(
-    fc.constant(shapes),
-    fc.tuple(...shapes.concrete.map((s, i) => {
-      const n = prod(s);
-      return fc.array(cs.values[Math.min(i, cs.values.length - 1)], { minLength: n, maxLength: n });
-    })),
-  ));
+  return broadcasting(cs.dtypes.length).chain((shapes) =>
+    fc.tuple(
+      fc.constant(shapes),
+      fc.tuple(
+        ...shapes.concrete.map((s, i) => {
+          const n = prod(s);
+          return fc.array(cs.values[Math.min(i, cs.values.length - 1)], { minLength: n, maxLength: n });
+        }),
+      ),
+    ),
+  );
 }
 
 describe("elementwise ops on Dawn match the float64 reference", () => {
   // Each distinct static shape compiles a shader (tens of ms on lavapipe): few runs per op, many
   // ops, and a seed per case so the ops do not all see the same shapes.
   test.each(CASES.map((cs, i) => ({ ...cs, seed: 42 + i })))("$name", async (cs) => {
-    await fc.assert(fc.asyncProperty(caseInputs(cs), async ([shapes, data]) => {
-      const g = new GraphBuilder();
-      const xs = cs.dtypes.map((d, i) => g.input(`x${i}`, d, shapes.declared[i]));
-      const y = g.add(cs.op, xs, (cs.attrs ?? {}) as OpAttrs[OpKind]);
-      const inputs = Object.fromEntries(xs.map((_, i) => [`x${i}`, { shape: shapes.concrete[i], data: data[i] }]));
-      await expectMatchesReference(g.build({ y }), inputs, cs.tol);
-    }), { seed: cs.seed, numRuns: 4 });
+    await fc.assert(
+      fc.asyncProperty(caseInputs(cs), async ([shapes, data]) => {
+        const g = new GraphBuilder();
+        const xs = cs.dtypes.map((d, i) => g.input(`x${i}`, d, shapes.declared[i]));
+        const y = g.add(cs.op, xs, (cs.attrs ?? {}) as OpAttrs[OpKind]);
+        const inputs = Object.fromEntries(xs.map((_, i) => [`x${i}`, { shape: shapes.concrete[i], data: data[i] }]));
+        await expectMatchesReference(g.build({ y }), inputs, cs.tol);
+      }),
+      { seed: cs.seed, numRuns: 4 },
+    );
   });
 });
 
@@ -217,17 +255,27 @@ describe("shape and dtype rules", () => {
   });
 
   test("dtypes never promote", () => {
-    expect(() => t("f32", [2]).add(t("i32", [2]))).toThrow(/^add %\d+ @ elementwise\.test\.ts:\d+: dtypes differ; cast explicitly \(f32\[2\], i32\[2\]\)$/);
+    expect(() => t("f32", [2]).add(t("i32", [2]))).toThrow(
+      /^add %\d+ @ elementwise\.test\.ts:\d+: dtypes differ; cast explicitly \(f32\[2\], i32\[2\]\)$/,
+    );
     expect(() => t("i32", [2]).exp()).toThrow("exp needs f32, got i32 (i32[2])");
     expect(() => t("bool", [2]).lt(t("bool", [2]))).toThrow("lt needs f32 or i32 or u32, got bool");
     expect(() => t("u32", [2]).neg()).toThrow("neg needs f32 or i32, got u32");
     expect(() => t("f32", [2]).select(t("f32", [2]), t("f32", [2]))).toThrow("condition must be bool, got f32[2]");
-    expect(() => t("bool", [2]).select(t("f32", [2]), t("i32", [2]))).toThrow("branch dtypes differ; cast explicitly (bool[2], f32[2], i32[2])");
+    expect(() => t("bool", [2]).select(t("f32", [2]), t("i32", [2]))).toThrow(
+      "branch dtypes differ; cast explicitly (bool[2], f32[2], i32[2])",
+    );
   });
 });
 
 /** Run `y = f(x[, w])` on Dawn over the given values; checks the reference agrees, returns Dawn's. */
-async function apply(dtype: DType, xs: readonly number[], f: (x: Tensor, w: Tensor) => Tensor, ws: readonly number[] = xs, tol = EXACT): Promise<number[]> {
+async function apply(
+  dtype: DType,
+  xs: readonly number[],
+  f: (x: Tensor, w: Tensor) => Tensor,
+  ws: readonly number[] = xs,
+  tol = EXACT,
+): Promise<number[]> {
   const g = new GraphBuilder();
   const x = g.input("x", dtype, [xs.length]);
   const w = g.input("w", dtype, [ws.length]);
@@ -291,7 +339,10 @@ describe("special values", () => {
 
   test("f32 % truncates the f32 quotient, as WGSL defines it", async () => {
     // -99.99986 / 9.999987 = -9.9999988 rounds to -10 in f32: the remainder is ≈ 0, not ≈ -9.99998.
-    const r = await apply("f32", [-99.99986267089844, 7.5, -7.5], (x, w) => x.mod(w), [9.99998664855957, 2, 2], { atol: 2 ** -17, rtol: 0 });
+    const r = await apply("f32", [-99.99986267089844, 7.5, -7.5], (x, w) => x.mod(w), [9.99998664855957, 2, 2], {
+      atol: 2 ** -17,
+      rtol: 0,
+    });
     expect(Math.abs(r[0])).toBeLessThan(1e-5);
     expect(r.slice(1)).toEqual([1.5, -1.5]);
   });

@@ -30,7 +30,8 @@ interface Case {
 const dim = fc.integer({ min: 1, max: 6 });
 /** An output batch; each operand keeps a suffix of it with some dims replaced by 1. */
 const cases: fc.Arbitrary<Case> = fc.array(fc.integer({ min: 1, max: 3 }), { maxLength: 3 }).chain((ob) => {
-  const operand = fc.tuple(fc.nat(ob.length), fc.array(fc.boolean(), { minLength: ob.length, maxLength: ob.length }))
+  const operand = fc
+    .tuple(fc.nat(ob.length), fc.array(fc.boolean(), { minLength: ob.length, maxLength: ob.length }))
     .map(([drop, ones]) => ob.map((d, i) => (ones[i] ? 1 : d)).slice(drop));
   return fc.record({ ba: operand, bb: operand, m: dim, k: dim, n: dim, ta: fc.boolean(), tb: fc.boolean(), seed: fc.nat() });
 });
@@ -39,7 +40,10 @@ const shapes = (c: Case): [number[], number[]] => [
   [...c.ba, ...(c.ta ? [c.k, c.m] : [c.m, c.k])],
   [...c.bb, ...(c.tb ? [c.n, c.k] : [c.k, c.n])],
 ];
-const product = (c: Pick<Case, "ta" | "tb">) => (a: Tensor, b: Tensor): Tensor => (c.ta ? a.transpose() : a).matmul(c.tb ? b.transpose() : b);
+const product =
+  (c: Pick<Case, "ta" | "tb">) =>
+  (a: Tensor, b: Tensor): Tensor =>
+    (c.ta ? a.transpose() : a).matmul(c.tb ? b.transpose() : b);
 
 describe("matmul vjp against float64 central differences", () => {
   test("property: broadcast batch dims (missing, size 1), transposed operands, sizes 1 to 6", () => {
@@ -47,7 +51,10 @@ describe("matmul vjp against float64 central differences", () => {
       fc.property(cases, (c) => {
         const [sa, sb] = shapes(c);
         const f = product(c);
-        expectGradOk({ inputs: { a: host(sa, c.seed), b: host(sb, c.seed + 1) }, f: (xs) => f(xs.a, xs.b) }, 1e-5, { eps: 1e-6, seed: c.seed });
+        expectGradOk({ inputs: { a: host(sa, c.seed), b: host(sb, c.seed + 1) }, f: (xs) => f(xs.a, xs.b) }, 1e-5, {
+          eps: 1e-6,
+          seed: c.seed,
+        });
       }),
       { seed: 11, numRuns: 25 },
     );
@@ -58,7 +65,10 @@ describe("matmul vjp against float64 central differences", () => {
     const x = g.input("x", "f32", ["B", "T", 4]);
     const w = g.input("w", "f32", [4, 3]);
     const [dx, dw] = grad(x.matmul(w), [x, w], g.input("u", "f32", ["B", "T", 3]));
-    expect([dx.shape, dw.shape]).toEqual([["B", "T", 4], [4, 3]]);
+    expect([dx.shape, dw.shape]).toEqual([
+      ["B", "T", 4],
+      [4, 3],
+    ]);
     expectGradOk({ inputs: { x: host([2, 5, 4], 1), w: host([4, 3], 2) }, f: (xs) => xs.x.matmul(xs.w) });
   });
 });
@@ -74,7 +84,14 @@ function gradGraph(sa: Shape, sb: Shape, f: (a: Tensor, b: Tensor) => Tensor) {
 
 /** Every gradient element sums at most (the sum of all dims) products of f32 inputs: that many
  *  ulps of Σ|terms| (test/helpers/ulps.ts). */
-async function expectGradOnDawn(graph: ReturnType<typeof gradGraph>, a: number[], b: number[], u: number[], seed: number, opts: CompileOptions): Promise<void> {
+async function expectGradOnDawn(
+  graph: ReturnType<typeof gradGraph>,
+  a: number[],
+  b: number[],
+  u: number[],
+  seed: number,
+  opts: CompileOptions,
+): Promise<void> {
   const ulps = [...a, ...b, ...u].reduce((s, d) => s + d, 1);
   await expectWithinUlps(graph, { a: host(a, seed), b: host(b, seed + 1), u: host(u, seed + 2) }, ulps, [], opts);
 }

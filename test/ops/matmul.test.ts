@@ -26,7 +26,8 @@ function checkDotBound(graph: Graph, inputs: Readonly<Record<string, HostTensor>
     for (let i = 0; i < r.data.length; i++) {
       const bound = (k + 1) * 2 ** -24 * mag[name].data[i];
       const err = Math.abs(gpu[name].data[i] - r.data[i]);
-      if (!(err <= bound)) throw new Error(`${name}[${i}]: gpu ${gpu[name].data[i]}, reference ${r.data[i]}, bound ${bound}\n${printGraph(graph)}`);
+      if (!(err <= bound))
+        throw new Error(`${name}[${i}]: gpu ${gpu[name].data[i]}, reference ${r.data[i]}, bound ${bound}\n${printGraph(graph)}`);
     }
   }
 }
@@ -52,11 +53,17 @@ describe("matmul: infer", () => {
   test("errors name the op, the site and both types", () => {
     const g = new GraphBuilder();
     const x = g.input("x", "f32", ["B", 784]);
-    expect(() => x.matmul(g.input("w", "f32", [500, 10]))).toThrow(/^matmul %\d+ @ matmul\.test\.ts:\d+: inner dims differ \(f32\[B,784\] × f32\[500,10\]\)$/);
+    expect(() => x.matmul(g.input("w", "f32", [500, 10]))).toThrow(
+      /^matmul %\d+ @ matmul\.test\.ts:\d+: inner dims differ \(f32\[B,784\] × f32\[500,10\]\)$/,
+    );
     expect(() => x.matmul(g.input("k", "f32", ["K", 10]))).toThrow(/inner dims differ \(f32\[B,784\] × f32\[K,10\]\)/);
-    expect(() => g.input("v", "f32", [784]).matmul(g.input("w2", "f32", [784, 10]))).toThrow(/needs operands of rank ≥ 2; reshape a vector to \[1,K\] or \[K,1\] \(f32\[784\] × f32\[784,10\]\)/);
+    expect(() => g.input("v", "f32", [784]).matmul(g.input("w2", "f32", [784, 10]))).toThrow(
+      /needs operands of rank ≥ 2; reshape a vector to \[1,K\] or \[K,1\] \(f32\[784\] × f32\[784,10\]\)/,
+    );
     expect(() => x.matmul(g.input("u", "f32", [784]))).toThrow(/needs operands of rank ≥ 2/);
-    expect(() => g.input("a", "f32", [2, 3, 4]).matmul(g.input("b", "f32", [5, 4, 6]))).toThrow(/batch dims do not broadcast \(f32\[2,3,4\] × f32\[5,4,6\]\)/);
+    expect(() => g.input("a", "f32", [2, 3, 4]).matmul(g.input("b", "f32", [5, 4, 6]))).toThrow(
+      /batch dims do not broadcast \(f32\[2,3,4\] × f32\[5,4,6\]\)/,
+    );
     expect(() => g.input("i", "i32", [2, 3]).matmul(g.input("j", "i32", [3, 2]))).toThrow(/matmul needs f32, got i32/);
     expect(() => x.matmul(g.input("h", "i32", [784, 10]))).toThrow(/dtypes differ; cast explicitly/);
   });
@@ -95,8 +102,12 @@ describe.each(GEMM_TARGETS)("matmul on Dawn, $name", ({ target, share }) => {
       ob: fc.constant(ob),
       a: fc.tuple(fc.nat(ob.length), fc.array(fc.boolean(), { minLength: ob.length, maxLength: ob.length })),
       b: fc.tuple(fc.nat(ob.length), fc.array(fc.boolean(), { minLength: ob.length, maxLength: ob.length })),
-      m: fc.integer({ min: 1, max: 70 }), k: fc.integer({ min: 1, max: 70 }), n: fc.integer({ min: 1, max: 70 }), seed: fc.nat(),
-    }));
+      m: fc.integer({ min: 1, max: 70 }),
+      k: fc.integer({ min: 1, max: 70 }),
+      n: fc.integer({ min: 1, max: 70 }),
+      seed: fc.nat(),
+    }),
+  );
   const operandBatch = (ob: number[], [drop, ones]: [number, boolean[]]) => ob.map((d, i) => (ones[i] ? 1 : d)).slice(drop);
 
   test("property: broadcast batch dims (static batch, symbolic M, K, N)", async () => {

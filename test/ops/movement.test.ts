@@ -52,7 +52,9 @@ describe("reshape", () => {
     const x = g.input("x", "i32", ["B", 4]);
     expect(x.reshape([4, "B"]).type).toEqual({ dtype: "i32", shape: [4, "B"] });
     expect(x.reshape([2, "B", 1, 2]).shape).toEqual([2, "B", 1, 2]);
-    expect(() => x.reshape([8, "B"])).toThrow(/reshape %\d+ @ movement\.test\.ts:\d+: reshape to \[8,B\] changes the element count: 8\*B vs 4\*B \(i32\[B,4\]\)/);
+    expect(() => x.reshape([8, "B"])).toThrow(
+      /reshape %\d+ @ movement\.test\.ts:\d+: reshape to \[8,B\] changes the element count: 8\*B vs 4\*B \(i32\[B,4\]\)/,
+    );
     expect(() => x.reshape(["C", 4])).toThrow(/changes the element count: 4\*C vs 4\*B/);
     expect(() => x.reshape([-1, 4])).toThrow(/reshape: bad shape \[-1,4\]/);
   });
@@ -75,16 +77,23 @@ describe("reshape and permute on Dawn", () => {
   // with B anywhere: as graph outputs and inlined into an add.
   const cases = fc.array(dim, { minLength: 1, maxLength: 3 }).chain((ds) =>
     fc.record({
-      ds: fc.constant(ds), perm: permOf(ds.length + 1), order: permOf(ds.length),
+      ds: fc.constant(ds),
+      perm: permOf(ds.length + 1),
+      order: permOf(ds.length),
       merge: fc.array(fc.boolean(), { minLength: ds.length, maxLength: ds.length }),
-      bAt: fc.nat(ds.length), b: batch, seed: fc.nat(),
-    }));
+      bAt: fc.nat(ds.length),
+      b: batch,
+      seed: fc.nat(),
+    }),
+  );
 
   test("property: matches the reference exactly", async () => {
     await fc.assert(
       fc.asyncProperty(cases, async ({ ds, perm, order, merge, bAt, b, seed }) => {
         const target: Dim[] = [];
-        order.forEach((i, k) => (k > 0 && merge[k] ? (target[target.length - 1] = (target[target.length - 1] as number) * ds[i]) : target.push(ds[i])));
+        order.forEach((i, k) =>
+          k > 0 && merge[k] ? (target[target.length - 1] = (target[target.length - 1] as number) * ds[i]) : target.push(ds[i]),
+        );
         target.splice(Math.min(bAt, target.length), 0, "B");
         const { g, x } = withX("f32", ds);
         const y = g.input("y", "f32", target);
@@ -111,7 +120,9 @@ describe("expand", () => {
     expect(g.input("a", "f32", [3, 1]).expand(["B", 3, 4]).shape).toEqual(["B", 3, 4]);
     const x = g.input("x", "f32", ["B", 1]);
     expect(x.expand([2, "B", 6]).shape).toEqual([2, "B", 6]);
-    expect(() => g.input("c", "f32", [3, 2]).expand([3, 4])).toThrow(/expand to \[3,4\]: input axis 1 \(2\) is neither 1 nor 4 \(f32\[3,2\]\)/);
+    expect(() => g.input("c", "f32", [3, 2]).expand([3, 4])).toThrow(
+      /expand to \[3,4\]: input axis 1 \(2\) is neither 1 nor 4 \(f32\[3,2\]\)/,
+    );
     expect(() => x.expand(["C", 1])).toThrow(/expand to \[C,1\]: input axis 0 \(B\) is neither 1 nor C/);
     expect(() => x.expand([6])).toThrow(/expand to \[6\]: the target has fewer axes than the input/);
   });
@@ -119,10 +130,13 @@ describe("expand", () => {
   // Target [lead..., B?, ts...]; each input axis keeps the target's dim or is 1.
   const cases = fc.array(dim, { minLength: 1, maxLength: 3 }).chain((ts) =>
     fc.record({
-      ts: fc.constant(ts), lead: fc.array(fc.integer({ min: 1, max: 3 }), { maxLength: 2 }),
+      ts: fc.constant(ts),
+      lead: fc.array(fc.integer({ min: 1, max: 3 }), { maxLength: 2 }),
       keep: fc.array(fc.boolean(), { minLength: ts.length + 1, maxLength: ts.length + 1 }),
-      b: batch, seed: fc.nat(),
-    }));
+      b: batch,
+      seed: fc.nat(),
+    }),
+  );
 
   test("property: Dawn matches the reference exactly", async () => {
     await fc.assert(
@@ -133,7 +147,13 @@ describe("expand", () => {
         const g = new GraphBuilder();
         const x = g.input("x", "i32", inShape);
         const y = g.input("y", "i32", target);
-        const graph = g.build({ e: x.expand(target), s: x.expand(target).permute(reversed(target.length)).add(y.permute(reversed(target.length))) });
+        const graph = g.build({
+          e: x.expand(target),
+          s: x
+            .expand(target)
+            .permute(reversed(target.length))
+            .add(y.permute(reversed(target.length))),
+        });
         await expectMatchesReference(graph, { x: host("i32", inShape, b, seed), y: host("i32", target, b, seed + 1) }, EXACT);
       }),
       { seed: 42, numRuns: 15 },
@@ -146,7 +166,9 @@ describe("slice", () => {
     const x = new GraphBuilder().input("x", "f32", ["B", 10, 7]);
     expect(x.slice([0, 1, 0], ["B", 9, 7], [1, 3, 2]).shape).toEqual(["B", 3, 4]);
     expect(x.slice([0, 4, 7], ["B", 4, 7]).shape).toEqual(["B", 0, 0]);
-    expect(() => x.slice([1, 0, 0], ["B", 10, 7])).toThrow(/slice: axis 0 is symbolic \(B\); only the full range 0:B:1 is allowed, got 1:B:1 \(f32\[B,10,7\]\)/);
+    expect(() => x.slice([1, 0, 0], ["B", 10, 7])).toThrow(
+      /slice: axis 0 is symbolic \(B\); only the full range 0:B:1 is allowed, got 1:B:1 \(f32\[B,10,7\]\)/,
+    );
     expect(() => x.slice([0, 0, 0], ["B", "B", 7])).toThrow(/slice: axis 1 has a symbolic end B, but its dim is 10/);
     expect(() => x.slice([0, 0, 0], ["B", 11, 7])).toThrow(/slice: axis 1 needs 0 ≤ begin ≤ end ≤ 10 and stride ≥ 1, got 0:11:1/);
     expect(() => x.slice([0, 5, 0], ["B", 4, 7])).toThrow(/got 5:4:1/);
@@ -158,8 +180,10 @@ describe("slice", () => {
     fc.record({
       ds: fc.constant(ds),
       ranges: fc.tuple(...ds.map((d) => fc.tuple(fc.nat(d), fc.nat(d), fc.integer({ min: 1, max: 3 })))),
-      b: batch, seed: fc.nat(),
-    }));
+      b: batch,
+      seed: fc.nat(),
+    }),
+  );
 
   test("property: Dawn matches the reference exactly, empty slices included", async () => {
     await fc.assert(
@@ -193,10 +217,15 @@ describe("pad", () => {
   const pads = (n: number) => fc.array(fc.integer({ min: 0, max: 3 }), { minLength: n, maxLength: n });
   const cases = fc.array(fc.integer({ min: 0, max: 6 }), { minLength: 1, maxLength: 3 }).chain((ds) =>
     fc.record({
-      ds: fc.constant(ds), dtype: fc.constantFrom<DType>("f32", "i32", "bool"),
-      p1: fc.tuple(pads(ds.length), pads(ds.length)), p2: fc.tuple(pads(ds.length), pads(ds.length)),
-      value: fc.oneof(fc.integer({ min: -100, max: 100 }), fc.constantFrom(0.5, -Infinity, NaN)), b: batch, seed: fc.nat(),
-    }));
+      ds: fc.constant(ds),
+      dtype: fc.constantFrom<DType>("f32", "i32", "bool"),
+      p1: fc.tuple(pads(ds.length), pads(ds.length)),
+      p2: fc.tuple(pads(ds.length), pads(ds.length)),
+      value: fc.oneof(fc.integer({ min: -100, max: 100 }), fc.constantFrom(0.5, -Infinity, NaN)),
+      b: batch,
+      seed: fc.nat(),
+    }),
+  );
 
   test("property: Dawn matches the reference exactly, as output, chained and under a select", async () => {
     await fc.assert(
@@ -233,7 +262,11 @@ describe("concat", () => {
   // 1–5 inputs [B, k_i, m] or [B, m, k_i] (k_i may be 0), as output and inlined into an add.
   const cases = fc.record({
     ks: fc.array(fc.integer({ min: 0, max: 5 }), { minLength: 1, maxLength: 5 }),
-    m: dim, axis: fc.constantFrom(1, 2), dtype: fc.constantFrom<DType>("f32", "i32"), b: batch, seed: fc.nat(),
+    m: dim,
+    axis: fc.constantFrom(1, 2),
+    dtype: fc.constantFrom<DType>("f32", "i32"),
+    b: batch,
+    seed: fc.nat(),
   });
 
   test("property: Dawn matches the reference exactly", async () => {
@@ -308,15 +341,27 @@ describe("gather", () => {
         const table = g.input("table", "f32", [v, d]);
         const idx = g.input("idx", "i32", ["B", t]);
         const graph = g.build({ rows: table.gather(idx), twice: table.gather(idx).mul(2) });
-        await expectMatchesReference(graph, { table: host("f32", [v, d], b, seed), idx: { shape: [b, t], data: ints(b * t, seed + 1, 0, v - 1) } }, EXACT);
+        await expectMatchesReference(
+          graph,
+          { table: host("f32", [v, d], b, seed), idx: { shape: [b, t], data: ints(b * t, seed + 1, 0, v - 1) } },
+          EXACT,
+        );
       }),
       { seed: 42, numRuns: 15 },
     );
   });
 
   test("property: any axis, indices of rank 0–2", async () => {
-    const cases = fc.array(dim, { minLength: 1, maxLength: 3 }).chain((ts) =>
-      fc.record({ ts: fc.constant(ts), axis: fc.nat(ts.length - 1), is: fc.array(fc.integer({ min: 1, max: 4 }), { maxLength: 2 }), seed: fc.nat() }));
+    const cases = fc
+      .array(dim, { minLength: 1, maxLength: 3 })
+      .chain((ts) =>
+        fc.record({
+          ts: fc.constant(ts),
+          axis: fc.nat(ts.length - 1),
+          is: fc.array(fc.integer({ min: 1, max: 4 }), { maxLength: 2 }),
+          seed: fc.nat(),
+        }),
+      );
     await fc.assert(
       fc.asyncProperty(cases, async ({ ts, axis, is, seed }) => {
         const g = new GraphBuilder();
@@ -324,7 +369,11 @@ describe("gather", () => {
         const idx = g.input("idx", "i32", is);
         const n = is.reduce((a, k) => a * k, 1);
         const graph = g.build({ r: table.gather(idx, axis) });
-        await expectMatchesReference(graph, { table: host("i32", ts, 1, seed), idx: { shape: is, data: ints(n, seed + 1, 0, ts[axis] - 1) } }, EXACT);
+        await expectMatchesReference(
+          graph,
+          { table: host("i32", ts, 1, seed), idx: { shape: is, data: ints(n, seed + 1, 0, ts[axis] - 1) } },
+          EXACT,
+        );
       }),
       { seed: 42, numRuns: 15 },
     );
@@ -342,7 +391,13 @@ describe("oneHot", () => {
   });
 
   test("property: Dawn matches the reference exactly, out-of-range indices give zero rows", async () => {
-    const cases = fc.record({ depth: dim, t: fc.integer({ min: 1, max: 5 }), dtype: fc.constantFrom<DType>("f32", "i32", "bool"), b: batch, seed: fc.nat() });
+    const cases = fc.record({
+      depth: dim,
+      t: fc.integer({ min: 1, max: 5 }),
+      dtype: fc.constantFrom<DType>("f32", "i32", "bool"),
+      b: batch,
+      seed: fc.nat(),
+    });
     await fc.assert(
       fc.asyncProperty(cases, async ({ depth, t, dtype, b, seed }) => {
         const g = new GraphBuilder();
@@ -351,7 +406,9 @@ describe("oneHot", () => {
         const graph = g.build({ h: oneHot(idx, depth, dtype) });
         const ref = interpret(graph, inputs).h;
         // Every row holds one 1 exactly when its index is in range: the reference is not vacuous.
-        inputs.idx.data.forEach((j, r) => expect(ref.data.slice(r * depth, (r + 1) * depth).reduce((a, x) => a + x, 0)).toBe(j >= 0 && j < depth ? 1 : 0));
+        inputs.idx.data.forEach((j, r) =>
+          expect(ref.data.slice(r * depth, (r + 1) * depth).reduce((a, x) => a + x, 0)).toBe(j >= 0 && j < depth ? 1 : 0),
+        );
         await expectMatchesReference(graph, inputs, EXACT);
       }),
       { seed: 42, numRuns: 15 },

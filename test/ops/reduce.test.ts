@@ -49,12 +49,21 @@ type Reduction = { op: "sum" | "mean" | "max" | "min" | "argmax"; axes: number[]
 function reductions(g: GraphBuilder, x: Tensor, rs: Readonly<Record<string, Reduction>>) {
   const of = ({ op, axes, keepdims }: Reduction) => (op === "argmax" ? x.argmax(axes[0], keepdims) : x[op](axes, keepdims));
   const outs = Object.fromEntries(Object.entries(rs).map(([name, r]) => [name, of(r)]));
-  const abs = x.dtype === "f32" ? g.build(Object.fromEntries(Object.entries(rs).map(([name, r]) => [name, x.abs().sum(r.axes, r.keepdims)]))) : undefined;
+  const abs =
+    x.dtype === "f32"
+      ? g.build(Object.fromEntries(Object.entries(rs).map(([name, r]) => [name, x.abs().sum(r.axes, r.keepdims)])))
+      : undefined;
   return { graph: g.build(outs), abs };
 }
 
 /** Check Dawn's outputs against the reference within `bound` (exact for ints and argmax). */
-function check(p: Program, rs: Readonly<Record<string, Reduction>>, abs: Graph | undefined, gpu: Record<string, OutputTensor>, inputs: Readonly<Record<string, HostTensor>>): void {
+function check(
+  p: Program,
+  rs: Readonly<Record<string, Reduction>>,
+  abs: Graph | undefined,
+  gpu: Record<string, OutputTensor>,
+  inputs: Readonly<Record<string, HostTensor>>,
+): void {
   const ref = interpret(p.graph, inputs);
   const absSum = abs && interpret(abs, inputs);
   const shape = Object.values(inputs)[0].shape;
@@ -111,61 +120,84 @@ describe("reduce: Dawn matches the float64 reference", () => {
   // Odd sizes and long dims: a reduction of 257 or 600 elements into few outputs takes the tree
   // kernel, short ones the loop kernel; 0 makes empty reductions and empty outputs.
   const shapeArb = fc.array(fc.constantFrom(0, 1, 2, 3, 5, 7, 64, 257, 600), { maxLength: 4 }).filter((s) => size(s) <= 6000);
-  const specArb = shapeArb.chain((shape) => fc.record({
-    shape: fc.constant(shape),
-    axes: fc.shuffledSubarray(shape.map((_, a) => a)),
-    keepdims: fc.boolean(),
-  }));
+  const specArb = shapeArb.chain((shape) =>
+    fc.record({
+      shape: fc.constant(shape),
+      axes: fc.shuffledSubarray(shape.map((_, a) => a)),
+      keepdims: fc.boolean(),
+    }),
+  );
 
   test("f32 sum, mean, max, min over random shapes and axes, within the f32 error bound", async () => {
     const seen = new Set<string>();
-    const caseArb = specArb.chain((spec) => fc.record({
-      spec: fc.constant(spec),
-      data: fc.float32Array({ minLength: size(spec.shape), maxLength: size(spec.shape), min: -100, max: 100, noNaN: true }),
-    }));
-    await fc.assert(fc.asyncProperty(caseArb, async ({ spec: { shape, axes, keepdims }, data }) => {
-      const g = new GraphBuilder();
-      const rs = Object.fromEntries((["sum", "mean", "max", "min"] as const).map((op) => [op, { op, axes, keepdims }]));
-      const { graph, abs } = reductions(g, g.input("x", "f32", shape), rs);
-      const p = codegen(graph);
-      const inputs = { x: { shape, data } };
-      check(p, rs, abs, await runProgram(p, inputs), inputs);
-      for (const k of p.kernels) seen.add(k.wgsl.includes("var<workgroup>") ? "tree" : "loop");
-    }), { seed: 42, numRuns: 30 });
+    const caseArb = specArb.chain((spec) =>
+      fc.record({
+        spec: fc.constant(spec),
+        data: fc.float32Array({ minLength: size(spec.shape), maxLength: size(spec.shape), min: -100, max: 100, noNaN: true }),
+      }),
+    );
+    await fc.assert(
+      fc.asyncProperty(caseArb, async ({ spec: { shape, axes, keepdims }, data }) => {
+        const g = new GraphBuilder();
+        const rs = Object.fromEntries((["sum", "mean", "max", "min"] as const).map((op) => [op, { op, axes, keepdims }]));
+        const { graph, abs } = reductions(g, g.input("x", "f32", shape), rs);
+        const p = codegen(graph);
+        const inputs = { x: { shape, data } };
+        check(p, rs, abs, await runProgram(p, inputs), inputs);
+        for (const k of p.kernels) seen.add(k.wgsl.includes("var<workgroup>") ? "tree" : "loop");
+      }),
+      { seed: 42, numRuns: 30 },
+    );
     expect([...seen].sort()).toEqual(["loop", "tree"]);
   });
 
   test("i32 and u32 sum (wrapping), max, min: exact", async () => {
-    const intArb = fc.tuple(specArb, fc.constantFrom<DType>("i32", "u32")).chain(([spec, dtype]) => fc.record({
-      spec: fc.constant(spec),
-      dtype: fc.constant(dtype),
-      data: fc.array(dtype === "i32" ? fc.integer({ min: -(2 ** 31), max: 2 ** 31 - 1 }) : fc.integer({ min: 0, max: 2 ** 32 - 1 }), { minLength: size(spec.shape), maxLength: size(spec.shape) }),
-    }));
-    await fc.assert(fc.asyncProperty(intArb, async ({ spec: { shape, axes, keepdims }, dtype, data }) => {
-      const g = new GraphBuilder();
-      const x = g.input("x", dtype, shape);
-      const graph = g.build({ sum: x.sum(axes, keepdims), max: x.max(axes, keepdims), min: x.min(axes, keepdims) });
-      await expectMatchesReference(graph, { x: { shape, data } }, EXACT);
-    }), { seed: 42, numRuns: 15 });
+    const intArb = fc.tuple(specArb, fc.constantFrom<DType>("i32", "u32")).chain(([spec, dtype]) =>
+      fc.record({
+        spec: fc.constant(spec),
+        dtype: fc.constant(dtype),
+        data: fc.array(dtype === "i32" ? fc.integer({ min: -(2 ** 31), max: 2 ** 31 - 1 }) : fc.integer({ min: 0, max: 2 ** 32 - 1 }), {
+          minLength: size(spec.shape),
+          maxLength: size(spec.shape),
+        }),
+      }),
+    );
+    await fc.assert(
+      fc.asyncProperty(intArb, async ({ spec: { shape, axes, keepdims }, dtype, data }) => {
+        const g = new GraphBuilder();
+        const x = g.input("x", dtype, shape);
+        const graph = g.build({ sum: x.sum(axes, keepdims), max: x.max(axes, keepdims), min: x.min(axes, keepdims) });
+        await expectMatchesReference(graph, { x: { shape, data } }, EXACT);
+      }),
+      { seed: 42, numRuns: 15 },
+    );
   });
 
   test("argmax: the first index among ties; NaN counts as the largest", async () => {
     // Few distinct values, so most slots have ties; f32 adds -inf and the odd NaN.
-    const values = (dtype: DType): fc.Arbitrary<number> => dtype === "f32"
-      ? fc.oneof({ arbitrary: fc.constantFrom(-Infinity, -1, 0, 0.5, 2), weight: 12 }, { arbitrary: fc.constant(NaN), weight: 1 })
-      : fc.constantFrom(...(dtype === "i32" ? [-(2 ** 31), -1, 0, 3] : [0, 1, 2 ** 32 - 1]));
-    const argArb = fc.record({
-      shape: fc.array(fc.constantFrom(1, 2, 3, 7, 300), { minLength: 1, maxLength: 3 }).filter((s) => size(s) <= 3000),
-      dtype: fc.constantFrom<DType>("f32", "i32", "u32"),
-      axis: fc.nat(),
-      keepdims: fc.boolean(),
-    }).chain((c) => fc.record({ c: fc.constant(c), data: fc.array(values(c.dtype), { minLength: size(c.shape), maxLength: size(c.shape) }) }));
-    await fc.assert(fc.asyncProperty(argArb, async ({ c: { shape, dtype, axis, keepdims }, data }) => {
-      const g = new GraphBuilder();
-      const x = g.input("x", dtype, shape);
-      const graph = g.build({ i: x.argmax(axis % shape.length, keepdims) });
-      await expectMatchesReference(graph, { x: { shape, data } }, EXACT);
-    }), { seed: 42, numRuns: 20 });
+    const values = (dtype: DType): fc.Arbitrary<number> =>
+      dtype === "f32"
+        ? fc.oneof({ arbitrary: fc.constantFrom(-Infinity, -1, 0, 0.5, 2), weight: 12 }, { arbitrary: fc.constant(NaN), weight: 1 })
+        : fc.constantFrom(...(dtype === "i32" ? [-(2 ** 31), -1, 0, 3] : [0, 1, 2 ** 32 - 1]));
+    const argArb = fc
+      .record({
+        shape: fc.array(fc.constantFrom(1, 2, 3, 7, 300), { minLength: 1, maxLength: 3 }).filter((s) => size(s) <= 3000),
+        dtype: fc.constantFrom<DType>("f32", "i32", "u32"),
+        axis: fc.nat(),
+        keepdims: fc.boolean(),
+      })
+      .chain((c) =>
+        fc.record({ c: fc.constant(c), data: fc.array(values(c.dtype), { minLength: size(c.shape), maxLength: size(c.shape) }) }),
+      );
+    await fc.assert(
+      fc.asyncProperty(argArb, async ({ c: { shape, dtype, axis, keepdims }, data }) => {
+        const g = new GraphBuilder();
+        const x = g.input("x", dtype, shape);
+        const graph = g.build({ i: x.argmax(axis % shape.length, keepdims) });
+        await expectMatchesReference(graph, { x: { shape, data } }, EXACT);
+      }),
+      { seed: 42, numRuns: 20 },
+    );
   });
 
   test("NaN and infinities: max/min propagate NaN, argmax picks the first NaN", async () => {
@@ -174,8 +206,11 @@ describe("reduce: Dawn matches the float64 reference", () => {
     const graph = g.build({ max: x.max(1), min: x.min(1), arg: x.argmax(1), argT: x.transpose().argmax(0) });
     const data = new Float32Array(1200).fill(1);
     data.fill(-Infinity, 0, 300); // row 0: all -inf → max -inf, argmax 0
-    data[310] = NaN; data[320] = NaN; data[330] = Infinity; // row 1: NaN wins at 10
-    data[600 + 299] = Infinity; data[600 + 5] = -Infinity; // row 2: inf at 299, -inf the min
+    data[310] = NaN;
+    data[320] = NaN;
+    data[330] = Infinity; // row 1: NaN wins at 10
+    data[600 + 299] = Infinity;
+    data[600 + 5] = -Infinity; // row 2: inf at 299, -inf the min
     data[900 + 299] = NaN; // row 3: NaN at the last index, after equal 1s
     const gpu = await runProgram(codegen(graph), { x: { shape: [4, 300], data } });
     expect(Array.from(gpu.max.data)).toEqual([-Infinity, NaN, Infinity, NaN]);
@@ -190,11 +225,37 @@ describe("reduce: Dawn matches the float64 reference", () => {
     const f = g.input("f", "f32", [0, 3]);
     const i = g.input("i", "i32", [2, 0]);
     const u = g.input("u", "u32", [0]);
-    const graph = g.build({ s: f.sum(0), m: f.mean(0), mx: f.max(0), mn: f.min(0), imx: i.max(1), imn: i.min(1), us: u.sum(), umn: u.min() });
-    const gpu = await runProgram(codegen(graph), { f: { shape: [0, 3], data: [] }, i: { shape: [2, 0], data: [] }, u: { shape: [0], data: [] } });
+    const graph = g.build({
+      s: f.sum(0),
+      m: f.mean(0),
+      mx: f.max(0),
+      mn: f.min(0),
+      imx: i.max(1),
+      imn: i.min(1),
+      us: u.sum(),
+      umn: u.min(),
+    });
+    const gpu = await runProgram(codegen(graph), {
+      f: { shape: [0, 3], data: [] },
+      i: { shape: [2, 0], data: [] },
+      u: { shape: [0], data: [] },
+    });
     const vals = Object.fromEntries(Object.entries(gpu).map(([k, v]) => [k, Array.from(v.data)]));
-    expect(vals).toEqual({ s: [0, 0, 0], m: [NaN, NaN, NaN], mx: [-Infinity, -Infinity, -Infinity], mn: [Infinity, Infinity, Infinity], imx: [-(2 ** 31), -(2 ** 31)], imn: [2 ** 31 - 1, 2 ** 31 - 1], us: [0], umn: [2 ** 32 - 1] });
-    await expectMatchesReference(graph, { f: { shape: [0, 3], data: [] }, i: { shape: [2, 0], data: [] }, u: { shape: [0], data: [] } }, EXACT);
+    expect(vals).toEqual({
+      s: [0, 0, 0],
+      m: [NaN, NaN, NaN],
+      mx: [-Infinity, -Infinity, -Infinity],
+      mn: [Infinity, Infinity, Infinity],
+      imx: [-(2 ** 31), -(2 ** 31)],
+      imn: [2 ** 31 - 1, 2 ** 31 - 1],
+      us: [0],
+      umn: [2 ** 32 - 1],
+    });
+    await expectMatchesReference(
+      graph,
+      { f: { shape: [0, 3], data: [] }, i: { shape: [2, 0], data: [] }, u: { shape: [0], data: [] } },
+      EXACT,
+    );
   });
 });
 
@@ -262,7 +323,9 @@ describe("reduce: kernels", () => {
     const exe = await Executable.load(p);
     try {
       for (const B of [1, 7, 300, 0, 4096]) {
-        const inputs = { x: { shape: [B, 10], data: Float32Array.from({ length: B * 10 }, (_, i) => Math.sin(i * 0.37) * (1 + (i % 10))) } };
+        const inputs = {
+          x: { shape: [B, 10], data: Float32Array.from({ length: B * 10 }, (_, i) => Math.sin(i * 0.37) * (1 + (i % 10))) },
+        };
         check(p, rs, abs, await exe.run(inputs), inputs);
       }
     } finally {
@@ -284,11 +347,14 @@ describe("reduce: kernels", () => {
     const p = codegen(graph);
     const exe = await Executable.load(p);
     try {
-      await fc.assert(fc.asyncProperty(fc.integer({ min: 0, max: 700 }), fc.nat(), async (B, seed) => {
-        const data = Float32Array.from({ length: B * 15 }, (_, i) => (Math.sin(i * 12.9898 + seed) * 43758.5453) % 10);
-        const inputs = { x: { shape: [B, 3, 5], data } };
-        check(p, rs, abs, await exe.run(inputs), inputs);
-      }), { seed: 42, numRuns: 15 });
+      await fc.assert(
+        fc.asyncProperty(fc.integer({ min: 0, max: 700 }), fc.nat(), async (B, seed) => {
+          const data = Float32Array.from({ length: B * 15 }, (_, i) => (Math.sin(i * 12.9898 + seed) * 43758.5453) % 10);
+          const inputs = { x: { shape: [B, 3, 5], data } };
+          check(p, rs, abs, await exe.run(inputs), inputs);
+        }),
+        { seed: 42, numRuns: 15 },
+      );
     } finally {
       exe.dispose();
     }

@@ -65,7 +65,9 @@ describe("const", () => {
 
   test("shape errors", () => {
     const g = new GraphBuilder();
-    expect(() => g.constant([1, 2, 3, 4, 5], "f32", [2, 3])).toThrow(/^const %0 @ sources\.test\.ts:\d+: const has 5 values for shape \[2,3\] \(6 elements\)$/);
+    expect(() => g.constant([1, 2, 3, 4, 5], "f32", [2, 3])).toThrow(
+      /^const %0 @ sources\.test\.ts:\d+: const has 5 values for shape \[2,3\] \(6 elements\)$/,
+    );
     expect(() => g.constant([1, 2], "f32", ["B"])).toThrow("const data needs a static shape, got [B]");
     expect(() => g.constant(1, "f32", [2, -1])).toThrow("const: bad shape [2,-1]");
   });
@@ -132,7 +134,10 @@ describe("random", () => {
     const g = new GraphBuilder();
     const shape = [1000];
     const graph = g.build({
-      a: g.random(shape, 1), again: g.random(shape, 1), seed2: g.random(shape, 2), key1: g.random(shape, 1, 1),
+      a: g.random(shape, 1),
+      again: g.random(shape, 1),
+      seed2: g.random(shape, 2),
+      key1: g.random(shape, 1, 1),
     });
     const r = await runGpu(graph, {});
     const same = (p: ArrayLike<number>, q: ArrayLike<number>) => Array.from(p).filter((v, i) => v === q[i]).length;

@@ -50,20 +50,23 @@ const vals = (n: number, k: number) => Array.from({ length: n }, (_, i) => Math.
 
 describe("planning on == planning off == the float64 reference", () => {
   test("24 random graphs, each run at two batch sizes and again at the first", async () => {
-    await fc.assert(fc.asyncProperty(recipeArb, fc.integer({ min: 1, max: 40 }), async (r, batch) => {
-      const graph = buildRecipe(r);
-      const n = r.shape.reduce((a, d) => a * d, 1);
-      const at = (b: number) => ({ x: { shape: [b, ...r.shape], data: vals(b * n, b) }, y: { shape: r.shape, data: vals(n, 1) } });
-      // The third run reuses an arena the second one filled: stale bytes must not leak in.
-      const runs = [at(batch), at(batch + 3), at(batch)];
-      const on = await runAll(graph, runs, { plan: true });
-      const off = await runAll(graph, runs, { plan: false });
-      runs.forEach((inputs, i) => {
-        expectSame(on[i], off[i], graph);
-        const m = mismatch(graph, on[i], interpret(graph, inputs), { atol: 1e-5, rtol: 1e-4 });
-        if (m) throw new Error(m);
-      });
-    }), { seed: 17, numRuns: 24 });
+    await fc.assert(
+      fc.asyncProperty(recipeArb, fc.integer({ min: 1, max: 40 }), async (r, batch) => {
+        const graph = buildRecipe(r);
+        const n = r.shape.reduce((a, d) => a * d, 1);
+        const at = (b: number) => ({ x: { shape: [b, ...r.shape], data: vals(b * n, b) }, y: { shape: r.shape, data: vals(n, 1) } });
+        // The third run reuses an arena the second one filled: stale bytes must not leak in.
+        const runs = [at(batch), at(batch + 3), at(batch)];
+        const on = await runAll(graph, runs, { plan: true });
+        const off = await runAll(graph, runs, { plan: false });
+        runs.forEach((inputs, i) => {
+          expectSame(on[i], off[i], graph);
+          const m = mismatch(graph, on[i], interpret(graph, inputs), { atol: 1e-5, rtol: 1e-4 });
+          if (m) throw new Error(m);
+        });
+      }),
+      { seed: 17, numRuns: 24 },
+    );
   }, 300_000);
 
   test("an MLP training step with resident weights: five steps, planned and unplanned", async () => {
@@ -83,7 +86,10 @@ describe("planning on == planning off == the float64 reference", () => {
         await exe.write("w1", { shape: [6, 8], data: vals(48, 3).map((v) => v / 4) });
         await exe.write("w2", { shape: [8, 3], data: vals(24, 4).map((v) => v / 4) });
         const losses: number[] = [];
-        for (let i = 0; i < 5; i++) losses.push((await exe.run({ x: { shape: [4, 6], data: vals(24, i) }, t: { shape: [4, 3], data: vals(12, i + 9) } })).loss.data[0]);
+        for (let i = 0; i < 5; i++)
+          losses.push(
+            (await exe.run({ x: { shape: [4, 6], data: vals(24, i) }, t: { shape: [4, 3], data: vals(12, i + 9) } })).loss.data[0],
+          );
         if (plan) expect(exe.memoryPlan!.arenas).toHaveLength(1);
         return { losses, w1: Array.from((await exe.read("w1")).data) };
       } finally {
@@ -110,7 +116,10 @@ describe("the arena", () => {
     const graph = chain();
     const inputs = { x: { shape: [5, 100], data: vals(500, 0) } };
     // Apart, each kernel reads one range and writes another; in place, it reads and writes one.
-    for (const [inPlace, values] of [[false, 9], [true, 1]] as const) {
+    for (const [inPlace, values] of [
+      [false, 9],
+      [true, 1],
+    ] as const) {
       const exe = await Executable.load(compile(graph, { fuse: false, inPlace }));
       try {
         const out = await exe.run(inputs); // a validation error would throw a GpuError here
@@ -173,8 +182,10 @@ describe("memory for a range of batch sizes", () => {
     return g.build({ loss, d1, d2, h });
   }
   const at = (b: number) => ({
-    x: { shape: [b, 6], data: vals(6 * b, b) }, t: { shape: [b, 3], data: vals(3 * b, b + 1) },
-    w1: { shape: [6, 8], data: vals(48, 3).map((v) => v / 4) }, w2: { shape: [8, 3], data: vals(24, 4).map((v) => v / 4) },
+    x: { shape: [b, 6], data: vals(6 * b, b) },
+    t: { shape: [b, 3], data: vals(3 * b, b + 1) },
+    w1: { shape: [6, 8], data: vals(48, 3).map((v) => v / 4) },
+    w2: { shape: [8, 3], data: vals(24, 4).map((v) => v / 4) },
   });
 
   /** Run the batches in turn; after each: results against float64, allocations, live buffers. */

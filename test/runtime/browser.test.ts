@@ -60,14 +60,20 @@ afterAll(() => dirs.forEach((d) => rmSync(d, { recursive: true, force: true })))
 describe.skipIf(!status.ok && !ci)("headless Chromium WebGPU", () => {
   test("a page gets a WebGPU adapter", () => {
     if (!status.ok) throw new Error(status.reason);
-    console.info(`${status.version}: adapter ${status.adapter.vendor} ${status.adapter.architecture}${status.adapter.isFallbackAdapter ? " (fallback)" : ""}`);
+    console.info(
+      `${status.version}: adapter ${status.adapter.vendor} ${status.adapter.architecture}${status.adapter.isFallbackAdapter ? " (fallback)" : ""}`,
+    );
     expect(status.adapter.architecture).not.toBe("");
   });
 
   test("a compute shader doubles 1027 f32 exactly", async () => {
     // Scaled past [-1, 1) so exponents vary; 1027 leaves a partial workgroup.
     const input = floats(1027, 7).map((x, i) => Math.fround(x * 2 ** ((i % 41) - 20)));
-    const run = await runInChromium({ dir: site({ "index.html": DOUBLE_PAGE, "input.json": JSON.stringify(input) }), page: "index.html", timeoutMs: 60_000 });
+    const run = await runInChromium({
+      dir: site({ "index.html": DOUBLE_PAGE, "input.json": JSON.stringify(input) }),
+      page: "index.html",
+      timeoutMs: 60_000,
+    });
     if (!run.ok) throw new Error(`${run.error}\n${run.log}`);
     const result = run.result as { output?: number[]; architecture?: string; error?: string };
     expect(result.error, run.log).toBeUndefined();

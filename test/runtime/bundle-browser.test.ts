@@ -73,7 +73,9 @@ try {
 </script>`;
 
 const shapeOf = (input: BuildInput, name: string, n: number) =>
-  inputNodes(input.graph).find((x) => x.attrs.name === name)!.type.shape.map((d) => (d === "B" ? n : (d as number)));
+  inputNodes(input.graph)
+    .find((x) => x.attrs.name === name)!
+    .type.shape.map((d) => (d === "B" ? n : (d as number)));
 
 /** The float64 reference's outputs. */
 function reference(input: BuildInput, x: Float32Array, n: number): Record<string, ArrayLike<number>> {
@@ -84,11 +86,15 @@ function reference(input: BuildInput, x: Float32Array, n: number): Record<string
 
 /** Kiln's Executable on the same compile options as buildBundle, and the float64 reference. */
 async function expected(input: BuildInput, x: Float32Array, n: number) {
-  const exe = await Executable.load(compile(input.graph, { state: input.state, dims: input.dims, target: GPU_TARGET, maxStorageBuffers: 8 }));
+  const exe = await Executable.load(
+    compile(input.graph, { state: input.state, dims: input.dims, target: GPU_TARGET, maxStorageBuffers: 8 }),
+  );
   let kiln: Record<string, ArrayLike<number>>;
   try {
     for (const [k, v] of Object.entries(input.weights)) await exe.write(k, { shape: shapeOf(input, k, n), data: v as Float32Array });
-    kiln = Object.fromEntries(Object.entries(await exe.run({ x: { shape: shapeOf(input, "x", n), data: x } })).map(([k, t]) => [k, t.data]));
+    kiln = Object.fromEntries(
+      Object.entries(await exe.run({ x: { shape: shapeOf(input, "x", n), data: x } })).map(([k, t]) => [k, t.data]),
+    );
   } finally {
     exe.dispose();
   }
@@ -136,8 +142,11 @@ describe.skipIf(!status.ok && !ci)("bundles in headless Chromium", () => {
     report = run.result as PageReport;
     if (report.error) throw new Error(`the page failed: ${report.error}\n${run.log.slice(-4000)}`);
     const a = report.adapter;
-    console.info(`${status.version}: adapter ${a.vendor} ${a.architecture} "${a.description}"${a.isFallbackAdapter ? " (fallback)" : ""}, limits ${JSON.stringify(report.limits)}; page ${run.ms.toFixed(0)} ms`);
-    for (const r of report.results) console.info(`  ${r.dir}: load ${r.loadMs.toFixed(0)} ms, run ${r.runMs.toFixed(0)} ms, rerun ${r.rerunMs.toFixed(0)} ms`);
+    console.info(
+      `${status.version}: adapter ${a.vendor} ${a.architecture} "${a.description}"${a.isFallbackAdapter ? " (fallback)" : ""}, limits ${JSON.stringify(report.limits)}; page ${run.ms.toFixed(0)} ms`,
+    );
+    for (const r of report.results)
+      console.info(`  ${r.dir}: load ${r.loadMs.toFixed(0)} ms, run ${r.runMs.toFixed(0)} ms, rerun ${r.rerunMs.toFixed(0)} ms`);
   });
 
   const page = (dir: string) => report.results.find((r) => r.dir === dir)!;
@@ -148,7 +157,9 @@ describe.skipIf(!status.ok && !ci)("bundles in headless Chromium", () => {
     expect(Object.keys(got).sort()).toEqual(Object.keys(kiln).sort());
     for (const k of Object.keys(kiln)) {
       expect(got[k]).toHaveLength(5 * 10);
-      console.info(`  mlp ${k}: max |page − Kiln| ${maxAbs(got[k], kiln[k]).toExponential(2)}, max |page − float64| ${maxAbs(got[k], ref[k]).toExponential(2)}`);
+      console.info(
+        `  mlp ${k}: max |page − Kiln| ${maxAbs(got[k], kiln[k]).toExponential(2)}, max |page − float64| ${maxAbs(got[k], ref[k]).toExponential(2)}`,
+      );
       expect(worst(got[k], kiln[k], ...KILN_TOL), k).toBeLessThanOrEqual(1);
       expect(worst(got[k], ref[k], ...REF_TOL), k).toBeLessThanOrEqual(1);
     }
@@ -160,7 +171,9 @@ describe.skipIf(!status.ok && !ci)("bundles in headless Chromium", () => {
     expect(Object.keys(got).sort()).toEqual(Object.keys(kiln).sort());
     for (const k of Object.keys(kiln)) {
       expect(got[k]).toHaveLength(3 * 10);
-      console.info(`  lenet ${k}: max |page − Kiln| ${maxAbs(got[k], kiln[k]).toExponential(2)}, max |page − float64| ${maxAbs(got[k], ref[k]).toExponential(2)}`);
+      console.info(
+        `  lenet ${k}: max |page − Kiln| ${maxAbs(got[k], kiln[k]).toExponential(2)}, max |page − float64| ${maxAbs(got[k], ref[k]).toExponential(2)}`,
+      );
       expect(worst(got[k], kiln[k], ...KILN_TOL), k).toBeLessThanOrEqual(1);
       expect(worst(got[k], ref[k], ...REF_TOL), k).toBeLessThanOrEqual(1);
     }

@@ -28,7 +28,10 @@ describe("kiln build", () => {
   it("builds inference and training bundles from a saved model that run standalone and match", async () => {
     const root = mkdtempSync(join(tmpdir(), "kiln-build-"));
     const saved = join(root, "tiny-mlp");
-    const m = await compileModel(sequential([dense(32, { activation: "relu" }), dense(10, { activation: "softmax" })], { inputShape: [784] }), { optimizer: adam({ learningRate: 1e-2 }), loss: "categoricalCrossEntropy", seed: 3 });
+    const m = await compileModel(
+      sequential([dense(32, { activation: "relu" }), dense(10, { activation: "softmax" })], { inputShape: [784] }),
+      { optimizer: adam({ learningRate: 1e-2 }), loss: "categoricalCrossEntropy", seed: 3 },
+    );
     await m.save(saved);
     m.dispose();
 
@@ -52,7 +55,8 @@ describe("kiln build", () => {
     const { state } = JSON.parse(readFileSync(join(saved, "train.json"), "utf8")) as { state: Record<string, string | null> };
     const w = readSafetensors(join(saved, "weights.safetensors")).tensors;
     const inputs: Record<string, HostTensor> = { x: { shape: [3, 784], data: x }, y: { shape: [3, 10], data: y.subarray(0, 30) } };
-    for (const n of inputNodes(graph)) if (n.attrs.name in w) inputs[n.attrs.name] = { shape: n.type.shape as number[], data: w[n.attrs.name].data };
+    for (const n of inputNodes(graph))
+      if (n.attrs.name in w) inputs[n.attrs.name] = { shape: n.type.shape as number[], data: w[n.attrs.name].data };
     const ref = interpret(graph, inputs);
     expect(step.results[0].loss[0]).toBeCloseTo(ref.loss.data[0], 5);
     for (const [name, next] of Object.entries(state)) {
@@ -73,8 +77,12 @@ describe("kiln build", () => {
       throw new Error("kiln build succeeded");
     };
     cpSync("examples/ir/affine-tanh.kir", join(root, "m.kir"));
-    expect(fail("build", join(root, "m.kir"), "--out", join(root, "b"), "--batch", "0")).toMatch(/--batch must be a positive integer, got "0"/);
-    expect(fail("build", join(root, "m.kir"), "--out", join(root, "b"))).toMatch(/m\.kir: a \.kir file has no weights; build a saved-model folder/);
+    expect(fail("build", join(root, "m.kir"), "--out", join(root, "b"), "--batch", "0")).toMatch(
+      /--batch must be a positive integer, got "0"/,
+    );
+    expect(fail("build", join(root, "m.kir"), "--out", join(root, "b"))).toMatch(
+      /m\.kir: a \.kir file has no weights; build a saved-model folder/,
+    );
     expect(existsSync(join(root, "b"))).toBe(false);
   });
 
@@ -82,23 +90,33 @@ describe("kiln build", () => {
   it("builds from a module: a model of the model API at its initial weights, or a graph with its weights", async () => {
     const root = mkdtempSync(join(tmpdir(), "kiln-build-"));
     const src = (f: string) => JSON.stringify(pathToFileURL(join(process.cwd(), f)).href);
-    writeFileSync(join(root, "keras.mts"), [
-      `import { dense } from ${src("src/api/layers.ts")};`,
-      `import { sequential } from ${src("src/api/model.ts")};`,
-      `import { sgd } from ${src("src/api/optimizers.ts")};`,
-      `export default { model: sequential([dense(4, { activation: "relu" }), dense(2, { activation: "softmax" })], { inputShape: [3] }), optimizer: sgd({ learningRate: 0.1 }), loss: "categoricalCrossEntropy", seed: 5 };`,
-    ].join("\n"));
-    writeFileSync(join(root, "graph.mts"), [
-      `import { GraphBuilder } from ${src("src/api/builder.ts")};`,
-      `const g = new GraphBuilder();`,
-      `const x = g.input("x", "f32", ["B", 3]);`,
-      `const w = g.input("w", "f32", [3, 2]);`,
-      `export default { graph: g.build({ y: x.matmul(w) }), state: { w: null }, weights: { w: Float32Array.from([1, 2, 3, 4, 5, 6]) } };`,
-    ].join("\n"));
+    writeFileSync(
+      join(root, "keras.mts"),
+      [
+        `import { dense } from ${src("src/api/layers.ts")};`,
+        `import { sequential } from ${src("src/api/model.ts")};`,
+        `import { sgd } from ${src("src/api/optimizers.ts")};`,
+        `export default { model: sequential([dense(4, { activation: "relu" }), dense(2, { activation: "softmax" })], { inputShape: [3] }), optimizer: sgd({ learningRate: 0.1 }), loss: "categoricalCrossEntropy", seed: 5 };`,
+      ].join("\n"),
+    );
+    writeFileSync(
+      join(root, "graph.mts"),
+      [
+        `import { GraphBuilder } from ${src("src/api/builder.ts")};`,
+        `const g = new GraphBuilder();`,
+        `const x = g.input("x", "f32", ["B", 3]);`,
+        `const w = g.input("w", "f32", [3, 2]);`,
+        `export default { graph: g.build({ y: x.matmul(w) }), state: { w: null }, weights: { w: Float32Array.from([1, 2, 3, 4, 5, 6]) } };`,
+      ].join("\n"),
+    );
     const x = Float32Array.from([0.5, -1, 2, 1, 0, -0.25]);
     kiln("build", join(root, "keras.mts"), "--out", join(root, "keras"), "--batch", "2");
     const got = (await runStandalone(standalone(filesOf(join(root, "keras"))), { x })).results[0].y;
-    const m = await compileModel(sequential([dense(4, { activation: "relu" }), dense(2, { activation: "softmax" })], { inputShape: [3] }), { optimizer: adam({}), loss: "categoricalCrossEntropy", seed: 5 });
+    const m = await compileModel(sequential([dense(4, { activation: "relu" }), dense(2, { activation: "softmax" })], { inputShape: [3] }), {
+      optimizer: adam({}),
+      loss: "categoricalCrossEntropy",
+      seed: 5,
+    });
     const want = (await m.predict({ shape: [2, 3], data: x })).data;
     m.dispose();
     got.forEach((v, i) => expect(v).toBeCloseTo(want[i], 6));

@@ -43,8 +43,14 @@ const serve = (over: Record<string, string | Uint8Array> = {}) => {
     return f;
   };
   return {
-    text: async (n: string) => { const f = get(n); return typeof f === "string" ? f : new TextDecoder().decode(f); },
-    bytes: async (n: string) => { const f = get(n); return typeof f === "string" ? new TextEncoder().encode(f) : f; },
+    text: async (n: string) => {
+      const f = get(n);
+      return typeof f === "string" ? f : new TextDecoder().decode(f);
+    },
+    bytes: async (n: string) => {
+      const f = get(n);
+      return typeof f === "string" ? new TextEncoder().encode(f) : f;
+    },
   };
 };
 const manifest = () => JSON.parse(files.get("manifest.json") as string);
@@ -59,55 +65,76 @@ beforeAll(async () => {
 
 describe("the generated loader refuses", () => {
   it("a manifest that is not JSON", async () => {
-    await expect(loader.load(device, serve({ "manifest.json": '{"format": "kiln-bundle/1",' }))).rejects.toThrow(/kiln bundle: manifest\.json is not valid JSON/);
+    await expect(loader.load(device, serve({ "manifest.json": '{"format": "kiln-bundle/1",' }))).rejects.toThrow(
+      /kiln bundle: manifest\.json is not valid JSON/,
+    );
   });
 
   it("another format version", async () => {
-    await expect(loader.load(device, serve({ "manifest.json": JSON.stringify({ ...manifest(), format: "kiln-bundle/2" }) }))).rejects.toThrow(/format "kiln-bundle\/2" is not "kiln-bundle\/1"/);
+    await expect(
+      loader.load(device, serve({ "manifest.json": JSON.stringify({ ...manifest(), format: "kiln-bundle/2" }) })),
+    ).rejects.toThrow(/format "kiln-bundle\/2" is not "kiln-bundle\/1"/);
   });
 
   it("a structurally broken manifest, naming the field", async () => {
     const m = manifest();
     m.kernels[0].bindings[0].value = 12345;
-    await expect(loader.load(device, serve({ "manifest.json": JSON.stringify(m) }))).rejects.toThrow(/kernels\[0\]\.bindings\[0\]\.value: no value 12345/);
+    await expect(loader.load(device, serve({ "manifest.json": JSON.stringify(m) }))).rejects.toThrow(
+      /kernels\[0\]\.bindings\[0\]\.value: no value 12345/,
+    );
   });
 
   it("truncated weights", async () => {
-    await expect(loader.load(device, serve({ "weights.safetensors": weights().subarray(0, weights().length - 100) }))).rejects.toThrow(/weights\.safetensors is \d+ bytes, the manifest says \d+: truncated/);
+    await expect(loader.load(device, serve({ "weights.safetensors": weights().subarray(0, weights().length - 100) }))).rejects.toThrow(
+      /weights\.safetensors is \d+ bytes, the manifest says \d+: truncated/,
+    );
   });
 
   it("altered weights (same size, another SHA-256)", async () => {
     const w = weights().slice();
     w[w.length - 1] ^= 0x40;
-    await expect(loader.load(device, serve({ "weights.safetensors": w }))).rejects.toThrow(/has SHA-256 [0-9a-f]{64}, the manifest says [0-9a-f]{64}: the weights were altered/);
+    await expect(loader.load(device, serve({ "weights.safetensors": w }))).rejects.toThrow(
+      /has SHA-256 [0-9a-f]{64}, the manifest says [0-9a-f]{64}: the weights were altered/,
+    );
   });
 
   it("weights exported empty, or of other shapes, even with a matching checksum", async () => {
     const withWeights = (tensors: Record<string, SafeTensor>) => {
       const bytes = encodeSafetensors(tensors);
-      const m = { ...manifest(), weights: { file: "weights.safetensors", bytes: bytes.length, sha256: createHash("sha256").update(bytes).digest("hex") } };
+      const m = {
+        ...manifest(),
+        weights: { file: "weights.safetensors", bytes: bytes.length, sha256: createHash("sha256").update(bytes).digest("hex") },
+      };
       return serve({ "weights.safetensors": bytes, "manifest.json": JSON.stringify(m) });
     };
     await expect(loader.load(device, withWeights({}))).rejects.toThrow(/weights\.safetensors lacks "w1" f32\[784,500\]/);
     const tensors = decodeSafetensors(weights()).tensors;
     const b1 = tensors.b1;
-    await expect(loader.load(device, withWeights({ ...tensors, b1: { ...b1, shape: [250, 2] } }))).rejects.toThrow(/"b1" is f32\[250,2\], the manifest says f32\[500\]/);
+    await expect(loader.load(device, withWeights({ ...tensors, b1: { ...b1, shape: [250, 2] } }))).rejects.toThrow(
+      /"b1" is f32\[250,2\], the manifest says f32\[500\]/,
+    );
   });
 
   it("a manifest of another model", async () => {
     const m = manifest();
     m.outputs[0].name = "logits";
-    await expect(loader.load(device, serve({ "manifest.json": JSON.stringify(m) }))).rejects.toThrow(/other inputs or outputs than this loader was generated for/);
+    await expect(loader.load(device, serve({ "manifest.json": JSON.stringify(m) }))).rejects.toThrow(
+      /other inputs or outputs than this loader was generated for/,
+    );
   });
 
   it("inputs that are missing, of the wrong dtype or length, or past the batch bound", async () => {
     const model = await loader.load(device, serve());
     try {
       await expect(model.run({})).rejects.toThrow(/input "x" f32\[B,784\] is missing/);
-      await expect(model.run({ x: new Float64Array(784) })).rejects.toThrow(/input "x" f32\[B,784\] must be a Float32Array, got Float64Array/);
+      await expect(model.run({ x: new Float64Array(784) })).rejects.toThrow(
+        /input "x" f32\[B,784\] must be a Float32Array, got Float64Array/,
+      );
       await expect(model.run({ x: new Int32Array(784) })).rejects.toThrow(/must be a Float32Array, got Int32Array/);
       await expect(model.run({ x: new Float32Array(785) })).rejects.toThrow(/input "x" f32\[B,784\] has 785 values, not a multiple of 784/);
-      await expect(model.run({ x: new Float32Array(784 * 2) }, { B: 3 })).rejects.toThrow(/input "x" f32\[B,784\] with \{"B":3\} needs 2352 values, got 1568/);
+      await expect(model.run({ x: new Float32Array(784 * 2) }, { B: 3 })).rejects.toThrow(
+        /input "x" f32\[B,784\] with \{"B":3\} needs 2352 values, got 1568/,
+      );
       await expect(model.run({ x: new Float32Array(784 * 5) })).rejects.toThrow(/dim B = 5 exceeds the bundle's bound 4/);
       await expect(model.run({ x: new Float32Array(784), z: new Float32Array(1) })).rejects.toThrow(/unknown input "z"/);
       // And still runs after refusing: nothing was half done.
@@ -138,6 +165,8 @@ describe("the generated loader refuses", () => {
   });
 
   it("a missing bundle folder, naming the file", async () => {
-    await expect(loader.load(device, loader.fromDirectory("/nonexistent/bundle"))).rejects.toThrow(/cannot read \/nonexistent\/bundle\/manifest\.json/);
+    await expect(loader.load(device, loader.fromDirectory("/nonexistent/bundle"))).rejects.toThrow(
+      /cannot read \/nonexistent\/bundle\/manifest\.json/,
+    );
   });
 });

@@ -17,18 +17,24 @@ import { useGpu } from "../helpers/gpu.ts";
 useGpu();
 afterAll(removeStandalone);
 
-
 const shapeOf = (input: BuildInput, name: string, n: number) =>
-  (inputNodes(input.graph).find((x) => x.attrs.name === name)!.type.shape).map((d) => (d === "B" ? n : (d as number)));
+  inputNodes(input.graph)
+    .find((x) => x.attrs.name === name)!
+    .type.shape.map((d) => (d === "B" ? n : (d as number)));
 
 /** Kiln's runtime on the same compile options as buildBundle: `steps` runs, outputs per run. */
 async function kiln(input: BuildInput, batch: Record<string, Float32Array>, n: number, steps: number) {
-  const exe = await Executable.load(compile(input.graph, { state: input.state, dims: input.dims, target: GPU_TARGET, maxStorageBuffers: 8 }));
+  const exe = await Executable.load(
+    compile(input.graph, { state: input.state, dims: input.dims, target: GPU_TARGET, maxStorageBuffers: 8 }),
+  );
   try {
     for (const [k, v] of Object.entries(input.weights)) await exe.write(k, { shape: shapeOf(input, k, n), data: v as Float32Array });
     const runs = [];
-    for (let s = 0; s < steps; s++) runs.push(await exe.run(Object.fromEntries(Object.entries(batch).map(([k, v]) => [k, { shape: shapeOf(input, k, n), data: v }]))));
-    const weights = Object.fromEntries(await Promise.all(Object.keys(input.weights).map(async (k) => [k, (await exe.read(k)).data] as const)));
+    for (let s = 0; s < steps; s++)
+      runs.push(await exe.run(Object.fromEntries(Object.entries(batch).map(([k, v]) => [k, { shape: shapeOf(input, k, n), data: v }]))));
+    const weights = Object.fromEntries(
+      await Promise.all(Object.keys(input.weights).map(async (k) => [k, (await exe.read(k)).data] as const)),
+    );
     return { runs, weights };
   } finally {
     exe.dispose();
@@ -52,7 +58,9 @@ function reference(input: BuildInput, batch: Record<string, Float32Array>, n: nu
 /** The bundle's files with every weight zeroed and the checksum made to match again. */
 function zeroed(files: Map<string, string | Uint8Array>): Map<string, string | Uint8Array> {
   const w = decodeSafetensors(files.get("weights.safetensors") as Uint8Array);
-  const tensors: Record<string, SafeTensor> = Object.fromEntries(Object.entries(w.tensors).map(([k, t]) => [k, { ...t, data: new Float32Array(t.data.length) }]));
+  const tensors: Record<string, SafeTensor> = Object.fromEntries(
+    Object.entries(w.tensors).map(([k, t]) => [k, { ...t, data: new Float32Array(t.data.length) }]),
+  );
   const bytes = encodeSafetensors(tensors, w.metadata);
   const manifest = JSON.parse(files.get("manifest.json") as string);
   manifest.weights = { ...manifest.weights, bytes: bytes.length, sha256: createHash("sha256").update(bytes).digest("hex") };

@@ -36,9 +36,13 @@ describe("kiln CLI", () => {
 
   test("explain works without an adapter, for the default target", () => {
     const out = execFileSync("node", ["bin/kiln.js", "explain", "examples/ir/affine-tanh.kir", "-d", "B=3"], {
-      encoding: "utf8", stdio: ["ignore", "pipe", "pipe"], env: { ...process.env, VK_ICD_FILENAMES: "/nonexistent/icd.json" },
+      encoding: "utf8",
+      stdio: ["ignore", "pipe", "pipe"],
+      env: { ...process.env, VK_ICD_FILENAMES: "/nonexistent/icd.json" },
     });
-    expect(out).toMatch(/^target: gpu, 8 storage buffers per kernel, fusion on \(no GPU adapter \(.+\); compiled for the default target\)$/m);
+    expect(out).toMatch(
+      /^target: gpu, 8 storage buffers per kernel, fusion on \(no GPU adapter \(.+\); compiled for the default target\)$/m,
+    );
     expect(out).toMatch(/^kernels: 2$/m);
   });
 
@@ -51,9 +55,13 @@ describe("kiln CLI", () => {
     expect(out).toMatch(/^  simplify-all\s+\d+\s+\d+\.\d\d$/m);
     // The first layer's forward matmul with bias and ReLU as epilogue, 2·128·784·500 + 2·128·500
     // FLOPs, and its weight gradient with the SGD update as epilogue, written to w1_next.
-    expect(out).toMatch(/^  k0 = fused\[matmul, add, relu\] -> %\d+, f32\[128,500\] .*\n {6}100\.48 MFLOP, read 1\.88 MiB, write 250\.00 KiB; binds r %0 x \| r %1 w1 \| r %2 b1 \| w %\d+$/m);
+    expect(out).toMatch(
+      /^  k0 = fused\[matmul, add, relu\] -> %\d+, f32\[128,500\] .*\n {6}100\.48 MFLOP, read 1\.88 MiB, write 250\.00 KiB; binds r %0 x \| r %1 w1 \| r %2 b1 \| w %\d+$/m,
+    );
     // In place: the update kernel binds w1's resident buffer once, read-write, and writes it.
-    expect(out).toMatch(/^  k\d+ = fused\[permute, matmul, mul, sub\] -> %\d+, f32\[784,500\] .*\n {6}.*binds r %0 x \| r %\d+ \| rw %1 w1 → %\d+ w1_next$/m);
+    expect(out).toMatch(
+      /^  k\d+ = fused\[permute, matmul, mul, sub\] -> %\d+, f32\[784,500\] .*\n {6}.*binds r %0 x \| r %\d+ \| rw %1 w1 → %\d+ w1_next$/m,
+    );
     // Saved: the two hidden layers' activations, 128×500 floats each (ReLU's derivative reads
     // the activation, so the pre-activations are never stored).
     expect(out.match(/^ {2}%\d+ +f32\[128,500\] +250\.00 KiB +read by k\d+(, k\d+)*$/gm)).toHaveLength(2);

@@ -63,7 +63,11 @@ describe("input validation", () => {
     ["an unknown input", { ...ok, z: ok.n }, 'unknown input "z" (the graph\'s inputs: x, n)'],
     ["a wrong shape", { ...ok, x: { shape: [2, 4], data: range(8) } }, 'input "x": shape [2,4] does not match [B,3] with {"B":2}'],
     ["a wrong rank", { ...ok, x: { shape: [6], data: range(6) } }, 'input "x": shape [6] does not match [B,3]'],
-    ["inconsistent symbolic dims", { ...ok, n: { shape: [5, 1], data: range(5) } }, 'input "n": shape [5,1] does not match [B,1] with {"B":2}'],
+    [
+      "inconsistent symbolic dims",
+      { ...ok, n: { shape: [5, 1], data: range(5) } },
+      'input "n": shape [5,1] does not match [B,1] with {"B":2}',
+    ],
     ["a wrong element count", { ...ok, x: { shape: [2, 3], data: range(5) } }, 'input "x": 5 values for shape [2,3] (6 elements)'],
     ["a non-integer for an i32", { ...ok, n: { shape: [2, 1], data: [1, 2.5] } }, 'input "n" i32[2,1]: element 1 is 2.5, not an i32'],
     ["an i32 out of range", { ...ok, n: { shape: [2, 1], data: [2 ** 31, 0] } }, 'input "n" i32[2,1]: element 0 is 2147483648, not an i32'],
@@ -104,7 +108,10 @@ describe("GPU errors name the kernel", () => {
         "@compute @workgroup_size(64)",
         "fn main() { b[0] = a[0]; }",
       ].join("\n"),
-      bindings: [{ value: k.output, access: "read" }, { value: k.output, access: "read_write" }],
+      bindings: [
+        { value: k.output, access: "read" },
+        { value: k.output, access: "read_write" },
+      ],
     });
     const exe = await Executable.load(aliased);
     try {
@@ -142,7 +149,9 @@ describe("edge cases", () => {
       expect(r.z.data.length).toBe(0);
       expect(r.x.data.length).toBe(0);
       // The same executable then runs a non-empty batch.
-      expect(Array.from((await exe.run({ x: { shape: [1, 3], data: [0, 0, 0] }, e: { shape: [0, 4], data: [] } })).y.data)).toEqual([1, 1, 1]);
+      expect(Array.from((await exe.run({ x: { shape: [1, 3], data: [0, 0, 0] }, e: { shape: [0, 4], data: [] } })).y.data)).toEqual([
+        1, 1, 1,
+      ]);
     } finally {
       exe.dispose();
     }
@@ -252,7 +261,9 @@ describe("Executable.fromGraph", () => {
     const graph = g.build({ y });
     const exe = await Executable.fromGraph(graph);
     const gpu = await acquireGpu();
-    expect(exe.program.kernels.map((k) => k.wgsl)).toEqual(compile(graph, { target: gpu.target, maxStorageBuffers: gpu.limits.maxStorageBuffersPerShaderStage }).kernels.map((k) => k.wgsl));
+    expect(exe.program.kernels.map((k) => k.wgsl)).toEqual(
+      compile(graph, { target: gpu.target, maxStorageBuffers: gpu.limits.maxStorageBuffersPerShaderStage }).kernels.map((k) => k.wgsl),
+    );
     const out = await exe.run({ a: { shape: [2, 3], data: [1, 2, 3, 4, 5, 6] }, b: { shape: [3, 2], data: [1, 0, 0, 1, 1, 1] } });
     expect(Array.from(out.y.data)).toEqual([4, 5, 10, 11]);
     exe.dispose();

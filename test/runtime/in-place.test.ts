@@ -17,8 +17,14 @@ useGpu();
 
 /** A small MLP 12-16-16-4 at batch 8 (the bench's network, scaled down). */
 const SHAPES: Record<string, { shape: number[] }> = {
-  x: { shape: [8, 12] }, y: { shape: [8, 4] },
-  w1: { shape: [12, 16] }, b1: { shape: [16] }, w2: { shape: [16, 16] }, b2: { shape: [16] }, w3: { shape: [16, 4] }, b3: { shape: [4] },
+  x: { shape: [8, 12] },
+  y: { shape: [8, 4] },
+  w1: { shape: [12, 16] },
+  b1: { shape: [16] },
+  w2: { shape: [16, 16] },
+  b2: { shape: [16] },
+  w3: { shape: [16, 4] },
+  b3: { shape: [4] },
 };
 const PARAMS = ["w1", "b1", "w2", "b2", "w3", "b3"];
 
@@ -30,7 +36,10 @@ function batch(step: number): Record<string, HostTensor> {
 const initial = (): Record<string, HostTensor> => Object.fromEntries(PARAMS.map((p, i) => [p, host(SHAPES[p].shape, 7 + i)]));
 
 /** Run `steps` SGD steps; the parameters read back, and the program. */
-async function train(steps: number, opts: CompileOptions): Promise<{ weights: Record<string, number[]>; program: Program; losses: number[] }> {
+async function train(
+  steps: number,
+  opts: CompileOptions,
+): Promise<{ weights: Record<string, number[]>; program: Program; losses: number[] }> {
   const { graph, state } = buildStep({ kind: "train", lr: 0.1 }, mlp, SHAPES);
   const program = compile(graph, { state, ...opts });
   const exe = await Executable.load(program);
@@ -46,7 +55,15 @@ async function train(steps: number, opts: CompileOptions): Promise<{ weights: Re
 }
 
 /** Load `graph` with `state`, write `w`, run `runs` times; outputs of each run and w after. */
-async function runSteps(graph: Graph, state: Record<string, string | null>, w: HostTensor, inputs: Record<string, HostTensor>, runs: number, outputs?: string[], opts: CompileOptions = { inPlace: true }) {
+async function runSteps(
+  graph: Graph,
+  state: Record<string, string | null>,
+  w: HostTensor,
+  inputs: Record<string, HostTensor>,
+  runs: number,
+  outputs?: string[],
+  opts: CompileOptions = { inPlace: true },
+) {
   const program = compile(graph, { state, ...opts });
   const exe = await Executable.load(program);
   try {
@@ -119,7 +136,8 @@ describe("in-place state updates", () => {
   describe("unsafe updates fall back to the copy and stay correct", () => {
     const W = [1, 2, 3, 4, 5, 6, 7, 8, 9];
     const transpose = (m: number[]) => [0, 3, 6, 1, 4, 7, 2, 5, 8].map((i) => m[i]);
-    const matmul = (a: number[], b: number[]) => Array.from({ length: 9 }, (_, i) => [0, 1, 2].reduce((s, k) => s + a[Math.floor(i / 3) * 3 + k] * b[k * 3 + i % 3], 0));
+    const matmul = (a: number[], b: number[]) =>
+      Array.from({ length: 9 }, (_, i) => [0, 1, 2].reduce((s, k) => s + a[Math.floor(i / 3) * 3 + k] * b[k * 3 + (i % 3)], 0));
 
     test("an update that reads w transposed", async () => {
       const g = new GraphBuilder();
@@ -150,7 +168,11 @@ describe("in-place state updates", () => {
       const w_next = w.mul(0.5);
       const graph = g.build({ w_next, y: x.matmul(w) });
       const x0 = floats(6, 3);
-      const { program, outs, w: after } = await runSteps(graph, { w: "w_next" }, { shape: [3, 3], data: W }, { x: { shape: [2, 3], data: x0 } }, 2);
+      const {
+        program,
+        outs,
+        w: after,
+      } = await runSteps(graph, { w: "w_next" }, { shape: [3, 3], data: W }, { x: { shape: [2, 3], data: x0 } }, 2);
       // The update's kernel comes first; the matmul after it reads the old w.
       const at = (id: number) => program.kernels.findIndex((k) => k.output === id);
       expect(at(w_next.id)).toBeLessThan(program.kernels.length - 1);
@@ -194,7 +216,13 @@ describe("in-place state updates", () => {
     const graph = g.build({ w_next: w.sub(d.mul(0.5)) });
     const dd = floats(9, 11);
     for (const inPlace of [true, false]) {
-      const { program, outs, w: after } = await runSteps(graph, { w: "w_next" }, { shape: [3, 3], data: floats(9, 5) }, { d: { shape: [3, 3], data: dd } }, 3, ["w_next"], { inPlace });
+      const {
+        program,
+        outs,
+        w: after,
+      } = await runSteps(graph, { w: "w_next" }, { shape: [3, 3], data: floats(9, 5) }, { d: { shape: [3, 3], data: dd } }, 3, ["w_next"], {
+        inPlace,
+      });
       expect(inPlaceInputs(program)).toEqual(inPlace ? ["w"] : []);
       expect(Array.from(outs[2].w_next.data)).toEqual(after);
     }

@@ -35,7 +35,8 @@ const quiet = { verbose: 0 as const };
 
 /** Mean categorical cross-entropy and accuracy, in float64, from predicted probabilities. */
 function score(p: ArrayLike<number>, y: Float32Array): { loss: number; accuracy: number } {
-  let loss = 0, right = 0;
+  let loss = 0,
+    right = 0;
   const n = y.length / 2;
   for (let i = 0; i < n; i++) {
     const c = y[2 * i + 1] === 1 ? 1 : 0;
@@ -48,7 +49,12 @@ function score(p: ArrayLike<number>, y: Float32Array): { loss: number; accuracy:
 describe("compileModel", () => {
   test("fit learns two blobs; evaluate agrees with a float64 score of predict; no per-step readback", async () => {
     const { x, y } = blobs(101, 1); // 101 = 6 batches of 16 and one of 5
-    const m = await compileModel(net(), { optimizer: adam({ learningRate: 0.05 }), loss: "categoricalCrossEntropy", metrics: ["accuracy"], seed: 3 });
+    const m = await compileModel(net(), {
+      optimizer: adam({ learningRate: 0.05 }),
+      loss: "categoricalCrossEntropy",
+      metrics: ["accuracy"],
+      seed: 3,
+    });
     const run = vi.spyOn(Executable.prototype, "run");
     const h = await m.fit(x, y, { epochs: 4, batchSize: 16, ...quiet });
     // Every training step asks for no outputs: only the accumulated scalars are read, with `read`.
@@ -70,13 +76,27 @@ describe("compileModel", () => {
   test("validationSplit holds out the last examples, as validationData with them would", async () => {
     const { x, y } = blobs(40, 2);
     const fit = async (opts: object) => {
-      const m = await compileModel(net(), { optimizer: sgd({ learningRate: 0.1 }), loss: "categoricalCrossEntropy", metrics: ["accuracy"], seed: 5 });
-      const h = await m.fit(opts === undefined ? x : (opts as { x: typeof x }).x ?? x, (opts as { y: typeof y }).y ?? y, { epochs: 2, batchSize: 8, shuffle: false, ...quiet, ...opts });
+      const m = await compileModel(net(), {
+        optimizer: sgd({ learningRate: 0.1 }),
+        loss: "categoricalCrossEntropy",
+        metrics: ["accuracy"],
+        seed: 5,
+      });
+      const h = await m.fit(opts === undefined ? x : ((opts as { x: typeof x }).x ?? x), (opts as { y: typeof y }).y ?? y, {
+        epochs: 2,
+        batchSize: 8,
+        shuffle: false,
+        ...quiet,
+        ...opts,
+      });
       m.dispose();
       return h;
     };
     const split = await fit({ validationSplit: 0.25 });
-    const tail = (t: typeof x, lo: number, hi: number) => ({ shape: [hi - lo, t.shape[1]], data: t.data.slice(lo * t.shape[1], hi * t.shape[1]) });
+    const tail = (t: typeof x, lo: number, hi: number) => ({
+      shape: [hi - lo, t.shape[1]],
+      data: t.data.slice(lo * t.shape[1], hi * t.shape[1]),
+    });
     const given = await fit({ x: tail(x, 0, 30), y: tail(y, 0, 30), validationData: [tail(x, 30, 40), tail(y, 30, 40)] });
     expect(split.valLoss).toHaveLength(2);
     expect(split.valLoss).toEqual(given.valLoss);
@@ -89,7 +109,11 @@ describe("compileModel", () => {
     const m = await compileModel(net(), { optimizer: adam({ learningRate: 0.05 }), loss: "categoricalCrossEntropy", seed: 6 });
     const snapshots: Record<string, Float32Array>[] = [];
     const h = await m.fit(train.x, train.y, {
-      epochs: 20, batchSize: 16, validationData: [val.x, val.y], earlyStopping: { patience: 2 }, ...quiet,
+      epochs: 20,
+      batchSize: 16,
+      validationData: [val.x, val.y],
+      earlyStopping: { patience: 2 },
+      ...quiet,
       onEpoch: async () => void snapshots.push(await m.getWeights()),
     });
     expect(h.stoppedEarly).toBe(true);
@@ -154,11 +178,21 @@ describe("compileModel", () => {
   test("data is checked against the model before anything runs: shapes, label dtype; plain arrays are fine", async () => {
     const m = await compileModel(net(), { optimizer: sgd({ learningRate: 0.1 }), loss: "categoricalCrossEntropy" });
     const { x, y } = blobs(10, 11);
-    await expect(m.fit(x, { shape: [10, 3], data: new Float32Array(30) }, { epochs: 1, ...quiet })).rejects.toThrow("fit: y has shape [10,3]; the model wants [N,2] (labels of f32[2])");
-    await expect(m.evaluate({ shape: [10, 4], data: new Float32Array(40) }, y)).rejects.toThrow("evaluate: x has shape [10,4]; the model wants [N,3] (examples of f32[3])");
+    await expect(m.fit(x, { shape: [10, 3], data: new Float32Array(30) }, { epochs: 1, ...quiet })).rejects.toThrow(
+      "fit: y has shape [10,3]; the model wants [N,2] (labels of f32[2])",
+    );
+    await expect(m.evaluate({ shape: [10, 4], data: new Float32Array(40) }, y)).rejects.toThrow(
+      "evaluate: x has shape [10,4]; the model wants [N,3] (examples of f32[3])",
+    );
     const sparse = await compileModel(net(), { optimizer: sgd({ learningRate: 0.1 }), loss: "sparseCategoricalCrossEntropy" });
-    await expect(sparse.fit(x, { shape: [10], data: new Float32Array(10).fill(0.5) }, { epochs: 1, ...quiet })).rejects.toThrow(/fit: y: element 0 is 0\.5, not an i32/);
-    const h = await sparse.fit({ shape: [10, 3], data: Array.from(x.data) }, { shape: [10], data: Array.from({ length: 10 }, (_, i) => i % 2) }, { epochs: 1, batchSize: 4, ...quiet });
+    await expect(sparse.fit(x, { shape: [10], data: new Float32Array(10).fill(0.5) }, { epochs: 1, ...quiet })).rejects.toThrow(
+      /fit: y: element 0 is 0\.5, not an i32/,
+    );
+    const h = await sparse.fit(
+      { shape: [10, 3], data: Array.from(x.data) },
+      { shape: [10], data: Array.from({ length: 10 }, (_, i) => i % 2) },
+      { epochs: 1, batchSize: 4, ...quiet },
+    );
     expect(Number.isFinite(h.loss[0])).toBe(true);
     m.dispose();
     sparse.dispose();

@@ -31,7 +31,11 @@ describe("pipelines", () => {
     const gpu = await acquireGpu();
     const before = gpu.pipelines.size;
     const data = (n: number, s: number) => Array.from({ length: n }, (_, i) => Math.sin(i * 1.7 + s) * 0.5);
-    await expectMatchesReference(graph, { x: { shape: [3, 5], data: data(15, 1) }, w: { shape: [5, 5], data: data(25, 2) } }, { atol: 1e-5, rtol: 1e-5 });
+    await expectMatchesReference(
+      graph,
+      { x: { shape: [3, 5], data: data(15, 1) }, w: { shape: [5, 5], data: data(25, 2) } },
+      { atol: 1e-5, rtol: 1e-5 },
+    );
     expect(gpu.pipelines.size - before).toBe(new Set(p.kernels.map((k) => canonicalWgsl(k.wgsl))).size);
   });
 });

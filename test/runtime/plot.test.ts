@@ -26,7 +26,12 @@ const polylines = (svg: string): Map<string, string[]> =>
   new Map([...svg.matchAll(/<polyline data-series="([^"]+)"[^>]* points="([^"]*)"/g)].map((m) => [m[1], m[2].split(" ").filter(Boolean)]));
 
 describe("historyPlot", () => {
-  const history = { loss: [2.3, 1.1, 0.7, 0.5, 0.42, 0.4], acc: [0.2, 0.6, 0.8, 0.85, 0.9, 0.91], valLoss: [2.0, 1.2, 0.8, 0.6, 0.55, 0.56], valAcc: [0.3, 0.55, 0.75, 0.82, 0.86, 0.87] };
+  const history = {
+    loss: [2.3, 1.1, 0.7, 0.5, 0.42, 0.4],
+    acc: [0.2, 0.6, 0.8, 0.85, 0.9, 0.91],
+    valLoss: [2.0, 1.2, 0.8, 0.6, 0.55, 0.56],
+    valAcc: [0.3, 0.55, 0.75, 0.82, 0.86, 0.87],
+  };
 
   test("two panels, one polyline per series with a point per epoch, written atomically", () => {
     const path = join(dir, "history.svg");

@@ -74,7 +74,9 @@ describe("progress", () => {
     bar.end({ loss: 0.125, acc: 0.9, valLoss: 0.5, valAcc: 0.8125 });
     const frames = s.out.split(/\x1b\[\d*G/); // each frame starts with a cursorTo(0)
     const lastFrame = frames.at(-1)!.replace(/\x1b(\[\d*K|[78])/g, ""); // clear-right, cursor restore
-    expect(lastFrame).toMatch(/^epoch 3\/5 \[={20}\] 200\/200 \| loss 0\.1250 \| acc 0\.9000 \| val_loss 0\.5000 \| val_acc 0\.8125 \| \d+\.\d+s\n$/);
+    expect(lastFrame).toMatch(
+      /^epoch 3\/5 \[={20}\] 200\/200 \| loss 0\.1250 \| acc 0\.9000 \| val_loss 0\.5000 \| val_acc 0\.8125 \| \d+\.\d+s\n$/,
+    );
     const writes = s.out.length;
     vi.advanceTimersByTime(1000);
     expect(s.out.length).toBe(writes); // stopped: no more redraws
@@ -83,6 +85,8 @@ describe("progress", () => {
   test("formatValues and bad totals", () => {
     expect(formatValues({ loss: Number.NaN, acc: 1 })).toBe(" | loss NaN | acc 1.0000");
     expect(formatValues({})).toBe("");
-    expect(() => progress({ total: -1, label: "epoch 1/1", stream: fakeStream(false) })).toThrow(/epoch 1\/1.*non-negative integer, got -1/);
+    expect(() => progress({ total: -1, label: "epoch 1/1", stream: fakeStream(false) })).toThrow(
+      /epoch 1\/1.*non-negative integer, got -1/,
+    );
   });
 });

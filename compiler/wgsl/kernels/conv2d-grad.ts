@@ -25,8 +25,12 @@ export function conv2dGradFilterKernel(kb: KernelBuilder, what: string): Kernel 
   const [kh, kw, c, co] = out.type.shape as readonly number[];
   const red = gshape.slice(0, 3);
   return gemm(kb, what, {
-    rows: sizeOf([kh * kw * c]), cols: sizeOf([co]), batch: sizeOf([]),
-    M: `${kh * kw * c}u`, N: `${co}u`, K: kb.size(red),
+    rows: sizeOf([kh * kw * c]),
+    cols: sizeOf([co]),
+    batch: sizeOf([]),
+    M: `${kh * kw * c}u`,
+    N: `${co}u`,
+    K: kb.size(red),
     matrix: () => ({
       loadA: (m, k) => {
         const [y, x, ci] = kb.unravel(m, [kh, kw, c], "r");
@@ -48,8 +52,12 @@ export function conv2dGradInputKernel(kb: KernelBuilder, what: string): Kernel {
   const [kh, kw, c] = kb.node(iff).type.shape as readonly number[];
   const rows = out.type.shape.slice(0, 3);
   return gemm(kb, what, {
-    rows: sizeOf(rows), cols: sizeOf([c]), batch: sizeOf([]),
-    M: kb.size(rows), N: `${c}u`, K: `${kh * kw * co}u`,
+    rows: sizeOf(rows),
+    cols: sizeOf([c]),
+    batch: sizeOf([]),
+    M: kb.size(rows),
+    N: `${c}u`,
+    K: `${kh * kw * co}u`,
     matrix: () => ({
       loadA: (m, k) => {
         const [b, y, x] = kb.unravel(m, rows, "p");
@@ -73,7 +81,15 @@ export function conv2dGradInputKernel(kb: KernelBuilder, what: string): Kernel {
  *  o·s + k·d − pad = i  ⇔  o = (i + pad − k·d) / s, a hit when s divides it and o < len.
  *  A negative numerator wraps in u32 to near 2^32, and its quotient stays far above any len.
  *  Returns o (unclamped) and the WGSL conditions of a hit. Also used by ./pool-grad.ts. */
-export function windowAt(kb: KernelBuilder, i: string, k: string, d: number, pad: number, s: number, len: number): { o: string; hit: string[] } {
+export function windowAt(
+  kb: KernelBuilder,
+  i: string,
+  k: string,
+  d: number,
+  pad: number,
+  s: number,
+  len: number,
+): { o: string; hit: string[] } {
   // Constant terms are left out or folded: `0u - 2u` would not compile (see ./conv2d.ts).
   const base = [...(i === "0u" ? [] : [i]), ...(pad ? [`${pad}u`] : [])].join(" + ") || "0u";
   const num = kb.let(k === "0u" ? base : `${base} - ${d === 1 ? k : `${k} * ${d}u`}`, "t");

@@ -20,8 +20,12 @@ export function conv2dKernel(kb: KernelBuilder, what: string): Kernel {
   const [kh, kw, , co] = fshape;
   const rows = out.type.shape.slice(0, 3);
   return gemm(kb, what, {
-    rows: sizeOf(rows), cols: sizeOf([co]), batch: sizeOf([]),
-    M: kb.size(rows), N: `${co}u`, K: `${kh * kw * c}u`,
+    rows: sizeOf(rows),
+    cols: sizeOf([co]),
+    batch: sizeOf([]),
+    M: kb.size(rows),
+    N: `${co}u`,
+    K: `${kh * kw * c}u`,
     matrix: () => ({
       loadA: (m, k) => {
         const [b, oh, ow] = kb.unravel(m, rows, "p");
@@ -38,7 +42,14 @@ export function conv2dKernel(kb: KernelBuilder, what: string): Kernel {
 
 /** A(m, k) above, also the A of conv2d_grad_filter: input `ix` at tap (kh, kw) of the window of
  *  output position (b, oh, ow), channel ci; 0 in the padding. */
-export function windowValue(kb: KernelBuilder, ix: ValueId, a: OpAttrs["conv2d"], [b, oh, ow]: readonly string[], [kh, kw]: readonly string[], ci: string): string {
+export function windowValue(
+  kb: KernelBuilder,
+  ix: ValueId,
+  a: OpAttrs["conv2d"],
+  [b, oh, ow]: readonly string[],
+  [kh, kw]: readonly string[],
+  ci: string,
+): string {
   const [, h, w] = kb.node(ix).type.shape as readonly [Dim, number, number, number];
   const ih = kb.let(window(oh, a.strides[0], kh, a.dilations[0], a.padding[0]), "h");
   const iw = kb.let(window(ow, a.strides[1], kw, a.dilations[1], a.padding[2]), "w");

@@ -15,7 +15,12 @@ export type KernelGenerator = (kb: KernelBuilder, what: string) => Kernel;
 export { elementwiseKernel } from "./elementwise.ts";
 
 export const KERNELS: Readonly<Record<KernelName, KernelGenerator>> = {
-  reduce: reduceKernel, argmax: reduceKernel,
-  matmul: matmulKernel, conv2d: conv2dKernel, pool: poolKernel,
-  conv2d_grad_input: conv2dGradInputKernel, conv2d_grad_filter: conv2dGradFilterKernel, pool_grad: poolGradKernel,
+  reduce: reduceKernel,
+  argmax: reduceKernel,
+  matmul: matmulKernel,
+  conv2d: conv2dKernel,
+  pool: poolKernel,
+  conv2d_grad_input: conv2dGradInputKernel,
+  conv2d_grad_filter: conv2dGradFilterKernel,
+  pool_grad: poolGradKernel,
 };

@@ -108,7 +108,12 @@ export function matmulKernel(kb: KernelBuilder, what: string): Kernel {
   const [m, n] = out.type.shape.slice(-2);
   const [M, N, K] = [kb.dim(m), kb.dim(n), kb.dim(sa[sa.length - 1])];
   return gemm(kb, what, {
-    rows: sizeOf([m]), cols: sizeOf([n]), batch: sizeOf(batch), M, N, K,
+    rows: sizeOf([m]),
+    cols: sizeOf([n]),
+    batch: sizeOf(batch),
+    M,
+    N,
+    K,
     matrix: (b) => {
       const bc = kb.unravel(b, batch, "z");
       const ca = broadcastCoords(bc, batch, sa.slice(0, -2));

@@ -41,16 +41,23 @@ export function poolKernel(kb: KernelBuilder, what: string): Kernel {
 
 /** Loops (variables `vy`, `vx`) over the valid positions (ih, iw) of the window of output
  *  position (oh, ow) in an input of spatial size [h, w]; also used by ./pool-grad.ts. */
-export function forEachInWindow(kb: KernelBuilder, a: OpAttrs["max_pool2d"], [h, w]: readonly [number, number], [oh, ow]: readonly string[],
-  [vy, vx]: readonly [string, string], visit: (ih: string, iw: string) => void): void {
+export function forEachInWindow(
+  kb: KernelBuilder,
+  a: OpAttrs["max_pool2d"],
+  [h, w]: readonly [number, number],
+  [oh, ow]: readonly string[],
+  [vy, vx]: readonly [string, string],
+  visit: (ih: string, iw: string) => void,
+): void {
   const [top, bottom, left, right] = a.padding;
   kb.w.block(`for (var ${vy} = 0u; ${vy} < ${a.window[0]}u; ${vy}++)`, () => {
     const ih = kb.let(window(oh, a.strides[0], vy, 1, top), "h");
-    const row = () => kb.w.block(`for (var ${vx} = 0u; ${vx} < ${a.window[1]}u; ${vx}++)`, () => {
-      const iw = kb.let(window(ow, a.strides[1], vx, 1, left), "w");
-      if (left + right > 0) kb.w.block(`if (${iw} < ${w}u)`, () => visit(ih, iw));
-      else visit(ih, iw);
-    });
+    const row = () =>
+      kb.w.block(`for (var ${vx} = 0u; ${vx} < ${a.window[1]}u; ${vx}++)`, () => {
+        const iw = kb.let(window(ow, a.strides[1], vx, 1, left), "w");
+        if (left + right > 0) kb.w.block(`if (${iw} < ${w}u)`, () => visit(ih, iw));
+        else visit(ih, iw);
+      });
     if (top + bottom > 0) kb.w.block(`if (${ih} < ${h}u)`, row);
     else row();
   });

@@ -103,7 +103,10 @@ function argmaxAccumulator(dtype: DType): Accumulator {
   // Starting from (lowest, 0) is safe: if nothing beats `lowest`, every element equals it and
   // index 0 is the first of them; an empty axis gives 0.
   return {
-    vars: [["best", dtype, lit(lowest(dtype), dtype)], ["at", "u32", "0u"]],
+    vars: [
+      ["best", dtype, lit(lowest(dtype), dtype)],
+      ["at", "u32", "0u"],
+    ],
     fold: ([best, at], x, j) => `if (${beats(x, best)}) { ${best} = ${x}; ${at} = ${j}; }`,
     merge: ([best, at], [b, bAt]) => `if (${beats(b, best)} || (${ties(b, best)} && ${bAt} < ${at})) { ${best} = ${b}; ${at} = ${bAt}; }`,
     result: ([, at]) => `i32(${at})`,
@@ -118,9 +121,10 @@ export function reduceKernel(kb: KernelBuilder, what: string): Kernel {
   const node = kb.node(kb.op);
   const xId = node.inputs[0];
   const x = kb.node(xId).type;
-  const { axes, keepdims } = node.op === "argmax"
-    ? { axes: [(node.attrs as OpAttrs["argmax"]).axis], keepdims: (node.attrs as OpAttrs["argmax"]).keepdims }
-    : (node.attrs as OpAttrs["reduce_sum"]);
+  const { axes, keepdims } =
+    node.op === "argmax"
+      ? { axes: [(node.attrs as OpAttrs["argmax"]).axis], keepdims: (node.attrs as OpAttrs["argmax"]).keepdims }
+      : (node.attrs as OpAttrs["reduce_sum"]);
   const sorted = [...axes].sort((a, b) => a - b);
   const reduced = sorted.map((a) => x.shape[a]);
   const outShape = node.type.shape;
@@ -157,7 +161,12 @@ export function reduceKernel(kb: KernelBuilder, what: string): Kernel {
     const state = walk(outCoords);
     if (kb.op === kb.output) kb.store(i, acc.result(state));
     else epilogue(kb, outCoords, i, kb.let(acc.result(state), "r"), (c) => inputCoords(outCoords, c), reduced, x.shape);
-    return kb.finish({ what, workgroupSize: [PER_GROUP], dispatch: { kind: "linear", total: out, perGroup: PER_GROUP }, shared: helpers(acc) });
+    return kb.finish({
+      what,
+      workgroupSize: [PER_GROUP],
+      dispatch: { kind: "linear", total: out, perGroup: PER_GROUP },
+      shared: helpers(acc),
+    });
   }
   if (kb.op !== kb.output) throw new Error(`${node.op} %${node.id}: an epilogue needs the one-thread-per-output reduction (../../fuse.ts)`);
 
@@ -176,7 +185,12 @@ export function reduceKernel(kb: KernelBuilder, what: string): Kernel {
   });
   w.block("if (lid == 0u)", () => kb.store(o, acc.result(at("0"))));
   const shared = acc.vars.map(([name, type]) => `var<workgroup> ${name}_wg: array<${type}, ${TREE}>;`);
-  return kb.finish({ what, workgroupSize: [TREE], dispatch: { kind: "linear", total: out, perGroup: 1 }, shared: [...shared, ...helpers(acc)] });
+  return kb.finish({
+    what,
+    workgroupSize: [TREE],
+    dispatch: { kind: "linear", total: out, perGroup: 1 },
+    shared: [...shared, ...helpers(acc)],
+  });
 }
 
 /** Whether a reduction to `outShape` over `reduced` runs as a workgroup tree (else a loop of one
@@ -193,7 +207,15 @@ export function usesTree(outShape: readonly Dim[], reduced: readonly Dim[], targ
  *  row epilogue — the root has the reduction's input shape and reads the reduced value
  *  broadcast back (softmax's e / Σe): the thread walks its row again and writes every element.
  *      r = Σ_j exp(x[i,j] − m[i]);  for j: y[i,j] = exp(x[i,j] − m[i]) / r */
-function epilogue(kb: KernelBuilder, outCoords: readonly string[], flat: string, r: string, rowCoords: (red: readonly string[]) => string[], reduced: readonly Dim[], inShape: readonly Dim[]): void {
+function epilogue(
+  kb: KernelBuilder,
+  outCoords: readonly string[],
+  flat: string,
+  r: string,
+  rowCoords: (red: readonly string[]) => string[],
+  reduced: readonly Dim[],
+  inShape: readonly Dim[],
+): void {
   const root = kb.node(kb.output).type.shape;
   const own = kb.node(kb.op).type.shape;
   if (root.length === own.length && root.every((d, a) => d === own[a])) return kb.result(() => outCoords, flat, r);

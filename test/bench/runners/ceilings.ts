@@ -104,7 +104,13 @@ async function fmaCeiling(gpu: Gpu): Promise<{ gflops: number; shape: string }> 
   for (const groups of [64, 1024, 16384].filter((g) => g <= gpu.limits.maxComputeWorkgroupsPerDimension)) {
     const threads = groups * WG;
     const out = device.createBuffer({ size: threads * 16, usage: GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC });
-    const group = device.createBindGroup({ layout: pipeline.getBindGroupLayout(0), entries: [{ binding: 0, resource: { buffer: uni } }, { binding: 1, resource: { buffer: out } }] });
+    const group = device.createBindGroup({
+      layout: pipeline.getBindGroupLayout(0),
+      entries: [
+        { binding: 0, resource: { buffer: uni } },
+        { binding: 1, resource: { buffer: out } },
+      ],
+    });
     // x ← 0.999·x + 0.001 stays bounded, so no chain overflows to inf or flushes to 0.
     const run = (iters: number) => {
       device.queue.writeBuffer(uni, 0, new Uint32Array([iters, 0, 0, 0]));
@@ -120,7 +126,8 @@ async function fmaCeiling(gpu: Gpu): Promise<{ gflops: number; shape: string }> 
     const { work: iters, ms } = await best(run);
     const sample = await readBack(gpu, out, 64);
     out.destroy();
-    if (!sample.every(Number.isFinite) || sample.every((v) => v === 0)) throw new Error(`fma ceiling: implausible output ${sample.slice(0, 4)}`);
+    if (!sample.every(Number.isFinite) || sample.every((v) => v === 0))
+      throw new Error(`fma ceiling: implausible output ${sample.slice(0, 4)}`);
     const gflops = (2 * 4 * CHAINS * iters * threads) / (ms * 1e6);
     if (gflops > top.gflops) top = { gflops, shape: `${groups}×${WG} threads, ${iters} iterations` };
   }
@@ -134,13 +141,27 @@ async function copyCeilings(gpu: Gpu): Promise<{ kernel: number; shape: string; 
   const usage = GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC | GPUBufferUsage.COPY_DST;
   const src = device.createBuffer({ size: bytes, usage });
   const dst = device.createBuffer({ size: bytes, usage });
-  device.queue.writeBuffer(src, 0, Float32Array.from({ length: bytes / 4 }, (_, i) => i % 1000));
+  device.queue.writeBuffer(
+    src,
+    0,
+    Float32Array.from({ length: bytes / 4 }, (_, i) => i % 1000),
+  );
   const gbps = (b: { work: number; ms: number }) => (2 * bytes * b.work) / (b.ms * 1e6);
   let top = { kernel: 0, shape: "" };
-  for (const [wg, per] of [[64, 1], [256, 1], [64, 4]] as const) {
+  for (const [wg, per] of [
+    [64, 1],
+    [256, 1],
+    [64, 4],
+  ] as const) {
     const module = device.createShaderModule({ code: copyWgsl(wg, per) });
     const pipeline = await device.createComputePipelineAsync({ layout: "auto", compute: { module, entryPoint: "main" } });
-    const group = device.createBindGroup({ layout: pipeline.getBindGroupLayout(0), entries: [{ binding: 0, resource: { buffer: src } }, { binding: 1, resource: { buffer: dst } }] });
+    const group = device.createBindGroup({
+      layout: pipeline.getBindGroupLayout(0),
+      entries: [
+        { binding: 0, resource: { buffer: src } },
+        { binding: 1, resource: { buffer: dst } },
+      ],
+    });
     const [gx, gy] = grid(Math.ceil(bytes / 16 / per / wg));
     await device.queue.onSubmittedWorkDone();
     device.queue.writeBuffer(dst, 0, new Float32Array(1024).fill(-1));
@@ -154,7 +175,8 @@ async function copyCeilings(gpu: Gpu): Promise<{ kernel: number; shape: string; 
       }),
     );
     const check = await readBack(gpu, dst, 4096);
-    if (!check.every((v, i) => v === i % 1000)) throw new Error(`copy ceiling: the copy kernel (workgroup ${wg}, ${per} per thread) wrote wrong values`);
+    if (!check.every((v, i) => v === i % 1000))
+      throw new Error(`copy ceiling: the copy kernel (workgroup ${wg}, ${per} per thread) wrote wrong values`);
     if (gbps(b) > top.kernel) top = { kernel: gbps(b), shape: `workgroup ${wg}, ${per} vec4 per thread` };
   }
   const queue = await best((reps) =>
@@ -185,7 +207,9 @@ export async function measureCeilings(): Promise<Ceilings> {
 if (import.meta.url === `file://${process.argv[1]}`) {
   try {
     const c = await measureCeilings();
-    console.error(`${c.adapter}: FMA ${c.fmaGflops.toFixed(1)} GFLOP/s (${c.fmaShape}); copy kernel ${c.copyGBps.toFixed(1)} GB/s (${c.copyShape}), copyBufferToBuffer ${c.copyBufferToBufferGBps.toFixed(1)} GB/s (read+write, ${c.copyBytes >> 20} MiB)`);
+    console.error(
+      `${c.adapter}: FMA ${c.fmaGflops.toFixed(1)} GFLOP/s (${c.fmaShape}); copy kernel ${c.copyGBps.toFixed(1)} GB/s (${c.copyShape}), copyBufferToBuffer ${c.copyBufferToBufferGBps.toFixed(1)} GB/s (read+write, ${c.copyBytes >> 20} MiB)`,
+    );
     const reply: Reply = { ok: true, ceilings: c };
     process.stdout.write(`${JSON.stringify(reply)}\n`);
   } catch (e) {

@@ -42,7 +42,9 @@ jax.defaultDevice(backend);
 const version = packageVersion("@jax-js/jax");
 const notes =
   backend === "wasm"
-    ? [`threads ${typeof (globalThis as { Worker?: unknown }).Worker === "undefined" ? "off (jax-js needs a Web Worker; Node has none)" : "on"}`]
+    ? [
+        `threads ${typeof (globalThis as { Worker?: unknown }).Worker === "undefined" ? "off (jax-js needs a Web Worker; Node has none)" : "on"}`,
+      ]
     : [];
 
 const toArray = (h: HostArray): Arr => np.array(h.data).reshape([...h.shape]);
@@ -125,7 +127,9 @@ async function setup(spec: WorkloadSpec): Promise<Session> {
       return readback((x, y) => np.matmul(x, y), [toArray(a), toArray(b)]);
     }
     case "W6":
-      throw new Error("jax-js has no Keras-style fit (no layers, compile or fit API); a hand-written grad + Adam loop would not be the same path");
+      throw new Error(
+        "jax-js has no Keras-style fit (no layers, compile or fit API); a hand-written grad + Adam loop would not be the same path",
+      );
   }
 }
 

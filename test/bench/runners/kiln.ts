@@ -24,11 +24,17 @@ async function fitSession(spec: WorkloadSpec): Promise<Session> {
   const [[inputs]] = MLP_LAYERS;
   const layers = MLP_LAYERS.map(([, units], l) => dense(units, { activation: l < MLP_LAYERS.length - 1 ? "relu" : "softmax" }));
   const m = await compileModel(sequential(layers, { inputShape: [inputs] }), {
-    optimizer: adam({ learningRate: spec.lr }), loss: "categoricalCrossEntropy", metrics: ["accuracy"],
+    optimizer: adam({ learningRate: spec.lr }),
+    loss: "categoricalCrossEntropy",
+    metrics: ["accuracy"],
   });
   // The workload's w1 b1 w2 b2 … become dense_1/kernel, dense_1/bias, …; setWeights checks
   // every name and size.
-  await m.setWeights(Object.fromEntries(paramsFor(spec).map(({ name, value }) => [`dense_${name.slice(1)}/${name[0] === "w" ? "kernel" : "bias"}`, value.data])));
+  await m.setWeights(
+    Object.fromEntries(
+      paramsFor(spec).map(({ name, value }) => [`dense_${name.slice(1)}/${name[0] === "w" ? "kernel" : "bias"}`, value.data]),
+    ),
+  );
   const { x, onehot } = batchFor(spec);
   return {
     async step() {
@@ -70,7 +76,12 @@ async function setup(spec: WorkloadSpec): Promise<Session> {
 await serveRunner({
   info: async () => {
     const gpu = await acquireGpu();
-    return { library: `kiln ${(JSON.parse(readFileSync(new URL("../../../package.json", import.meta.url), "utf8")) as { version: string }).version}`, backend: "webgpu", adapter: gpu.adapter, notes: [`target ${gpu.target.name}`] };
+    return {
+      library: `kiln ${(JSON.parse(readFileSync(new URL("../../../package.json", import.meta.url), "utf8")) as { version: string }).version}`,
+      backend: "webgpu",
+      adapter: gpu.adapter,
+      notes: [`target ${gpu.target.name}`],
+    };
   },
   setup,
 });

@@ -25,7 +25,10 @@ if (backend === "webgpu") {
   for (const [k, v] of Object.entries(globals)) if (!(k in globalThis)) Object.assign(globalThis, { [k]: v });
   process.env.XDG_RUNTIME_DIR ??= "/tmp";
   const gpu = create([]);
-  Object.defineProperty(globalThis, "navigator", { value: { gpu, userAgent: `Node.js/${process.version}`, hardwareConcurrency: availableParallelism() }, configurable: true });
+  Object.defineProperty(globalThis, "navigator", {
+    value: { gpu, userAgent: `Node.js/${process.version}`, hardwareConcurrency: availableParallelism() },
+    configurable: true,
+  });
   const a = await gpu.requestAdapter({ powerPreference: "high-performance" });
   if (!a) throw new Error("tfjs-webgpu: Dawn found no adapter");
   adapter = `${a.info.description || a.info.device} [${[a.info.vendor, a.info.architecture].filter(Boolean).join(" ")}]`;
@@ -41,7 +44,10 @@ await tf.ready();
 if (backend === "wasm") {
   const simd = await tf.env().getAsync("WASM_HAS_SIMD_SUPPORT");
   const threads = await tf.env().getAsync("WASM_HAS_MULTITHREAD_SUPPORT");
-  notes.push(`simd ${simd ? "on" : "off"}`, `threads ${threads ? "on" : "off (TF.js disables them on Node; forced, its pthread Worker fails to load)"}`);
+  notes.push(
+    `simd ${simd ? "on" : "off"}`,
+    `threads ${threads ? "on" : "off (TF.js disables them on Node; forced, its pthread Worker fails to load)"}`,
+  );
 }
 const version = packageVersion("@tensorflow/tfjs");
 
@@ -88,7 +94,8 @@ function lenet(p: Record<string, Tensor>, x: Tensor): Tensor {
 function fit(spec: WorkloadSpec): Session {
   const model = tf.sequential({
     layers: MLP_LAYERS.map(([inputs, units], l) =>
-      tf.layers.dense({ units, activation: l < MLP_LAYERS.length - 1 ? "relu" : "softmax", ...(l === 0 ? { inputShape: [inputs] } : {}) })),
+      tf.layers.dense({ units, activation: l < MLP_LAYERS.length - 1 ? "relu" : "softmax", ...(l === 0 ? { inputShape: [inputs] } : {}) }),
+    ),
   });
   model.compile({ optimizer: tf.train.adam(spec.lr), loss: "categoricalCrossentropy", metrics: ["accuracy"] });
   const p = Object.fromEntries(paramsFor(spec).map(({ name, value }) => [name, value]));
