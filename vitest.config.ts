@@ -16,8 +16,10 @@ export default defineConfig({
     // Dawn is a native addon: each test file gets its own process, which releases it on exit.
     pool: "forks",
     maxWorkers: 2,
-    testTimeout: 120_000,
-    hookTimeout: 120_000,
+    // A guard against hangs only, never a speed check: the slowest tests take about a minute on a
+    // quiet 2-core machine and 3× that on a busy one with a cold shader cache. No test sets its own.
+    testTimeout: 900_000,
+    hookTimeout: 900_000,
     env: { MESA_SHADER_CACHE_DIR: shaderCache, XDG_RUNTIME_DIR: runtimeDir },
   },
 });

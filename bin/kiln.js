@@ -3,4 +3,4 @@
 import { register } from "tsx/esm/api";
 
 register();
-await import(new URL("../runtime/cli.ts", import.meta.url).href);
+await import(new URL("../cli/cli.ts", import.meta.url).href);

@@ -1,8 +1,8 @@
 /** dce: drop the nodes no output depends on, renumbering the rest (order kept). Inputs stay,
  *  even unused: they are the graph's signature.
  *      %2 = exp %0  (unused);  %3 = neg %0;  return y=%3   →   %2 = neg %0;  return y=%2 */
-import { liveNodes } from "../src/interpret.ts";
-import type { Graph, Node, ValueId } from "../src/ir/types.ts";
+import { liveNodes } from "../src/ir/live.ts";
+import type { Node, ValueId } from "../src/ir/types.ts";
 import type { Pass } from "./pass.ts";
 
 export const dce: Pass = {

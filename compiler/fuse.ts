@@ -40,7 +40,7 @@
  *  operands are stored; an op whose own operands and output pass the limit is an error.
  *  `spilled` records each such value and why. `fuse: false` keeps one kernel per non-index op,
  *  for comparison (the limit still applies to the index ops it inlines). */
-import { liveNodes } from "../src/interpret.ts";
+import { liveNodes } from "../src/ir/live.ts";
 import { describeNode, KilnError } from "../src/ir/errors.ts";
 import { numel, sizeEq } from "../src/ir/shape.ts";
 import type { Graph, Node, OpAttrs, OpKind, Shape, ValueId } from "../src/ir/types.ts";

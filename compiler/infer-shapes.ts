@@ -3,7 +3,7 @@
  *  reported at the node, with its site. Returns the same graph when every type already holds. */
 import { describeNode, ShapeError } from "../src/ir/errors.ts";
 import { shapeEq } from "../src/ir/shape.ts";
-import type { Graph, Node, TensorType } from "../src/ir/types.ts";
+import type { Node, TensorType } from "../src/ir/types.ts";
 import { OPS } from "../src/ops/table.ts";
 import type { Pass } from "./pass.ts";
 

@@ -4,7 +4,7 @@
  *      %12 = concat %0, …, %11 axis=0   (limit 8)
  *        → %12 = concat %0…%6;  %13 = concat %7…%11;  %14 = concat %12, %13
  *  Codegen then materializes the inner concats where a consumer would bind too many buffers. */
-import type { Graph, Node, OpAttrs, ValueId } from "../src/ir/types.ts";
+import type { Node, OpAttrs, ValueId } from "../src/ir/types.ts";
 import { OPS } from "../src/ops/table.ts";
 import type { Pass } from "./pass.ts";
 

@@ -17,7 +17,7 @@ import { conv2d, dense, dropout, flatten, maxPool2d } from "../src/api/layers.ts
 import { sequential, type Model } from "../src/api/model.ts";
 import { adam, inverseTimeDecay } from "../src/api/optimizers.ts";
 import { releaseGpu } from "../runtime/device.ts";
-import { compileModel, type History } from "../runtime/model.ts";
+import { compileModel, type History } from "../training/compile-model.ts";
 import { asImages, IMAGE_SIZE, loadMnist, oneHot, PIXELS } from "./data/mnist.ts";
 
 export interface LeNetOptions {

@@ -8,7 +8,7 @@ import { dense, dropout } from "../src/api/layers.ts";
 import { sequential } from "../src/api/model.ts";
 import { adam, inverseTimeDecay } from "../src/api/optimizers.ts";
 import { releaseGpu } from "../runtime/device.ts";
-import { compileModel, type History } from "../runtime/model.ts";
+import { compileModel, type History } from "../training/compile-model.ts";
 import { loadMnist, oneHot } from "./data/mnist.ts";
 
 export interface MnistMlpOptions {

@@ -12,7 +12,7 @@ import { dense } from "../src/api/layers.ts";
 import { sequential, type Model } from "../src/api/model.ts";
 import { adam } from "../src/api/optimizers.ts";
 import { releaseGpu } from "../runtime/device.ts";
-import { compileModel } from "../runtime/model.ts";
+import { compileModel } from "../training/compile-model.ts";
 
 /** All 2^bits patterns as ±1 inputs [2^bits, bits] and their parity (1 when an odd number of
  *  bits are set) [2^bits, 1]. */

@@ -9,7 +9,7 @@ import { dense } from "../src/api/layers.ts";
 import { sequential, type Model } from "../src/api/model.ts";
 import { sgd } from "../src/api/optimizers.ts";
 import { releaseGpu } from "../runtime/device.ts";
-import { compileModel } from "../runtime/model.ts";
+import { compileModel } from "../training/compile-model.ts";
 
 export type Gate = "and" | "or" | "xor";
 

@@ -11,7 +11,7 @@ import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { promisify } from "node:util";
 import type { BundleFiles } from "../compiler/bundle/emit.ts";
-import { writeBundle } from "../runtime/build.ts";
+import { writeBundle } from "../cli/build.ts";
 
 const ROOT = fileURLToPath(new URL("..", import.meta.url));
 
@@ -108,7 +108,7 @@ async function main(): Promise<void> {
     `${bundle} run standalone (${manifest.kernels.length} kernels): ${correct}/${n} held-out digits right, ${(performance.now() - t0).toFixed(0)} ms in a fresh node`,
   );
   if (saved) {
-    const { loadPredictor } = await import("../runtime/model.ts");
+    const { loadPredictor } = await import("../training/compile-model.ts");
     const { releaseGpu } = await import("../runtime/device.ts");
     const p = await loadPredictor(saved, { batchSize: n });
     const want = (await p.predict({ shape: [n, 784], data: x })).data;

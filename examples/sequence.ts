@@ -15,9 +15,9 @@ import { dense } from "../src/api/layers.ts";
 import { sequential, trainStepGraph } from "../src/api/model.ts";
 import { adam } from "../src/api/optimizers.ts";
 import { lstm, simpleRnn } from "../src/api/recurrent.ts";
-import type { HostTensor } from "../src/interpret.ts";
+import type { HostTensor } from "../src/ir/host.ts";
 import { acquireGpu, releaseGpu } from "../runtime/device.ts";
-import { compileModel } from "../runtime/model.ts";
+import { compileModel } from "../training/compile-model.ts";
 
 /** Predicting 1 for every sequence: Var(u₁ + u₂) for independent u ~ U(0, 1). */
 export const BASELINE_MSE = 1 / 6;

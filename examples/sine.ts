@@ -10,8 +10,8 @@ import { dense } from "../src/api/layers.ts";
 import { sequential } from "../src/api/model.ts";
 import { adam } from "../src/api/optimizers.ts";
 import { releaseGpu } from "../runtime/device.ts";
-import { compileModel } from "../runtime/model.ts";
-import { historyPlot } from "../runtime/plot.ts";
+import { compileModel } from "../training/compile-model.ts";
+import { historyPlot } from "../training/plot.ts";
 
 type Column = { shape: number[]; data: Float32Array };
 

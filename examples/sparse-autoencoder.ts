@@ -17,8 +17,8 @@ import { klSparsity, type Loss } from "../src/api/losses.ts";
 import { sequential, type Model } from "../src/api/model.ts";
 import { adam } from "../src/api/optimizers.ts";
 import { releaseGpu } from "../runtime/device.ts";
-import { compileModel, type History } from "../runtime/model.ts";
-import { imageGrid } from "../runtime/plot.ts";
+import { compileModel, type History } from "../training/compile-model.ts";
+import { imageGrid } from "../training/plot.ts";
 import { IMAGE_SIZE, loadMnist, PIXELS } from "./data/mnist.ts";
 
 /** Passes its input through and adds β Σ KL(ρ ‖ ρ̂_j) of it to the loss: an activity

@@ -23,7 +23,7 @@ import { describeNode, GpuError, KilnError } from "../src/ir/errors.ts";
 import { bindShape, formatType, type DimEnv } from "../src/ir/shape.ts";
 import type { DType, Graph, Node, Shape, ValueId } from "../src/ir/types.ts";
 import { compile as compileGraph, type CompileOptions } from "../compiler/pipeline.ts";
-import type { HostTensor } from "../src/interpret.ts";
+import type { HostTensor } from "../src/ir/host.ts";
 import { inPlaceOutputs, type Program } from "../compiler/program.ts";
 import { arenaKernels, planMemory, type MemoryPlan } from "../compiler/plan-memory.ts";
 import { createBuffer, destroyBuffer, fromStorage, toStorage, type HostArray } from "./buffers.ts";

@@ -1,25 +1,13 @@
 /** The float64 oracle: runs any graph with each op's reference implementation. Slow, plain and
  *  obviously right; every GPU result is tested against it. */
 import { bindDims } from "./ir/bind.ts";
+import type { HostTensor } from "./ir/host.ts";
+import { liveNodes } from "./ir/live.ts";
 import { describeNode, KilnError } from "./ir/errors.ts";
 import { bindShape, formatShape } from "./ir/shape.ts";
 import type { Graph, Node, ValueId } from "./ir/types.ts";
 import { tensor64, type Tensor64 } from "./ops/tensor64.ts";
 import { OPS } from "./ops/table.ts";
-
-/** A tensor on the host: a concrete shape and row-major values (any numeric array). */
-export interface HostTensor {
-  readonly shape: readonly number[];
-  readonly data: ArrayLike<number>;
-}
-
-/** Nodes the outputs depend on. */
-export function liveNodes(g: Graph): boolean[] {
-  const live = new Array<boolean>(g.nodes.length).fill(false);
-  for (const o of g.outputs) live[o.id] = true;
-  for (let id = g.nodes.length - 1; id >= 0; id--) if (live[id]) for (const i of g.nodes[id].inputs) live[i] = true;
-  return live;
-}
 
 export function interpret(g: Graph, inputs: Readonly<Record<string, HostTensor>>): Record<string, Tensor64> {
   const env = bindDims(g, Object.fromEntries(Object.entries(inputs).map(([k, v]) => [k, v.shape])));

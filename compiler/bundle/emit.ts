@@ -20,7 +20,7 @@
  *  Program with declared dims: every offset is fixed and every bind group is built at load; a
  *  call writes only its inputs and, when the batch changes, the dims uniforms, then runs one
  *  compute pass. Nothing here touches the GPU or the file system: emitBundle returns the files
- *  and the caller (runtime/build.ts) writes them atomically. */
+ *  and the caller (cli/build.ts) writes them atomically. */
 import { createHash } from "node:crypto";
 import { inputNodes } from "../../src/ir/bind.ts";
 import { KilnError } from "../../src/ir/errors.ts";
@@ -29,7 +29,14 @@ import type { Node, ValueId } from "../../src/ir/types.ts";
 import { arenaKernels, DEFAULT_PLAN, planMemory } from "../plan-memory.ts";
 import { inPlaceOutputs, type Kernel, type Program } from "../program.ts";
 import { generateLoader } from "./loader.ts";
-import { FORMAT, validateManifest, type BufferData, type KernelData, type Manifest, type ValueData } from "./manifest.ts";
+import {
+  FORMAT,
+  validateManifest,
+  type BufferData,
+  type KernelData,
+  type Manifest,
+  type ValueData,
+} from "../../formats/bundle-manifest.ts";
 
 export interface EmitOptions {
   readonly name: string;

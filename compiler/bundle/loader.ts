@@ -1,8 +1,8 @@
 /** The bundle's TypeScript loader, generated with ts-morph, and its JavaScript.
  *
  *    loader.ts = header
- *              + ./manifest.ts    (manifest types, FORMAT, validateManifest)   ┐ copied as text,
- *              + ./runtime.ts     (safetensors decoder, checks, Bundle)        ┘ imports removed
+ *              + formats/bundle-manifest.ts  (manifest types, FORMAT, validateManifest)  ┐ copied as text,
+ *              + runtime/bundle-runtime.ts   (safetensors decoder, checks, Bundle)      ┘ imports removed
  *              + generated        Inputs / Outputs / Weights interfaces typed from the graph,
  *                                 Model, load(device, files) checking the manifest's signature
  *  The copied parts are ordinary checked source in this repo (tsc and the tests cover them);
@@ -18,14 +18,15 @@ import {
   type OptionalKind,
   type PropertySignatureStructure,
 } from "ts-morph";
-import type { Manifest, TensorData } from "./manifest.ts";
+import type { Manifest, TensorData } from "../../formats/bundle-manifest.ts";
 
 const ARRAY_TYPE = { f32: "Float32Array", i32: "Int32Array", u32: "Uint32Array", bool: "Uint8Array" } as const;
 const IDENT = /^[A-Za-z_$][A-Za-z0-9_$]*$/;
 
-/** Source of a sibling module less its import declarations. */
-function withoutImports(project: Project, file: string): string {
-  const sf = project.createSourceFile(`/src/${file}`, readFileSync(new URL(`./${file}`, import.meta.url), "utf8"), { overwrite: true });
+/** Source of a module of this repo less its import declarations. */
+function withoutImports(project: Project, url: URL): string {
+  const name = url.pathname.slice(url.pathname.lastIndexOf("/") + 1);
+  const sf = project.createSourceFile(`/src/${name}`, readFileSync(url, "utf8"), { overwrite: true });
   for (const d of sf.getImportDeclarations()) d.remove();
   return sf.getFullText().trim();
 }
@@ -46,8 +47,8 @@ function iface(name: string, docs: string, props: OptionalKind<PropertySignature
 /** loader.ts and loader.js for a bundle with this manifest. */
 export function generateLoader(m: Manifest): { ts: string; js: string } {
   const project = new Project({ useInMemoryFileSystem: true });
-  const shared = withoutImports(project, "manifest.ts");
-  const runtime = withoutImports(project, "runtime.ts");
+  const shared = withoutImports(project, new URL("../../formats/bundle-manifest.ts", import.meta.url));
+  const runtime = withoutImports(project, new URL("../../runtime/bundle-runtime.ts", import.meta.url));
   const dims =
     Object.entries(m.dims)
       .map(([d, b]) => `${d} ≤ ${b}`)

@@ -1,10 +1,12 @@
 /** Composites: graph functions over primitives, not new kernels. Their gradients come from the
  *  primitives' rules; fusion makes them as fast as a hand-written kernel would be. */
 import { KilnError } from "../ir/errors.ts";
-import { formatType, isValidDim, normAxis, shapeEq } from "../ir/shape.ts";
-import type { DType, Dim } from "../ir/types.ts";
+import { formatType, normAxis, shapeEq } from "../ir/shape.ts";
 import type { Tensor } from "./builder.ts";
 import { customGradient } from "./grad.ts";
+import { oneHot } from "./one-hot.ts";
+
+export { oneHot };
 
 const axisOf = (x: Tensor, axis: number): number => {
   const a = normAxis(axis, x.rank);
@@ -52,19 +54,6 @@ export function maxout(x: Tensor, pieces: number): Tensor {
     throw new KilnError(`maxout: the last axis (${c}) must be a static multiple of pieces (${pieces})`);
   }
   return x.reshape([...x.shape.slice(0, -1), c / pieces, pieces]).max(-1);
-}
-
-/** oneHot(indices, depth): [...S] i32 → [...S, depth], 1 where the new axis's position equals
- *  the index, else 0; an index outside 0..depth-1 gives a row of zeros. The depth may be a
- *  symbolic dim. An iota compared with the indices expanded along the new axis, then cast: no
- *  primitive of its own. */
-export function oneHot(indices: Tensor, depth: Dim, dtype: DType = "f32"): Tensor {
-  if (indices.dtype !== "i32") throw new KilnError(`oneHot: indices must be i32, got ${indices.dtype}`);
-  if (!isValidDim(depth) || depth === 0)
-    throw new KilnError(`oneHot: depth must be a positive integer, got ${JSON.stringify(depth)} (or a symbolic dim such as "V")`);
-  const shape = [...indices.shape, depth];
-  const positions = indices.builder.iota(shape, indices.rank, "i32");
-  return positions.eq(indices.reshape([...indices.shape, 1]).expand(shape)).cast(dtype);
 }
 
 // ---- losses: scalars, the mean over examples ----

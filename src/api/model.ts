@@ -1,5 +1,5 @@
 /** Models: a sequential list of layers or a functional graph of layer calls, and the pure graph
- *  builders the runtime compiles (runtime/model.ts): the training step (forward, loss, backward
+ *  builders the runtime compiles (training/compile-model.ts): the training step (forward, loss, backward
  *  and the optimizer's update as one graph over resident state), evaluation and prediction.
  *      const m = sequential([dense(500, { activation: "relu" }), dense(10)], { inputShape: [784] });
  *      const x = input([784]); const m2 = model({ inputs: x, outputs: dense(10).apply(x) });

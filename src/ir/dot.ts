@@ -1,6 +1,6 @@
 /** Graphviz DOT for a graph: one node per IR value, edges from its inputs, optionally clustered
  *  (e.g. by the kernel that computes each value). Render with `dot -Tsvg`, or without a system
- *  install through runtime/render.ts.
+ *  install through cli/render.ts.
  *      %4 matmul            (inputs: blue; constants: grey; outputs: gold, named;
  *      f32[B,500]            tooltip: the call site)
  *  Every user-supplied string goes through `quote`, so a name holding quotes, backslashes or

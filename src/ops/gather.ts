@@ -2,7 +2,7 @@
  *  (./movement.ts), inlined into its consumers' loads, whose coordinates also read the indices.
  *  Its gradient wrt the table is a one-hot contraction (a matmul), so symbolic dims work. */
 import type { Tensor } from "../api/builder.ts";
-import { oneHot } from "../api/composites.ts";
+import { oneHot } from "../api/one-hot.ts";
 import { formatShape, normAxis } from "../ir/shape.ts";
 import type { Dim, TensorType } from "../ir/types.ts";
 import { defineOp, fail, type VjpCtx } from "./def.ts";

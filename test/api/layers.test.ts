@@ -17,7 +17,8 @@ import {
   type Scope,
 } from "../../src/api/layers.ts";
 import { input, model, sequential } from "../../src/api/model.ts";
-import { interpret, type HostTensor } from "../../src/interpret.ts";
+import { interpret } from "../../src/interpret.ts";
+import type { HostTensor } from "../../src/ir/host.ts";
 import { expectGradOk } from "../helpers/gradcheck.ts";
 import { host } from "../helpers/data.ts";
 

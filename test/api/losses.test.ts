@@ -15,7 +15,8 @@ import {
   sparseCategoricalCrossEntropyFromLogits,
   type LossName,
 } from "../../src/api/losses.ts";
-import { interpret, type HostTensor } from "../../src/interpret.ts";
+import { interpret } from "../../src/interpret.ts";
+import type { HostTensor } from "../../src/ir/host.ts";
 import { printGraph } from "../../src/ir/print.ts";
 import { host } from "../helpers/data.ts";
 import { expectGradOk } from "../helpers/gradcheck.ts";

@@ -8,8 +8,8 @@ import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import ts from "typescript";
 import { describe, expect, it } from "vitest";
-import { FORMAT, validateManifest, type Manifest } from "../../compiler/bundle/manifest.ts";
-import { buildBundle } from "../../runtime/build.ts";
+import { FORMAT, validateManifest, type Manifest } from "../../formats/bundle-manifest.ts";
+import { buildBundle } from "../../cli/build.ts";
 import { lenetInput, mlpInput } from "../helpers/bundle.ts";
 
 const ROOT = fileURLToPath(new URL("../..", import.meta.url));

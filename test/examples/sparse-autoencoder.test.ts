@@ -34,4 +34,4 @@ test("the sparse autoencoder learns to reconstruct, and the KL penalty pulls act
   expect(sparse.filters.every((f) => f.length === 784)).toBe(true);
   const img = PNG.sync.read(readFileSync(png));
   expect([img.width, img.height]).toEqual([202, 202]);
-}, 120_000);
+});

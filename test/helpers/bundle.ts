@@ -5,7 +5,7 @@ import { mulberry32 } from "../../src/api/initializers.ts";
 import { rmSync } from "node:fs";
 import type { BundleFiles } from "../../compiler/bundle/emit.ts";
 import { standalone as makeStandalone } from "../../examples/run-bundle.ts";
-import type { BuildInput } from "../../runtime/build.ts";
+import type { BuildInput } from "../../cli/build.ts";
 
 export { runStandalone, type StandaloneResult } from "../../examples/run-bundle.ts";
 

@@ -1,5 +1,5 @@
 /** Seeded test data. */
-import type { HostTensor } from "../../src/interpret.ts";
+import type { HostTensor } from "../../src/ir/host.ts";
 
 /** Deterministic f32 values in [-1, 1) (mulberry32), exactly representable in f32. */
 export function floats(n: number, seed: number): number[] {

@@ -3,7 +3,8 @@
 import { afterAll } from "vitest";
 import { compile, type CompileOptions } from "../../compiler/pipeline.ts";
 import { CPU_TARGET, GPU_TARGET, type Target } from "../../compiler/target.ts";
-import { interpret, type HostTensor } from "../../src/interpret.ts";
+import { interpret } from "../../src/interpret.ts";
+import type { HostTensor } from "../../src/ir/host.ts";
 import type { Graph } from "../../src/ir/types.ts";
 import { printGraph } from "../../src/ir/print.ts";
 import { acquireGpu, releaseGpu } from "../../runtime/device.ts";

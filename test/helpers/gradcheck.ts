@@ -5,7 +5,8 @@
  *  for large inputs. Failures print the graph, backward part included, as text IR. */
 import { GraphBuilder, type Tensor } from "../../src/api/builder.ts";
 import { grad } from "../../src/api/grad.ts";
-import { interpret, type HostTensor } from "../../src/interpret.ts";
+import { interpret } from "../../src/interpret.ts";
+import type { HostTensor } from "../../src/ir/host.ts";
 import { printGraph } from "../../src/ir/print.ts";
 import type { Graph, Shape } from "../../src/ir/types.ts";
 import { floats } from "./data.ts";

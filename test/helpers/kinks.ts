@@ -12,7 +12,9 @@
  *  a max_pool2d window) give the true directional derivative. Such a value is recognised by
  *  staying exactly on the kink at `probes`: the point moved a little along random directions.
  *  Values must also be finite and within `limit`, or float64 rounding swamps the difference. */
-import { interpret, liveNodes, type HostTensor } from "../../src/interpret.ts";
+import { interpret } from "../../src/interpret.ts";
+import type { HostTensor } from "../../src/ir/host.ts";
+import { liveNodes } from "../../src/ir/live.ts";
 import type { Graph, Node } from "../../src/ir/types.ts";
 import { broadcastAt, forEachIndex, type Tensor64 } from "../../src/ops/tensor64.ts";
 

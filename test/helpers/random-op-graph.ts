@@ -20,7 +20,7 @@ import {
   softmax,
   softmaxCrossEntropy,
 } from "../../src/api/composites.ts";
-import type { HostTensor } from "../../src/interpret.ts";
+import type { HostTensor } from "../../src/ir/host.ts";
 import { broadcastShapes } from "../../src/ir/shape.ts";
 import type { Dim, Graph, Shape } from "../../src/ir/types.ts";
 import { floats } from "./data.ts";

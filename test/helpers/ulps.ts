@@ -6,7 +6,8 @@
  *  chain of additions + 1 covers it. Bounding by Σ|terms| instead of |result| stays tight where
  *  terms cancel; an indexing bug is off by whole terms, far beyond it. */
 import type { CompileOptions } from "../../compiler/pipeline.ts";
-import { interpret, type HostTensor } from "../../src/interpret.ts";
+import { interpret } from "../../src/interpret.ts";
+import type { HostTensor } from "../../src/ir/host.ts";
 import { printGraph } from "../../src/ir/print.ts";
 import type { Graph } from "../../src/ir/types.ts";
 import { runGpu } from "./gpu.ts";

@@ -3,7 +3,8 @@ import { describe, expect, test } from "vitest";
 import { compile } from "../../compiler/pipeline.ts";
 import { concat, GraphBuilder, type Tensor } from "../../src/api/builder.ts";
 import { oneHot } from "../../src/api/composites.ts";
-import { interpret, type HostTensor } from "../../src/interpret.ts";
+import { interpret } from "../../src/interpret.ts";
+import type { HostTensor } from "../../src/ir/host.ts";
 import type { DType, Dim, Shape } from "../../src/ir/types.ts";
 import { expectMatchesReference, runGpu, useGpu, type Tolerance } from "../helpers/gpu.ts";
 
@@ -352,16 +353,14 @@ describe("gather", () => {
   });
 
   test("property: any axis, indices of rank 0–2", async () => {
-    const cases = fc
-      .array(dim, { minLength: 1, maxLength: 3 })
-      .chain((ts) =>
-        fc.record({
-          ts: fc.constant(ts),
-          axis: fc.nat(ts.length - 1),
-          is: fc.array(fc.integer({ min: 1, max: 4 }), { maxLength: 2 }),
-          seed: fc.nat(),
-        }),
-      );
+    const cases = fc.array(dim, { minLength: 1, maxLength: 3 }).chain((ts) =>
+      fc.record({
+        ts: fc.constant(ts),
+        axis: fc.nat(ts.length - 1),
+        is: fc.array(fc.integer({ min: 1, max: 4 }), { maxLength: 2 }),
+        seed: fc.nat(),
+      }),
+    );
     await fc.assert(
       fc.asyncProperty(cases, async ({ ts, axis, is, seed }) => {
         const g = new GraphBuilder();

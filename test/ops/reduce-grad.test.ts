@@ -14,7 +14,8 @@ import {
   sparseSoftmaxCrossEntropy,
 } from "../../src/api/composites.ts";
 import { grad } from "../../src/api/grad.ts";
-import { interpret, type HostTensor } from "../../src/interpret.ts";
+import { interpret } from "../../src/interpret.ts";
+import type { HostTensor } from "../../src/ir/host.ts";
 import { printGraph } from "../../src/ir/print.ts";
 import type { Dim } from "../../src/ir/types.ts";
 import { floats, host } from "../helpers/data.ts";

@@ -10,9 +10,9 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { pathToFileURL } from "node:url";
 import { beforeAll, describe, expect, it } from "vitest";
-import { buildBundle } from "../../runtime/build.ts";
+import { buildBundle } from "../../cli/build.ts";
 import { acquireGpu } from "../../runtime/device.ts";
-import { decodeSafetensors, encodeSafetensors, type SafeTensor } from "../../runtime/safetensors.ts";
+import { decodeSafetensors, encodeSafetensors, type SafeTensor } from "../../formats/safetensors.ts";
 import { mlpInput } from "../helpers/bundle.ts";
 import { useGpu } from "../helpers/gpu.ts";
 

@@ -6,11 +6,12 @@ import { createHash } from "node:crypto";
 import { afterAll, describe, expect, it } from "vitest";
 import { compile } from "../../compiler/pipeline.ts";
 import { GPU_TARGET } from "../../compiler/target.ts";
-import { interpret, type HostTensor } from "../../src/interpret.ts";
+import { interpret } from "../../src/interpret.ts";
+import type { HostTensor } from "../../src/ir/host.ts";
 import { inputNodes } from "../../src/ir/bind.ts";
-import { buildBundle, type BuildInput } from "../../runtime/build.ts";
+import { buildBundle, type BuildInput } from "../../cli/build.ts";
 import { Executable } from "../../runtime/execute.ts";
-import { decodeSafetensors, encodeSafetensors, type SafeTensor } from "../../runtime/safetensors.ts";
+import { decodeSafetensors, encodeSafetensors, type SafeTensor } from "../../formats/safetensors.ts";
 import { batchOf, removeStandalone, lenetInput, mlpInput, runStandalone, standalone, worst } from "../helpers/bundle.ts";
 import { useGpu } from "../helpers/gpu.ts";
 

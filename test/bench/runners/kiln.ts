@@ -15,7 +15,7 @@ import type { Graph } from "../../../src/ir/types.ts";
 import { buildStep, lenet, mlp } from "../kiln-graphs.ts";
 import { acquireGpu } from "../../../runtime/device.ts";
 import { Executable } from "../../../runtime/execute.ts";
-import { compileModel } from "../../../runtime/model.ts";
+import { compileModel } from "../../../training/compile-model.ts";
 import { serveRunner, type Session } from "../protocol.ts";
 import { readFileSync } from "node:fs";
 import { MLP_LAYERS, batchFor, checksum, matmulOperands, paramsFor, type HostArray, type WorkloadSpec } from "../workloads.ts";

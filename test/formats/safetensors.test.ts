@@ -12,7 +12,7 @@ import {
   writeSafetensors,
   type SafeDtype,
   type SafeTensor,
-} from "../../runtime/safetensors.ts";
+} from "../../formats/safetensors.ts";
 
 const dir = mkdtempSync(join(tmpdir(), "kiln-st-"));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));

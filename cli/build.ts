@@ -17,7 +17,7 @@ import { loadModule, type Model as LoadedModel } from "./model-file.ts";
 import type { Loss, LossName } from "../src/api/losses.ts";
 import { Model, predictGraph, trainStepGraph, type MetricName } from "../src/api/model.ts";
 import type { Optimizer } from "../src/api/optimizer.ts";
-import { encodeSafetensors, readSafetensors, toSafeDtype, type SafeTensor } from "./safetensors.ts";
+import { encodeSafetensors, readSafetensors, toSafeDtype, type SafeTensor } from "../formats/safetensors.ts";
 
 export type WeightArray = Float32Array | Int32Array | Uint32Array | Uint8Array;
 

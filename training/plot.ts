@@ -3,7 +3,7 @@
  *  same bytes — and written atomically. */
 import { PNG } from "pngjs";
 import { KilnError } from "../src/ir/errors.ts";
-import { writeFileAtomic } from "./safetensors.ts";
+import { writeFileAtomic } from "../formats/safetensors.ts";
 
 export interface History {
   readonly loss: readonly number[];

@@ -1,5 +1,5 @@
 import { afterEach, describe, expect, test, vi } from "vitest";
-import { formatValues, progress, type ProgressStream } from "../../runtime/progress.ts";
+import { formatValues, progress, type ProgressStream } from "../../training/progress.ts";
 
 /** Records writes. cli-progress (through node:readline) only calls write(chunk, cb) and reads
  *  isTTY and columns. */

@@ -12,7 +12,7 @@ import { sequential } from "../../src/api/model.ts";
 import { adam, sgd } from "../../src/api/optimizers.ts";
 import { mulberry32 } from "../../src/api/initializers.ts";
 import { Executable } from "../../runtime/execute.ts";
-import { compileModel, loadPredictor } from "../../runtime/model.ts";
+import { compileModel, loadPredictor } from "../../training/compile-model.ts";
 import { useGpu } from "../helpers/gpu.ts";
 
 useGpu();

@@ -3,7 +3,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { PNG } from "pngjs";
 import { afterAll, describe, expect, test } from "vitest";
-import { historyPlot, historySvg, imageGrid, imageGridPng } from "../../runtime/plot.ts";
+import { historyPlot, historySvg, imageGrid, imageGridPng } from "../../training/plot.ts";
 
 const dir = mkdtempSync(join(tmpdir(), "kiln-plot-"));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));

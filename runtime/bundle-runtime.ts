@@ -6,7 +6,14 @@
  *          every buffer, compile every pipeline (asynchronously), build every bind group.
  *    call: check inputs and bind the dims; write the dims uniforms when they changed; upload
  *          inputs; one compute pass, then copies out and state copies, in one submission. */
-import { validateManifest, type BundleDim, type BundleDtype, type DispatchData, type Manifest, type SizeData } from "./manifest.ts";
+import {
+  validateManifest,
+  type BundleDim,
+  type BundleDtype,
+  type DispatchData,
+  type Manifest,
+  type SizeData,
+} from "../formats/bundle-manifest.ts";
 
 /** Where the bundle's files come from: a folder (fromDirectory), a URL (fromUrl) or your own. */
 export interface BundleFiles {

@@ -4,14 +4,15 @@ import { Command } from "commander";
 import pkg from "../package.json" with { type: "json" };
 import { readFileSync } from "node:fs";
 import { compile } from "../compiler/pipeline.ts";
-import { interpret, type HostTensor } from "../src/interpret.ts";
+import { interpret } from "../src/interpret.ts";
+import type { HostTensor } from "../src/ir/host.ts";
 import { inputNodes } from "../src/ir/bind.ts";
 import { parseGraph } from "../src/ir/parse.ts";
 import { bindShape } from "../src/ir/shape.ts";
 import type { DType } from "../src/ir/types.ts";
 import { build } from "./build.ts";
-import { acquireGpu, releaseGpu, SETUP_HINT } from "./device.ts";
-import { Executable } from "./execute.ts";
+import { acquireGpu, releaseGpu, SETUP_HINT } from "../runtime/device.ts";
+import { Executable } from "../runtime/execute.ts";
 import { explain, parseDims } from "./explain.ts";
 
 /** The limits that decide how Kiln binds, sizes and dispatches kernels. */

@@ -1,7 +1,7 @@
-/** Host-side batching for fit / evaluate / predict (runtime/model.ts): example counts, row
+/** Host-side batching for fit / evaluate / predict (training/compile-model.ts): example counts, row
  *  slices, shuffled mini-batches gathered into a reused buffer. */
 import { KilnError } from "../src/ir/errors.ts";
-import type { HostTensor } from "../src/interpret.ts";
+import type { HostTensor } from "../src/ir/host.ts";
 
 export const size = (shape: readonly number[]): number => shape.reduce((a, d) => a * d, 1);
 export const rowSize = (t: HostTensor): number => size(t.shape.slice(1));

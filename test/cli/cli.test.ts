@@ -50,7 +50,7 @@ describe("kiln CLI", () => {
     expect(() => kiln("explain", "examples/ir/affine-tanh.kir")).toThrow(/bind the symbolic dim B for the figures, e\.g\. --dim B=8/);
   });
 
-  test("explain on the MLP training step: 5 matmuls' FLOPs, the activations saved, the arena", { timeout: 60_000 }, () => {
+  test("explain on the MLP training step: 5 matmuls' FLOPs, the activations saved, the arena", () => {
     const out = kiln("explain", "examples/models/mlp-train.ts");
     expect(out).toMatch(/^  simplify-all\s+\d+\s+\d+\.\d\d$/m);
     // The first layer's forward matmul with bias and ReLU as epilogue, 2·128·784·500 + 2·128·500
@@ -71,7 +71,7 @@ describe("kiln CLI", () => {
     expect(count(unfused)).toBeGreaterThan(count(out));
   });
 
-  test("explain --dot and --svg write the graph clustered by kernel; --wgsl dumps the kernels", { timeout: 60_000 }, () => {
+  test("explain --dot and --svg write the graph clustered by kernel; --wgsl dumps the kernels", () => {
     const dir = mkdtempSync(join(tmpdir(), "kiln-explain-"));
     const [dot, svg] = [join(dir, "g.dot"), join(dir, "g.svg")];
     const out = kiln("explain", "examples/ir/affine-tanh.kir", "-d", "B=3", "--wgsl", "--dot", dot, "--svg", svg);

@@ -23,11 +23,11 @@ import { optimizerByName, type OptimizerName } from "../src/api/optimizers.ts";
 import { inputNodes } from "../src/ir/bind.ts";
 import { KilnError } from "../src/ir/errors.ts";
 import { formatType } from "../src/ir/shape.ts";
-import { toStorage } from "./buffers.ts";
+import { toStorage } from "../runtime/buffers.ts";
 import { parseGraph } from "../src/ir/parse.ts";
 import { printGraph } from "../src/ir/print.ts";
-import type { HostTensor } from "../src/interpret.ts";
-import { Executable, type OutputTensor } from "./execute.ts";
+import type { HostTensor } from "../src/ir/host.ts";
+import { Executable, type OutputTensor } from "../runtime/execute.ts";
 import { examples, gatherRows, rows, rowSize, shuffle, size } from "./batches.ts";
 import { historyPlot } from "./plot.ts";
 import { progress, type ProgressStream } from "./progress.ts";
@@ -39,7 +39,7 @@ import {
   writeSafetensors,
   type SafeSpec,
   type SafeTensor,
-} from "./safetensors.ts";
+} from "../formats/safetensors.ts";
 
 export interface CompileConfig {
   /** An optimizer (src/api/optimizers.ts), or its name with Keras's defaults ("adam"). */
@@ -329,7 +329,7 @@ export class TrainedModel {
     const tensors: Record<string, SafeTensor> = {};
     for (const [name, spec] of Object.entries(this.expected())) tensors[name] = { ...spec, data: this.host.get(name)! };
     writeFileAtomic(join(dir, "model.kir"), printGraph(predictGraph(this.model).graph) + "\n");
-    // The training step too, with its state map, for `kiln build --train` (runtime/build.ts).
+    // The training step too, with its state map, for `kiln build --train` (cli/build.ts).
     writeFileAtomic(join(dir, "train.kir"), printGraph(this.specs.graph) + "\n");
     writeFileAtomic(join(dir, "train.json"), JSON.stringify({ state: this.specs.state }, null, 2) + "\n");
     writeSafetensors(join(dir, "weights.safetensors"), tensors, {

@@ -1,7 +1,7 @@
 import { describe, expect, test } from "vitest";
 import { GraphBuilder } from "../../src/api/builder.ts";
 import { toDot } from "../../src/ir/dot.ts";
-import { toSvg } from "../../runtime/render.ts";
+import { toSvg } from "../../cli/render.ts";
 
 describe("SVG rendering (Graphviz in WebAssembly)", () => {
   test("renders a graph's DOT; a hostile name stays one node's label", async () => {

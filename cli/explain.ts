@@ -13,7 +13,7 @@ import { toDot } from "../src/ir/dot.ts";
 import { KilnError } from "../src/ir/errors.ts";
 import { formatType, type DimEnv } from "../src/ir/shape.ts";
 import type { Graph, ValueId } from "../src/ir/types.ts";
-import { acquireGpu, releaseGpu } from "./device.ts";
+import { acquireGpu, releaseGpu } from "../runtime/device.ts";
 import { loadModel } from "./model-file.ts";
 import { toSvg } from "./render.ts";
 
