@@ -131,7 +131,9 @@ setup_npm() {
     return
   fi
   say "npm ci"
-  npm ci --no-audit --no-fund
+  # onnxruntime-node's install script would fetch CUDA extras from api.nuget.org (unreachable
+  # here; its CPU binaries ship in the package): its own switch skips that (.npmrc says so too).
+  ONNXRUNTIME_NODE_INSTALL=skip npm ci --no-audit --no-fund
 }
 
 check_node() {
