@@ -91,5 +91,5 @@ export const isSymbol = (d: Dim): d is string => typeof d === "string";
 export const SYMBOL_RE = /^[A-Za-z_][A-Za-z0-9_]*$/;
 
 export function isValidDim(d: unknown): d is Dim {
-  return (typeof d === "number" && Number.isInteger(d) && d >= 0) || (typeof d === "string" && SYMBOL_RE.test(d));
+  return (typeof d === "number" && Number.isSafeInteger(d) && d >= 0) || (typeof d === "string" && SYMBOL_RE.test(d));
 }

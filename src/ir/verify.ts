@@ -29,10 +29,10 @@ const ATTR_CHECKS: Readonly<Record<AttrKind, (v: unknown) => boolean>> = {
 export function checkAttrs(op: OpKind, attrs: Readonly<Record<string, unknown>>): string | undefined {
   const schema = OPS[op].attrs as Readonly<Record<string, AttrKind>>;
   for (const [k, kind] of Object.entries(schema)) {
-    if (!(k in attrs)) return `missing attribute ${k} (${kind})`;
-    if (!ATTR_CHECKS[kind](attrs[k])) return `attribute ${k}=${JSON.stringify(attrs[k])} is not a valid ${kind}`;
+    if (!Object.hasOwn(attrs, k)) return `missing attribute ${k} (${kind})`;
+    if (!ATTR_CHECKS[kind](attrs[k])) return `attribute ${k}=${shortJson(attrs[k])} is not a valid ${kind}`;
   }
-  for (const k of Object.keys(attrs)) if (!(k in schema)) return `unknown attribute ${k}`;
+  for (const k of Object.keys(attrs)) if (!Object.hasOwn(schema, k)) return `unknown attribute ${k}`;
   return undefined;
 }
 
@@ -78,25 +78,39 @@ export function verify(g: Graph): void {
   for (const o of g.outputs) {
     if (!isInt(o.id) || o.id < 0 || o.id >= g.nodes.length) throw new VerifyError(`output ${o.name}=%${o.id} does not exist`);
     if (names.has(o.name)) throw new VerifyError(`output name "${o.name}" is used twice`);
-    // The text IR's return line reads these back (src/ir/parse.ts): "loss", "dense_1/kernel_next".
-    if (!/^[A-Za-z_][\w./-]*$/.test(o.name))
-      throw new VerifyError(`output name "${o.name}": use letters, digits and _ . / - (starting with a letter or _)`);
+    // Any name round-trips through the text IR (quoted where it must be); an empty one names nothing.
+    if (typeof o.name !== "string" || o.name === "") throw new VerifyError(`output %${o.id} has no name`);
     names.add(o.name);
   }
 }
 
-/** "cycle: %2 -> %4 -> %2" if `start` reaches itself through its inputs. */
+/** "cycle: %2 -> %4 -> %2" if `start` reaches itself through its inputs. A depth-first search
+ *  with an explicit stack: a chain of a million nodes must not overflow the call stack. */
 function findCycle(g: Graph, start: number): string | undefined {
-  const path: number[] = [];
-  const seen = new Set<number>();
-  const walk = (id: number): boolean => {
-    if (path.length && id === start) return true;
-    if (seen.has(id)) return false;
-    seen.add(id);
-    path.push(id);
-    for (const i of g.nodes[id]?.inputs ?? []) if (walk(i)) return true;
-    path.pop();
-    return false;
-  };
-  return walk(start) ? `cycle: ${[...path, start].map((i) => `%${i}`).join(" -> ")}` : undefined;
+  const seen = new Set<number>([start]);
+  const path: number[] = [start];
+  const next: number[] = [0];
+  while (path.length) {
+    const id = path[path.length - 1];
+    const ins = g.nodes[id]?.inputs ?? [];
+    const k = next[next.length - 1]++;
+    if (k >= ins.length) {
+      path.pop();
+      next.pop();
+      continue;
+    }
+    const i = ins[k];
+    if (i === start) return `cycle: ${[...path, start].map((v) => `%${v}`).join(" -> ")}`;
+    if (seen.has(i)) continue;
+    seen.add(i);
+    path.push(i);
+    next.push(0);
+  }
+  return undefined;
+}
+
+/** A value as JSON, cut short: an error message must not repeat a megabyte of attribute. */
+function shortJson(v: unknown): string {
+  const s = JSON.stringify(v) ?? String(v);
+  return s.length > 80 ? `${s.slice(0, 77)}...` : s;
 }

@@ -1,6 +1,7 @@
 import { describe, expect, test } from "vitest";
 import { GraphBuilder } from "../../src/api/builder.ts";
 import { parseGraph } from "../../src/ir/parse.ts";
+import { printGraph } from "../../src/ir/print.ts";
 import { verify } from "../../src/ir/verify.ts";
 import type { Graph, Node } from "../../src/ir/types.ts";
 
@@ -20,12 +21,14 @@ describe("verify", () => {
     expect(() => verify(parseGraph(ok))).not.toThrow();
   });
 
-  test("output names the text IR reads back: slashes yes, spaces no", () => {
+  test("output names the text IR reads back: any non-empty name (quoted where it must be)", () => {
     const g = parseGraph(ok);
     const named = (name: string): Graph => ({ ...g, outputs: [{ name, id: 2 }] });
     expect(() => verify(named("dense_1/kernel_next"))).not.toThrow();
     expect(parseGraph(`${ok.replace("return y=%2", "return dense_1/kernel_next=%2")}`).outputs[0].name).toBe("dense_1/kernel_next");
-    expect(() => verify(named("two words"))).toThrow('output name "two words"');
+    expect(() => verify(named("two words"))).not.toThrow();
+    expect(parseGraph(printGraph(named("two words"))).outputs[0].name).toBe("two words");
+    expect(() => verify(named(""))).toThrow("output %2 has no name");
   });
 
   test("unknown op", () => {
