@@ -23,7 +23,8 @@
 import { describeNode, KilnError } from "../src/ir/errors.ts";
 import { numel, sizeEq } from "../src/ir/shape.ts";
 import type { Graph, Node, ValueId } from "../src/ir/types.ts";
-import { inlined, lowering, planBuffers } from "./fuse.ts";
+import { lowering } from "../src/ops/table.ts";
+import { inlined, planBuffers } from "./fuse.ts";
 import type { BufferSpec, Kernel, Program } from "./program.ts";
 import { GPU_TARGET, type Target } from "./target.ts";
 import { KernelBuilder, storageType } from "./wgsl/kernel-builder.ts";
@@ -51,8 +52,6 @@ export interface CodegenOptions {
 }
 
 export const DEFAULT_CODEGEN: CodegenOptions = { maxStorageBuffers: 8, target: GPU_TARGET };
-
-export { inlined, lowering };
 
 export function codegen(graph: Graph, opts: CodegenOptions = DEFAULT_CODEGEN): Program {
   const materialized = new Set(

@@ -17,7 +17,8 @@
  *  GEMM's count. Index ops (movement, iota, random, constants) are free. */
 import { evalSize, numel, type DimEnv } from "../src/ir/shape.ts";
 import type { Graph, Node, Shape, ValueId } from "../src/ir/types.ts";
-import { inlined, lowering } from "./codegen.ts";
+import { lowering } from "../src/ops/table.ts";
+import { inlined } from "./fuse.ts";
 import type { Kernel, Program } from "./program.ts";
 
 export interface KernelCost {

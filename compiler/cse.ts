@@ -4,6 +4,7 @@
  *      %3 = mul %0, %1;  %4 = mul %0, %1   →   %4 ↦ %3
  *  Graph inputs are never merged. Leaves the replaced nodes to dce. */
 import type { Node } from "../src/ir/types.ts";
+import { pattern } from "../src/ops/table.ts";
 import type { Pass } from "./pass.ts";
 import { rewrite } from "./rewrite.ts";
 
@@ -12,11 +13,15 @@ const attrText = (a: unknown): string =>
   JSON.stringify(a, (_k, v) =>
     typeof v === "number" && (!Number.isFinite(v) || Object.is(v, -0)) ? `#${Object.is(v, -0) ? "-0" : v}` : v,
   );
-/** Ops whose two operands commute bit for bit (IEEE + and × do): their key sorts the operands,
- *  so a·b meets b·a. Not max and min: WGSL leaves which NaN-less operand wins open. */
-const COMMUTATIVE = new Set(["add", "mul", "eq", "ne", "and", "or"]);
+/** Ops whose two operands commute bit for bit (their record's `pattern.commutative`: IEEE + and
+ *  × do): their key sorts the operands, so a·b meets b·a. Not max and min: WGSL leaves which
+ *  NaN-less operand wins open. */
+const commutes = (n: Node): boolean => {
+  const p = pattern(n);
+  return p.kind === "elementwise" && p.commutative;
+};
 const key = (n: Node): string => {
-  const ins = COMMUTATIVE.has(n.op) ? [...n.inputs].sort((a, b) => a - b) : n.inputs;
+  const ins = commutes(n) ? [...n.inputs].sort((a, b) => a - b) : n.inputs;
   return `${n.op}(${ins.join(",")})${attrText(n.attrs)}`;
 };
 

@@ -8,8 +8,7 @@
 import { bindShape, isStatic } from "../src/ir/shape.ts";
 import type { Node, OpAttrs } from "../src/ir/types.ts";
 import { tensor64, type Tensor64 } from "../src/ops/tensor64.ts";
-import { OPS } from "../src/ops/table.ts";
-import { lowering } from "./codegen.ts";
+import { lowering, OPS, pattern } from "../src/ops/table.ts";
 import type { Pass } from "./pass.ts";
 import { rewrite, type Rebuilder } from "./rewrite.ts";
 
@@ -24,7 +23,12 @@ function evaluate(ref: Ref, ins: readonly Tensor64[], attrs: unknown, out: unkno
     return undefined;
   }
 }
-const SPLAT_THROUGH = new Set(["reshape", "expand", "permute", "slice"]);
+/** A splat stays a splat through a broadcast and through the index maps whose record says so
+ *  (reshape, permute, slice: `pattern.splat`). */
+const splatThrough = (n: Node): boolean => {
+  const p = pattern(n);
+  return p.kind === "broadcast" || (p.kind === "injective" && p.splat);
+};
 
 const constOf = (b: Rebuilder, id: number): OpAttrs["const"] | undefined => {
   const n = b.node(id);
@@ -44,7 +48,7 @@ export const foldConstants: Pass = {
       const round = (v: number) => (n.type.dtype === "f32" ? Math.fround(v) : v);
       const put = (value: number | number[]) => b.add("const", [], { dtype: n.type.dtype, shape: n.type.shape, value }, n.site);
       const splats = cs.every((c) => typeof c!.value === "number");
-      if (splats && (lowering(n).kind === "elementwise" || SPLAT_THROUGH.has(n.op))) {
+      if (splats && (lowering(n).kind === "elementwise" || splatThrough(n))) {
         const ins = cs.map((c) => tensor64(c!.dtype, [], [c!.value as number]));
         const scalarOut = lowering(n).kind === "elementwise" ? evaluate(ref, ins, n.attrs, { dtype: n.type.dtype, shape: [] }) : ins[0];
         return scalarOut && put(round(scalarOut.data[0]));

@@ -12,8 +12,8 @@
  *  kernel (matmul, conv and their gradients, pools), which reads each element many times; and
  *  either
  *    - it has exactly one use over as many elements: nothing is computed twice; or
- *    - its fused cone (it and the fused values it reads, in rough op costs: 1 for + − × and
- *      selects, 2 for ÷ and √, 4 for transcendentals) costs ≤ 8: then it is recomputed in each
+ *    - its fused cone (it and the fused values it reads, in rough op costs, each op's record's
+ *      `pattern.cost`: 1 for + − × and selects, 2 for ÷ and √, 4 for transcendentals) costs ≤ 8: then it is recomputed in each
  *      consumer, and across a broadcast, rather than written out and read back — the
  *      subtracted max and exp(x − max) of softmax are recomputed beside the row sum and the
  *      division, which saves a tensor's round trip through memory.
@@ -43,16 +43,10 @@
 import { liveNodes } from "../src/ir/live.ts";
 import { describeNode, KilnError } from "../src/ir/errors.ts";
 import { numel, sizeEq } from "../src/ir/shape.ts";
-import type { Graph, Node, OpAttrs, OpKind, Shape, ValueId } from "../src/ir/types.ts";
-import { loweringOf, type Lowering } from "../src/ops/def.ts";
-import { OPS } from "../src/ops/table.ts";
+import type { Graph, Node, OpAttrs, Shape, ValueId } from "../src/ir/types.ts";
+import { lowering, pattern } from "../src/ops/table.ts";
 import { GPU_TARGET, type Target } from "./target.ts";
 import { usesTree } from "./wgsl/kernels/reduce.ts";
-
-/** How an op is lowered (its record's `wgsl`): buffer, index map, elementwise expression or kernel. */
-export const lowering = (n: Node): Lowering<OpKind> => loweringOf(OPS[n.op] as never, n.attrs as never);
-
-const REDUCTIONS = new Set(["reduce_sum", "reduce_mean", "reduce_max", "reduce_min", "argmax"]);
 
 export interface FusionOptions {
   readonly fuse: boolean;
@@ -76,19 +70,11 @@ export interface FusionPlan {
   readonly spilled: readonly Spill[];
 }
 
-const COST: Readonly<Record<string, number>> = {
-  div: 2,
-  mod: 2,
-  sqrt: 2,
-  rsqrt: 2,
-  recip: 2,
-  exp: 4,
-  log: 4,
-  sin: 4,
-  cos: 4,
-  tanh: 4,
-  sigmoid: 4,
-  pow: 6,
+/** An elementwise op's cost in a fused cone (its record's `pattern.cost`). */
+const costOf = (n: Node): number => {
+  const p = pattern(n);
+  if (p.kind !== "elementwise") throw new Error(`${describeNode(n.op, n.id, n.site)}: not elementwise, so it has no cost in a cone`);
+  return p.cost;
 };
 /** The most recomputation a fused value may bring into each of its consumers. */
 const BUDGET = 8;
@@ -112,7 +98,7 @@ export function planFusion(graph: Graph, opts: FusionOptions = { fuse: true }): 
       continue;
     }
     if (kind !== "elementwise") continue;
-    const cost = (COST[n.op] ?? 1) + n.inputs.reduce((s, i) => s + (cone.get(i) ?? 0), 0);
+    const cost = costOf(n) + n.inputs.reduce((s, i) => s + (cone.get(i) ?? 0), 0);
     if (opts.fuse && fusible(n, uses.get(n.id) ?? [], cost)) cone.set(n.id, cost);
     else kept.add(n.id);
   }
@@ -121,8 +107,6 @@ export function planFusion(graph: Graph, opts: FusionOptions = { fuse: true }): 
   const spilled = fitBindings(graph, live, kept, opts.maxStorageBuffers ?? 8);
   return { buffers: kept, spilled };
 }
-
-const ROW_REDUCTIONS: ReadonlySet<OpKind> = new Set<OpKind>(["reduce_sum", "reduce_mean", "reduce_max", "reduce_min"]);
 
 /** A reduction with kept dims takes an epilogue too, when its value goes, one use after another
  *  through elementwise values of its own shape, to one elementwise value of its input's shape
@@ -138,7 +122,8 @@ function rowEpilogues(
   target: Target,
 ): void {
   for (const r of graph.nodes) {
-    if (!live[r.id] || !ROW_REDUCTIONS.has(r.op) || outputs.has(r.id) || !kept.has(r.id)) continue;
+    const p = pattern(r);
+    if (!live[r.id] || p.kind !== "reduction" || !p.rowEpilogue || outputs.has(r.id) || !kept.has(r.id)) continue;
     const { axes, keepdims } = r.attrs as OpAttrs["reduce_sum"];
     const x = graph.nodes[r.inputs[0]].type.shape;
     const reduced = axes.map((a) => x[a]);
@@ -167,10 +152,6 @@ function rowEpilogues(
   }
 }
 
-/** Matmul, conv2d and conv2d's gradients: the ops written by the GEMM writers, whose store can
- *  compute an epilogue (wgsl/kernels/gemm.ts). */
-export const GEMMS: ReadonlySet<OpKind> = new Set<OpKind>(["matmul", "conv2d", "conv2d_grad_input", "conv2d_grad_filter"]);
-
 /** Moves each GEMM's buffer to the end of its epilogue chain (see the header): the GEMM and the
  *  chain before the last value leave `kept`, the last value joins it. */
 function epilogues(
@@ -182,7 +163,7 @@ function epilogues(
 ): void {
   const roots = new Set<ValueId>();
   for (const m of graph.nodes) {
-    if (!live[m.id] || !GEMMS.has(m.op) || outputs.has(m.id)) continue;
+    if (!live[m.id] || pattern(m).kind !== "gemm" || outputs.has(m.id)) continue;
     const chain: ValueId[] = [];
     let cur = m;
     for (;;) {
@@ -208,10 +189,11 @@ function epilogues(
 const sameDims = (a: Shape, b: Shape): boolean => a.length === b.length && a.every((d, i) => d === b[i]);
 
 function fusible(n: Node, uses: readonly Node[], cost: number): boolean {
-  if (!uses.every((c) => REDUCTIONS.has(c.op) || lowering(c).kind === "elementwise")) return false;
+  const reduction = (c: Node) => pattern(c).kind === "reduction";
+  if (!uses.every((c) => reduction(c) || lowering(c).kind === "elementwise")) return false;
   const [c] = uses;
   const once = uses.length === 1 && c.inputs.filter((i) => i === n.id).length === 1;
-  if (once && (REDUCTIONS.has(c.op) || sizeEq(numel(c.type.shape), numel(n.type.shape)))) return true;
+  if (once && (reduction(c) || sizeEq(numel(c.type.shape), numel(n.type.shape)))) return true;
   return cost <= BUDGET;
 }
 

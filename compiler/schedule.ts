@@ -17,7 +17,8 @@
  *  Needs the fusion plan (./fuse.ts): kernels are the materialized values that are not buffers. */
 import { bindShape, type DimEnv } from "../src/ir/shape.ts";
 import type { Graph, ValueId } from "../src/ir/types.ts";
-import { inlined, lowering } from "./codegen.ts";
+import { lowering } from "../src/ops/table.ts";
+import { inlined } from "./fuse.ts";
 
 export type ScheduleKind = "program" | "memory" | "best";
 

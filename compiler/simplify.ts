@@ -14,7 +14,7 @@
  *  broadcasts its partner (x[3] + 0[2,3]) stays. */
 import { broadcastShapes, shapeEq } from "../src/ir/shape.ts";
 import type { Node, OpAttrs, Shape, ValueId } from "../src/ir/types.ts";
-import { lowering } from "./codegen.ts";
+import { lowering } from "../src/ops/table.ts";
 import type { Pass } from "./pass.ts";
 import { rewrite, type Rebuilder } from "./rewrite.ts";
 

@@ -8,8 +8,8 @@
  *      value(%6 = add(%4, permute(%5)), [c0, c1])  →  (v4[c0 * 3u + c1] + v5[c1 * 2u + c0])
  *  Bindings, uniforms and helpers are collected while the body is written, then `finish`
  *  assembles the shader. */
-import { loweringOf, type IndexCtx, type LowerCtx } from "../../src/ops/def.ts";
-import { OPS } from "../../src/ops/table.ts";
+import type { IndexCtx, LowerCtx } from "../../src/ops/def.ts";
+import { lowering } from "../../src/ops/table.ts";
 import { WGSL_HELPERS, wgslType } from "../../src/ops/wgsl.ts";
 import { formatType } from "../../src/ir/shape.ts";
 import type { DType, Dim, Graph, Node, OpKind, Shape, ValueId } from "../../src/ir/types.ts";
@@ -132,7 +132,7 @@ export class KernelBuilder {
       return this.acc.expr;
     }
     if (!this.inline.has(id)) return this.load(id, this.linear(coords, node.type.shape), unitZero(coords, node.type.shape));
-    const low = loweringOf(OPS[node.op] as never, node.attrs as never) as ReturnType<typeof loweringOf<OpKind>>;
+    const low = lowering(node);
     const ctx = this.lowerCtx(node);
     switch (low.kind) {
       case "elementwise": {

@@ -132,6 +132,7 @@ export const conv2d = defineOp({
     forEachTap(x.shape, out.shape, f.shape, a, (xi, yi, fi) => (r.data[yi] += x.data[xi] * f.data[fi]));
     return r;
   },
+  pattern: { kind: "gemm" },
   lower: { kind: "kernel", kernel: "conv2d" },
   vjp: ({ g, ins: [x, f], attrs: a }) => [gradInput(g, f, a, x.shape), gradFilter(x, g, a, f.shape)],
 });
@@ -158,6 +159,7 @@ export const conv2dGradInput = defineOp({
     forEachTap(out.shape, g.shape, f.shape, a, (xi, yi, fi) => (r.data[xi] += g.data[yi] * f.data[fi]));
     return r;
   },
+  pattern: { kind: "gemm" },
   lower: { kind: "kernel", kernel: "conv2d_grad_input" },
   // Bilinear: with h the cotangent of dx, ⟨h, dx⟩ = ⟨conv2d(h, f), g⟩ = ⟨gradFilter(h, g), f⟩.
   vjp: ({ g: h, ins: [g, f], attrs: a }) => [h.conv2d(f, a), gradFilter(h, g, a, f.shape)],
@@ -184,6 +186,7 @@ export const conv2dGradFilter = defineOp({
     forEachTap(x.shape, g.shape, out.shape, a, (xi, yi, fi) => (r.data[fi] += x.data[xi] * g.data[yi]));
     return r;
   },
+  pattern: { kind: "gemm" },
   lower: { kind: "kernel", kernel: "conv2d_grad_filter" },
   // Bilinear: with h the cotangent of df, ⟨h, df⟩ = ⟨gradInput(g, h), x⟩ = ⟨conv2d(x, h), g⟩.
   vjp: ({ g: h, ins: [x, g], attrs: a }) => [gradInput(g, h, a, x.shape), x.conv2d(h, a)],
@@ -250,6 +253,7 @@ export const maxPool2d = defineOp({
     forEachWindow(x.shape, out.shape, a, (o, at) => (r.data[o] = maxOf(x, at)));
     return r;
   },
+  pattern: { kind: "opaque" },
   lower: { kind: "kernel", kernel: "pool" },
   vjp: ({ g, ins: [x], attrs: a }) => [x.builder.add("max_pool2d_grad", [x, g], poolAttrs(a))],
 });
@@ -264,6 +268,7 @@ export const avgPool2d = defineOp({
     forEachWindow(x.shape, out.shape, a, (o, at) => (r.data[o] = at.reduce((s, i) => s + x.data[i], 0) / at.length));
     return r;
   },
+  pattern: { kind: "opaque" },
   lower: { kind: "kernel", kernel: "pool" },
   vjp: ({ g, ins: [x], attrs: a }) => [g.builder.add("avg_pool2d_grad", [g], { ...poolAttrs(a), shape: x.shape })],
 });
@@ -292,6 +297,7 @@ export const maxPool2dGrad = defineOp({
     });
     return r;
   },
+  pattern: { kind: "opaque" },
   lower: { kind: "kernel", kernel: "pool_grad" },
   // In x the result is piecewise constant (0 almost everywhere); in g it is linear, with the
   // transpose below.
@@ -345,6 +351,7 @@ export const avgPool2dGrad = defineOp({
     });
     return r;
   },
+  pattern: { kind: "opaque" },
   lower: { kind: "kernel", kernel: "pool_grad" },
   // Linear, and the transpose of avg_pool2d: its vjp is the pool itself.
   vjp: ({ g: h, attrs: a }) => [h.avgPool2d(a.window, a.strides, a.padding)],

@@ -1,6 +1,7 @@
-/** One op, one record: attribute schema, shape/dtype rule, float64 reference and WGSL lowering.
- *  The gradient rule joins the record with autodiff. Passes query these properties; they never
- *  switch on op names. */
+/** One op, one record: attribute schema, shape/dtype rule, float64 reference, WGSL lowering and
+ *  the properties passes ask (`pattern`). The gradient rule joins the record with autodiff.
+ *  Passes query these properties (./table.ts `pattern`, `lowering`); they never keep sets of op
+ *  names. */
 import { ShapeError } from "../ir/errors.ts";
 import { formatType } from "../ir/shape.ts";
 import type { DType, Dim, OpAttrs, OpKind, TensorType } from "../ir/types.ts";
@@ -45,6 +46,45 @@ export type Lowering<K extends OpKind> =
 
 export type KernelName = "reduce" | "argmax" | "matmul" | "conv2d" | "conv2d_grad_input" | "conv2d_grad_filter" | "pool" | "pool_grad";
 
+/** What fusion and the graph rewrites ask of an op, by kind (TVM's OpPatternKind, tinygrad's
+ *  GroupOp). Every op states it; a kind's fields are required, so an elementwise op must give its
+ *  cost. The kind agrees with the lowering (test/ops/properties.test.ts checks every op):
+ *  - source: no operand it computes from (inputs, constants, iota, random) — a buffer or an index map;
+ *  - elementwise: a scalar function at each (broadcast) element — lowered `elementwise`. `cost`
+ *    is its rough price in a fused cone (1 for + − × and selects, 2 for ÷ and √, 4 for
+ *    transcendentals: compiler/fuse.ts recomputes a cheap cone rather than storing it);
+ *    `commutative`: its two operands swap bit for bit (compiler/cse.ts merges a·b with b·a);
+ *  - broadcast: an index map that only repeats its input (expand);
+ *  - injective: any other index map (movement, gather); `splat`: a splat constant stays a splat
+ *    through it (compiler/fold-constants.ts);
+ *  - reduction: a kernel folding axes into one value each; fused elementwise work before it (a
+ *    prologue); `rowEpilogue`: its one-thread-per-output variant can compute the elementwise
+ *    value that reads it broadcast back over its row (softmax's e / Σe, compiler/fuse.ts);
+ *  - gemm: a kernel written by the GEMM writers (compiler/wgsl/kernels/gemm.ts), whose store
+ *    computes an elementwise epilogue; its operands are read many times, so never recomputed;
+ *  - opaque: a kernel of its own that takes no epilogue and whose operands are not recomputed (pools). */
+export type Pattern =
+  | { readonly kind: "source" }
+  | { readonly kind: "elementwise"; readonly cost: number; readonly commutative: boolean }
+  | { readonly kind: "broadcast" }
+  | { readonly kind: "injective"; readonly splat: boolean }
+  | { readonly kind: "reduction"; readonly rowEpilogue: boolean }
+  | { readonly kind: "gemm" }
+  | { readonly kind: "opaque" };
+
+export type PatternKind = Pattern["kind"];
+
+/** The lowering kinds each pattern kind allows. */
+export const LOWERINGS: { readonly [P in PatternKind]: readonly Lowering<OpKind>["kind"][] } = {
+  source: ["buffer", "index"],
+  elementwise: ["elementwise"],
+  broadcast: ["index"],
+  injective: ["index"],
+  reduction: ["kernel"],
+  gemm: ["kernel"],
+  opaque: ["kernel"],
+};
+
 export interface OpDef<K extends OpKind> {
   readonly name: K;
   /** Number of inputs, or "variadic" (at least one). */
@@ -55,6 +95,8 @@ export interface OpDef<K extends OpKind> {
   /** float64 oracle on concrete values. `out` is the inferred type with dims bound. */
   readonly reference: (ins: readonly Tensor64[], attrs: OpAttrs[K], out: ConcreteType) => Tensor64;
   readonly lower: Lowering<K> | ((attrs: OpAttrs[K]) => Lowering<K>);
+  /** What passes ask of it (see `Pattern`). */
+  readonly pattern: Pattern;
   /** Vector-Jacobian product: the cotangent of each input, built as new nodes, given the
    *  output's cotangent `g`; undefined where an input gets none (integer inputs, indices,
    *  zero derivatives). An op with float inputs and no rule cannot be differentiated. */

@@ -43,6 +43,11 @@ interface ElementwiseSpec<K extends OpKind> {
   out?: DType;
   reference: Scalar;
   wgsl: Expr;
+  /** Rough cost in a fused cone (see def.ts `Pattern`): 1 for + − × and selects, 2 for ÷ and √,
+   *  4 for transcendentals. */
+  cost: number;
+  /** The two operands swap bit for bit (IEEE + and × do). */
+  commutative?: boolean;
   vjp?: Vjp<K>;
 }
 
@@ -54,6 +59,7 @@ function elementwise<K extends OpKind>(s: ElementwiseSpec<K>): OpDef<K> {
     infer: (ins) => broadcastType(ins, s.out ?? requireDtype(ins, s.dtypes, s.name)),
     reference: (ins, _attrs, out) => mapBroadcast(ins, out, s.reference),
     lower: { kind: "elementwise", expr: s.wgsl },
+    pattern: { kind: "elementwise", cost: s.cost, commutative: s.commutative ?? false },
     vjp: s.vjp,
   });
 }
@@ -80,6 +86,7 @@ export const neg = elementwise({
   arity: 1,
   dtypes: SIGNED,
   reference: ([x]) => -x,
+  cost: 1,
   wgsl: ([x]) => `(-${x})`,
   vjp: ({ g }) => [g.neg()],
 });
@@ -88,6 +95,7 @@ export const abs = elementwise({
   arity: 1,
   dtypes: SIGNED,
   reference: ([x]) => Math.abs(x),
+  cost: 1,
   wgsl: ([x]) => `abs(${x})`,
   vjp: ({ g, ins: [x] }) => [g.mul(x.sign())], // d|x| = sign x (0 at the kink)
 });
@@ -96,6 +104,7 @@ export const sign = elementwise({
   arity: 1,
   dtypes: SIGNED,
   reference: ([x]) => Math.sign(x),
+  cost: 1,
   wgsl: ([x]) => `sign(${x})`,
   vjp: piecewiseConstant,
 });
@@ -104,6 +113,7 @@ export const exp = elementwise({
   arity: 1,
   dtypes: FLOAT,
   reference: ([x]) => Math.exp(x),
+  cost: 4,
   wgsl: ([x]) => `exp(${x})`,
   vjp: ({ g, out }) => [g.mul(out)],
 });
@@ -112,6 +122,7 @@ export const log = elementwise({
   arity: 1,
   dtypes: FLOAT,
   reference: ([x]) => Math.log(x),
+  cost: 4,
   wgsl: ([x]) => `log(${x})`,
   vjp: ({ g, ins: [x] }) => [g.div(x)],
 });
@@ -120,6 +131,7 @@ export const sqrt = elementwise({
   arity: 1,
   dtypes: FLOAT,
   reference: ([x]) => Math.sqrt(x),
+  cost: 2,
   wgsl: ([x]) => `sqrt(${x})`,
   vjp: ({ g, out }) => [g.div(out.mul(2))], // d√x = 1 / 2√x
 });
@@ -128,6 +140,7 @@ export const rsqrt = elementwise({
   arity: 1,
   dtypes: FLOAT,
   reference: ([x]) => 1 / Math.sqrt(x),
+  cost: 2,
   wgsl: ([x]) => `inverseSqrt(${x})`,
   vjp: ({ g, out }) => [g.mul(out.mul(out).mul(out)).mul(-0.5)], // d x^-½ = −½·x^-3/2 = −½·out³
 });
@@ -136,6 +149,7 @@ export const recip = elementwise({
   arity: 1,
   dtypes: FLOAT,
   reference: ([x]) => 1 / x,
+  cost: 2,
   wgsl: ([x]) => `(1.0 / ${x})`,
   vjp: ({ g, out }) => [g.mul(out.mul(out)).neg()], // d 1/x = −1/x² = −out²
 });
@@ -144,6 +158,7 @@ export const sin = elementwise({
   arity: 1,
   dtypes: FLOAT,
   reference: ([x]) => Math.sin(x),
+  cost: 4,
   wgsl: ([x]) => `sin(${x})`,
   vjp: ({ g, ins: [x] }) => [g.mul(x.cos())],
 });
@@ -152,6 +167,7 @@ export const cos = elementwise({
   arity: 1,
   dtypes: FLOAT,
   reference: ([x]) => Math.cos(x),
+  cost: 4,
   wgsl: ([x]) => `cos(${x})`,
   vjp: ({ g, ins: [x] }) => [g.mul(x.sin()).neg()],
 });
@@ -160,6 +176,7 @@ export const tanh = elementwise({
   arity: 1,
   dtypes: FLOAT,
   reference: ([x]) => Math.tanh(x),
+  cost: 4,
   wgsl: ([x]) => `kiln_tanh(${x})`,
   vjp: ({ g, out }) => [g.mul(oneMinus(out.mul(out)))], // d tanh = 1 − tanh²
 });
@@ -168,6 +185,7 @@ export const sigmoid = elementwise({
   arity: 1,
   dtypes: FLOAT,
   reference: ([x]) => 1 / (1 + Math.exp(-x)),
+  cost: 4,
   wgsl: ([x]) => `kiln_sigmoid(${x})`,
   vjp: ({ g, out }) => [g.mul(out.mul(oneMinus(out)))], // d σ = σ·(1 − σ)
 });
@@ -176,6 +194,7 @@ export const relu = elementwise({
   arity: 1,
   dtypes: SIGNED,
   reference: ([x]) => Math.max(x, 0),
+  cost: 1,
   wgsl: ([x], c) => `max(${x}, ${zero(c)})`,
   // 1 where x > 0, 0 at the kink and below; relu(x) > 0 exactly there, so the rule reads the
   // output: the backward pass keeps the activation, not also the pre-activation, and the
@@ -187,6 +206,7 @@ export const floor = elementwise({
   arity: 1,
   dtypes: FLOAT,
   reference: ([x]) => Math.floor(x),
+  cost: 1,
   wgsl: ([x]) => `floor(${x})`,
   vjp: piecewiseConstant,
 });
@@ -195,10 +215,18 @@ export const ceil = elementwise({
   arity: 1,
   dtypes: FLOAT,
   reference: ([x]) => Math.ceil(x),
+  cost: 1,
   wgsl: ([x]) => `ceil(${x})`,
   vjp: piecewiseConstant,
 });
-export const not = elementwise({ name: "not", arity: 1, dtypes: ["bool"], reference: ([x]) => (x ? 0 : 1), wgsl: ([x]) => `(!${x})` });
+export const not = elementwise({
+  name: "not",
+  arity: 1,
+  dtypes: ["bool"],
+  reference: ([x]) => (x ? 0 : 1),
+  cost: 1,
+  wgsl: ([x]) => `(!${x})`,
+});
 
 /** f32 → int truncates toward zero and clamps to the largest f32-representable value in range,
  *  as WGSL's conversions do. NaN → 0: WGSL leaves it indeterminate (Dawn gives the minimum), so
@@ -218,6 +246,7 @@ export const cast = defineOp({
   attrs: { dtype: "dtype" },
   infer: ([x], a) => ({ dtype: a.dtype, shape: x.shape }),
   reference: (ins, a, out) => mapBroadcast(ins, out, ([x], from) => castScalar(x, from, a.dtype)),
+  pattern: { kind: "elementwise", cost: 1, commutative: false },
   // Only f32 → f32 gets here (the identity): grad gives cotangents only to f32 values and asks
   // rules only for f32 inputs, so a cast to or from another dtype passes no gradient.
   vjp: ({ g }) => [g],
@@ -242,6 +271,7 @@ export const stopGradient = defineOp({
   infer: ([x]) => x,
   reference: (ins, _a, out) => mapBroadcast(ins, out, ([x]) => x),
   lower: { kind: "elementwise", expr: ([x]) => x },
+  pattern: { kind: "elementwise", cost: 1, commutative: false },
   vjp: () => [undefined],
 });
 
@@ -256,6 +286,8 @@ export const add = elementwise({
   arity: 2,
   dtypes: NUMERIC,
   reference: ([a, b]) => a + b,
+  cost: 1,
+  commutative: true,
   wgsl: op2("+"),
   vjp: ({ g, ins: [a, b] }) => [g.sumTo(a.shape), g.sumTo(b.shape)],
 });
@@ -264,6 +296,7 @@ export const sub = elementwise({
   arity: 2,
   dtypes: NUMERIC,
   reference: ([a, b]) => a - b,
+  cost: 1,
   wgsl: op2("-"),
   vjp: ({ g, ins: [a, b] }) => [g.sumTo(a.shape), g.neg().sumTo(b.shape)],
 });
@@ -272,6 +305,8 @@ export const mul = elementwise({
   arity: 2,
   dtypes: NUMERIC,
   reference: ([a, b], d) => (int(d) ? Math.imul(a, b) : a * b),
+  cost: 1,
+  commutative: true,
   wgsl: op2("*"),
   vjp: ({ g, ins: [a, b] }) => [g.mul(b).sumTo(a.shape), g.mul(a).sumTo(b.shape)],
 });
@@ -285,6 +320,7 @@ export const div = elementwise({
     if (b === 0 || (d === "i32" && a === I32_MIN && b === -1)) return a;
     return Math.trunc(a / b);
   },
+  cost: 2,
   wgsl: ([a, b], c) => ({ f32: `(${a} / ${b})`, i32: `kiln_idiv(${a}, ${b})`, u32: `kiln_udiv(${a}, ${b})`, bool: "" })[c.inTypes[0].dtype],
   // ∂b = −g·a/b² = −g·out/b
   vjp: ({ g, ins: [a, b], out }) => [g.div(b).sumTo(a.shape), g.mul(out).div(b).neg().sumTo(b.shape)],
@@ -301,6 +337,7 @@ export const mod = elementwise({
     if (b === 0 || (d === "i32" && a === I32_MIN && b === -1)) return 0;
     return a % b;
   },
+  cost: 2,
   wgsl: ([a, b], c) => ({ f32: `(${a} % ${b})`, i32: `kiln_imod(${a}, ${b})`, u32: `kiln_umod(${a}, ${b})`, bool: "" })[c.inTypes[0].dtype],
   // a % b = a − b·trunc(a/b), trunc piecewise constant: ∂a = g, ∂b = −g·trunc(a/b), with
   // trunc q = sign q · floor |q|. (At integer quotients the remainder jumps: no derivative.)
@@ -317,6 +354,7 @@ export const pow = elementwise({
   arity: 2,
   dtypes: FLOAT,
   reference: ([a, b]) => Math.pow(a, b),
+  cost: 6,
   wgsl: ([a, b]) => `kiln_pow(${a}, ${b})`,
   vjp: ({ g, ins: [a, b], out }) => {
     const positive = a.gt(0);
@@ -344,6 +382,7 @@ export const max = elementwise({
   arity: 2,
   dtypes: NUMERIC,
   reference: ([a, b]) => Math.max(a, b),
+  cost: 1,
   wgsl: ([a, b]) => `max(${a}, ${b})`,
   vjp: extremum((a, b) => a.gt(b)),
 });
@@ -352,21 +391,43 @@ export const min = elementwise({
   arity: 2,
   dtypes: NUMERIC,
   reference: ([a, b]) => Math.min(a, b),
+  cost: 1,
   wgsl: ([a, b]) => `min(${a}, ${b})`,
   vjp: extremum((a, b) => a.lt(b)),
 });
 
-const compare = <K extends OpKind>(name: K, dtypes: readonly DType[], wgsl: Expr, f: (a: number, b: number) => boolean) =>
-  fixedOut({ name, arity: 2, dtypes, out: "bool", reference: ([a, b]) => (f(a, b) ? 1 : 0), wgsl });
+const compare = <K extends OpKind>(
+  name: K,
+  dtypes: readonly DType[],
+  wgsl: Expr,
+  f: (a: number, b: number) => boolean,
+  commutative = false,
+) => fixedOut({ name, arity: 2, dtypes, out: "bool", reference: ([a, b]) => (f(a, b) ? 1 : 0), wgsl, cost: 1, commutative });
 
-export const eq = compare("eq", ANY, op2("=="), (a, b) => a === b);
-export const ne = compare("ne", ANY, notEqual, (a, b) => a !== b);
+export const eq = compare("eq", ANY, op2("=="), (a, b) => a === b, true);
+export const ne = compare("ne", ANY, notEqual, (a, b) => a !== b, true);
 export const lt = compare("lt", NUMERIC, op2("<"), (a, b) => a < b);
 export const le = compare("le", NUMERIC, op2("<="), (a, b) => a <= b);
 export const gt = compare("gt", NUMERIC, op2(">"), (a, b) => a > b);
 export const ge = compare("ge", NUMERIC, op2(">="), (a, b) => a >= b);
-export const and = elementwise({ name: "and", arity: 2, dtypes: ["bool"], reference: ([a, b]) => a && b, wgsl: op2("&&") });
-export const or = elementwise({ name: "or", arity: 2, dtypes: ["bool"], reference: ([a, b]) => a || b, wgsl: op2("||") });
+export const and = elementwise({
+  name: "and",
+  arity: 2,
+  dtypes: ["bool"],
+  reference: ([a, b]) => a && b,
+  cost: 1,
+  commutative: true,
+  wgsl: op2("&&"),
+});
+export const or = elementwise({
+  name: "or",
+  arity: 2,
+  dtypes: ["bool"],
+  reference: ([a, b]) => a || b,
+  cost: 1,
+  commutative: true,
+  wgsl: op2("||"),
+});
 
 export const select = defineOp({
   name: "select",
@@ -386,6 +447,7 @@ export const select = defineOp({
     return r;
   },
   lower: { kind: "elementwise", expr: ([c, a, b]) => `select(${b}, ${a}, ${c})` },
+  pattern: { kind: "elementwise", cost: 1, commutative: false },
   // The condition gets no cotangent; each branch gets g where it was chosen.
   vjp: ({ g, ins: [c, a, b] }) => [undefined, c.select(g, 0).sumTo(a.shape), c.select(0, g).sumTo(b.shape)],
 });

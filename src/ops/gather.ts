@@ -40,6 +40,7 @@ export const gather = defineOp({
       return read([...idx.slice(0, a.axis), j, ...idx.slice(a.axis + n)]);
     });
   },
+  pattern: { kind: "injective", splat: false },
   lower: {
     kind: "index",
     expr: (c) => {

@@ -44,6 +44,7 @@ export const matmul = defineOp({
     });
     return r;
   },
+  pattern: { kind: "gemm" },
   lower: { kind: "kernel", kernel: "matmul" },
   // C = A·B: ∂A = G·Bᵀ, ∂B = Aᵀ·G (the transposes are strided loads in the GEMM), each summed
   // over the batch dims its operand was broadcast along: [B,T,K] × [K,N] sums ∂B over B and T.

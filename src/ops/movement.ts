@@ -63,6 +63,7 @@ export const reshape = defineOp({
     return { dtype: ins[0].dtype, shape: [...a.shape] };
   },
   reference: ([x], _a, out) => tensor64(out.dtype, out.shape, x.data),
+  pattern: { kind: "injective", splat: true },
   lower: {
     kind: "index",
     expr: (c) => c.at(0, c.unravel(c.linear(c.out, c.type.shape), c.inTypes[0].shape)),
@@ -95,6 +96,7 @@ export const permute = defineOp({
       return read(src);
     });
   },
+  pattern: { kind: "injective", splat: true },
   lower: {
     kind: "index",
     expr: (c) => {
@@ -128,6 +130,7 @@ export const expand = defineOp({
     const off = out.shape.length - x.shape.length;
     return generate(out, (idx) => read(x.shape.map((d, ax) => (d === 1 ? 0 : idx[ax + off]))));
   },
+  pattern: { kind: "broadcast" },
   lower: {
     kind: "index",
     expr: (c) => {
@@ -173,6 +176,7 @@ export const slice = defineOp({
     const read = reader(x);
     return generate(out, (idx) => read(idx.map((i, ax) => a.begin[ax] + i * a.stride[ax])));
   },
+  pattern: { kind: "injective", splat: true },
   lower: {
     kind: "index",
     expr: (c) =>
@@ -266,6 +270,7 @@ export const pad = defineOp({
       return read(src);
     });
   },
+  pattern: { kind: "injective", splat: false },
   lower: {
     kind: "index",
     expr: (c) => {
@@ -331,6 +336,7 @@ export const concat = defineOp({
       return reads[k](src);
     });
   },
+  pattern: { kind: "injective", splat: false },
   lower: { kind: "index", expr: lowerConcat },
   vjp: ({ g, ins, attrs: { axis } }) => {
     if (ins.length === 1) return [g];

@@ -97,6 +97,8 @@ function reduction<K extends ReduceKind>(s: ReduceSpec<K>): OpDef<K> {
       return r;
     },
     lower: { kind: "kernel", kernel: "reduce" },
+    // Each thread of the loop variant holds its whole row: it can write the row back.
+    pattern: { kind: "reduction", rowEpilogue: true },
     vjp: s.vjp,
   });
 }
@@ -165,5 +167,7 @@ export const argmax = defineOp({
     });
   },
   lower: { kind: "kernel", kernel: "argmax" },
+  // A prologue fuses in; a row epilogue is not offered (the plans never needed one).
+  pattern: { kind: "reduction", rowEpilogue: false },
   // No rule: the i32 output carries no gradient, and grad never asks for one.
 });

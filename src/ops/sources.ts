@@ -15,6 +15,7 @@ export const input = defineOp({
   attrs: { name: "string", dtype: "dtype", shape: "shape" },
   infer: (_ins, a) => (checkShape(a.shape, "input"), { dtype: a.dtype, shape: a.shape }),
   reference: () => fail("input has no reference: the interpreter binds it"),
+  pattern: { kind: "source" },
   lower: { kind: "buffer" },
 });
 
@@ -34,6 +35,7 @@ export const constant = defineOp({
   },
   reference: (_ins, a, out) =>
     tensor64(out.dtype, out.shape, typeof a.value === "number" ? new Array<number>(size(out.shape)).fill(a.value) : a.value),
+  pattern: { kind: "source" },
   lower: (a) =>
     typeof a.value === "number" ? { kind: "index", expr: (c) => lit(c.attrs.value as number, c.type.dtype) } : { kind: "buffer" },
 });
@@ -54,6 +56,7 @@ export const iota = defineOp({
     forEachIndex(out.shape, (idx, flat) => (r.data[flat] = idx[a.axis]));
     return r;
   },
+  pattern: { kind: "source" },
   lower: { kind: "index", expr: (c) => (c.type.dtype === "u32" ? c.out[c.attrs.axis] : `${c.type.dtype}(${c.out[c.attrs.axis]})`) },
 });
 
@@ -88,6 +91,7 @@ export const random = defineOp({
     for (let i = 0; i < r.data.length; i++) r.data[i] = uniformAt(a.seed, key.data[0], i);
     return r;
   },
+  pattern: { kind: "source" },
   lower: {
     kind: "index",
     expr: (c) => {

@@ -1,6 +1,6 @@
 /** OPS: every primitive's record, keyed by its name in the text IR. A missing op is a type error. */
-import type { OpKind } from "../ir/types.ts";
-import type { OpDef } from "./def.ts";
+import type { Node, OpAttrs, OpKind } from "../ir/types.ts";
+import { loweringOf, type Lowering, type OpDef, type Pattern } from "./def.ts";
 import * as cv from "./conv.ts";
 import * as ew from "./elementwise.ts";
 import { gather } from "./gather.ts";
@@ -72,3 +72,9 @@ export const OPS: { readonly [K in OpKind]: OpDef<K> } = {
 };
 
 export const isOpKind = (s: string): s is OpKind => Object.hasOwn(OPS, s);
+
+/** How a node's op is lowered (its record's `lower`, for its attributes). */
+export const lowering = (n: Node): Lowering<OpKind> => loweringOf(OPS[n.op] as OpDef<OpKind>, n.attrs as OpAttrs[OpKind]);
+
+/** What passes ask of a node's op (its record's `pattern`). */
+export const pattern = (n: Pick<Node, "op">): Pattern => OPS[n.op].pattern;
