@@ -11,6 +11,13 @@ const runtimeDir = process.env.XDG_RUNTIME_DIR || `/tmp/xdg-${process.getuid?.()
 mkdirSync(runtimeDir, { recursive: true, mode: 0o700 });
 
 export default defineConfig({
+  // Examples import Kiln by its package name (tsconfig.json "paths" says the same for tsc and tsx).
+  resolve: {
+    alias: [
+      { find: /^kiln-nn$/, replacement: `${root}lib/index.ts` },
+      { find: /^kiln-nn\/browser$/, replacement: `${root}lib/browser.ts` },
+    ],
+  },
   test: {
     include: ["test/**/*.test.ts"],
     // Dawn is a native addon: each test file gets its own process, which releases it on exit.

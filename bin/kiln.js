@@ -1,6 +1,13 @@
 #!/usr/bin/env node
-// `npx kiln …` without a build step: load tsx's ESM hooks, then run the TypeScript CLI.
-import { register } from "tsx/esm/api";
+// The `kiln` command. Installed from npm it runs the compiled JavaScript in dist/ with plain node;
+// in a checkout (where the TypeScript sources are) it runs them through tsx, a devDependency.
+import { existsSync } from "node:fs";
 
-register();
-await import(new URL("../cli/cli.ts", import.meta.url).href);
+const source = new URL("../cli/cli.ts", import.meta.url);
+if (existsSync(source)) {
+  const { register } = await import("tsx/esm/api");
+  register();
+  await import(source.href);
+} else {
+  await import(new URL("../dist/cli/cli.js", import.meta.url).href);
+}

@@ -22,6 +22,19 @@ const MODULES = new Set([".ts", ".mts", ".js", ".mjs"]);
 const isGraph = (v: unknown): v is Graph =>
   typeof v === "object" && v !== null && Array.isArray((v as Graph).nodes) && Array.isArray((v as Graph).outputs);
 
+const TYPESCRIPT = new Set([".ts", ".mts"]);
+
+/** Register tsx's loader (an optional dependency) for TypeScript model files, or say what to install. */
+async function typescriptLoader(file: string): Promise<void> {
+  let api: { register(): unknown };
+  try {
+    api = (await import("tsx/esm/api" as string)) as { register(): unknown };
+  } catch {
+    throw new KilnError(`${file}: loading a TypeScript model needs tsx (npm install --save-dev tsx), or compile the module to .js / .mjs`);
+  }
+  api.register();
+}
+
 /** A module's default export (a function's result, if it is one). */
 export async function loadModule(file: string): Promise<unknown> {
   const ext = extname(file);
@@ -29,7 +42,15 @@ export async function loadModule(file: string): Promise<unknown> {
     throw new KilnError(`${file}: a model is a .kir text-IR file or a module (${[...MODULES].join(" ")}), not "${ext || "no extension"}"`);
   let mod: { default?: unknown };
   try {
-    mod = (await import(pathToFileURL(resolve(file)).href)) as { default?: unknown };
+    const url = pathToFileURL(resolve(file)).href;
+    try {
+      mod = (await import(url)) as { default?: unknown };
+    } catch (e) {
+      // Plain node has no TypeScript loader (the installed `kiln` runs compiled JavaScript).
+      if (!TYPESCRIPT.has(ext) || (e as { code?: string }).code !== "ERR_UNKNOWN_FILE_EXTENSION") throw e;
+      await typescriptLoader(file);
+      mod = (await import(url)) as { default?: unknown };
+    }
   } catch (e) {
     // tsx loads a .ts file outside a "type": "module" package as CommonJS, which cannot import
     // Kiln's ES modules: the error names a require() cycle.

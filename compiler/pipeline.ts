@@ -169,7 +169,10 @@ export function compile(graph: Graph, opts: CompileOptions = {}): Program {
     dims: opts.dims ?? {},
     state: opts.state ?? {},
   };
-  const dump = new Set((process.env.KILN_DUMP ?? "").split(",").filter(Boolean));
+  // `globalThis.process`: no Node in a browser (lib/browser.ts), and no KILN_DUMP there.
+  const dump = new Set(
+    ((globalThis as { process?: { env: Record<string, string | undefined> } }).process?.env.KILN_DUMP ?? "").split(",").filter(Boolean),
+  );
   verify(graph);
   let l: Lowered = { graph };
   let lowering: string | undefined;

@@ -6,15 +6,19 @@
  *  the standard graph passes and before the lowering stages (fuse, schedule, codegen,
  *  plan-memory), with dead-code elimination once more after it; the per-step statistics show
  *  what each one did. */
-import { dce } from "../compiler/dce.ts";
-import type { Pass } from "../compiler/pass.ts";
-import { compile, insertBefore, type PassStat } from "../compiler/pipeline.ts";
-import { rewrite } from "../compiler/rewrite.ts";
-import { GraphBuilder } from "../src/api/builder.ts";
-import type { OpAttrs } from "../src/ir/types.ts";
-import { printGraph } from "../src/ir/print.ts";
-import { releaseGpu } from "../runtime/device.ts";
-import { Executable } from "../runtime/execute.ts";
+import {
+  compile,
+  dce,
+  Executable,
+  GraphBuilder,
+  insertBefore,
+  printGraph,
+  releaseGpu,
+  rewrite,
+  type OpAttrs,
+  type Pass,
+  type PassStat,
+} from "kiln-nn";
 
 export const squareToMul: Pass = {
   name: "square-to-mul",

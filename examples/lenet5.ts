@@ -13,11 +13,20 @@
 import { mkdirSync } from "node:fs";
 import { dirname } from "node:path";
 import { Command } from "commander";
-import { conv2d, dense, dropout, flatten, maxPool2d } from "../src/api/layers.ts";
-import { sequential, type Model } from "../src/api/model.ts";
-import { adam, inverseTimeDecay } from "../src/api/optimizers.ts";
-import { releaseGpu } from "../runtime/device.ts";
-import { compileModel, type History } from "../training/compile-model.ts";
+import {
+  adam,
+  compileModel,
+  conv2d,
+  dense,
+  dropout,
+  flatten,
+  inverseTimeDecay,
+  maxPool2d,
+  releaseGpu,
+  sequential,
+  type History,
+  type Model,
+} from "kiln-nn";
 import { asImages, IMAGE_SIZE, loadMnist, oneHot, PIXELS } from "./data/mnist.ts";
 
 export interface LeNetOptions {

@@ -1,11 +1,6 @@
 /** The Quick start demo: build a small MLP as a graph, run it on the GPU through Dawn, and
  *  check it against the float64 reference.  Run: npm run demo */
-import { compile } from "../compiler/pipeline.ts";
-import { GraphBuilder } from "../src/api/builder.ts";
-import { softmax } from "../src/api/composites.ts";
-import { interpret } from "../src/interpret.ts";
-import { acquireGpu, releaseGpu } from "../runtime/device.ts";
-import { Executable } from "../runtime/execute.ts";
+import { acquireGpu, compile, Executable, GraphBuilder, interpret, releaseGpu, softmax } from "kiln-nn";
 
 const [IN, HIDDEN, OUT, BATCH] = [784, 128, 10, 16];
 

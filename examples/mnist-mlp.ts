@@ -4,11 +4,7 @@
  *  sigmoid hidden units train slowly with plain SGD (the course's point about vanishing
  *  gradients); both variants use Adam here, as the course's later Keras examples do. */
 import { Command } from "commander";
-import { dense, dropout } from "../src/api/layers.ts";
-import { sequential } from "../src/api/model.ts";
-import { adam, inverseTimeDecay } from "../src/api/optimizers.ts";
-import { releaseGpu } from "../runtime/device.ts";
-import { compileModel, type History } from "../training/compile-model.ts";
+import { adam, compileModel, dense, dropout, inverseTimeDecay, releaseGpu, sequential, type History } from "kiln-nn";
 import { loadMnist, oneHot } from "./data/mnist.ts";
 
 export interface MnistMlpOptions {

@@ -8,11 +8,7 @@
  *      npx tsx examples/parity.ts [--bits 6] [--epochs N] [--seeds K]
  */
 import { Command } from "commander";
-import { dense } from "../src/api/layers.ts";
-import { sequential, type Model } from "../src/api/model.ts";
-import { adam } from "../src/api/optimizers.ts";
-import { releaseGpu } from "../runtime/device.ts";
-import { compileModel } from "../training/compile-model.ts";
+import { adam, compileModel, dense, releaseGpu, sequential, type Model } from "kiln-nn";
 
 /** All 2^bits patterns as ±1 inputs [2^bits, bits] and their parity (1 when an odd number of
  *  bits are set) [2^bits, 1]. */

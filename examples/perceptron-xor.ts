@@ -5,11 +5,7 @@
  *      npx tsx examples/perceptron-xor.ts [--epochs N] [--hidden-epochs N]
  */
 import { Command } from "commander";
-import { dense } from "../src/api/layers.ts";
-import { sequential, type Model } from "../src/api/model.ts";
-import { sgd } from "../src/api/optimizers.ts";
-import { releaseGpu } from "../runtime/device.ts";
-import { compileModel } from "../training/compile-model.ts";
+import { compileModel, dense, releaseGpu, sequential, sgd, type Model } from "kiln-nn";
 
 export type Gate = "and" | "or" | "xor";
 

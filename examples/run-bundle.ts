@@ -10,8 +10,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { promisify } from "node:util";
-import type { BundleFiles } from "../compiler/bundle/emit.ts";
-import { writeBundle } from "../cli/build.ts";
+import { writeBundle, type BundleFiles } from "kiln-nn";
 
 const ROOT = fileURLToPath(new URL("..", import.meta.url));
 

@@ -10,14 +10,19 @@
  *  of about 0.001; the simple RNN's loss jumps between 0.10 and 0.17 and ends near the baseline,
  *  while with --lr 0.003 it gets to about 0.015 — unstable rather than unable at this length. */
 import { Command } from "commander";
-import { compile } from "../compiler/pipeline.ts";
-import { dense } from "../src/api/layers.ts";
-import { sequential, trainStepGraph } from "../src/api/model.ts";
-import { adam } from "../src/api/optimizers.ts";
-import { lstm, simpleRnn } from "../src/api/recurrent.ts";
-import type { HostTensor } from "../src/ir/host.ts";
-import { acquireGpu, releaseGpu } from "../runtime/device.ts";
-import { compileModel } from "../training/compile-model.ts";
+import {
+  acquireGpu,
+  adam,
+  compile,
+  compileModel,
+  dense,
+  lstm,
+  releaseGpu,
+  sequential,
+  simpleRnn,
+  trainStepGraph,
+  type HostTensor,
+} from "kiln-nn";
 
 /** Predicting 1 for every sequence: Var(u₁ + u₂) for independent u ~ U(0, 1). */
 export const BASELINE_MSE = 1 / 6;

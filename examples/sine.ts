@@ -5,13 +5,7 @@
  *      npx tsx examples/sine.ts [--freq K] [--hidden 32,32] [--epochs N] [--plot loss.svg]
  */
 import { Command } from "commander";
-import { mulberry32 } from "../src/api/initializers.ts";
-import { dense } from "../src/api/layers.ts";
-import { sequential } from "../src/api/model.ts";
-import { adam } from "../src/api/optimizers.ts";
-import { releaseGpu } from "../runtime/device.ts";
-import { compileModel } from "../training/compile-model.ts";
-import { historyPlot } from "../training/plot.ts";
+import { adam, compileModel, dense, historyPlot, mulberry32, releaseGpu, sequential } from "kiln-nn";
 
 type Column = { shape: number[]; data: Float32Array };
 

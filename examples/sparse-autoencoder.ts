@@ -11,14 +11,21 @@
 import { mkdirSync } from "node:fs";
 import { dirname } from "node:path";
 import { Command } from "commander";
-import type { Tensor } from "../src/api/builder.ts";
-import { dense, Layer, type Scope } from "../src/api/layers.ts";
-import { klSparsity, type Loss } from "../src/api/losses.ts";
-import { sequential, type Model } from "../src/api/model.ts";
-import { adam } from "../src/api/optimizers.ts";
-import { releaseGpu } from "../runtime/device.ts";
-import { compileModel, type History } from "../training/compile-model.ts";
-import { imageGrid } from "../training/plot.ts";
+import {
+  adam,
+  compileModel,
+  dense,
+  imageGrid,
+  klSparsity,
+  Layer,
+  releaseGpu,
+  sequential,
+  type History,
+  type Loss,
+  type Model,
+  type Scope,
+  type Tensor,
+} from "kiln-nn";
 import { IMAGE_SIZE, loadMnist, PIXELS } from "./data/mnist.ts";
 
 /** Passes its input through and adds β Σ KL(ρ ‖ ρ̂_j) of it to the loss: an activity

@@ -1,12 +1,13 @@
 /** The layering the README promises: imports point one way (src ← formats ← compiler ← runtime ←
- *  training ← cli), only runtime/device.ts imports `webgpu`, and no module cycle closes through
- *  value imports (type-only imports are erased and may point anywhere within the rule). */
+ *  training ← cli ← lib, the package's entries), only runtime/device.ts imports `webgpu`, no
+ *  module cycle closes through value imports (type-only imports are erased and may point anywhere
+ *  within the rule), and the browser entry reaches no Node module. */
 import { readdirSync, readFileSync } from "node:fs";
 import { dirname, join, relative, resolve } from "node:path";
 import { expect, test } from "vitest";
 
 const ROOT = resolve(import.meta.dirname, "..");
-const LAYERS = ["src", "formats", "compiler", "runtime", "training", "cli"];
+const LAYERS = ["src", "formats", "compiler", "runtime", "training", "cli", "lib"];
 
 function sources(dir: string): string[] {
   return readdirSync(join(ROOT, dir), { withFileTypes: true, recursive: true })
@@ -22,7 +23,7 @@ function imports(f: string): [string, boolean][] {
   const out: [string, boolean][] = [];
   for (const m of text.matchAll(/^(import|export)(\s+type)?\s[^;]*?from\s+"([^"]+)";/gms)) {
     if (m[3].startsWith(".")) out.push([relative(ROOT, resolve(ROOT, dirname(f), m[3])), Boolean(m[2])]);
-    else if (m[3] === "webgpu") out.push(["webgpu", false]);
+    else if (m[3] === "webgpu" || m[3].startsWith("node:")) out.push([m[3], Boolean(m[2])]);
   }
   return out;
 }
@@ -33,7 +34,7 @@ test("imports point one way, and only runtime/device.ts imports webgpu", () => {
     for (const [t] of imports(f)) {
       if (t === "webgpu") {
         if (f !== "runtime/device.ts") wrong.push(`${f} imports webgpu`);
-      } else if (layer(t) > layer(f)) wrong.push(`${f} → ${t}`);
+      } else if (!t.startsWith("node:") && layer(t) > layer(f)) wrong.push(`${f} → ${t}`);
     }
   }
   expect(wrong).toEqual([]);
@@ -63,4 +64,24 @@ test("no cycle of value imports", () => {
   };
   for (const f of files) if (!state.has(f)) visit(f);
   expect(cycles).toEqual([]);
+});
+
+test("the browser entry reaches no Node module, no webgpu package and no process global", () => {
+  const seen = new Set<string>();
+  const todo = ["lib/browser.ts"];
+  const bad: string[] = [];
+  while (todo.length) {
+    const f = todo.pop()!;
+    if (seen.has(f)) continue;
+    seen.add(f);
+    if (/(^|[^.\w])process\./.test(readFileSync(join(ROOT, f), "utf8").replace(/\/\/.*|\/\*[\s\S]*?\*\//g, "")))
+      bad.push(`${f} reads process`);
+    for (const [t, type] of imports(f)) {
+      if (type) continue;
+      if (t === "webgpu" || t.startsWith("node:")) bad.push(`${f} imports ${t}`);
+      else todo.push(t);
+    }
+  }
+  expect(bad).toEqual([]);
+  expect(seen.size).toBeGreaterThan(30);
 });

@@ -20,6 +20,10 @@ import {
 } from "ts-morph";
 import type { Manifest, TensorData } from "../../formats/bundle-manifest.ts";
 
+/** The sources every loader.ts copies as text, relative to Kiln's root — dist/ in the installed
+ *  package, where `npm run build` (scripts/build.mjs) copies them beside the JavaScript. */
+export const SHIPPED_SOURCES = ["formats/bundle-manifest.ts", "runtime/bundle-runtime.ts"] as const;
+
 const ARRAY_TYPE = { f32: "Float32Array", i32: "Int32Array", u32: "Uint32Array", bool: "Uint8Array" } as const;
 const IDENT = /^[A-Za-z_$][A-Za-z0-9_$]*$/;
 
@@ -47,8 +51,7 @@ function iface(name: string, docs: string, props: OptionalKind<PropertySignature
 /** loader.ts and loader.js for a bundle with this manifest. */
 export function generateLoader(m: Manifest): { ts: string; js: string } {
   const project = new Project({ useInMemoryFileSystem: true });
-  const shared = withoutImports(project, new URL("../../formats/bundle-manifest.ts", import.meta.url));
-  const runtime = withoutImports(project, new URL("../../runtime/bundle-runtime.ts", import.meta.url));
+  const [shared, runtime] = SHIPPED_SOURCES.map((f) => withoutImports(project, new URL(`../../${f}`, import.meta.url)));
   const dims =
     Object.entries(m.dims)
       .map(([d, b]) => `${d} ≤ ${b}`)

@@ -1,10 +1,7 @@
 /** The MLP and LeNet-5 of the benchmarks in Kiln's IR, and a training (or forward) step graph
  *  whose inputs are the batch and the parameters, with the loss and each parameter's SGD update.
  *  Used by examples/models/*-train.ts (`kiln explain`) and, re-exported, by test/bench. */
-import { GraphBuilder, type Tensor } from "../../src/api/builder.ts";
-import { softmaxCrossEntropy } from "../../src/api/composites.ts";
-import { grad } from "../../src/api/grad.ts";
-import type { Graph, Shape } from "../../src/ir/types.ts";
+import { grad, GraphBuilder, softmaxCrossEntropy, type Graph, type Shape, type Tensor } from "kiln-nn";
 
 // The same constants as test/bench/workloads.ts (examples may not import tests).
 export const CLASSES = 10;

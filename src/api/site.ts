@@ -1,11 +1,12 @@
-/** Where the user made a node: the first stack frame outside Kiln's own code (src/, compiler/,
- *  runtime/), as "mlp.ts:12" — or, while a model builds a layer, the line that made the layer
- *  and its name, "mnist-mlp.ts:33 (dense_1)": the graph is built long after that line ran. */
-import { fileURLToPath } from "node:url";
-import { dirname, join } from "node:path";
+/** Where the user made a node: the first stack frame outside Kiln's own code (its top-level
+ *  folders, from source or from the built dist/, and node_modules), as "mlp.ts:12" — or, while a
+ *  model builds a layer, the line that made the layer and its name, "mnist-mlp.ts:33
+ *  (dense_1)": the graph is built long after that line ran. No Node imports: this runs in a
+ *  browser too (lib/browser.ts), where frames are URLs. */
 
-const root = dirname(dirname(dirname(fileURLToPath(import.meta.url))));
-const OWN = ["src", "compiler", "runtime"].map((d) => join(root, d) + "/");
+/** Kiln's folders as path prefixes (this file is <root>/src/api/site.ts, or dist/src/api/site.js). */
+const root = decodeURIComponent(new URL("../../", import.meta.url).pathname);
+const OWN = ["src", "formats", "compiler", "runtime", "training", "cli", "lib"].map((d) => `${root}${d}/`);
 
 let override: string | undefined;
 
@@ -16,7 +17,7 @@ export function callSite(): string {
     const m = /\(?((?:file:\/\/)?[^()\s]+):(\d+):\d+\)?$/.exec(frame.trim());
     if (!m) continue;
     let file = m[1];
-    if (file.startsWith("file://")) file = fileURLToPath(file);
+    if (/^[a-z]+:\/\//.test(file)) file = decodeURIComponent(new URL(file).pathname);
     if (OWN.some((d) => file.startsWith(d)) || file.startsWith("node:") || file.includes("/node_modules/")) continue;
     return `${file.slice(file.lastIndexOf("/") + 1)}:${m[2]}`;
   }
