@@ -9,15 +9,25 @@ import { create } from "@bufbuild/protobuf";
 import {
   AttributeProto_AttributeType as AT,
   AttributeProtoSchema,
+  GraphProtoSchema,
+  ModelProtoSchema,
   NodeProtoSchema,
+  OperatorSetIdProtoSchema,
   TensorProto_DataType as Elem,
   TensorProtoSchema,
+  TensorShapeProto_DimensionSchema,
+  TensorShapeProtoSchema,
+  TypeProto_TensorSchema,
+  TypeProtoSchema,
+  ValueInfoProtoSchema,
   type AttributeProto,
+  type ModelProto,
   type NodeProto,
   type TensorProto,
+  type ValueInfoProto,
 } from "onnx-buf";
 import { KilnError } from "../../src/ir/errors.ts";
-import type { DType, Dim, Shape } from "../../src/ir/types.ts";
+import type { DType, Dim, Shape, TensorType } from "../../src/ir/types.ts";
 
 export { Elem };
 
@@ -70,6 +80,28 @@ export function tensorProto(name: string, elem: Elem, dims: readonly number[], v
   });
 }
 
+export function valueInfo(name: string, t: TensorType): ValueInfoProto {
+  const dim = t.shape.map((d) =>
+    create(TensorShapeProto_DimensionSchema, {
+      value: typeof d === "number" ? { case: "dimValue", value: BigInt(d) } : { case: "dimParam", value: d },
+    }),
+  );
+  const tensor = create(TypeProto_TensorSchema, { elemType: ELEM_OF[t.dtype], shape: create(TensorShapeProtoSchema, { dim }) });
+  return create(ValueInfoProtoSchema, { name, type: create(TypeProtoSchema, { value: { case: "tensorType", value: tensor } }) });
+}
+
+/** The IR version of each opset Kiln writes (ONNX's versioning table). */
+const IR_VERSIONS: Readonly<Record<number, bigint>> = { 17: 8n, 18: 8n, 19: 9n, 20: 9n, 21: 10n };
+
+export interface ModelSpec {
+  readonly name: string;
+  readonly docString?: string;
+  readonly inputs: readonly { readonly name: string; readonly type: TensorType }[];
+  readonly outputs: readonly { readonly name: string; readonly type: TensorType }[];
+  readonly opset: number;
+  readonly producer: { readonly name: string; readonly version: string };
+}
+
 /** Where a symbolic dim can be read: a graph input's name and axis. */
 export type DimSources = ReadonlyMap<string, { readonly input: string; readonly axis: number }>;
 
@@ -86,6 +118,27 @@ export class OnnxWriter {
     private readonly dims: DimSources,
   ) {
     for (const n of reserved) this.taken.add(n);
+  }
+
+  /** The model: these nodes and initializers, with the graph's inputs and outputs. */
+  model(spec: ModelSpec): ModelProto {
+    const irVersion = IR_VERSIONS[spec.opset];
+    if (!irVersion) throw new KilnError(`onnx export: opset ${spec.opset} is not one Kiln writes (${Object.keys(IR_VERSIONS).join(", ")})`);
+    const graph = create(GraphProtoSchema, {
+      name: spec.name,
+      docString: spec.docString ?? "",
+      node: this.nodes,
+      initializer: this.initializers,
+      input: spec.inputs.map((v) => valueInfo(v.name, v.type)),
+      output: spec.outputs.map((v) => valueInfo(v.name, v.type)),
+    });
+    return create(ModelProtoSchema, {
+      irVersion,
+      opsetImport: [create(OperatorSetIdProtoSchema, { domain: "", version: BigInt(spec.opset) })],
+      producerName: spec.producer.name,
+      producerVersion: spec.producer.version,
+      graph,
+    });
   }
 
   /** A value name not used yet, from `stem`. */

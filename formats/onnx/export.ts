@@ -9,32 +9,19 @@
  *    ("%12 matmul @ mnist-mlp.ts:33 (dense_1)").
  *  - An op with no ONNX form (random) is refused with an error naming the node and why.
  *  Each primitive's lowering is in export-ops.ts (export-conv.ts for convolutions). */
-import { create, toBinary } from "@bufbuild/protobuf";
-import {
-  GraphProtoSchema,
-  ModelProtoSchema,
-  OperatorSetIdProtoSchema,
-  TensorShapeProto_DimensionSchema,
-  TensorShapeProtoSchema,
-  TypeProto_TensorSchema,
-  TypeProtoSchema,
-  ValueInfoProtoSchema,
-  type ModelProto,
-  type ValueInfoProto,
-} from "onnx-buf";
+import { toBinary } from "@bufbuild/protobuf";
+import { ModelProtoSchema, type ModelProto } from "onnx-buf";
 import pkg from "../../package.json" with { type: "json" };
 import { inputNodes } from "../../src/ir/bind.ts";
 import { describeNode, KilnError } from "../../src/ir/errors.ts";
 import { liveNodes } from "../../src/ir/live.ts";
 import { formatType, isStatic } from "../../src/ir/shape.ts";
-import type { Graph, Node, OpKind, TensorType, ValueId } from "../../src/ir/types.ts";
+import type { Graph, Node, OpKind, ValueId } from "../../src/ir/types.ts";
 import { writeFileAtomic } from "../safetensors.ts";
 import { LOWER, type Lower, type LowerCtx } from "./export-ops.ts";
 import { ELEM_OF, OnnxWriter, type Attrs, type DimSources } from "./export-writer.ts";
 
 export const OPSET = 17;
-/** The IR version that goes with opset 17. */
-const IR_VERSION = 8n;
 const HWIO_TO_OIHW = [3, 2, 0, 1];
 
 export interface OnnxExportOptions {
@@ -43,16 +30,6 @@ export interface OnnxExportOptions {
   /** The ONNX graph's name (default "kiln"). */
   readonly name?: string;
   readonly docString?: string;
-}
-
-function valueInfo(name: string, t: TensorType): ValueInfoProto {
-  const dim = t.shape.map((d) =>
-    create(TensorShapeProto_DimensionSchema, {
-      value: typeof d === "number" ? { case: "dimValue", value: BigInt(d) } : { case: "dimParam", value: d },
-    }),
-  );
-  const tensor = create(TypeProto_TensorSchema, { elemType: ELEM_OF[t.dtype], shape: create(TensorShapeProtoSchema, { dim }) });
-  return create(ValueInfoProtoSchema, { name, type: create(TypeProtoSchema, { value: { case: "tensorType", value: tensor } }) });
 }
 
 /** The data of HWIO `values` laid out OIHW. */
@@ -134,20 +111,13 @@ export function onnxModel(graph: Graph, opts: OnnxExportOptions = {}): ModelProt
   // An output that is an input, an alias of another value, or a second name for one.
   for (const o of graph.outputs) if (names.get(o.id) !== o.name) w.node("Identity", [names.get(o.id)!], {}, { out: o.name });
 
-  const g = create(GraphProtoSchema, {
+  return w.model({
     name: opts.name ?? "kiln",
-    docString: opts.docString ?? "",
-    node: w.nodes,
-    initializer: w.initializers,
-    input: fed.map((n) => valueInfo(n.attrs.name, n.type)),
-    output: graph.outputs.map((o) => valueInfo(o.name, graph.nodes[o.id].type)),
-  });
-  return create(ModelProtoSchema, {
-    irVersion: IR_VERSION,
-    opsetImport: [create(OperatorSetIdProtoSchema, { domain: "", version: BigInt(OPSET) })],
-    producerName: "kiln",
-    producerVersion: pkg.version,
-    graph: g,
+    docString: opts.docString,
+    inputs: fed.map((n) => ({ name: n.attrs.name, type: n.type })),
+    outputs: graph.outputs.map((o) => ({ name: o.name, type: graph.nodes[o.id].type })),
+    opset: OPSET,
+    producer: { name: "kiln", version: pkg.version },
   });
 }
 
