@@ -9,22 +9,21 @@
 import fc from "fast-check";
 import { afterAll, describe, expect, test } from "vitest";
 import { GraphBuilder } from "../../src/api/builder.ts";
-import { avgPool2d, batchNorm, conv2d, dense, dropout, embedding, flatten, maxout } from "../../src/api/layers.ts";
-import { predictGraph, sequential, type Model } from "../../src/api/model.ts";
-import { lstm, simpleRnn } from "../../src/api/recurrent.ts";
 import { interpret } from "../../src/interpret.ts";
 import type { HostTensor } from "../../src/ir/host.ts";
 import type { Graph } from "../../src/ir/types.ts";
 import { exportOnnx, onnxModel } from "../../formats/onnx/export.ts";
 import { lenet5 } from "../../examples/lenet5.ts";
 import { buildStep, lenet, lenetShapes, mlp, mlpShapes } from "../../examples/models/networks.ts";
-import { sparseAutoencoder } from "../../examples/sparse-autoencoder.ts";
+import { squeezeNetKiln, squeezeNetOnnx } from "../bench/onnx-models.ts";
+import { squeezeParams } from "../bench/workloads.ts";
 import { floats, host } from "../helpers/data.ts";
 import { runGpu, useGpu } from "../helpers/gpu.ts";
 import { buildGradGraph } from "../helpers/gradcheck.ts";
 import { notSmooth } from "../helpers/kinks.ts";
 import { buildOpRecipe, forwardGraph, opRecipeArb, recipeInputs, recipeShapes } from "../helpers/random-op-graph.ts";
-import { agreement, ORT_TOL, runOrt, type Agreement } from "../helpers/ort.ts";
+import { MODEL_CASES, modelCase } from "../helpers/model-cases.ts";
+import { agreement, ORT_TOL, runOrt, runOrtFeeds, type Agreement } from "../helpers/ort.ts";
 
 useGpu();
 
@@ -60,84 +59,8 @@ async function expectAgrees(
   figures.push(line);
 }
 
-/** A model's inference graph, its weights at `seed` (variables too, perturbed so moving
- *  statistics are not the identity) and a batch of 5. */
-function modelCase(m: Model, seed: number, x: (n: number) => number[] = (n) => floats(n, seed + 7)) {
-  const mg = predictGraph(m);
-  const weights: Record<string, Float32Array> = {};
-  for (const p of mg.params) weights[p.name] = p.initial(seed);
-  mg.variables.forEach((v, k) => (weights[v.name] = Float32Array.from(floats(v.initial(seed).length, seed + k), (u) => 1 + 0.5 * u)));
-  const [spec] = m.inputs;
-  const shape = [5, ...spec.shape];
-  return { graph: mg.graph, weights, data: { [spec.name]: { shape, data: x(shape.reduce((a, d) => a * d, 1)) } } };
-}
-
 describe("the model API's models", () => {
-  const models: [string, () => ReturnType<typeof modelCase>][] = [
-    [
-      "MNIST MLP 784-500-500-10, relu, dropout, softmax",
-      () =>
-        modelCase(
-          sequential(
-            [
-              dense(500, { activation: "relu" }),
-              dropout(0.2),
-              dense(500, { activation: "relu" }),
-              dropout(0.2),
-              dense(10, { activation: "softmax" }),
-            ],
-            {
-              inputShape: [784],
-            },
-          ),
-          1,
-          (n) => floats(n, 3).map((v) => (v + 1) / 2),
-        ),
-    ],
-    ["LeNet-5 (examples/lenet5.ts)", () => modelCase(lenet5(), 2, (n) => floats(n, 4).map((v) => (v + 1) / 2))],
-    [
-      "conv + batchNorm + avgPool, dense + batchNorm, maxout, tanh",
-      () =>
-        modelCase(
-          sequential(
-            [
-              conv2d(4, 3, { padding: "same", strides: 2 }),
-              batchNorm(),
-              avgPool2d(2),
-              flatten(),
-              dense(12),
-              batchNorm({ epsilon: 1e-2 }),
-              maxout(3),
-              dense(3, { activation: "tanh" }),
-            ],
-            { inputShape: [9, 8, 3] },
-          ),
-          3,
-        ),
-    ],
-    [
-      "LSTM 16 units over 12 steps + dense(1) (examples/sequence.ts)",
-      () => modelCase(sequential([lstm(16), dense(1)], { inputShape: [12, 2] }), 4),
-    ],
-    [
-      "simple RNN, returnSequences",
-      () => modelCase(sequential([simpleRnn(8, { returnSequences: true }), flatten(), dense(2)], { inputShape: [5, 3] }), 5),
-    ],
-    [
-      "sparse autoencoder 784-64-784 (examples/sparse-autoencoder.ts)",
-      () => modelCase(sparseAutoencoder(64, 0.1, 3), 6, (n) => floats(n, 8).map((v) => (v + 1) / 2)),
-    ],
-    [
-      "embedding (i32 indices) + dense softmax",
-      () =>
-        modelCase(
-          sequential([embedding(20, 4), flatten(), dense(5, { activation: "softmax" })], { inputShape: [6], inputDtype: "i32" }),
-          7,
-          (n) => Array.from({ length: n }, (_, i) => (i * 7) % 20),
-        ),
-    ],
-  ];
-  test.each(models)("%s", async (what, make) => {
+  test.each(MODEL_CASES)("%s", async (what, make) => {
     const { graph, weights, data } = make();
     await expectAgrees(what, graph, weights, data);
   });
@@ -153,6 +76,21 @@ describe("the benchmarks' networks (examples/models/networks.ts), forward graphs
     const values = { ...shapes, x: { shape: ["B", ...xShape.slice(1)] } };
     const { graph } = buildStep({ kind: "forward", lr: 0 }, forward, values as never);
     await expectAgrees(`${what} (networks.ts)`, graph, weightsOf(shapes), { x: host(xShape, 9) });
+  });
+});
+
+describe("the bench's W7 file (onnx-models.ts)", () => {
+  test("ONNX Runtime runs it as the same network built in Kiln computes, in float64 and on Dawn", async () => {
+    const graph = squeezeNetKiln();
+    const x: HostTensor = { shape: [2, 3, 64, 64], data: floats(2 * 3 * 64 * 64, 31) };
+    const all: Record<string, HostTensor> = { x };
+    for (const { name, value } of squeezeParams(7)) all[name] = value;
+    const ort = await runOrtFeeds(squeezeNetOnnx(7), { x: { dtype: "f32", ...x } });
+    const ref = agreement(ort, interpret(graph, all));
+    const gpu = agreement(ort, await runGpu(graph, all));
+    expect(ref.mismatch, "ORT vs float64").toBeUndefined();
+    expect(gpu.mismatch, "ORT vs Dawn").toBeUndefined();
+    figures.push(`  W7 SqueezeNet-style file vs the same net in Kiln: vs float64 ${fmt(ref)}; vs Dawn ${fmt(gpu)}`);
   });
 });
 

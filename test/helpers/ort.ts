@@ -5,8 +5,6 @@ import { inputNodes } from "../../src/ir/bind.ts";
 import type { HostTensor } from "../../src/ir/host.ts";
 import type { DType, Graph } from "../../src/ir/types.ts";
 
-const ORT_TYPE: Record<DType, "float32" | "int32" | "uint32" | "bool"> = { f32: "float32", i32: "int32", u32: "uint32", bool: "bool" };
-
 function ortTensor(dtype: DType, t: HostTensor): ort.Tensor {
   const dims = [...t.shape];
   switch (dtype) {
@@ -37,14 +35,21 @@ export async function runOrt(
   graph: Graph,
   inputs: Readonly<Record<string, HostTensor>>,
 ): Promise<Record<string, OrtOutput>> {
+  const feeds: Record<string, HostTensor & { dtype: DType }> = {};
+  for (const n of inputNodes(graph)) if (inputs[n.attrs.name]) feeds[n.attrs.name] = { dtype: n.type.dtype, ...inputs[n.attrs.name] };
+  return runOrtFeeds(bytes, feeds);
+}
+
+/** Run `bytes` in ONNX Runtime; `feeds` by ONNX input name (names it does not take are left out). */
+export async function runOrtFeeds(
+  bytes: Uint8Array,
+  feeds: Readonly<Record<string, HostTensor & { dtype: DType }>>,
+): Promise<Record<string, OrtOutput>> {
   const session = await ort.InferenceSession.create(bytes, { executionProviders: ["cpu"], graphOptimizationLevel: "all" });
   try {
-    const feeds: Record<string, ort.Tensor> = {};
-    for (const n of inputNodes(graph)) {
-      const t = inputs[n.attrs.name];
-      if (t && session.inputNames.includes(n.attrs.name)) feeds[n.attrs.name] = ortTensor(n.type.dtype, t);
-    }
-    const out = await session.run(feeds);
+    const given: Record<string, ort.Tensor> = {};
+    for (const [name, t] of Object.entries(feeds)) if (session.inputNames.includes(name)) given[name] = ortTensor(t.dtype, t);
+    const out = await session.run(given);
     return Object.fromEntries(
       Object.entries(out).map(([k, v]) => [k, { type: v.type, shape: [...v.dims], data: Array.from(v.data as ArrayLike<number>, Number) }]),
     );
@@ -52,8 +57,6 @@ export async function runOrt(
     await session.release();
   }
 }
-
-export const ortType = (d: DType): string => ORT_TYPE[d];
 
 export interface Tolerance {
   readonly atol: number;
