@@ -7,6 +7,8 @@
  *    is stored in ONNX's OIHW layout (Kiln's is HWIO); its doc_string says so.
  *  - Outputs keep their names; each node's doc_string is the Kiln node and its site
  *    ("%12 matmul @ mnist-mlp.ts:33 (dense_1)").
+ *  - Kiln's softmax composite becomes ONNX's Softmax (export-patterns.ts); all else is exported
+ *    primitive by primitive.
  *  - An op with no ONNX form (random) is refused with an error naming the node and why.
  *  Each primitive's lowering is in export-ops.ts (export-conv.ts for convolutions). */
 import { toBinary } from "@bufbuild/protobuf";
@@ -19,6 +21,7 @@ import { formatType, isStatic } from "../../src/ir/shape.ts";
 import type { Graph, Node, OpKind, ValueId } from "../../src/ir/types.ts";
 import { writeFileAtomic } from "../safetensors.ts";
 import { LOWER, type Lower, type LowerCtx } from "./export-ops.ts";
+import { findFolds } from "./export-patterns.ts";
 import { ELEM_OF, OnnxWriter, type Attrs, type DimSources } from "./export-writer.ts";
 
 export const OPSET = 17;
@@ -82,7 +85,7 @@ export function onnxModel(graph: Graph, opts: OnnxExportOptions = {}): ModelProt
     n.type.shape.forEach((d, axis) => typeof d === "string" && !dims.has(d) && dims.set(d, { input: n.attrs.name, axis }));
   const w = new OnnxWriter([...inputs.map((n) => n.attrs.name), ...graph.outputs.map((o) => o.name)], dims as DimSources);
 
-  const live = liveNodes(graph);
+  const { folds, needed: live } = findFolds(graph, liveNodes(graph));
   const weightIds = new Set(inputs.filter((n) => n.attrs.name in weights).map((n) => n.id));
   const oihwWeights = filterOnly(graph, live, weightIds);
   for (const n of inputs) {
@@ -106,7 +109,14 @@ export function onnxModel(graph: Graph, opts: OnnxExportOptions = {}): ModelProt
   for (const o of graph.outputs) if (!outName.has(o.id) && !inputName.has(o.id)) outName.set(o.id, o.name);
   for (const n of graph.nodes) {
     if (!live[n.id] || n.op === "input") continue;
-    names.set(n.id, lowerNode(graph, n, names, w, outName.get(n.id) ?? w.fresh(`t${n.id}`), oihwWeights));
+    const out = outName.get(n.id) ?? w.fresh(`t${n.id}`);
+    const fold = folds.get(n.id);
+    names.set(
+      n.id,
+      fold
+        ? w.node(fold.op, [names.get(fold.input)!], { axis: fold.axis }, { out, doc: `%${n.id} softmax (folded) @ ${n.site}` })
+        : lowerNode(graph, n, names, w, out, oihwWeights),
+    );
   }
   // An output that is an input, an alias of another value, or a second name for one.
   for (const o of graph.outputs) if (names.get(o.id) !== o.name) w.node("Identity", [names.get(o.id)!], {}, { out: o.name });

@@ -9,6 +9,7 @@
 import fc from "fast-check";
 import { afterAll, describe, expect, test } from "vitest";
 import { GraphBuilder } from "../../src/api/builder.ts";
+import { softmax } from "../../src/api/composites.ts";
 import { interpret } from "../../src/interpret.ts";
 import type { HostTensor } from "../../src/ir/host.ts";
 import type { Graph } from "../../src/ir/types.ts";
@@ -145,6 +146,24 @@ describe("the file keeps Kiln's names", () => {
     expect(Object.keys(weights).every((k) => k in inits)).toBe(true);
     expect(g.node.every((n) => n.docString.startsWith("%"))).toBe(true);
     expect(g.node.find((n) => n.opType === "Conv")!.docString).toMatch(/conv2d @ .*lenet5\.ts:\d+ \(conv2d_1\)/);
+  });
+
+  test("softmax is folded to Softmax; its parts are still exported where something else reads them", async () => {
+    const { graph, weights } = modelCase(lenet5(), 2);
+    const ops = onnxModel(graph, { weights }).graph!.node.map((n) => n.opType);
+    expect(ops.filter((o) => o === "Softmax")).toHaveLength(1);
+    expect(ops).not.toContain("Exp");
+    const g = new GraphBuilder();
+    const x = g.input("x", "f32", ["B", 3]);
+    const e = x.sub(x.max(1, true).stopGradient()).exp();
+    const shared = g.build({ p: e.div(e.sum(1, true)), e, q: softmax(x, 0) });
+    expect(
+      onnxModel(shared)
+        .graph!.node.map((n) => n.opType)
+        .filter((o) => o === "Softmax" || o === "Exp"),
+    ).toEqual(["Exp", "Softmax", "Softmax"]);
+    const data = { x: { shape: [2, 3], data: [1, 2, 3, -4, 0, 40] } };
+    expect(agreement(await runOrt(exportOnnx(shared), shared, data), interpret(shared, data)).mismatch).toBeUndefined();
   });
 
   test("an output that is an input, or two outputs of one value, get Identity nodes", async () => {
