@@ -33,6 +33,7 @@ function readBy(graph: Graph, all: Weights): Weights {
 }
 
 export async function exportable(model: string): Promise<{ graph: Graph; weights: Weights }> {
+  if (!existsSync(model)) throw new KilnError(`${model}: no such file or folder (a saved-model folder, a module or a .kir graph)`);
   if (existsSync(model) && statSync(model).isDirectory()) {
     const kir = join(model, "model.kir");
     if (!existsSync(kir)) throw new KilnError(`${model}: not a saved-model folder (no model.kir; TrainedModel.save writes one)`);

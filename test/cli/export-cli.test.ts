@@ -106,5 +106,6 @@ describe("kiln export", () => {
       /random %\d+ @ .*: random has no ONNX form/,
     );
     expect(existsSync(join(root, "noise.onnx"))).toBe(false);
+    expect(() => kiln("export", join(root, "missing"), "--out", join(root, "m.onnx"))).toThrow(/missing: no such file or folder/);
   });
 });
