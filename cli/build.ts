@@ -91,7 +91,7 @@ export function writeBundle(dir: string, files: BundleFiles): void {
 /** A module exporting a model of the model API (src/api/model.ts), untrained: its weights are
  *  its initialisers' values for `seed` (as compileModel's), so a training bundle starts where
  *  fit would. --train needs the optimizer and loss. */
-interface KerasSpec {
+export interface KerasSpec {
   readonly model: Model;
   readonly optimizer?: Optimizer;
   readonly loss?: LossName | Loss;
@@ -100,7 +100,7 @@ interface KerasSpec {
   readonly seed?: number;
 }
 
-function fromKerasSpec(file: string, spec: KerasSpec, train: boolean): { input: Omit<BuildInput, "dims"> } {
+export function fromKerasSpec(file: string, spec: KerasSpec, train: boolean): { input: Omit<BuildInput, "dims"> } {
   const seed = spec.seed ?? 0;
   if (train && (!spec.optimizer || !spec.loss))
     throw new KilnError(`${file}: a training bundle needs { model, optimizer, loss } (got ${Object.keys(spec).join(", ")})`);

@@ -10,6 +10,7 @@ import { parseGraph } from "../src/ir/parse.ts";
 import { bindShape } from "../src/ir/shape.ts";
 import type { DType } from "../src/ir/types.ts";
 import { build } from "./build.ts";
+import { exportCommand } from "./export.ts";
 import { acquireGpu, releaseGpu, SETUP_HINT } from "../runtime/device.ts";
 import { Executable } from "../runtime/execute.ts";
 import { explain, parseDims } from "./explain.ts";
@@ -135,6 +136,13 @@ function cli(): Command {
     .option("--no-fuse", "compile without fusion")
     .option("--target <gpu|cpu>", "kernel variants: gpu (workgroup-tiled GEMM) or cpu (register-blocked, for software rasterizers)", "gpu")
     .action(build);
+  program
+    .command("export <model>")
+    .description(
+      "write a model as ONNX (opset 17): a saved-model folder (weights as initializers), a module exporting { model, seed? } or { graph, weights? }, or a .kir graph",
+    )
+    .requiredOption("-o, --out <file>", "the .onnx file (written whole or not at all)")
+    .action(exportCommand);
   return program;
 }
 

@@ -34,3 +34,6 @@ export {
 // ---- standalone bundles (`kiln build`) ----
 export { buildBundle, writeBundle, type BuildInput, type BuildOptions } from "../cli/build.ts";
 export type { BundleFiles } from "../compiler/bundle/emit.ts";
+
+// ---- ONNX ----
+export { exportOnnx, onnxModel, OPSET, writeOnnx, type OnnxExportOptions } from "../formats/onnx/export.ts";

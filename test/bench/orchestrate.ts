@@ -142,6 +142,12 @@ export async function runWorkload(w: WorkloadId, opts: BenchOptions): Promise<Ru
       if (!info.ok) throw new Error(errorOf(info));
       if ("info" in info) result.info = info.info;
       const s = await proc.request(setupReq, opts.timeoutS * 1000);
+      if (!s.ok && "notBuilt" in s && s.notBuilt) {
+        Object.assign(result, { status: "not built", error: s.error });
+        log(`[${w}] ${entry.id}: not built: ${s.error}`);
+        await finish(l);
+        continue;
+      }
       if (!s.ok) throw new Error(errorOf(s));
       if (!("setupMs" in s)) throw new Error(`setup reply lacks setupMs: ${JSON.stringify(s)}`);
       Object.assign(result, { setupMs: s.setupMs, firstStepMs: s.firstStepMs, firstLoss: s.loss, lastLoss: s.loss });

@@ -10,6 +10,7 @@
  *    → {"cmd":"steps","n":5}                             ← {"ok":true,"ms":[…5 numbers],"loss":…}
  *    → {"cmd":"quit"}                                    ← {"ok":true}, then the process exits
  *    any failure                                         ← {"ok":false,"error":"…"}
+ *    a setup that needs a part not built yet (NotBuilt)   ← {"ok":false,"error":"…","notBuilt":true}
  *
  *  setup builds the workload's tensors from workloads.ts (same seeds everywhere) and then runs
  *  ONE step: setupMs is the time to build weights/data/graph, firstStepMs that first step, which
@@ -54,7 +55,7 @@ export type Reply =
   | { readonly ok: true; readonly setupMs: number; readonly firstStepMs: number; readonly loss: number }
   | { readonly ok: true; readonly ms: readonly number[]; readonly loss: number }
   | { readonly ok: true }
-  | { readonly ok: false; readonly error: string }
+  | { readonly ok: false; readonly error: string; readonly notBuilt?: true }
   /** Sent unasked by the one-shot ceilings.ts, which serves no requests. */
   | { readonly ok: true; readonly ceilings: Ceilings };
 
@@ -70,6 +71,12 @@ export interface Session {
   /** One full step, resolved only once its loss (or checksum) is on the host. */
   step(): Promise<number>;
   dispose?(): void | Promise<void>;
+}
+
+/** Thrown by a runner's setup when the workload needs a capability this checkout lacks (Kiln's
+ *  ONNX importer for W7, say): the report says "not built", as for a runner module not written. */
+export class NotBuilt extends Error {
+  override name = "NotBuilt";
 }
 
 const errorText = (e: unknown) => (e instanceof Error ? `${e.name === "Error" ? "" : `${e.name}: `}${e.message}` : String(e));
@@ -133,8 +140,11 @@ export async function serveRunner(runner: Runner): Promise<never> {
       send(await handle(req));
     } catch (e) {
       // The reply carries the message; the stack goes to stderr, which the orchestrator keeps.
-      console.error(e instanceof Error ? e.stack : e);
-      send({ ok: false, error: errorText(e) });
+      if (e instanceof NotBuilt) send({ ok: false, error: e.message, notBuilt: true });
+      else {
+        console.error(e instanceof Error ? e.stack : e);
+        send({ ok: false, error: errorText(e) });
+      }
     }
     if (req.cmd === "quit") break;
   }

@@ -19,7 +19,9 @@ export interface RunnerEntry {
 const ALL: readonly WorkloadId[] = ["W1", "W2", "W3", "W5", "W6"];
 
 export const RUNNERS: readonly RunnerEntry[] = [
-  { id: "kiln", module: "kiln.ts", args: [], workloads: ALL, smoke: true },
+  { id: "kiln", module: "kiln.ts", args: [], workloads: [...ALL, "W7"], smoke: true },
+  // ONNX files only: W2 as Kiln exports it, W7 as the bench writes it.
+  { id: "onnxruntime", module: "onnxruntime.ts", args: [], workloads: ["W2", "W7"] },
   { id: "tfjs-webgpu", module: "tfjs.ts", args: ["webgpu"], workloads: ALL, smoke: true },
   { id: "tfjs-wasm", module: "tfjs.ts", args: ["wasm"], workloads: ALL, smoke: true },
   { id: "tfjs-cpu", module: "tfjs.ts", args: ["cpu"], workloads: ALL },

@@ -78,7 +78,14 @@ function checkFor(r: RunResult, all: readonly RunResult[]): ResultRow["checkedAg
   return firsts.length >= 2 ? { value: median(firsts), by: "runners' median", tolerance: RUNNERS_TOLERANCE } : undefined;
 }
 
-const LIBS = ["@tensorflow/tfjs", "@tensorflow/tfjs-backend-webgpu", "@tensorflow/tfjs-backend-wasm", "@jax-js/jax", "webgpu"];
+const LIBS = [
+  "@tensorflow/tfjs",
+  "@tensorflow/tfjs-backend-webgpu",
+  "@tensorflow/tfjs-backend-wasm",
+  "@jax-js/jax",
+  "onnxruntime-node",
+  "webgpu",
+];
 
 export function buildReport(run: BenchRun, opts: BenchOptions, baseline = BASELINE): BenchReport {
   const { registry: _r, log: _l, runnersDir: _d, ...options } = opts;
@@ -249,5 +256,6 @@ export function toMarkdown(report: BenchReport): string {
   out.push(...compileTable(report));
   out.push(...workloadTable(report, "W5", fma), ...ceilingLine(report.ceilings));
   out.push(...workloadTable(report, "W6", fma));
+  out.push(...workloadTable(report, "W7", fma));
   return out.join("\n");
 }

@@ -1,9 +1,11 @@
-/** `npm run bench`: Kiln against TensorFlow.js and jax-js on the same machine and Dawn adapter.
+/** `npm run bench`: Kiln against TensorFlow.js, jax-js and ONNX Runtime on the same machine and
+ *  Dawn adapter.
  *  Prints markdown tables on stdout, progress on stderr, and writes everything as JSON.
- *    npm run bench                         the full run (W1–W6, every default runner)
+ *    npm run bench                         the full run (W1–W7, every default runner)
  *    npm run bench -- --smoke              the CI smoke: W1, smoke runners, 1 + 3 steps
  *    npm run bench -- --workloads W1,W3 --runners kiln,tfjs-webgpu --steps 30
  *    npm run bench -- --workloads W6       one epoch of fit per step: 1 warm-up + 3 timed epochs
+ *    npm run bench -- --workloads W2,W7 --runners kiln,onnxruntime   ONNX files in Kiln and ORT
  *  Runners and the protocol they speak: registry.ts, protocol.ts. */
 import { mkdirSync, writeFileSync } from "node:fs";
 import { dirname, join, resolve } from "node:path";
@@ -28,12 +30,12 @@ const workloads = (v: string): WorkloadId[] => {
     .map((w) => (w === "W4" ? ["W1", "W3"] : [w]))
     .flat();
   const bad = ws.filter((w) => !(WORKLOAD_IDS as readonly string[]).includes(w));
-  if (bad.length) throw new InvalidArgumentError(`unknown workload(s) ${bad.join(", ")}; known: W1 W2 W3 W4 (= W1 + W3 setup) W5 W6`);
+  if (bad.length) throw new InvalidArgumentError(`unknown workload(s) ${bad.join(", ")}; known: W1 W2 W3 W4 (= W1 + W3 setup) W5 W6 W7`);
   return [...new Set(ws)] as WorkloadId[];
 };
 
 const program = new Command("bench")
-  .description("Time Kiln, TensorFlow.js and jax-js on the same workloads; see test/bench/run.ts")
+  .description("Time Kiln, TensorFlow.js, jax-js and ONNX Runtime on the same workloads; see test/bench/run.ts")
   .option("--smoke", "CI smoke: W1 with the smoke runners, 1 warm-up + 3 steps")
   .option("--workloads <list>", `comma-separated, from ${WORKLOAD_IDS.join(",")} (W4 comes from W1 and W3)`, workloads)
   .option("--runners <list>", `comma-separated, from ${RUNNERS.map((r) => r.id).join(",")}`, list)
@@ -69,7 +71,7 @@ const o = program.opts<{
 const explicit = (name: string) => program.getOptionValueSource(name) === "cli";
 
 const opts: BenchOptions = {
-  workloads: o.workloads ?? (o.smoke ? ["W1"] : ["W1", "W2", "W3", "W5", "W6"]),
+  workloads: o.workloads ?? (o.smoke ? ["W1"] : ["W1", "W2", "W3", "W5", "W6", "W7"]),
   runners: o.runners ?? (o.smoke ? RUNNERS.filter((r) => r.smoke).map((r) => r.id) : undefined),
   warmup: o.smoke && !explicit("warmup") ? 1 : o.warmup,
   steps: o.smoke && !explicit("steps") ? 3 : o.steps,

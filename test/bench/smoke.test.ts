@@ -1,6 +1,7 @@
 /** Keeps `npm run bench` working: the orchestrator against runners that misbehave on purpose,
- *  the real smoke run (W1, the smoke runners of registry.ts, 1 warm-up + 3 steps), and Kiln's
- *  W6 fit path at one batch per epoch. */
+ *  the real smoke run (W1, the smoke runners of registry.ts, 1 warm-up + 3 steps), Kiln's
+ *  W6 fit path at one batch per epoch, and the ONNX workloads at batch 2: ONNX Runtime on W2
+ *  (Kiln's export) and W7, and Kiln's W7 ("not built" until the importer is in the checkout). */
 import { execFile } from "node:child_process";
 import { existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -10,7 +11,8 @@ import { promisify } from "node:util";
 import { describe, expect, test } from "vitest";
 import { ROOT, runBench, type BenchOptions } from "./orchestrate.ts";
 import { RUNNERS, type RunnerEntry } from "./registry.ts";
-import { REFERENCE_TOLERANCE, buildReport, toMarkdown, type BenchReport } from "./report.ts";
+import { REFERENCE_TOLERANCE, RUNNERS_TOLERANCE, buildReport, toMarkdown, type BenchReport } from "./report.ts";
+import { loadImporter } from "../helpers/onnx-importer.ts";
 
 const FIXTURES = fileURLToPath(new URL("./fixtures/", import.meta.url));
 
@@ -124,5 +126,46 @@ describe("W6: one epoch of fit per step", () => {
     expect(report.results[0].firstLossRelError!).toBeLessThanOrEqual(REFERENCE_TOLERANCE);
     expect(r.lastLoss!).toBeLessThan(r.firstLoss!);
     expect(toMarkdown(report)).toMatch(/### W6 .* examples overridden to 128[^]*\| ms\/epoch, median[^]*\| kiln \| [\d.]+ \(/);
+  });
+});
+
+describe("W2 and W7: ONNX files", () => {
+  const onnx = (workloads: BenchOptions["workloads"], runners: string[]): BenchOptions => ({
+    workloads,
+    runners,
+    warmup: 0,
+    steps: 1,
+    chunk: 1,
+    budgetS: 60,
+    minSteps: 1,
+    timeoutS: 300,
+    stepsTimeoutS: 60,
+    batch: 2,
+    fixed: ["warmup", "steps", "chunk"],
+    shaderCache: "cold",
+  });
+
+  test("ONNX Runtime runs Kiln's exported MLP to the float64 checksum", async () => {
+    const opts = onnx(["W2"], ["onnxruntime"]);
+    const report = buildReport(await runBench(opts), opts);
+    const [r] = report.results;
+    expect(r.status, `${r.error}\n${r.stderr ?? ""}`).toBe("ok");
+    expect(r.firstLossRelError!).toBeLessThanOrEqual(REFERENCE_TOLERANCE);
+    expect(toMarkdown(report)).toMatch(/\| onnxruntime \| [\d.]+ \(/);
+  });
+
+  test("W7: ONNX Runtime runs the CNN file; Kiln imports it where the importer is built, else says not built", async () => {
+    const opts = onnx(["W7"], ["kiln", "onnxruntime"]);
+    const report = buildReport(await runBench(opts), opts);
+    const by = Object.fromEntries(report.results.map((r) => [r.runner, r]));
+    expect(by.onnxruntime.status, `${by.onnxruntime.error}\n${by.onnxruntime.stderr ?? ""}`).toBe("ok");
+    expect(by.onnxruntime.firstLoss).toBeGreaterThan(0);
+    if (await loadImporter()) {
+      expect(by.kiln.status, `${by.kiln.error}\n${by.kiln.stderr ?? ""}`).toBe("ok");
+      expect(by.kiln.firstLossRelError!).toBeLessThanOrEqual(RUNNERS_TOLERANCE);
+    } else {
+      expect(by.kiln).toMatchObject({ status: "not built", error: expect.stringContaining("importer") });
+      expect(toMarkdown(report)).toMatch(/\| kiln \| not built: Kiln's side of W7 needs the ONNX importer/);
+    }
   });
 });

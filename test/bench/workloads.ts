@@ -6,8 +6,8 @@
  *  A runner whose library wants another layout (jax-js convolves NCHW/OIHW) transposes inside
  *  its step, where that cost belongs to the library. */
 
-export type WorkloadId = "W1" | "W2" | "W3" | "W5" | "W6";
-export const WORKLOAD_IDS: readonly WorkloadId[] = ["W1", "W2", "W3", "W5", "W6"];
+export type WorkloadId = "W1" | "W2" | "W3" | "W5" | "W6" | "W7";
+export const WORKLOAD_IDS: readonly WorkloadId[] = ["W1", "W2", "W3", "W5", "W6", "W7"];
 
 /** "fit": one step is one epoch of the library's Keras-style fit (W6). */
 export type WorkloadKind = "train" | "forward" | "matmul" | "fit";
@@ -44,6 +44,14 @@ export const WORKLOADS: Readonly<Record<WorkloadId, WorkloadSpec>> = {
     seed: 6,
     plan: { warmup: 1, steps: 3, chunk: 1 },
   },
+  W7: {
+    id: "W7",
+    kind: "forward",
+    title: "SqueezeNet-style CNN inference from an ONNX file (NCHW 3×64×64, 4 fire modules), batch 32",
+    batch: 32,
+    lr: 0,
+    seed: 7,
+  },
 };
 
 /** The spec with a smaller batch or fewer examples per epoch (smoke runs), else unchanged. */
@@ -71,6 +79,64 @@ export const MLP_LAYERS: readonly (readonly [number, number])[] = [
 ];
 /** LeNet-5: conv 5×5×6 same → relu → pool 2; conv 5×5×16 valid → relu → pool 2; dense 120, 84, 10. */
 export const LENET = { size: 28, conv1: 6, conv2: 16, kernel: 5, flat: 5 * 5 * 16, dense: [120, 84, 10] } as const;
+
+/** W7's network, SqueezeNet 1.1 in miniature: conv 3×3/2 → relu → maxpool 3/2 → fire ×2 →
+ *  maxpool 3/2 → fire ×2 → conv 1×1 to the classes → relu → global average pool (logits). A fire
+ *  module squeezes with a 1×1 conv, then concatenates 1×1 and 3×3 (padded) expansions, each
+ *  followed by relu. The bench writes it as an ONNX file (onnx-models.ts). */
+export const SQUEEZENET = {
+  size: 64,
+  channels: 3,
+  classes: 10,
+  stem: 32,
+  /** [squeeze, expand] channels per fire module; "pool" is a 3×3 stride-2 max pool. */
+  body: [[16, 32], [16, 32], "pool", [32, 64], [32, 64]] as readonly (readonly [number, number] | "pool")[],
+} as const;
+
+/** One convolution of W7's network: its name, channels, kernel, stride, padding and the
+ *  spatial size of its input and output. */
+export interface ConvLayer {
+  readonly name: string;
+  readonly cin: number;
+  readonly cout: number;
+  readonly k: number;
+  readonly stride: number;
+  readonly pad: number;
+  readonly inSize: number;
+  readonly outSize: number;
+}
+
+/** W7's layers in order: convolutions, and the pools between them (`pool` at a size). */
+export function squeezeLayers(): (ConvLayer | { readonly pool: number; readonly outSize: number })[] {
+  const out: (ConvLayer | { pool: number; outSize: number })[] = [];
+  const conv = (name: string, cin: number, cout: number, k: number, stride: number, pad: number, inSize: number): ConvLayer => {
+    const l = { name, cin, cout, k, stride, pad, inSize, outSize: Math.floor((inSize + 2 * pad - k) / stride) + 1 };
+    out.push(l);
+    return l;
+  };
+  const pool = (inSize: number) => {
+    const outSize = Math.floor((inSize - 3) / 2) + 1;
+    out.push({ pool: inSize, outSize });
+    return outSize;
+  };
+  let size = pool(conv("conv1", SQUEEZENET.channels, SQUEEZENET.stem, 3, 2, 0, SQUEEZENET.size).outSize);
+  let ch: number = SQUEEZENET.stem;
+  let fire = 2;
+  for (const b of SQUEEZENET.body) {
+    if (b === "pool") {
+      size = pool(size);
+      continue;
+    }
+    const [s, e] = b;
+    conv(`fire${fire}/squeeze`, ch, s, 1, 1, 0, size);
+    conv(`fire${fire}/expand1x1`, s, e, 1, 1, 0, size);
+    conv(`fire${fire}/expand3x3`, s, e, 3, 1, 1, size);
+    ch = 2 * e;
+    fire++;
+  }
+  conv("conv10", ch, SQUEEZENET.classes, 1, 1, 0, size);
+  return out;
+}
 
 /** mulberry32: small, seedable, and identical in every process. */
 export class Rng {
@@ -153,7 +219,9 @@ export interface Batch {
 export function batchFor(spec: WorkloadSpec): Batch {
   const rng = new Rng(spec.seed * 7919 + 17);
   const B = samplesPerStep(spec);
-  const xShape = spec.id === "W3" ? [B, LENET.size, LENET.size, 1] : [B, 784];
+  const { size: s, channels } = SQUEEZENET;
+  // W7 is an ONNX model: NCHW.
+  const xShape = spec.id === "W3" ? [B, LENET.size, LENET.size, 1] : spec.id === "W7" ? [B, channels, s, s] : [B, 784];
   const x = { shape: xShape, data: Float32Array.from({ length: size(xShape) }, () => rng.uniform()) };
   const labels = Int32Array.from({ length: B }, () => Math.floor(rng.uniform() * CLASSES));
   const onehot = zeros([B, CLASSES]);
@@ -161,8 +229,25 @@ export function batchFor(spec: WorkloadSpec): Batch {
   return { x, labels, onehot };
 }
 
+/** W7's weights: He-normal OIHW filters and small uniform biases, named as in the ONNX file. */
+export function squeezeParams(seed: number): Params {
+  const rng = new Rng(seed);
+  return squeezeLayers().flatMap((l) =>
+    "pool" in l
+      ? []
+      : [
+          { name: `${l.name}/weight`, value: he(rng, [l.cout, l.cin, l.k, l.k], l.cin * l.k * l.k) },
+          {
+            name: `${l.name}/bias`,
+            value: { shape: [l.cout], data: Float32Array.from({ length: l.cout }, () => 0.1 * rng.uniform() - 0.05) },
+          },
+        ],
+  );
+}
+
 export function paramsFor(spec: WorkloadSpec): Params {
   if (spec.id === "W3") return lenetParams(spec.seed);
+  if (spec.id === "W7") return squeezeParams(spec.seed);
   if (spec.id === "W5") throw new Error("W5 has operands, not parameters: use matmulOperands");
   return mlpParams(spec.seed);
 }
@@ -189,6 +274,8 @@ export function checksum(data: ArrayLike<number>): number {
 export function flopsPerStep(spec: WorkloadSpec): number {
   const B = samplesPerStep(spec);
   if (spec.id === "W5") return 2 * B ** 3;
+  if (spec.id === "W7")
+    return squeezeLayers().reduce((f, l) => f + ("pool" in l ? 0 : 2 * B * l.outSize ** 2 * l.cin * l.k ** 2 * l.cout), 0);
   if (spec.id === "W3") {
     const { kernel: k, conv1, conv2, size: s, flat, dense } = LENET;
     const c1 = 2 * B * s * s * k * k * 1 * conv1;

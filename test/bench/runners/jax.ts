@@ -130,6 +130,8 @@ async function setup(spec: WorkloadSpec): Promise<Session> {
       throw new Error(
         "jax-js has no Keras-style fit (no layers, compile or fit API); a hand-written grad + Adam loop would not be the same path",
       );
+    case "W7":
+      throw new Error("W7 is an ONNX file; jax-js has no ONNX importer here (onnxruntime and Kiln run it)");
   }
 }
 

@@ -6,7 +6,10 @@
  *  update, whose new parameters replace the old on the GPU — and reads back only the loss.
  *
  *  W6 is the Keras-style path instead: compileModel(sequential([...])) with Adam, and a step is
- *  one `fit` epoch, unshuffled, from the workload's weights (set through setWeights). */
+ *  one `fit` epoch, unshuffled, from the workload's weights (set through setWeights).
+ *
+ *  W7 imports the bench's ONNX file (onnx-models.ts) with importOnnx and runs the imported graph,
+ *  weights and batch resident; where this checkout has no importer, setup says "not built". */
 import { GraphBuilder } from "../../../src/api/builder.ts";
 import { dense } from "../../../src/api/layers.ts";
 import { sequential } from "../../../src/api/model.ts";
@@ -16,7 +19,9 @@ import { buildStep, lenet, mlp } from "../kiln-graphs.ts";
 import { acquireGpu } from "../../../runtime/device.ts";
 import { Executable } from "../../../runtime/execute.ts";
 import { compileModel } from "../../../training/compile-model.ts";
-import { serveRunner, type Session } from "../protocol.ts";
+import { loadImporter, NO_IMPORTER } from "../../helpers/onnx-importer.ts";
+import { squeezeNetOnnx } from "../onnx-models.ts";
+import { NotBuilt, serveRunner, type Session } from "../protocol.ts";
 import { readFileSync } from "node:fs";
 import { MLP_LAYERS, batchFor, checksum, matmulOperands, paramsFor, type HostArray, type WorkloadSpec } from "../workloads.ts";
 
@@ -45,8 +50,30 @@ async function fitSession(spec: WorkloadSpec): Promise<Session> {
   };
 }
 
+async function onnxSession(spec: WorkloadSpec): Promise<Session> {
+  const importOnnx = await loadImporter();
+  if (!importOnnx) throw new NotBuilt(`Kiln's side of W7 needs the ONNX importer: ${NO_IMPORTER}`);
+  const m = importOnnx(squeezeNetOnnx(spec.seed));
+  const [x] = m.inputs;
+  const [y] = m.outputInfo;
+  const exe = await Executable.fromGraph(m.graph, { state: { ...m.state, [x.name]: null } });
+  for (const n of m.graph.nodes) {
+    const name = n.op === "input" ? (n.attrs as { name: string }).name : undefined;
+    if (name && name in m.weights) await exe.write(name, { shape: n.type.shape as number[], data: m.weights[name] });
+  }
+  await exe.write(x.name, batchFor(spec).x);
+  return {
+    async step() {
+      const out = await exe.run({}, [y.name]);
+      return checksum(out[y.name].data);
+    },
+    dispose: () => exe.dispose(),
+  };
+}
+
 async function setup(spec: WorkloadSpec): Promise<Session> {
   if (spec.kind === "fit") return fitSession(spec);
+  if (spec.id === "W7") return onnxSession(spec);
   const values: Record<string, HostArray> = {};
   let built: { graph: Graph; state: Record<string, string | null> };
   if (spec.id === "W5") {

@@ -146,6 +146,8 @@ async function setup(spec: WorkloadSpec): Promise<Session> {
     }
     case "W6":
       return fit(spec);
+    case "W7":
+      throw new Error("W7 is an ONNX file; TF.js has no ONNX importer (onnxruntime and Kiln run it)");
   }
 }
 
