@@ -2,6 +2,7 @@
  *  `cli()` only wires them to commander, so a new command is a function and three lines. */
 import { Command } from "commander";
 import { readFileSync } from "node:fs";
+import { VERSION } from "../src/version.ts";
 import { compile } from "../compiler/pipeline.ts";
 import { interpret } from "../src/interpret.ts";
 import type { HostTensor } from "../src/ir/host.ts";
@@ -14,19 +15,6 @@ import { exportCommand } from "./export.ts";
 import { acquireGpu, releaseGpu, SETUP_HINT } from "../runtime/device.ts";
 import { Executable } from "../runtime/execute.ts";
 import { explain, parseDims } from "./explain.ts";
-
-/** The version in Kiln's package.json: ../package.json from cli/cli.ts, ../../ from dist/cli/cli.js. */
-function packageVersion(): string {
-  for (const up of ["../package.json", "../../package.json"]) {
-    try {
-      const pkg = JSON.parse(readFileSync(new URL(up, import.meta.url), "utf8")) as { name?: string; version?: string };
-      if (pkg.name === "kiln-nn" && pkg.version) return pkg.version;
-    } catch {
-      // not there: try the next level up
-    }
-  }
-  return "unknown";
-}
 
 /** The limits that decide how Kiln binds, sizes and dispatches kernels. */
 const LIMITS = [
@@ -103,9 +91,7 @@ async function run(file: string, opts: { dim: string[]; seed: string; wgsl?: boo
 }
 
 function cli(): Command {
-  const program = new Command("kiln")
-    .description("Kiln: a compute-graph compiler for neural nets, WGSL on WebGPU")
-    .version(packageVersion());
+  const program = new Command("kiln").description("Kiln: a compute-graph compiler for neural nets, WGSL on WebGPU").version(VERSION);
   program.command("info").description("show the WebGPU adapter, its limits and features").action(info);
   program
     .command("run <file>")

@@ -85,3 +85,8 @@ test("the browser entry reaches no Node module, no webgpu package and no process
   expect(bad).toEqual([]);
   expect(seen.size).toBeGreaterThan(30);
 });
+
+test("src/version.ts states package.json's version", async () => {
+  const { VERSION } = await import("../src/version.ts");
+  expect(VERSION).toBe(JSON.parse(readFileSync(join(ROOT, "package.json"), "utf8")).version);
+});

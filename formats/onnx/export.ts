@@ -13,12 +13,12 @@
  *  Each primitive's lowering is in export-ops.ts (export-conv.ts for convolutions). */
 import { toBinary } from "@bufbuild/protobuf";
 import { ModelProtoSchema, type ModelProto } from "onnx-buf";
-import pkg from "../../package.json" with { type: "json" };
 import { inputNodes } from "../../src/ir/bind.ts";
 import { describeNode, KilnError } from "../../src/ir/errors.ts";
 import { liveNodes } from "../../src/ir/live.ts";
 import { formatType, isStatic } from "../../src/ir/shape.ts";
 import type { Graph, Node, OpKind, ValueId } from "../../src/ir/types.ts";
+import { VERSION } from "../../src/version.ts";
 import { writeFileAtomic } from "../safetensors.ts";
 import { LOWER, type Lower, type LowerCtx } from "./export-ops.ts";
 import { findFolds } from "./export-patterns.ts";
@@ -127,7 +127,7 @@ export function onnxModel(graph: Graph, opts: OnnxExportOptions = {}): ModelProt
     inputs: fed.map((n) => ({ name: n.attrs.name, type: n.type })),
     outputs: graph.outputs.map((o) => ({ name: o.name, type: graph.nodes[o.id].type })),
     opset: OPSET,
-    producer: { name: "kiln", version: pkg.version },
+    producer: { name: "kiln", version: VERSION },
   });
 }
 
