@@ -9,10 +9,10 @@
  *        JavaScript model module.
  *  The checkout's own dist/ is never written: the pack runs in a copy. */
 import { execFileSync } from "node:child_process";
-import { cpSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, symlinkSync, writeFileSync } from "node:fs";
+import { cpSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { dirname, join, resolve } from "node:path";
-import { beforeAll, describe, expect, test } from "vitest";
+import { afterAll, beforeAll, describe, expect, test } from "vitest";
 
 const ROOT = resolve(import.meta.dirname, "../..");
 const work = mkdtempSync(join(tmpdir(), "kiln-pack-"));
@@ -86,6 +86,8 @@ describe("the package, installed from its tarball into an empty project", () => 
     mkdirSync(join(project, "node_modules/@types"), { recursive: true });
     symlinkSync(join(ROOT, "node_modules/@types/node"), join(project, "node_modules/@types/node"));
   });
+
+  afterAll(() => rmSync(work, { recursive: true, force: true }));
 
   test("ships the built JavaScript and declarations, not the sources, tests or examples", () => {
     const pkg = join(project, "node_modules/kiln-nn");
