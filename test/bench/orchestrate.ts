@@ -17,6 +17,13 @@ import { WORKLOADS, withBatch, type WorkloadId } from "./workloads.ts";
 export const ROOT = fileURLToPath(new URL("../../", import.meta.url));
 const RUNNERS_DIR = fileURLToPath(new URL("./runners/", import.meta.url));
 
+/** A runner's file: its bundled twin where KILN_BENCH_PREBUILT names a folder holding one
+ *  (scripts/gpu-kit.mjs bundles the peers for a machine without their packages), else its source. */
+function runnerModule(entry: RunnerEntry, dir: string): string {
+  const prebuilt = process.env.KILN_BENCH_PREBUILT && join(process.env.KILN_BENCH_PREBUILT, entry.module.replace(/\.ts$/, ".mjs"));
+  return prebuilt && existsSync(prebuilt) ? prebuilt : join(dir, entry.module);
+}
+
 export interface BenchOptions {
   readonly workloads: readonly WorkloadId[];
   /** Runner ids; undefined: every registered runner except opt-in ones. */
@@ -124,7 +131,7 @@ export async function runWorkload(w: WorkloadId, opts: BenchOptions): Promise<Ru
   for (const { entry, skip } of selected(opts, w)) {
     const result: RunResult = { workload: w, runner: entry.id, status: "ok", reference, ms: [] };
     results.push(result);
-    const module = join(opts.runnersDir ?? RUNNERS_DIR, entry.module);
+    const module = runnerModule(entry, opts.runnersDir ?? RUNNERS_DIR);
     if (skip) Object.assign(result, { status: "skipped", error: skip });
     else if (!existsSync(module)) Object.assign(result, { status: "not built", error: `${module} does not exist yet` });
     if (result.status !== "ok") {
