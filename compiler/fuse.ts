@@ -99,9 +99,6 @@ const costOf = (n: Node): number => {
 /** The most recomputation a fused value may bring into each of its consumers. */
 const BUDGET = 8;
 
-/** The values that live in buffers. */
-export const planBuffers = (graph: Graph, opts: FusionOptions = { fuse: true }): ReadonlySet<ValueId> => planFusion(graph, opts).buffers;
-
 /** The kernels: the values that live in buffers, grouped with what each kernel computes, and
  *  which of them are there for the binding limit. */
 export function planFusion(graph: Graph, opts: FusionOptions = { fuse: true }): FusionPlan {

@@ -2,7 +2,8 @@
  *  stages fuse, schedule, codegen and plan-memory (./pass.ts says what each kind is).
  *  A pipeline of your own: `compile(graph, { passes: (std) => insertBefore(std, "fuse", myPass) })`
  *  adds, removes, reorders or replaces steps, a stage included (a fusion heuristic of your own is a
- *  Stage named as you like that sets `fusion`). Each stage takes the one before it as typed input
+ *  Stage named as you like that sets `fusion`; ./fuse.ts `kernelGroups` makes the groups of the
+ *  values you choose to keep in buffers). Each stage takes the one before it as typed input
  *  (./pass.ts): leaving one out is an error naming what is missing, never a silent recompute. Each step's node count and time land in
  *  `program.stats`; KILN_DUMP=<pass>[,<pass>…] (or "all") prints the text IR after those passes. */
 import { printGraph } from "../src/ir/print.ts";

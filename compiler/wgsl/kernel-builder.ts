@@ -79,7 +79,7 @@ export class KernelBuilder {
     readonly op: ValueId = output,
     /** An in-place update: the store goes to this input's buffer (bound once, read_write)
      *  instead of the output's. Safe only if every load of it reads the element the next store
-     *  writes; `aliasSafe` says whether the written kernel did. */
+     *  writes; `aliasSafe` says, after the analysis pass, whether the generator's loads were. */
     readonly alias?: ValueId,
     /** The render pass's decisions; without it this is the analysis pass. */
     private readonly render?: RenderPlan,
