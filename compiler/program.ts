@@ -32,7 +32,9 @@ export interface Kernel {
   /** What the device compiles, as written once by the kernel builder (./wgsl/kernel-builder.ts). */
   readonly wgsl: string;
   /** The same kernel rendered with canonical names (vv0… by binding) and blank comment lines:
-   *  kernels with one key are the same shader over other values and share a pipeline. */
+   *  kernels with one key are the same shader over other values and share a pipeline
+   *  (runtime/pipelines.ts compiles the first one's `wgsl`). Code that replaces a kernel's
+   *  `wgsl` by hand gives it a key of its own. */
   readonly key: string;
   /** What it computes, as its header says: "matmul[permute]", "fused[exp, add]". */
   readonly what: string;
