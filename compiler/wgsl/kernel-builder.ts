@@ -257,12 +257,16 @@ export class KernelBuilder {
    *  shared arena) and for the destination; the fate of every `let`. */
   plan(readWrite: (v: ValueId) => boolean, canonical = false): RenderPlan {
     if (this.render) throw new Error(`${this.name}: plan() belongs to the analysis pass`);
+    return { bindings: this.bindings(readWrite), lets: letFates(this.seen.lets, this.w.toString()), canonical };
+  }
+
+  private bindings(readWrite: (v: ValueId) => boolean): Binding[] {
     const dest = this.alias ?? this.output;
     const bindings: Binding[] = this.seen.reads
       .filter((v) => v !== dest)
       .map((value) => ({ value, access: readWrite(value) ? "read_write" : "read" }));
     bindings.push({ value: dest, access: "read_write" });
-    return { bindings, lets: letFates(this.seen.lets, this.w.toString()), canonical };
+    return bindings;
   }
 
   /** Assemble the shader: header comment, helpers, bindings, then `main` around the body. In the
@@ -270,7 +274,7 @@ export class KernelBuilder {
   finish(opts: { what: string; workgroupSize: readonly number[]; dispatch: Dispatch; shared?: readonly string[] }): Kernel {
     const out = this.node(this.output);
     const body = this.w.toString();
-    const bindings = this.render?.bindings ?? this.plan(() => false).bindings;
+    const bindings = this.render?.bindings ?? this.bindings(() => false);
     const uniforms = [...this.syms].sort();
     const canonical = this.render?.canonical ?? false;
     const head = new Writer();
