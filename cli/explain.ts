@@ -90,12 +90,12 @@ function kernelsSection(program: Program, env: DimEnv, wgsl: boolean): string[] 
     const c = kernelCost(program, k, env);
     [flops, read, written] = [flops + c.flops, read + c.bytesRead, written + c.bytesWritten];
     if (wgsl) out.push(k.wgsl.trimEnd());
-    else out.push(`  ${k.wgsl.slice(0, k.wgsl.indexOf("\n")).replace(/^\/\/\s*/, "")}`);
+    else out.push(`  ${k.wgsl.slice(3, k.wgsl.indexOf("\n"))}`);
     const binds = k.bindings
       .map((b) =>
         b.value === k.inPlace
           ? `rw ${valueName(graph, b.value)} → ${valueName(graph, k.output)}`
-          : `${b.access === "read" ? "r" : "w"} ${valueName(graph, b.value)}`,
+          : `${b.value === (k.inPlace ?? k.output) ? "w" : "r"} ${valueName(graph, b.value)}`,
       )
       .join(" | ");
     out.push(

@@ -7,14 +7,19 @@
  *      %3 = permute %1 {perm=[1,0]};  %4 = add %3, %2
  *        → k0 = fused[permute, add]: v4[i] = v1[c1 * R + c0] + v2[i]
  *  Fusion (./fuse.ts) decides which nodes are inlined, the storage-binding limit included (it
- *  stores values, chosen by cost, until every kernel fits); codegen writes that plan as it is:
- *      plan → k0 … kn, each binding ≤ maxStorageBuffers, else an internal error naming the kernel
+ *  stores values, chosen by cost, until every kernel fits), and hands over its kernel groups;
+ *  codegen writes them as they are, in the schedule's order:
+ *      groups, order → k0 … kn, each binding ≤ maxStorageBuffers, else an internal error
+ *  Each kernel's bindings are decided before its WGSL is written (./wgsl/kernel-builder.ts):
+ *  which values live in the shared arena is known here from the program's structure — the
+ *  temporaries and the inputs that are not resident, when memory is planned (./plan-memory.ts)
+ *  — so their bindings are declared read_write from the start, and the text is final.
  *  A kernel whose root is elementwise and which inlines a GEMM (an epilogue) is written by the
  *  GEMM's generator, storing the root:
  *      %7 = matmul %0, %1;  %8 = add %7, %2;  %9 = relu %8   →  k0 = fused[matmul, add, relu]
  *
  *  In-place updates (`inPlace`: update output → resident input): once the schedule is fixed, an
- *  update's kernel is written again storing into the input's buffer when that is safe — no
+ *  update's kernel is written storing into the input's buffer instead when that is safe — no
  *  kernel after it binds the input, no other kernel binds the output, the input is not read back
  *  as an output, and the kernel builder saw every load of the input at the element the store
  *  writes (never broadcast, permuted or in a GEMM/reduction loop). Otherwise the kernel stays as
@@ -22,9 +27,10 @@
  *      k7 = fused[permute, matmul, mul, sub]: v3[sm * 16u + sn] = v3[(sm * 16u + sn)] - 0.1 * acc */
 import { describeNode, KilnError } from "../src/ir/errors.ts";
 import { numel, sizeEq } from "../src/ir/shape.ts";
-import type { Graph, Node, ValueId } from "../src/ir/types.ts";
+import type { Graph, ValueId } from "../src/ir/types.ts";
 import { lowering } from "../src/ops/table.ts";
-import { inlined, planBuffers } from "./fuse.ts";
+import { type FusionPlan, type KernelGroup, planFusion } from "./fuse.ts";
+import { inArena } from "./plan-memory.ts";
 import type { BufferSpec, Kernel, Program } from "./program.ts";
 import { GPU_TARGET, type Target } from "./target.ts";
 import { KernelBuilder, storageType } from "./wgsl/kernel-builder.ts";
@@ -35,56 +41,80 @@ export interface CodegenOptions {
   readonly maxStorageBuffers: number;
   /** Which kernel variants to write (./target.ts). */
   readonly target: Target;
-  /** Fuse elementwise chains into their consumers (./fuse.ts); default true. */
+  /** Fuse elementwise chains into their consumers (./fuse.ts; `codegen` only); default true. */
   readonly fuse?: boolean;
-  /** The fusion plan (./fuse.ts planBuffers), when the caller made it already. */
-  readonly buffers?: ReadonlySet<ValueId>;
   /** Resident-state updates to write in place where safe: update output → resident input. */
   readonly inPlace?: ReadonlyMap<ValueId, ValueId>;
   /** Write a kernel's output over an input that dies there, where safe (`reuseInPlace`);
    *  default false (compile turns it on with CompileOptions.inPlace). */
   readonly reuse?: boolean;
-  /** The kernels' order, as roots (./schedule.ts); default: graph order. */
-  readonly order?: readonly ValueId[];
-  /** The resident inputs, which reuse must never overwrite. Without it reuse takes temporaries
-   *  only, never a graph input. */
+  /** The resident inputs, which reuse must never overwrite and which stay out of the arena.
+   *  Without it reuse takes temporaries only, never a graph input. */
   readonly resident?: ReadonlySet<ValueId>;
+  /** Memory is planned in one shared arena (Program.arena): its values are bound read_write. */
+  readonly arena?: boolean;
 }
 
 export const DEFAULT_CODEGEN: CodegenOptions = { maxStorageBuffers: 8, target: GPU_TARGET };
 
+/** Fusion and code generation in program order, outside the pipeline (tools and tests). */
 export function codegen(graph: Graph, opts: CodegenOptions = DEFAULT_CODEGEN): Program {
-  const materialized = new Set(
-    opts.buffers ?? planBuffers(graph, { fuse: opts.fuse ?? true, maxStorageBuffers: opts.maxStorageBuffers, target: opts.target }),
+  const fusion = planFusion(graph, { fuse: opts.fuse ?? true, maxStorageBuffers: opts.maxStorageBuffers, target: opts.target });
+  return generateKernels(
+    graph,
+    fusion,
+    fusion.groups.map((k) => k.root),
+    opts,
   );
+}
+
+/** The kernels of `fusion`'s groups in `order` (roots), and the buffers. */
+export function generateKernels(graph: Graph, fusion: FusionPlan, order: readonly ValueId[], opts: CodegenOptions): Program {
+  const groups = new Map(fusion.groups.map((k) => [k.root, k]));
+  const specs = buffers(graph, fusion.buffers);
+  const resident = opts.resident ?? new Set<ValueId>();
+  const arena = new Set(opts.arena ? specs.filter((b) => inArena(b.role, resident.has(b.value))).map((b) => b.value) : []);
+  const gen: Generate = (k, name, alias) => generate(graph, k, name, opts.target, arena, alias);
   const kernels: Kernel[] = [];
-  for (const n of opts.order?.map((id) => graph.nodes[id]) ?? graph.nodes) {
-    if (!materialized.has(n.id) || lowering(n).kind === "buffer") continue;
-    const k = generate(graph, n, inlined(graph, n, materialized), `k${kernels.length}`, opts.target);
+  for (const root of order) {
+    const group = groups.get(root);
+    if (!group) throw new Error(`internal: the schedule names %${root}, which is no kernel of the fusion plan`);
+    const n = graph.nodes[root];
+    const k = gen(group, `k${kernels.length}`)!;
     if (k.bindings.length > opts.maxStorageBuffers) {
       // ./fuse.ts fits every kernel to the limit: reaching here is a compiler bug, or a plan
-      // (opts.buffers) made for a larger limit than this one.
+      // made for a larger limit than this one.
       throw new KilnError(
         `internal: ${k.name} for ${describeNode(n.op, n.id, n.site)} binds ${k.bindings.length} storage buffers, past the limit of ${opts.maxStorageBuffers} that the fusion plan was made to fit`,
       );
     }
     kernels.push(k);
   }
-  for (const [o, w] of opts.inPlace ?? []) updateInPlace(graph, kernels, materialized, o, w, opts.target);
-  if (opts.reuse) reuseInPlace(graph, kernels, materialized, opts.target, opts.resident);
-  return { graph, kernels, buffers: buffers(graph, materialized), state: [], stats: [] };
+  if (kernels.length !== groups.size) throw new Error(`internal: the schedule orders ${kernels.length} of ${groups.size} kernels`);
+  for (const [o, w] of opts.inPlace ?? []) updateInPlace(graph, kernels, groups, o, w, gen);
+  if (opts.reuse) reuseInPlace(graph, kernels, groups, gen, opts.resident);
+  return { graph, kernels, buffers: specs, state: [], stats: [] };
 }
 
-/** Rewrite the kernel computing `o` to store into `w`'s buffer, if that is safe (see the header). */
-function updateInPlace(graph: Graph, kernels: Kernel[], materialized: ReadonlySet<ValueId>, o: ValueId, w: ValueId, target: Target): void {
+/** Writes a group's kernel, named; with `alias`, storing into that input (undefined where unsafe). */
+type Generate = (k: KernelGroup, name: string, alias?: ValueId) => Kernel | undefined;
+
+/** Write the kernel computing `o` to store into `w`'s buffer instead, if that is safe (see the header). */
+function updateInPlace(
+  graph: Graph,
+  kernels: Kernel[],
+  groups: ReadonlyMap<ValueId, KernelGroup>,
+  o: ValueId,
+  w: ValueId,
+  gen: Generate,
+): void {
   const i = kernels.findIndex((k) => k.output === o);
   if (i < 0 || o === w || kernels[i].inPlace !== undefined) return;
   const binds = (k: Kernel, v: ValueId) => k.bindings.some((b) => b.value === v);
   if (kernels.some((k, j) => j > i && binds(k, w))) return; // a later kernel reads the old value
   if (kernels.some((k, j) => j !== i && binds(k, o))) return; // the update is read as a value
   if (graph.outputs.some((x) => x.id === w)) return; // read back as this run's input value
-  const n = graph.nodes[o];
-  const k = generate(graph, n, inlined(graph, n, materialized), kernels[i].name, target, w);
+  const k = gen(groups.get(o)!, kernels[i].name, w);
   if (k) kernels[i] = k;
 }
 
@@ -97,8 +127,8 @@ function updateInPlace(graph: Graph, kernels: Kernel[], materialized: ReadonlySe
 function reuseInPlace(
   graph: Graph,
   kernels: Kernel[],
-  materialized: ReadonlySet<ValueId>,
-  target: Target,
+  groups: ReadonlyMap<ValueId, KernelGroup>,
+  gen: Generate,
   resident?: ReadonlySet<ValueId>,
 ): void {
   const last = new Map<ValueId, number>();
@@ -121,25 +151,37 @@ function reuseInPlace(
         !sizeEq(numel(w.type.shape), numel(n.type.shape))
       )
         continue;
-      const alias = generate(graph, n, inlined(graph, n, materialized), k.name, target, w.id);
+      const alias = gen(groups.get(n.id)!, k.name, w.id);
       if (alias) return void (kernels[i] = alias);
     }
   });
 }
 
-/** The kernel writing `n`; with `alias`, storing into that input instead, or undefined where
- *  the kernel reads it at an element other than the one it writes. */
-function generate(graph: Graph, n: Node, inline: Set<ValueId>, name: string, target: Target): Kernel;
-function generate(graph: Graph, n: Node, inline: Set<ValueId>, name: string, target: Target, alias: ValueId): Kernel | undefined;
-function generate(graph: Graph, n: Node, inline: Set<ValueId>, name: string, target: Target, alias?: ValueId): Kernel | undefined {
-  const gemm = gemmOf(graph, n, inline);
-  const kb = new KernelBuilder(graph, name, n.id, inline, target, gemm, alias);
-  const k = write(kb, graph, n, inline, gemm);
-  return alias === undefined || kb.aliasSafe ? k : undefined;
+/** The kernel writing group `k`; with `alias`, storing into that input instead, or undefined
+ *  where the kernel reads it at an element other than the one it writes. The generator runs as
+ *  the kernel builder's analysis pass, then renders the key and the WGSL from the plan made of it
+ *  (./wgsl/kernel-builder.ts): the bindings, read_write for `arena` values, and the used `let`s. */
+function generate(
+  graph: Graph,
+  k: KernelGroup,
+  name: string,
+  target: Target,
+  arena: ReadonlySet<ValueId>,
+  alias?: ValueId,
+): Kernel | undefined {
+  const builder = (render?: ReturnType<KernelBuilder["plan"]>) =>
+    new KernelBuilder(graph, name, k.root, k.inlined, target, k.op ?? k.root, alias, render);
+  const analysis = builder();
+  write(analysis, graph, k);
+  if (alias !== undefined && !analysis.aliasSafe) return undefined;
+  const readWrite = (v: ValueId) => arena.has(v);
+  const key = write(builder(analysis.plan(readWrite, true)), graph, k).wgsl;
+  return { ...write(builder(analysis.plan(readWrite)), graph, k), key, nodes: k.nodes };
 }
 
-function write(kb: KernelBuilder, graph: Graph, n: Node, inline: Set<ValueId>, gemm: ValueId | undefined): Kernel {
-  const ops = [...inline]
+function write(kb: KernelBuilder, graph: Graph, k: KernelGroup): Kernel {
+  const n = graph.nodes[k.root];
+  const ops = [...k.inlined]
     .sort((a, b) => a - b)
     .map((i) => graph.nodes[i].op)
     .filter((op) => op !== "const");
@@ -149,16 +191,8 @@ function write(kb: KernelBuilder, graph: Graph, n: Node, inline: Set<ValueId>, g
     return KERNELS[low.kernel](kb, what);
   }
   const what = ops.length > 1 ? `fused[${ops.join(", ")}]` : (ops[0] ?? n.op);
-  const epi = gemm === undefined ? undefined : lowering(graph.nodes[gemm]);
+  const epi = k.op === undefined ? undefined : lowering(graph.nodes[k.op]);
   return epi?.kind === "kernel" ? KERNELS[epi.kernel](kb, what) : elementwiseKernel(kb, what);
-}
-
-/** The GEMM whose epilogue an elementwise root is (./fuse.ts), if any: an inlined kernel op. */
-function gemmOf(graph: Graph, root: Node, inline: ReadonlySet<ValueId>): ValueId | undefined {
-  if (lowering(root).kind === "kernel") return undefined;
-  const ks = [...inline].filter((id) => lowering(graph.nodes[id]).kind === "kernel");
-  if (ks.length > 1) throw new Error(`${describeNode(root.op, root.id, root.site)}: inlines ${ks.length} kernel ops`);
-  return ks[0];
 }
 
 function buffers(graph: Graph, materialized: ReadonlySet<ValueId>): BufferSpec[] {

@@ -1,7 +1,7 @@
 /** What a compiled kernel costs, roughly, for `kiln explain`: FLOPs and bytes moved.
  *
- *  Bytes: the sizes of the buffers a kernel binds, read (read-only bindings) and written
- *  (read-write bindings), each counted once — caches and re-reads of a tile are not modelled; a
+ *  Bytes: the sizes of the buffers a kernel binds, read (every binding but the store's) and
+ *  written (the store's), each counted once — caches and re-reads of a tile are not modelled; a
  *  binding written in place over its input counts as both.
  *  FLOPs, for the kernel's root op (the node it writes), 1 multiply-add = 2:
  *      matmul                 2·M·N·K (× batch)
@@ -18,7 +18,6 @@
 import { evalSize, numel, type DimEnv } from "../src/ir/shape.ts";
 import type { Graph, Node, Shape, ValueId } from "../src/ir/types.ts";
 import { lowering } from "../src/ops/table.ts";
-import { inlined } from "./fuse.ts";
 import type { Kernel, Program } from "./program.ts";
 
 export interface KernelCost {
@@ -31,19 +30,12 @@ export interface KernelCost {
 export const bytesOf = (shape: Shape, env: DimEnv): number => 4 * evalSize(numel(shape), env);
 
 /** The nodes a kernel computes: its root and the values codegen inlined into it. */
-export function kernelNodes(program: Program, kernel: Kernel): ValueId[] {
-  const { graph } = program;
-  const root = graph.nodes[kernel.output];
-  const set = inlined(graph, root, new Set(program.buffers.map((b) => b.value)));
-  return [...set.add(root.id)].sort((a, b) => a - b);
-}
+export const kernelNodes = (_program: Program, kernel: Kernel): readonly ValueId[] => kernel.nodes;
 
-/** Per kernel, the graph nodes it computes, named by its header: the groups of ir/dot.ts. */
+/** Per kernel, the graph nodes it computes, named by its header (the first line, after "// "):
+ *  the groups of ir/dot.ts. */
 export function kernelGroups(program: Program): { name: string; nodes: ValueId[] }[] {
-  return program.kernels.map((k) => ({
-    name: k.wgsl.slice(0, k.wgsl.indexOf("\n")).replace(/^\/\/\s*/, ""),
-    nodes: kernelNodes(program, k),
-  }));
+  return program.kernels.map((k) => ({ name: k.wgsl.slice(3, k.wgsl.indexOf("\n")), nodes: [...k.nodes] }));
 }
 
 export function kernelCost(program: Program, kernel: Kernel, env: DimEnv): KernelCost {
@@ -54,7 +46,7 @@ export function kernelCost(program: Program, kernel: Kernel, env: DimEnv): Kerne
     const n = bytesOf(graph.nodes[b.value].type.shape, env);
     // In place (Kernel.inPlace): the input is read at each element and the output stored there.
     if (b.value === kernel.inPlace) (bytesRead += n), (bytesWritten += n);
-    else b.access === "read" ? (bytesRead += n) : (bytesWritten += n);
+    else b.value === kernel.output ? (bytesWritten += n) : (bytesRead += n);
   }
   const root = graph.nodes[kernel.output];
   const elems = (id: ValueId) => evalSize(numel(graph.nodes[id].type.shape), env);

@@ -63,11 +63,31 @@ export interface Spill {
   readonly bindings: number;
 }
 
+/** One kernel, as fusion hands it over: what it writes, what it computes inside, what it reads.
+ *      %7 = matmul %0, %1;  %8 = add %7, %2;  %9 = relu %8
+ *        → { root: 9, nodes: [7, 8, 9], gemm: 7, reads: [0, 1, 2] }   (matmul with an epilogue) */
+export interface KernelGroup {
+  /** The value the kernel writes (its store). */
+  readonly root: ValueId;
+  /** The nodes it computes, ascending: the root and its inlined cone (index maps, fused values,
+   *  a GEMM or reduction whose epilogue the root is). Codegen writes exactly these. */
+  readonly nodes: readonly ValueId[];
+  /** The values computed inside it rather than loaded (`nodes` less a kernel-op root). */
+  readonly inlined: ReadonlySet<ValueId>;
+  /** The node whose kernel generator writes it: a kernel op (the root, or the GEMM whose
+   *  epilogue the root is), or undefined for an expression kernel. */
+  readonly op?: ValueId;
+  /** The buffers it loads, ascending (not the root, unless the root is read as well). */
+  readonly reads: readonly ValueId[];
+}
+
 export interface FusionPlan {
   /** The values that live in buffers. */
-  readonly buffers: Set<ValueId>;
+  readonly buffers: ReadonlySet<ValueId>;
   /** The values among them stored for the binding limit, in the order chosen. */
   readonly spilled: readonly Spill[];
+  /** One group per kernel, in program order (by root id). */
+  readonly groups: readonly KernelGroup[];
 }
 
 /** An elementwise op's cost in a fused cone (its record's `pattern.cost`). */
@@ -79,10 +99,8 @@ const costOf = (n: Node): number => {
 /** The most recomputation a fused value may bring into each of its consumers. */
 const BUDGET = 8;
 
-/** The values that live in buffers. */
-export const planBuffers = (graph: Graph, opts: FusionOptions = { fuse: true }): Set<ValueId> => planFusion(graph, opts).buffers;
-
-/** The values that live in buffers, and which of them are there for the binding limit. */
+/** The kernels: the values that live in buffers, grouped with what each kernel computes, and
+ *  which of them are there for the binding limit. */
 export function planFusion(graph: Graph, opts: FusionOptions = { fuse: true }): FusionPlan {
   const live = liveNodes(graph);
   const outputs = new Set(graph.outputs.map((o) => o.id));
@@ -105,7 +123,24 @@ export function planFusion(graph: Graph, opts: FusionOptions = { fuse: true }): 
   if (opts.fuse) epilogues(graph, live, outputs, uses, kept);
   if (opts.fuse) rowEpilogues(graph, live, outputs, uses, kept, opts.target ?? GPU_TARGET);
   const spilled = fitBindings(graph, live, kept, opts.maxStorageBuffers ?? 8);
-  return { buffers: kept, spilled };
+  return { buffers: kept, spilled, groups: kernelGroups(graph, kept) };
+}
+
+/** The kernels of a fusion plan (`kept`: the values in buffers), one per value in a buffer that a
+ *  kernel writes, each cone computed once here; every later stage reads these. */
+export function kernelGroups(graph: Graph, kept: ReadonlySet<ValueId>): KernelGroup[] {
+  const groups: KernelGroup[] = [];
+  for (const n of graph.nodes) {
+    if (!kept.has(n.id) || lowering(n).kind === "buffer") continue;
+    const inl = inlined(graph, n, kept);
+    const nodes = [...new Set([...inl, n.id])].sort((a, b) => a - b);
+    const reads = new Set<ValueId>();
+    for (const id of nodes) for (const i of graph.nodes[id].inputs) if (kept.has(i)) reads.add(i);
+    const ops = nodes.filter((id) => lowering(graph.nodes[id]).kind === "kernel");
+    if (ops.length > 1) throw new Error(`${describeNode(n.op, n.id, n.site)}: inlines ${ops.length} kernel ops`);
+    groups.push({ root: n.id, nodes, inlined: inl, op: ops[0], reads: [...reads].sort((a, b) => a - b) });
+  }
+  return groups;
 }
 
 /** A reduction with kept dims takes an epilogue too, when its value goes, one use after another
@@ -210,9 +245,9 @@ function inlinesKernelOp(graph: Graph, root: ValueId, kept: ReadonlySet<ValueId>
 
 /** What `root`'s kernel computes inside it, given the values in buffers (`kept`): the root
  *  itself unless it is a kernel op, and the values in no buffer it reads, transitively (index
- *  maps, fused values, a GEMM or reduction whose epilogue it is). Codegen writes exactly these;
- *  ./cost.ts and ./schedule.ts count with them. */
-export function inlined(graph: Graph, root: Node, kept: ReadonlySet<ValueId>): Set<ValueId> {
+ *  maps, fused values, a GEMM or reduction whose epilogue it is). Fusion weighs candidate plans
+ *  with it; the plan it settles on hands its cones over as `KernelGroup`s. */
+function inlined(graph: Graph, root: Node, kept: ReadonlySet<ValueId>): Set<ValueId> {
   const set = new Set<ValueId>();
   const visit = (id: ValueId) => {
     if (set.has(id)) return;

@@ -2,20 +2,22 @@
  *  stages fuse, schedule, codegen and plan-memory (./pass.ts says what each kind is).
  *  A pipeline of your own: `compile(graph, { passes: (std) => insertBefore(std, "fuse", myPass) })`
  *  adds, removes, reorders or replaces steps, a stage included (a fusion heuristic of your own is a
- *  Stage named as you like that sets `buffers`). Each step's node count and time land in
+ *  Stage named as you like that sets `fusion`; ./fuse.ts `kernelGroups` makes the groups of the
+ *  values you choose to keep in buffers). Each stage takes the one before it as typed input
+ *  (./pass.ts): leaving one out is an error naming what is missing, never a silent recompute. Each step's node count and time land in
  *  `program.stats`; KILN_DUMP=<pass>[,<pass>…] (or "all") prints the text IR after those passes. */
 import { printGraph } from "../src/ir/print.ts";
 import type { Graph, ValueId } from "../src/ir/types.ts";
 import { verify } from "../src/ir/verify.ts";
-import { codegen } from "./codegen.ts";
-import { planBuffers } from "./fuse.ts";
+import { generateKernels } from "./codegen.ts";
+import { planFusion } from "./fuse.ts";
 import { memoryReport } from "./plan-memory.ts";
 import { cse } from "./cse.ts";
 import { dce } from "./dce.ts";
 import { foldConstants } from "./fold-constants.ts";
 import { inferShapes } from "./infer-shapes.ts";
 import { legalize } from "./legalize.ts";
-import { isStage, type Lowered, type Pass, type PassContext, type Stage, type StageContext, type Step } from "./pass.ts";
+import { isStage, type Lowered, need, type Pass, type PassContext, type Stage, type StageContext, type Step } from "./pass.ts";
 import { inPlaceOutputs, type Program, type StateUpdate } from "./program.ts";
 import { schedule, type ScheduleKind } from "./schedule.ts";
 import { inputNodes } from "../src/ir/bind.ts";
@@ -43,26 +45,28 @@ export function fixpoint(name: string, passes: readonly Pass[], rounds = 4): Pas
 /** The graph passes. */
 export const PASSES: readonly Pass[] = [inferShapes, fixpoint("simplify-all", [simplify, foldConstants, cse]), dce, legalize];
 
-/** fuse: which values get buffers (./fuse.ts); the binding limit is part of the decision. */
+/** fuse: the kernel groups, and so which values get buffers (./fuse.ts); the binding limit is
+ *  part of the decision. */
 export const fuseStage: Stage = {
   name: "fuse",
   lower: (l, ctx) => ({
     ...l,
-    buffers: planBuffers(l.graph, { fuse: ctx.fuse, maxStorageBuffers: ctx.maxStorageBuffers, target: ctx.target }),
+    fusion: planFusion(l.graph, { fuse: ctx.fuse, maxStorageBuffers: ctx.maxStorageBuffers, target: ctx.target }),
   }),
-  describe: (l) => `fuse (${l.buffers?.size} values in buffers)`,
+  describe: (l) => `fuse (${l.fusion?.buffers.size} values in buffers)`,
 };
 
 /** schedule: the kernels' order, chosen for the smaller memory peak (./schedule.ts). */
 export const scheduleStage: Stage = {
   name: "schedule",
-  lower(l, ctx) {
+  lower(input, ctx) {
+    const l = need(input, "schedule", "fusion");
     const updates = new Map<ValueId, ValueId>();
     for (const u of stateUpdates(l.graph, ctx.state)) {
       if (u.output === undefined) continue;
       updates.set(l.graph.outputs.find((x) => x.name === u.output)!.id, inputNodes(l.graph).find((n) => n.attrs.name === u.input)!.id);
     }
-    return { ...l, schedule: schedule(l.graph, l.buffers ?? planBuffers(l.graph, ctx), ctx.schedule, ctx.dims, updates) };
+    return { ...l, schedule: schedule(l.graph, l.fusion.groups, ctx.schedule, ctx.dims, updates) };
   },
   describe: ({ schedule: s }) =>
     s
@@ -73,7 +77,8 @@ export const scheduleStage: Stage = {
 /** codegen: WGSL kernels (./codegen.ts), with resident-state updates written in place where safe. */
 export const codegenStage: Stage = {
   name: "codegen",
-  lower(l, ctx) {
+  lower(input, ctx) {
+    const l = need(input, "codegen", "fusion", "schedule");
     const g = l.graph;
     const state = stateUpdates(g, ctx.state);
     const inPlace = new Map<ValueId, ValueId>();
@@ -85,7 +90,7 @@ export const codegenStage: Stage = {
       }
     }
     const resident = new Set(state.map((u) => inputNodes(g).find((n) => n.attrs.name === u.input)!.id));
-    const program = codegen(g, { ...ctx, inPlace, buffers: l.buffers, order: l.schedule?.order, reuse: ctx.inPlace, resident });
+    const program = generateKernels(g, l.fusion, l.schedule.order, { ...ctx, inPlace, reuse: ctx.inPlace, resident, arena: ctx.plan });
     const done = inPlaceOutputs(program);
     const marked = state.map((u) => {
       const i = inputNodes(g).find((n) => n.attrs.name === u.input)!.id;
@@ -101,10 +106,12 @@ export const codegenStage: Stage = {
  *  runtime plans with the same code for the dims it meets (within the declared bounds). */
 export const planMemoryStage: Stage = {
   name: "plan-memory",
-  lower(l, ctx) {
+  lower(input, ctx) {
+    const l = need(input, "plan-memory", "program");
     const p = l.program;
-    if (!p?.arena || !p.buffers.every((b) => b.shape.every((d) => typeof d === "number" || ctx.dims[d] !== undefined))) return l;
-    return { ...l, memory: memoryReport(p, ctx.dims) };
+    if (!p.arena || !p.buffers.every((b) => b.shape.every((d) => typeof d === "number" || ctx.dims[d] !== undefined))) return l;
+    const memory = memoryReport(p, ctx.dims);
+    return { ...l, memory, program: { ...p, memory } };
   },
   describe: ({ memory: m, program: p }) =>
     m

@@ -32,17 +32,18 @@
  *
  *  WebGPU's aliasing rule: one buffer may not be bound read-only and writable in one dispatch,
  *  even on disjoint ranges, while disjoint writable ranges are fine. So every arena binding is
- *  declared read_write (`declareReadWrite`; the runtime does it at load, codegen's WGSL keeps
- *  `read`): a kernel's bindings into the arena are then all writable and, being live together,
- *  disjoint. The alternative — two or more arenas so a kernel's reads and its write sit in
+ *  declared read_write: which values the arena holds is structural (`inArena`: their roles, not
+ *  the dims), so codegen declares them so when it writes the WGSL (compiler/codegen.ts), and a
+ *  kernel's bindings into the arena are then all writable and, being live together, disjoint. The alternative — two or more arenas so a kernel's reads and its write sit in
  *  different buffers — is a colouring problem whose arenas peak separately, for nothing:
  *  read_write costs no step time on lavapipe (bench Kiln runner, 20 steps, medians planned vs a
  *  buffer per value: W1 32.7–34.7 vs 33.5–33.9 ms, W3 36.0–39.1 vs 40.0–43.7 ms; same losses). */
 import { describeNode, KilnError } from "../src/ir/errors.ts";
 import { bindShape, formatType, type DimEnv } from "../src/ir/shape.ts";
 import type { Node, ValueId } from "../src/ir/types.ts";
-import { inPlaceRoots, type Kernel, type Program } from "./program.ts";
-import { canDeclareReadWrite, declareReadWrite } from "./wgsl/kernel-builder.ts";
+import { type BufferSpec, inPlaceRoots, type MemoryPlan, type Placement, type Program } from "./program.ts";
+
+export type { MemoryPlan, Placement };
 
 export interface PlanOptions {
   /** Offsets are multiples of this (the device's minStorageBufferOffsetAlignment). */
@@ -54,42 +55,13 @@ export interface PlanOptions {
 /** WebGPU's defaults, as lavapipe checks them: 256-byte offsets, 256 MiB buffers. */
 export const DEFAULT_PLAN: PlanOptions = { alignment: 256, maxBufferSize: 256 * 2 ** 20 };
 
-export interface Placement {
-  readonly value: ValueId;
-  readonly arena: number;
-  readonly offset: number;
-  /** The tensor's bytes (elements × 4: every dtype is stored in 32 bits). */
-  readonly bytes: number;
-  /** Bytes it occupies: `bytes` rounded up to the alignment, at least one unit. */
-  readonly size: number;
-  /** Live from `start` to `end`, both included (-1: uploaded before k0; K: copied out after). */
-  readonly start: number;
-  readonly end: number;
-  /** Outputs written in place into this range after `value` (a chain, in schedule order). */
-  readonly members: readonly ValueId[];
-}
-
-export interface MemoryPlan {
-  readonly alignment: number;
-  /** Bytes of each arena buffer. */
-  readonly arenas: readonly number[];
-  /** By value id, ascending. */
-  readonly placements: readonly Placement[];
-  /** The sum of `arenas`. */
-  readonly arenaBytes: number;
-  /** Every placed value (an in-place chain counting once) in a range of its own: the sum of
-   *  their sizes. */
-  readonly naiveBytes: number;
-  /** The most bytes (aligned sizes) live at one time: no placement can do better. */
-  readonly lowerBound: number;
-  /** Bytes in buffers of their own, outside the arena: constant data, resident state, and a
-   *  value kept out (bound twice by one kernel). */
-  readonly ownBytes: number;
-}
+/** Whether a value of this role is the arena's: a temporary, or an input that is not resident
+ *  (constant data and resident state keep buffers of their own). Codegen declares these read_write. */
+export const inArena = (role: BufferSpec["role"], resident: boolean): boolean => role === "temp" || (role === "input" && !resident);
 
 /** The values the arena places: temporaries and non-resident inputs, except outputs written in
- *  place (they live in their root's memory) and a value some kernel binds twice or whose
- *  declaration cannot be switched to read_write (hand-written WGSL) — with its whole chain. */
+ *  place (they live in their root's memory) and a value some kernel binds twice or declares
+ *  read-only (hand-written WGSL, or kernels written without an arena) — with its whole chain. */
 export function arenaValues(program: Program): Set<ValueId> {
   const resident = new Set(program.state.map((s) => s.input));
   const roots = inPlaceRoots(program);
@@ -97,30 +69,17 @@ export function arenaValues(program: Program): Set<ValueId> {
   for (const b of program.buffers) {
     const n = program.graph.nodes[b.value];
     if (roots.has(b.value)) continue;
-    if (b.role === "temp" || (b.role === "input" && !resident.has((n as Node<"input">).attrs.name))) values.add(b.value);
+    if (inArena(b.role, b.role === "input" && resident.has((n as Node<"input">).attrs.name))) values.add(b.value);
   }
   for (const k of program.kernels) {
     const seen = new Set<ValueId>();
-    k.bindings.forEach((b, i) => {
+    for (const b of k.bindings) {
       const r = roots.get(b.value) ?? b.value;
-      if (seen.has(r) || (b.access === "read" && !canDeclareReadWrite(k, i))) values.delete(r);
+      if (seen.has(r) || b.access === "read") values.delete(r);
       seen.add(r);
-    });
+    }
   }
   return values;
-}
-
-/** Every value bound in the arena: the placed `values` and the outputs written in place there. */
-export function arenaBound(program: Program, values: ReadonlySet<ValueId>): Set<ValueId> {
-  const bound = new Set(values);
-  for (const [o, r] of inPlaceRoots(program)) if (values.has(r)) bound.add(o);
-  return bound;
-}
-
-/** The kernels as the runtime loads them with an arena: arena bindings declared read_write. */
-export function arenaKernels(program: Program, values: ReadonlySet<ValueId> = arenaValues(program)): Kernel[] {
-  const bound = arenaBound(program, values);
-  return program.kernels.map((k) => declareReadWrite(k, bound));
 }
 
 /** Live intervals of `values` over the schedule (see the header); an output written in place
@@ -192,6 +151,7 @@ export function planMemory(program: Program, env: DimEnv, opts: PlanOptions = DE
     );
   }
   return {
+    dims: { ...env },
     alignment: opts.alignment,
     arenas,
     placements: result.sort((a, b) => a.value - b.value),
@@ -202,6 +162,18 @@ export function planMemory(program: Program, env: DimEnv, opts: PlanOptions = DE
       .filter((b) => !values.has(b.value) && !roots.has(b.value))
       .reduce((s, b) => s + bindShape(b.shape, env).reduce((a, d) => a * d, 4), 0),
   };
+}
+
+/** The plan for a binding `env` on a device with `opts`' limits: the program's own (made once by
+ *  the pipeline at its declared dims, Program.memory) when it was made for these dims and fits
+ *  the device, else made now by the same `planMemory` — the runtime (for open dims) and bundles
+ *  plan through this one function. */
+export function planFor(program: Program, env: DimEnv, opts: PlanOptions = DEFAULT_PLAN): MemoryPlan {
+  const m = program.memory;
+  const syms = new Set(program.buffers.flatMap((b) => b.shape.filter((d): d is string => typeof d === "string")));
+  const same = m !== undefined && [...syms].every((d) => m.dims[d] === env[d]);
+  if (same && m.alignment % opts.alignment === 0 && m.arenas.every((b) => b <= opts.maxBufferSize)) return m;
+  return planMemory(program, env, opts);
 }
 
 /** The smallest gap between `conflicts` (values live at the same time) that fits `size`, else

@@ -3,6 +3,9 @@
 import type { Size } from "../src/ir/shape.ts";
 import type { DType, Graph, Shape, ValueId } from "../src/ir/types.ts";
 
+/** A storage binding, decided before the kernel's WGSL is written and declared exactly so:
+ *  read_write for the value the kernel stores and for every value in the shared arena (WebGPU
+ *  may not bind one buffer read-only and writable in one dispatch, ./plan-memory.ts), else read. */
 export interface Binding {
   readonly value: ValueId;
   readonly access: "read" | "read_write";
@@ -26,7 +29,17 @@ export interface Kernel {
   readonly name: string;
   /** The node whose value the kernel writes. */
   readonly output: ValueId;
+  /** What the device compiles, as written once by the kernel builder (./wgsl/kernel-builder.ts). */
   readonly wgsl: string;
+  /** The same kernel rendered with canonical names (vv0… by binding) and blank comment lines:
+   *  kernels with one key are the same shader over other values and share a pipeline
+   *  (runtime/pipelines.ts compiles the first one's `wgsl`). Code that replaces a kernel's
+   *  `wgsl` by hand gives it a key of its own. */
+  readonly key: string;
+  /** What it computes, as its header says: "matmul[permute]", "fused[exp, add]". */
+  readonly what: string;
+  /** The graph nodes it computes, ascending: its root and its inlined cone (./fuse.ts KernelGroup). */
+  readonly nodes: readonly ValueId[];
   /** Storage bindings 0..n-1 in order; then, if `uniforms` is non-empty, binding n is a uniform
    *  struct of those symbolic dims, u32 each, in that order. */
   readonly bindings: readonly Binding[];
@@ -70,6 +83,41 @@ export function inPlaceRoots(p: Pick<Program, "kernels">): Map<ValueId, ValueId>
   return roots;
 }
 
+export interface Placement {
+  readonly value: ValueId;
+  readonly arena: number;
+  readonly offset: number;
+  /** The tensor's bytes (elements × 4: every dtype is stored in 32 bits). */
+  readonly bytes: number;
+  /** Bytes it occupies: `bytes` rounded up to the alignment, at least one unit. */
+  readonly size: number;
+  /** Live from `start` to `end`, both included (-1: uploaded before k0; K: copied out after). */
+  readonly start: number;
+  readonly end: number;
+  /** Outputs written in place into this range after `value` (a chain, in schedule order). */
+  readonly members: readonly ValueId[];
+}
+
+export interface MemoryPlan {
+  /** The dims it was made for (symbolic dim → value). */
+  readonly dims: Readonly<Record<string, number>>;
+  readonly alignment: number;
+  /** Bytes of each arena buffer. */
+  readonly arenas: readonly number[];
+  /** By value id, ascending. */
+  readonly placements: readonly Placement[];
+  /** The sum of `arenas`. */
+  readonly arenaBytes: number;
+  /** Every placed value (an in-place chain counting once) in a range of its own: the sum of
+   *  their sizes. */
+  readonly naiveBytes: number;
+  /** The most bytes (aligned sizes) live at one time: no placement can do better. */
+  readonly lowerBound: number;
+  /** Bytes in buffers of their own, outside the arena: constant data, resident state, and a
+   *  value kept out (bound twice by one kernel). */
+  readonly ownBytes: number;
+}
+
 export interface Program {
   readonly graph: Graph;
   readonly kernels: readonly Kernel[];
@@ -81,6 +129,10 @@ export interface Program {
   /** Declared upper bounds of symbolic dims (CompileOptions.dims, e.g. { B: 128 }): the memory
    *  plan is made once for them and serves every binding within them. */
   readonly dims?: Readonly<Record<string, number>>;
+  /** The memory plan, made once by the pipeline (compiler/plan-memory.ts) at the declared dims
+   *  (or for static shapes) at WebGPU's default limits; where dims are open the runtime plans
+   *  each binding with the same code (`planFor`). */
+  readonly memory?: MemoryPlan;
   /** Per pass: node count after it and its time (compile fills it; codegen alone leaves it empty). */
   readonly stats: readonly { readonly pass: string; readonly nodes: number; readonly ms: number }[];
 }

@@ -45,7 +45,7 @@ export function savedForBackward(program: Program, env: DimEnv): SavedValue[] {
   for (const k of program.kernels) {
     if (fwd[k.output]) continue;
     for (const b of k.bindings) {
-      if (b.access !== "read" || !fwd[b.value] || !computed.has(b.value)) continue;
+      if (b.value === (k.inPlace ?? k.output) || !fwd[b.value] || !computed.has(b.value)) continue;
       readers.set(b.value, [...(readers.get(b.value) ?? []), k.name]);
     }
   }

@@ -14,11 +14,10 @@
  *  to `dims` or 64) is estimated from the kernels' reads, and the lower one is kept: the greedy
  *  heuristic is myopic and can lose. On the MLP training step (batch 128) it lowers the planned
  *  arena from 1.0 to 0.74 MiB, on LeNet-5's (batch 64) from 3.46 to 2.58 MiB.
- *  Needs the fusion plan (./fuse.ts): kernels are the materialized values that are not buffers. */
+ *  Needs the fusion plan (./fuse.ts): its kernel groups and the buffers each one reads. */
 import { bindShape, type DimEnv } from "../src/ir/shape.ts";
 import type { Graph, ValueId } from "../src/ir/types.ts";
-import { lowering } from "../src/ops/table.ts";
-import { inlined } from "./fuse.ts";
+import type { KernelGroup } from "./fuse.ts";
 
 export type ScheduleKind = "program" | "memory" | "best";
 
@@ -32,33 +31,21 @@ export interface Schedule {
   readonly kind: "program" | "memory";
 }
 
-/** The kernels (roots) in program order and the materialized values each one reads. */
-export function kernelReads(graph: Graph, materialized: ReadonlySet<ValueId>): Map<ValueId, ValueId[]> {
-  const reads = new Map<ValueId, ValueId[]>();
-  for (const n of graph.nodes) {
-    if (!materialized.has(n.id) || lowering(n).kind === "buffer") continue;
-    const leaves = new Set<ValueId>();
-    // A kernel op's root is not in its inlined set: its own operands count too.
-    for (const id of [n.id, ...inlined(graph, n, materialized)]) {
-      for (const i of graph.nodes[id].inputs) if (materialized.has(i)) leaves.add(i);
-    }
-    leaves.delete(n.id);
-    reads.set(n.id, [...leaves]);
-  }
-  return reads;
-}
+/** The kernels (roots) in program order and the buffers each one reads. */
+export const kernelReads = (groups: readonly KernelGroup[]): Map<ValueId, readonly ValueId[]> =>
+  new Map(groups.map((k) => [k.root, k.reads]));
 
 /** `updates`: state update output → the resident input it replaces. Its kernel is kept after every
  *  other reader of the input, so that codegen can write it in place (a greedy order that updated
  *  a weight before its last reader would force a copy instead). */
 export function schedule(
   graph: Graph,
-  materialized: ReadonlySet<ValueId>,
+  groups: readonly KernelGroup[],
   kind: ScheduleKind = "best",
   dims: DimEnv = {},
   updates: ReadonlyMap<ValueId, ValueId> = new Map(),
 ): Schedule {
-  const reads = kernelReads(graph, materialized);
+  const reads = kernelReads(groups);
   const bytes = (v: ValueId): number => {
     const n = graph.nodes[v];
     const env = Object.fromEntries(n.type.shape.filter((d) => typeof d === "string").map((d) => [d, dims[d as string] ?? 64]));

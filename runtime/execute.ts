@@ -25,7 +25,7 @@ import type { DType, Graph, Node, Shape, ValueId } from "../src/ir/types.ts";
 import { compile as compileGraph, type CompileOptions } from "../compiler/pipeline.ts";
 import type { HostTensor } from "../src/ir/host.ts";
 import { inPlaceOutputs, type Program } from "../compiler/program.ts";
-import { arenaKernels, planMemory, type MemoryPlan } from "../compiler/plan-memory.ts";
+import { planFor, type MemoryPlan } from "../compiler/plan-memory.ts";
 import { createBuffer, destroyBuffer, fromStorage, toStorage, type HostArray } from "./buffers.ts";
 import { acquireGpu, checked, type Gpu } from "./device.ts";
 import { pipeline, workgroups } from "./pipelines.ts";
@@ -119,9 +119,7 @@ export class Executable {
 
   static async load(program: Program, gpu?: Gpu): Promise<Executable> {
     const g = gpu ?? (await acquireGpu());
-    // Arena bindings are declared read_write: a dispatch may not bind one buffer read-only and writable.
-    const kernels = program.arena ? arenaKernels(program) : program.kernels;
-    const pipelines = await Promise.all(kernels.map((k) => pipeline(g, k)));
+    const pipelines = await Promise.all(program.kernels.map((k) => pipeline(g, k)));
     const exe = new Executable(g, program, pipelines);
     await checked(g, "uploading constants", () => {
       for (const b of program.buffers) {
@@ -329,7 +327,7 @@ export class Executable {
     const { device, limits } = this.gpu;
     const { graph, kernels } = this.program;
     const plan = this.program.arena
-      ? planMemory(this.program, at, {
+      ? planFor(this.program, at, {
           alignment: limits.minStorageBufferOffsetAlignment,
           maxBufferSize: Math.min(MAX_ARENA, limits.maxBufferSize),
         })

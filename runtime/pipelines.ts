@@ -1,10 +1,10 @@
 /** Kernels as the GPU runs them: pipelines compiled once per kernel shape (for the process), and
  *  the workgroup counts of a dispatch for a binding of the dims.
  *
- *  Kernels that differ only in their value names and comments are one pipeline: the module
- *  compiled is the kernel's WGSL with comment lines blanked (line numbers kept for error
- *  messages) and each `v<id>` renamed `vv<n>` in order of first use — the bindings' order, as
- *  they are declared first. An unrolled LSTM's 30 time steps repeat the same gate kernels over
+ *  Kernels that differ only in their value names and comments are one pipeline: the compiler
+ *  renders each kernel a second time with canonical names and blank comment lines (`Kernel.key`,
+ *  compiler/wgsl/kernel-builder.ts), and the first kernel of a key compiles its own WGSL, as
+ *  written, for all of them. An unrolled LSTM's 30 time steps repeat the same gate kernels over
  *  other values: its training step's 362 kernels are 90 pipelines, and a cold shader cache
  *  compiles 90. */
 import { GpuError, KilnError } from "../src/ir/errors.ts";
@@ -33,31 +33,20 @@ export function workgroups(k: Kernel, env: DimEnv, maxDim: number): readonly [nu
 
 /** Compile (or find) the pipeline of a kernel; WGSL errors name the kernel and the line. */
 export async function pipeline(gpu: Gpu, k: Kernel): Promise<GPUComputePipeline> {
-  const code = canonicalWgsl(k.wgsl);
-  let p = gpu.pipelines.get(code);
+  let p = gpu.pipelines.get(k.key);
   if (!p) {
-    p = compile(gpu, k, code);
-    gpu.pipelines.set(code, p);
-    p.catch(() => gpu.pipelines.delete(code));
+    p = compile(gpu, k);
+    gpu.pipelines.set(k.key, p);
+    p.catch(() => gpu.pipelines.delete(k.key));
   }
   return p;
 }
 
-/** The WGSL a kernel is compiled as (see the header): same text, same pipeline. */
-export function canonicalWgsl(wgsl: string): string {
-  const names = new Map<string, string>();
-  return wgsl
-    .split("\n")
-    .map((l) => (l.trimStart().startsWith("//") ? "" : l))
-    .join("\n")
-    .replace(/\bv\d+\b/g, (v) => names.get(v) ?? (names.set(v, `vv${names.size}`), `vv${names.size - 1}`));
-}
-
-async function compile(gpu: Gpu, k: Kernel, code: string): Promise<GPUComputePipeline> {
+async function compile(gpu: Gpu, k: Kernel): Promise<GPUComputePipeline> {
   const { device } = gpu;
   const title = `kernel ${k.name} (${k.wgsl.slice(3, k.wgsl.indexOf("\n"))})`;
   return checked(gpu, title, async () => {
-    const module = device.createShaderModule({ label: k.name, code });
+    const module = device.createShaderModule({ label: k.name, code: k.wgsl });
     const info = await module.getCompilationInfo();
     const errors = info.messages.filter((m) => m.type === "error");
     if (errors.length) {

@@ -26,7 +26,7 @@ import { inputNodes } from "../../src/ir/bind.ts";
 import { KilnError } from "../../src/ir/errors.ts";
 import { bindShape, formatType } from "../../src/ir/shape.ts";
 import type { Node, ValueId } from "../../src/ir/types.ts";
-import { arenaKernels, DEFAULT_PLAN, planMemory } from "../plan-memory.ts";
+import { DEFAULT_PLAN, planFor } from "../plan-memory.ts";
 import { inPlaceOutputs, type Kernel, type Program } from "../program.ts";
 import { generateLoader } from "./loader.ts";
 import {
@@ -50,12 +50,11 @@ export interface EmitOptions {
 /** Bundle files by relative path. */
 export type BundleFiles = Map<string, string | Uint8Array>;
 
-/** A file-name-safe word for what a kernel computes, from its header ("// k2 = fused[matmul,
- *  add, relu] -> …" → "matmul-add-relu"); long chains keep their first four ops. */
+/** A file-name-safe word for what a kernel computes (Kernel.what, as its header says:
+ *  "fused[matmul, add, relu]" → "matmul-add-relu"); long chains keep their first four ops. */
 function kernelWord(program: Program, k: Kernel): string {
-  const m = /^\/\/ \S+ = ([^\n]*?) -> /.exec(k.wgsl);
-  const ops = m
-    ? m[1]
+  const ops = k.what
+    ? k.what
         .replace(/^fused\[|\]$/g, "")
         .split(/[^A-Za-z0-9_]+/)
         .filter(Boolean)
@@ -70,7 +69,8 @@ export function emitBundle(program: Program, opts: EmitOptions): BundleFiles {
   for (const s of symbols)
     if (dims[s] === undefined) throw new KilnError(`build: symbolic dim ${s} needs a declared bound (--batch, or dims: { ${s}: n })`);
   if (!program.arena) throw new KilnError("build: bundles need the planned arena (compile with plan: true)");
-  const plan = planMemory(program, dims, DEFAULT_PLAN);
+  // The pipeline's plan (made at the declared dims), as the runtime uses it.
+  const plan = planFor(program, dims, DEFAULT_PLAN);
   const state = new Map(program.state.map((s) => [s.input, s]));
   const inPlace = inPlaceOutputs(program);
 
@@ -123,7 +123,7 @@ export function emitBundle(program: Program, opts: EmitOptions): BundleFiles {
       .join("");
     return `%${v} ${n.op}${name}${out} ${formatType(n.type)}`;
   };
-  const kernels: KernelData[] = arenaKernels(program).map((k, i) => {
+  const kernels: KernelData[] = program.kernels.map((k, i) => {
     const file = `kernels/${k.name}-${kernelWord(program, k)}.wgsl`;
     const d = k.dispatch;
     const dispatch =

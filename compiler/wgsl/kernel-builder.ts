@@ -6,8 +6,20 @@
  *  the same way. So a fused kernel is just a bigger expression, and a permute or broadcast is
  *  index arithmetic inside the consumer's load, never a copy:
  *      value(%6 = add(%4, permute(%5)), [c0, c1])  →  (v4[c0 * 3u + c1] + v5[c1 * 2u + c0])
- *  Bindings, uniforms and helpers are collected while the body is written, then `finish`
- *  assembles the shader. */
+ *
+ *  A kernel is written in passes over the same generator (../codegen.ts `generate`), and its
+ *  text is never edited afterwards:
+ *    1. analysis (no `render`): records what the generator loads and stores (the bindings, in
+ *       order of first use; whether an in-place store is safe) and each `let` it makes with the
+ *       names its expression reads;
+ *    2. `plan` turns that into data: the bindings with their final access modes (read_write for
+ *       values in the shared arena, decided by codegen from the program's structure, see
+ *       ../plan-memory.ts) and, per `let`, whether it is used (by a statement or a used `let`,
+ *       transitively), an alias of another name (`let a = b;`: uses read `b`), or unused;
+ *    3. render: the same generator again with that plan — unused `let`s are never written,
+ *       aliases are read through — once with the values' names (`Kernel.wgsl`, what the device
+ *       compiles) and once with canonical names (`Kernel.key`: kernels over other values with the
+ *       same key share one pipeline, runtime/pipelines.ts). */
 import type { IndexCtx, LowerCtx } from "../../src/ops/def.ts";
 import { lowering } from "../../src/ops/table.ts";
 import { WGSL_HELPERS, wgslType } from "../../src/ops/wgsl.ts";
@@ -17,12 +29,33 @@ import type { Binding, Dispatch, Kernel } from "../program.ts";
 import { GPU_TARGET, type Target } from "../target.ts";
 import { Writer } from "./writer.ts";
 
+/** What a `let` becomes when rendered (see the header). */
+export type LetFate = { readonly kind: "emit" } | { readonly kind: "drop" } | { readonly kind: "alias" };
+
+/** The decisions a render pass writes: made from the analysis pass, before any WGSL is written. */
+export interface RenderPlan {
+  /** The storage bindings in order, access modes final; the store's destination last. */
+  readonly bindings: readonly Binding[];
+  /** By `let` name (every name the analysis pass made with `let`). */
+  readonly lets: ReadonlyMap<string, LetFate>;
+  /** Name buffers by binding index (vv0, vv1, …) and leave comment lines blank: the pipeline key. */
+  readonly canonical: boolean;
+}
+
+/** What the analysis pass saw. */
+interface Analysis {
+  /** Buffers in order of first load. */
+  readonly reads: ValueId[];
+  /** Per `let` the builder made: its expression's identifiers. */
+  readonly lets: Map<string, { readonly expr: string; readonly refs: readonly string[] }>;
+}
+
 export const storageType = (d: DType): string => (d === "bool" ? "u32" : d);
 
 export class KernelBuilder {
   /** The body of `main`; generators write into it. */
-  readonly w = new Writer();
-  private readonly reads = new Map<ValueId, "read" | "read_write">();
+  readonly w: Writer;
+  private readonly seen: Analysis = { reads: [], lets: new Map() };
   private readonly syms = new Set<string>();
   private readonly flatOf = new Map<string, string>();
   private tmp = 0;
@@ -46,9 +79,14 @@ export class KernelBuilder {
     readonly op: ValueId = output,
     /** An in-place update: the store goes to this input's buffer (bound once, read_write)
      *  instead of the output's. Safe only if every load of it reads the element the next store
-     *  writes; `aliasSafe` says whether the written kernel did. */
+     *  writes; `aliasSafe` says, after the analysis pass, whether the generator's loads were. */
     readonly alias?: ValueId,
-  ) {}
+    /** The render pass's decisions; without it this is the analysis pass. */
+    private readonly render?: RenderPlan,
+  ) {
+    // Statements sit inside `main`, one level in.
+    this.w = new Writer(1);
+  }
 
   /** Whether the aliased input was read only at the element each store writes (by the same
    *  coordinates or the same flat index expression), and the output itself never. */
@@ -75,12 +113,21 @@ export class KernelBuilder {
     return parts.length === 1 ? parts[0] : `(${parts.join(" * ")})`;
   }
 
-  /** Bind `expr` to a fresh `let` in the body; returns its name. */
+  /** Bind `expr` to a fresh `let` in the body; returns the name to read it by. A render pass
+   *  writes only the `let`s the analysis pass saw used, and reads an alias (`let a = b;`)
+   *  through to `b`. */
   let(expr: string, prefix = "t"): string {
     let name = `${prefix}${this.tmp++}`;
     // "f" or "i" with counter 32 would shadow a WGSL type (`let f32 = …` does not compile).
     while (WGSL_TYPE_NAMES.has(name)) name = `${prefix}${this.tmp++}`;
-    this.w.line(`let ${name} = ${expr};`);
+    if (!this.render) {
+      this.seen.lets.set(name, { expr, refs: identifiers(expr) });
+      this.w.line(`let ${name} = ${expr};`);
+      return name;
+    }
+    const fate = this.render.lets.get(name)?.kind ?? "emit";
+    if (fate === "alias") return expr;
+    if (fate === "emit") this.w.line(`let ${name} = ${expr};`);
     return name;
   }
 
@@ -113,12 +160,20 @@ export class KernelBuilder {
     return coords;
   }
 
+  /** The name of a bound value: `v<id>`, or `vv<binding index>` when rendering the key. */
+  private buffer(id: ValueId): string {
+    if (!this.render?.canonical) return `v${id}`;
+    const i = this.render.bindings.findIndex((b) => b.value === id);
+    if (i < 0) throw new Error(`${this.name}: %${id} is not among the bindings its analysis found`);
+    return `vv${i}`;
+  }
+
   /** Raw load of element `flat` of a buffer-backed value; bool comes back as a WGSL bool. */
   load(id: ValueId, flat: string, at?: string): string {
     if (id === this.alias) this.pending.push({ flat, at });
     if (id === this.output && this.alias !== undefined) this.aliasOk = false;
-    if (!this.reads.has(id)) this.reads.set(id, "read");
-    const e = `v${id}[${flat}]`;
+    if (!this.seen.reads.includes(id)) this.seen.reads.push(id);
+    const e = `${this.buffer(id)}[${flat}]`;
     return this.node(id).type.dtype === "bool" ? `(${e} != 0u)` : e;
   }
 
@@ -169,9 +224,8 @@ export class KernelBuilder {
       this.pending = [];
       this.stores++;
     }
-    this.reads.set(dest, "read_write");
     const v = this.node(this.output).type.dtype === "bool" ? `select(0u, 1u, ${expr})` : expr;
-    this.w.line(`v${dest}[${flat}] = ${v};`);
+    this.w.line(`${this.buffer(dest)}[${flat}] = ${v};`);
   }
 
   /** A kernel op's store of `acc`, its value at `coords()` (element `flat` of its shape): the
@@ -198,20 +252,41 @@ export class KernelBuilder {
     return this.let(`(wid.y * nwg.x + wid.x) * ${perGroup}u + lid`, "i");
   }
 
-  /** Assemble the shader: header comment, helpers, bindings, then `main` around the body. */
+  /** The analysis pass's result as a render plan (see the header): the bindings in order of
+   *  first load, then the destination, read_write where `readWrite` says (values bound in the
+   *  shared arena) and for the destination; the fate of every `let`. */
+  plan(readWrite: (v: ValueId) => boolean, canonical = false): RenderPlan {
+    if (this.render) throw new Error(`${this.name}: plan() belongs to the analysis pass`);
+    return { bindings: this.bindings(readWrite), lets: letFates(this.seen.lets, this.w.toString()), canonical };
+  }
+
+  private bindings(readWrite: (v: ValueId) => boolean): Binding[] {
+    const dest = this.alias ?? this.output;
+    const bindings: Binding[] = this.seen.reads
+      .filter((v) => v !== dest)
+      .map((value) => ({ value, access: readWrite(value) ? "read_write" : "read" }));
+    bindings.push({ value: dest, access: "read_write" });
+    return bindings;
+  }
+
+  /** Assemble the shader: header comment, helpers, bindings, then `main` around the body. In the
+   *  analysis pass the bindings are provisional (all read); only render passes' kernels are kept. */
   finish(opts: { what: string; workgroupSize: readonly number[]; dispatch: Dispatch; shared?: readonly string[] }): Kernel {
     const out = this.node(this.output);
-    const body = pruneLets(this.w.toString());
-    const dest = this.alias ?? this.output;
-    // Hand-written WGSL naming the output's binding cannot be redirected.
-    if (this.alias !== undefined && new RegExp(`\\bv${this.output}\\[`).test(body)) this.aliasOk = false;
-    const bindings: Binding[] = [...this.reads].filter(([v]) => v !== dest).map(([value, access]) => ({ value, access }));
-    bindings.push({ value: dest, access: "read_write" });
+    const body = this.w.toString();
+    const bindings = this.render?.bindings ?? this.bindings(() => false);
     const uniforms = [...this.syms].sort();
+    const canonical = this.render?.canonical ?? false;
     const head = new Writer();
-    head.line(`// ${this.name} = ${opts.what} -> %${out.id}, ${formatType(out.type)}${out.site ? ` @ ${out.site}` : ""}`);
-    if (this.alias !== undefined) head.line(`// in place: %${out.id} is stored over %${this.alias}, read only at the element stored`);
-    bindings.forEach((b, i) => head.line(`${bindingDecl(i, b)}: array<${storageType(this.node(b.value).type.dtype)}>;`));
+    // Comments are blank lines in the key: line numbers stay those of the WGSL.
+    const comment = (text: string) => head.line(canonical ? "" : `// ${text}`);
+    comment(`${this.name} = ${opts.what} -> %${out.id}, ${formatType(out.type)}${out.site ? ` @ ${out.site}` : ""}`);
+    if (this.alias !== undefined) comment(`in place: %${out.id} is stored over %${this.alias}, read only at the element stored`);
+    bindings.forEach((b, i) =>
+      head.line(
+        `@group(0) @binding(${i}) var<storage, ${b.access}> ${this.buffer(b.value)}: array<${storageType(this.node(b.value).type.dtype)}>;`,
+      ),
+    );
     if (uniforms.length) {
       head.line(`struct Dims { ${uniforms.map((s) => `${s}: u32`).join(", ")} }`);
       head.line(`@group(0) @binding(${bindings.length}) var<uniform> u: Dims;`);
@@ -221,33 +296,72 @@ export class KernelBuilder {
     head.line("", `@compute @workgroup_size(${opts.workgroupSize.join(", ")})`);
     head.line("fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,");
     head.line("        @builtin(local_invocation_index) lid: u32, @builtin(local_invocation_id) lid3: vec3<u32>) {");
-    const wgsl = `${head}\n${body.replace(/^/gm, "  ")}\n}\n`;
-    const k: Kernel = { name: this.name, output: this.output, wgsl, bindings, uniforms, dispatch: opts.dispatch };
+    const wgsl = `${head}\n${body}\n}\n`;
+    const k: Kernel = {
+      name: this.name,
+      output: this.output,
+      wgsl,
+      key: wgsl,
+      what: opts.what,
+      nodes: [],
+      bindings,
+      uniforms,
+      dispatch: opts.dispatch,
+    };
     return this.alias === undefined ? k : { ...k, inPlace: this.alias };
   }
 }
 
-/** The start of binding `i`'s declaration, as `finish` writes it. */
-const bindingDecl = (i: number, b: Binding): string => `@group(0) @binding(${i}) var<storage, ${b.access}> v${b.value}`;
-
-/** `k` with the bindings of `values` declared read_write, in its WGSL and its bindings. WebGPU
- *  rejects a dispatch that binds one buffer read-only and writable, even on disjoint ranges, so
- *  every value placed in a shared arena is bound read_write (see compiler/plan-memory.ts).
- *  A binding whose declaration is not in `finish`'s form (hand-written WGSL) is left as it is;
- *  `canDeclareReadWrite` says which are. */
-export function declareReadWrite(k: Kernel, values: ReadonlySet<ValueId>): Kernel {
-  let wgsl = k.wgsl;
-  const bindings = k.bindings.map((b, i): Binding => {
-    if (b.access === "read_write" || !values.has(b.value) || !canDeclareReadWrite(k, i)) return b;
-    const rw: Binding = { value: b.value, access: "read_write" };
-    wgsl = wgsl.replace(`${bindingDecl(i, b)}:`, `${bindingDecl(i, rw)}:`);
-    return rw;
-  });
-  return { ...k, wgsl, bindings };
+/** The fate of each `let` the analysis pass made, given the whole body it wrote: used when a
+ *  statement (any line that is not one of these `let`s) or a used `let` reads its name, an alias
+ *  when its expression is one name (read through to it), else dropped. */
+function letFates(
+  lets: ReadonlyMap<string, { readonly expr: string; readonly refs: readonly string[] }>,
+  body: string,
+): Map<string, LetFate> {
+  const used = new Set<string>();
+  const visit = (name: string) => {
+    const l = lets.get(name);
+    if (!l || used.has(name)) return;
+    used.add(name);
+    for (const r of l.refs) visit(resolve(r));
+  };
+  // An alias's own name is never written: a use of it is a use of what it names.
+  const resolve = (name: string): string => {
+    const l = lets.get(name);
+    return l && isIdentifier(l.expr) ? resolve(l.expr) : name;
+  };
+  for (const line of body.split("\n")) {
+    const t = line.trimStart();
+    const own = t.startsWith("let ") ? t.slice(4, t.indexOf(" = ")) : undefined;
+    if (own !== undefined && lets.has(own)) continue;
+    for (const r of identifiers(line)) visit(resolve(r));
+  }
+  const fates = new Map<string, LetFate>();
+  for (const [name, l] of lets) fates.set(name, { kind: isIdentifier(l.expr) ? "alias" : used.has(name) ? "emit" : "drop" });
+  return fates;
 }
 
-/** Whether binding `i` of `k` is declared as `finish` writes it (so its access can be changed). */
-export const canDeclareReadWrite = (k: Kernel, i: number): boolean => k.wgsl.includes(`${bindingDecl(i, k.bindings[i])}:`);
+const isWordChar = (c: string): boolean => (c >= "a" && c <= "z") || (c >= "A" && c <= "Z") || (c >= "0" && c <= "9") || c === "_";
+/** One word: a name or a literal (`let a = b;`, `let c = 0u;` are aliases, as `\w+` would say). */
+const isIdentifier = (s: string): boolean => s.length > 0 && [...s].every(isWordChar);
+
+/** The identifiers in a line of WGSL (words not starting with a digit; `1u`, `0.5f` are not). */
+function identifiers(text: string): string[] {
+  const out: string[] = [];
+  for (let i = 0; i < text.length; ) {
+    if (!isWordChar(text[i])) {
+      i++;
+      continue;
+    }
+    let j = i;
+    while (j < text.length && isWordChar(text[j])) j++;
+    // A word after a '.' is a field or swizzle (u.B, wid.x), not a name.
+    if (!(text[i] >= "0" && text[i] <= "9") && text[i - 1] !== ".") out.push(text.slice(i, j));
+    i = j;
+  }
+  return out;
+}
 
 /** Coordinates into an input broadcast (numpy, right-aligned) to the output's shape. */
 export function broadcastCoords(coords: readonly string[], outShape: Shape, inShape: Shape): string[] {
@@ -269,30 +383,6 @@ function helpersFor(body: string): string[] {
     }
   }
   return used;
-}
-
-/** Drop `let`s nobody reads, and fold `let a = b;` aliases into their uses. */
-export function pruneLets(body: string): string {
-  let lines = body.split("\n");
-  for (let changed = true; changed; ) {
-    changed = false;
-    const text = lines.join("\n");
-    lines = lines.filter((l) => {
-      const m = /^\s*let (\w+) = (.*);$/.exec(l);
-      if (!m || new RegExp(`\\b${m[1]}\\b`).test(text.replace(l, ""))) return true;
-      changed = true;
-      return false;
-    });
-    for (let i = 0; i < lines.length; i++) {
-      const m = /^\s*let (\w+) = (\w+);$/.exec(lines[i]);
-      if (!m) continue;
-      const re = new RegExp(`\\b${m[1]}\\b`, "g");
-      lines = lines.filter((_, j) => j !== i).map((l) => l.replace(re, m[2]));
-      changed = true;
-      break;
-    }
-  }
-  return lines.join("\n");
 }
 
 const WGSL_TYPE_NAMES = new Set(["f16", "f32", "i32", "u32"]);

@@ -1,7 +1,9 @@
 /** A small line writer: kernels are built line by line, indented by structure. */
 export class Writer {
   private readonly lines: string[] = [];
-  private depth = 0;
+
+  /** `depth`: the indent level the first lines start at. */
+  constructor(private depth = 0) {}
 
   line(...ls: string[]): this {
     for (const l of ls) this.lines.push(l ? "  ".repeat(this.depth) + l : "");

@@ -35,7 +35,8 @@ describe("which chains become epilogues", () => {
     expect(heads(g, { target })).toEqual(["k0 = fused[matmul, add, relu]"]);
     expect(heads(g, { target, fuse: false })).toEqual(["k0 = matmul", "k1 = add", "k2 = relu"]);
     const wgsl = compile(g, { target }).kernels[0].wgsl;
-    expect(wgsl).toMatch(/binding\(2\) var<storage, read> v2: array<f32>/); // the bias
+    // The bias (an input, placed in the arena: so declared read_write when the WGSL is written).
+    expect(wgsl).toMatch(/binding\(2\) var<storage, read_write> v2: array<f32>/);
     // relu(acc + b[n]) at the store.
     expect(wgsl).toMatch(/let (e\d+) = \(acc\[[^\n]*\] \+ v2\[sn\]\);\n\s*v5\[[^\n]*\] = max\(\1, 0f\);/);
   });

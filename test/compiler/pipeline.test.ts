@@ -87,6 +87,16 @@ describe("pass pipeline", () => {
     );
   });
 
+  test("each stage takes the one before it: a pipeline missing a stage is an error naming it, never a recompute", () => {
+    const g = new GraphBuilder();
+    const graph = g.build({ y: g.input("x", "f32", [3]).neg() });
+    const without = (name: string) => () => compile(graph, { passes: (std) => std.filter((s) => s.name !== name) });
+    expect(without("fuse")).toThrow(
+      /^pipeline: stage "schedule" needs the fusion plan: keep "fuse" or a stage of your own that sets fusion$/,
+    );
+    expect(without("schedule")).toThrow(/^pipeline: stage "codegen" needs the kernel order: keep "schedule"/);
+  });
+
   test("graph passes run before lowering; a pipeline without codegen says so", () => {
     const g = new GraphBuilder();
     const graph = g.build({ y: g.input("x", "f32", [3]).neg() });

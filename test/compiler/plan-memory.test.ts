@@ -5,7 +5,7 @@
  *  input (one range, the union of their lives). Then small graphs whose plans are known. */
 import fc from "fast-check";
 import { describe, expect, test } from "vitest";
-import { arenaKernels, arenaValues, memoryReport, planMemory, type MemoryPlan, type PlanOptions } from "../../compiler/plan-memory.ts";
+import { arenaValues, memoryReport, planFor, planMemory, type MemoryPlan, type PlanOptions } from "../../compiler/plan-memory.ts";
 import { compile } from "../../compiler/pipeline.ts";
 import { inPlaceRoots, type Program } from "../../compiler/program.ts";
 import { softmax } from "../../src/api/composites.ts";
@@ -72,7 +72,7 @@ function checkPlan(p: Program, env: DimEnv, plan: MemoryPlan, opts: PlanOptions)
   expect(plan.arenaBytes).toBeGreaterThanOrEqual(plan.lowerBound);
   expect(plan.arenaBytes).toBeLessThanOrEqual(plan.naiveBytes);
   // Every arena binding of every kernel is declared read_write, so no dispatch mixes accesses.
-  for (const k of arenaKernels(p, values)) {
+  for (const k of p.kernels) {
     expect(new Set(k.bindings.map((b) => roots.get(b.value) ?? b.value)).size, `${k.name} binds one range twice`).toBe(k.bindings.length);
     for (const b of k.bindings) {
       if (at.has(b.value)) {
@@ -254,6 +254,22 @@ describe("known plans", () => {
       [0, 256],
     ]);
     checkPlan(p, { B: 0 }, plan, DEFAULT);
+  });
+
+  test("the plan is made once, in the pipeline, at the declared dims; other dims or a device's limits plan with the same code", () => {
+    const g = new GraphBuilder();
+    const x = g.input("x", "f32", ["B", 64]);
+    const graph = g.build({ y: x.exp().sum(1).add(1).tanh() });
+    const p = compile(graph, { dims: { B: 128 } });
+    expect(p.memory).toEqual(planMemory(p, { B: 128 }));
+    expect(planFor(p, { B: 128 })).toBe(p.memory);
+    // A device with a smaller alignment can use it too (256 is a multiple of 16); not one with a larger.
+    expect(planFor(p, { B: 128 }, { alignment: 16, maxBufferSize: 2 ** 28 })).toBe(p.memory);
+    expect(planFor(p, { B: 128 }, { alignment: 512, maxBufferSize: 2 ** 28 })).toEqual(
+      planMemory(p, { B: 128 }, { alignment: 512, maxBufferSize: 2 ** 28 }),
+    );
+    expect(planFor(p, { B: 64 })).toEqual(planMemory(p, { B: 64 }));
+    expect(compile(graph).memory).toBeUndefined(); // open dims: the runtime plans per binding
   });
 
   test("a value too large for a buffer is an error naming it", () => {

@@ -1,6 +1,6 @@
 // k0 = add -> %2, f32[B,10] @ codegen.test.ts
 // in place: %2 is stored over %0, read only at the element stored
-@group(0) @binding(0) var<storage, read> v1: array<f32>;
+@group(0) @binding(0) var<storage, read_write> v1: array<f32>;
 @group(0) @binding(1) var<storage, read_write> v0: array<f32>;
 struct Dims { B: u32 }
 @group(0) @binding(2) var<uniform> u: Dims;

@@ -1,6 +1,6 @@
 // k0 = matmul[permute] -> %3, f32[B,500]
-@group(0) @binding(0) var<storage, read> v0: array<f32>;
-@group(0) @binding(1) var<storage, read> v1: array<f32>;
+@group(0) @binding(0) var<storage, read_write> v0: array<f32>;
+@group(0) @binding(1) var<storage, read_write> v1: array<f32>;
 @group(0) @binding(2) var<storage, read_write> v3: array<f32>;
 struct Dims { B: u32 }
 @group(0) @binding(3) var<uniform> u: Dims;

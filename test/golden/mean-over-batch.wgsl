@@ -1,5 +1,5 @@
 // k0 = reduce_mean -> %1, f32[10]
-@group(0) @binding(0) var<storage, read> v0: array<f32>;
+@group(0) @binding(0) var<storage, read_write> v0: array<f32>;
 @group(0) @binding(1) var<storage, read_write> v1: array<f32>;
 struct Dims { B: u32 }
 @group(0) @binding(2) var<uniform> u: Dims;

@@ -218,6 +218,8 @@ describe("memory for a range of batch sizes", () => {
         expect(t.buffers).toBe(trace[0].buffers); // a new binding adds no buffer
       }
       expect(exe.memoryPlan!.arenaBytes).toBe(memoryReport(exe.program, { B: 128 }).arenaBytes);
+      // Made once, by the pipeline: the runtime uses the program's plan, not one of its own.
+      expect(exe.memoryPlan).toBe(exe.program.memory);
     } finally {
       exe.dispose();
     }

@@ -4,18 +4,22 @@ import { describe, expect, test } from "vitest";
 import { compile } from "../../compiler/pipeline.ts";
 import { GraphBuilder } from "../../src/api/builder.ts";
 import { acquireGpu } from "../../runtime/device.ts";
-import { canonicalWgsl } from "../../runtime/pipelines.ts";
 import { expectMatchesReference, useGpu } from "../helpers/gpu.ts";
 
 useGpu();
 
 describe("pipelines", () => {
-  test("canonical WGSL: names by first use, comments blanked, line numbers kept", () => {
-    const w = "// k3 = exp -> %7\n@group(0) @binding(0) var<storage, read> v4: array<f32>;\nlet b0 = v4[i];\nv7[i] = exp(v4[i]);";
-    const c = canonicalWgsl(w);
-    expect(c.split("\n")).toHaveLength(4);
-    expect(c).toBe("\n@group(0) @binding(0) var<storage, read> vv0: array<f32>;\nlet b0 = vv0[i];\nvv1[i] = exp(vv0[i]);");
-    expect(canonicalWgsl(w.replace(/v4/g, "v9").replace(/v7/g, "v12").replace("k3", "k8"))).toBe(c);
+  test("the pipeline key: names by binding, comments blanked, line numbers kept", () => {
+    const g = new GraphBuilder();
+    const x = g.input("x", "f32", [4]);
+    const p = compile(g.build({ y: x.exp(), z: x.add(1).exp() }), { fuse: false, inPlace: false });
+    const [a, , b] = p.kernels; // exp %0 → %1, and exp %2 → %3 over the add
+    expect(a.key.split("\n")).toHaveLength(a.wgsl.split("\n").length);
+    expect(a.key.startsWith("\n@group(0) @binding(0) var<storage, read_write> vv0: array<f32>;\n")).toBe(true);
+    expect(a.key).toContain("vv1[i0] = exp(vv0[i0]);");
+    expect(a.wgsl).toContain(`v${a.output}[i0] = exp(v${a.bindings[0].value}[i0]);`);
+    expect(b.output).not.toBe(a.output);
+    expect(b.key).toBe(a.key);
   });
 
   test("a chain of identical steps over other values compiles one pipeline per distinct kernel", async () => {
@@ -27,7 +31,7 @@ describe("pipelines", () => {
     const graph = g.build({ y: h });
     const p = compile(graph);
     expect(p.kernels.length).toBeGreaterThanOrEqual(6);
-    expect(new Set(p.kernels.map((k) => canonicalWgsl(k.wgsl))).size).toBeLessThan(p.kernels.length);
+    expect(new Set(p.kernels.map((k) => k.key)).size).toBeLessThan(p.kernels.length);
     const gpu = await acquireGpu();
     const before = gpu.pipelines.size;
     const data = (n: number, s: number) => Array.from({ length: n }, (_, i) => Math.sin(i * 1.7 + s) * 0.5);
@@ -36,6 +40,6 @@ describe("pipelines", () => {
       { x: { shape: [3, 5], data: data(15, 1) }, w: { shape: [5, 5], data: data(25, 2) } },
       { atol: 1e-5, rtol: 1e-5 },
     );
-    expect(gpu.pipelines.size - before).toBe(new Set(p.kernels.map((k) => canonicalWgsl(k.wgsl))).size);
+    expect(gpu.pipelines.size - before).toBe(new Set(p.kernels.map((k) => k.key)).size);
   });
 });

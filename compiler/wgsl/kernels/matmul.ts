@@ -26,9 +26,18 @@ import { broadcastCoords, type KernelBuilder } from "../kernel-builder.ts";
 import { foldFactor, type Gemm } from "./gemm.ts";
 import { registerGemm } from "./gemm-register.ts";
 
+/** Rows and columns of C a workgroup computes: each element loaded into workgroup memory is then
+ *  used TILE = 64 times, and two 64×16 f32 tiles take 8 KiB, well inside WebGPU's guaranteed
+ *  16 KiB of workgroup storage. */
 const TILE = 64;
+/** K a step: the depth of both tiles. 16 keeps a step's loads at 4 elements a thread per tile
+ *  (64·16 / 256 threads) and one barrier pair per 16 rank-1 updates. */
 const TK = 16;
+/** Threads along each side of the workgroup: 16×16 = 256, WebGPU's guaranteed
+ *  maxComputeInvocationsPerWorkgroup. */
 const THREADS = 16;
+/** Outputs a thread keeps along each side (64 / 16 = 4): a 4×4 block, one vec4 accumulator per
+ *  row, so each thread does 16 multiply-adds per pair of values it reads from the tiles. */
 const BLOCK = TILE / THREADS;
 
 /** The GEMM writer for `kb.target` (../../target.ts): workgroup tiles on a GPU, register blocks
