@@ -6,6 +6,7 @@
  *        → fuse         Fused     + fusion   (the kernel groups, ./fuse.ts)
  *        → schedule     Scheduled + schedule (their order, ./schedule.ts)
  *        → codegen      Coded     + program  (bindings and access modes decided, then WGSL, ./codegen.ts)
+ *        → check-limits (adds nothing: refuses values and dispatches past the device's limits, ./limits.ts)
  *        → plan-memory  Planned   + memory   (the arena plan at the declared dims, ./plan-memory.ts)
  *  A stage whose input lacks a field (its stage was left out of the pipeline) is an error naming
  *  both (`need`), never a silent recompute. Graph passes run before the first stage. */
@@ -13,6 +14,7 @@ import type { DimEnv } from "../src/ir/shape.ts";
 import type { Graph } from "../src/ir/types.ts";
 import { KilnError } from "../src/ir/errors.ts";
 import type { FusionPlan } from "./fuse.ts";
+import type { DeviceLimits } from "./limits.ts";
 import type { MemoryPlan } from "./plan-memory.ts";
 import type { Program } from "./program.ts";
 import type { Schedule, ScheduleKind } from "./schedule.ts";
@@ -23,6 +25,9 @@ export interface PassContext {
   readonly maxStorageBuffers: number;
   /** The device kind kernels are written for (./target.ts); GPU_TARGET when left out. */
   readonly target?: Target;
+  /** The device's buffer, binding and dispatch limits (./limits.ts): arenas are planned to the
+   *  buffer size and "check-limits" refuses what passes them; WebGPU's defaults when left out. */
+  readonly limits?: DeviceLimits;
 }
 
 export interface Pass {

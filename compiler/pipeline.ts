@@ -1,5 +1,5 @@
 /** The compiler's table of contents: the steps, in order — graph passes, then the lowering
- *  stages fuse, schedule, codegen and plan-memory (./pass.ts says what each kind is).
+ *  stages fuse, schedule, codegen, plan-memory and check-limits (./pass.ts says what each kind is).
  *  A pipeline of your own: `compile(graph, { passes: (std) => insertBefore(std, "fuse", myPass) })`
  *  adds, removes, reorders or replaces steps, a stage included (a fusion heuristic of your own is a
  *  Stage named as you like that sets `fusion`; ./fuse.ts `kernelGroups` makes the groups of the
@@ -11,7 +11,8 @@ import type { Graph, ValueId } from "../src/ir/types.ts";
 import { verify } from "../src/ir/verify.ts";
 import { generateKernels } from "./codegen.ts";
 import { planFusion } from "./fuse.ts";
-import { memoryReport } from "./plan-memory.ts";
+import { checkLimits, DEFAULT_LIMITS } from "./limits.ts";
+import { DEFAULT_PLAN, memoryReport } from "./plan-memory.ts";
 import { cse } from "./cse.ts";
 import { dce } from "./dce.ts";
 import { foldConstants } from "./fold-constants.ts";
@@ -110,7 +111,7 @@ export const planMemoryStage: Stage = {
     const l = need(input, "plan-memory", "program");
     const p = l.program;
     if (!p.arena || !p.buffers.every((b) => b.shape.every((d) => typeof d === "number" || ctx.dims[d] !== undefined))) return l;
-    const memory = memoryReport(p, ctx.dims);
+    const memory = memoryReport(p, ctx.dims, { alignment: DEFAULT_PLAN.alignment, maxBufferSize: ctx.limits.maxBufferSize });
     return { ...l, memory, program: { ...p, memory } };
   },
   describe: ({ memory: m, program: p }) =>
@@ -121,8 +122,23 @@ export const planMemoryStage: Stage = {
         : "plan-memory (off: a buffer per value)",
 };
 
+/** check-limits: every value within one storage binding and every dispatch within the device's
+ *  workgroups per dimension (./limits.ts), for static shapes and at the declared bounds of
+ *  symbolic dims; a program with open dims is checked by the runtime, with the same messages,
+ *  for the dims it meets. */
+export const checkLimitsStage: Stage = {
+  name: "check-limits",
+  lower(input, ctx) {
+    const l = need(input, "check-limits", "program");
+    const syms = new Set(l.program.buffers.flatMap((b) => b.shape.filter((d): d is string => typeof d === "string")));
+    for (const k of l.program.kernels) for (const u of k.uniforms) syms.add(u);
+    if ([...syms].every((d) => ctx.dims[d] !== undefined)) checkLimits(l.program, ctx.dims, ctx.limits);
+    return l;
+  },
+};
+
 /** The standard pipeline. */
-export const PIPELINE: readonly Step[] = [...PASSES, fuseStage, scheduleStage, codegenStage, planMemoryStage];
+export const PIPELINE: readonly Step[] = [...PASSES, fuseStage, scheduleStage, codegenStage, checkLimitsStage, planMemoryStage];
 
 /** `steps` with `added` put before the step named `name` (an error if there is none). */
 export function insertBefore(steps: readonly Step[], name: string, ...added: Step[]): Step[] {
@@ -169,6 +185,7 @@ export function compile(graph: Graph, opts: CompileOptions = {}): Program {
   const ctx: StageContext = {
     maxStorageBuffers: opts.maxStorageBuffers ?? 8,
     target: opts.target ?? GPU_TARGET,
+    limits: opts.limits ?? DEFAULT_LIMITS,
     fuse: opts.fuse ?? true,
     schedule: opts.schedule ?? "best",
     inPlace: opts.inPlace ?? true,

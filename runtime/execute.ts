@@ -25,6 +25,7 @@ import type { DType, Graph, Node, Shape, ValueId } from "../src/ir/types.ts";
 import { compile as compileGraph, type CompileOptions } from "../compiler/pipeline.ts";
 import type { HostTensor } from "../src/ir/host.ts";
 import { inPlaceOutputs, type Program } from "../compiler/program.ts";
+import { checkLimits, limitsOf } from "../compiler/limits.ts";
 import { planFor, type MemoryPlan } from "../compiler/plan-memory.ts";
 import { createBuffer, destroyBuffer, fromStorage, toStorage, type HostArray } from "./buffers.ts";
 import { acquireGpu, checked, type Gpu } from "./device.ts";
@@ -66,9 +67,6 @@ type Arena = Memory & Bound;
 
 /** Bindings whose bind groups are kept (a training loop alternates between two or so). */
 const MAX_BINDINGS = 8;
-
-/** WebGPU's default maxBufferSize: an arena never grows past it, even where the device allows more. */
-const MAX_ARENA = 256 * 2 ** 20;
 
 const { STORAGE, COPY_DST, COPY_SRC, MAP_READ, UNIFORM } = { STORAGE: 0x80, COPY_DST: 0x8, COPY_SRC: 0x4, MAP_READ: 0x1, UNIFORM: 0x40 };
 
@@ -113,7 +111,12 @@ export class Executable {
    *  lavapipe) and its storage-buffer limit — and load it. */
   static async fromGraph(graph: Graph, opts: CompileOptions = {}): Promise<Executable> {
     const gpu = await acquireGpu();
-    const program = compileGraph(graph, { target: gpu.target, maxStorageBuffers: gpu.limits.maxStorageBuffersPerShaderStage, ...opts });
+    const program = compileGraph(graph, {
+      target: gpu.target,
+      maxStorageBuffers: gpu.limits.maxStorageBuffersPerShaderStage,
+      limits: limitsOf(gpu.limits),
+      ...opts,
+    });
     return Executable.load(program, gpu);
   }
 
@@ -326,11 +329,10 @@ export class Executable {
     this.freeMemory();
     const { device, limits } = this.gpu;
     const { graph, kernels } = this.program;
+    // What the compiler checked at the declared dims, for the dims met here (the same messages).
+    checkLimits(this.program, at, limits);
     const plan = this.program.arena
-      ? planFor(this.program, at, {
-          alignment: limits.minStorageBufferOffsetAlignment,
-          maxBufferSize: Math.min(MAX_ARENA, limits.maxBufferSize),
-        })
+      ? planFor(this.program, at, { alignment: limits.minStorageBufferOffsetAlignment, maxBufferSize: limits.maxBufferSize })
       : undefined;
     const inPlace = inPlaceOutputs(this.program);
     const mem: Memory = { env: at, buffers: new Map(), offsets: new Map(), owned: [], plan, staging: new Map(), uniforms: [] };
@@ -349,11 +351,6 @@ export class Executable {
       for (const b of this.program.buffers) {
         const n = graph.nodes[b.value];
         const bytes = bytesAt(b.shape);
-        if (bytes > limits.maxStorageBufferBindingSize) {
-          throw new KilnError(
-            `${describeNode(n.op, n.id, n.site)}: ${formatType(n.type)} with ${JSON.stringify(at)} is ${bytes} bytes; the device binds at most ${limits.maxStorageBufferBindingSize}`,
-          );
-        }
         if (mem.buffers.has(b.value)) continue;
         // Written in place: the memory of the input it is stored into (a smaller id: seen already).
         const into = inPlace.get(b.value);

@@ -17,11 +17,11 @@
  *
  *  Workgroups are 64 invocations, WX×WY over (column, row) blocks, WX fitted to the column
  *  blocks so the SIMD lanes (x fastest) are not spent past N when N is small. Grid: x = column
- *  groups, y = row groups (folded onto z past 65,535, see ./gemm.ts), z = batch. */
+ *  groups, y = row groups, z = batch (folded past 65,535: `gemmGroups` in ./gemm.ts). */
 import type { Size } from "../../../src/ir/shape.ts";
 import type { Kernel } from "../../program.ts";
 import type { KernelBuilder } from "../kernel-builder.ts";
-import { foldFactor, type Gemm } from "./gemm.ts";
+import { type Gemm, gemmGroups } from "./gemm.ts";
 
 /** Invocations a workgroup: lavapipe runs a workgroup as SIMD loops over its lanes, and 64 fills
  *  its 8-wide vectors 8 times over (WX×WY below spreads them over columns and rows). */
@@ -44,14 +44,7 @@ export function registerGemm(kb: KernelBuilder, what: string, g: Gemm): Kernel {
   const P = rn / vw;
   const vec = vw === 1 ? "f32" : `vec${vw}<f32>`;
 
-  const fold = foldFactor(g.rows, g.batch, rm * wy);
-  const single = g.batch.k === 1 && g.batch.syms.length === 0;
-  let batch = single ? "0u" : "wid.z";
-  let group = "wid.y";
-  if (fold > 1) {
-    if (!single) batch = kb.let(`wid.z / ${fold}u`, "z");
-    group = `(wid.z % ${fold}u * nwg.y + wid.y)`;
-  }
+  const { batch, group, y, z } = gemmGroups(kb, g, rm * wy);
   w.line(`let m0 = ${lane(group, wy, "lid3.y")} * ${rm}u;`);
   w.line(`let n0 = ${lane("wid.x", wx, "lid3.x")} * ${rn}u;`);
   w.line(`if (m0 >= ${M} || n0 >= ${N}) { return; }`);
@@ -83,8 +76,8 @@ export function registerGemm(kb: KernelBuilder, what: string, g: Gemm): Kernel {
     dispatch: {
       kind: "grid",
       x: { size: g.cols, per: rn * wx },
-      y: { size: g.rows, per: rm * wy * fold },
-      z: { size: { k: g.batch.k * fold, syms: g.batch.syms }, per: 1 },
+      y,
+      z,
     },
   });
 }
@@ -99,6 +92,7 @@ function block(size: Size, max: number): number {
  *  dispatches nothing, but its shader must still compile). */
 const last = (size: Size, expr: string): string => (size.syms.length ? `${expr} - 1u` : `${Math.max(size.k - 1, 0)}u`);
 /** The invocation's block index along one axis: group·lanes + its lane (just the group with one lane). */
-const lane = (group: string, lanes: number, id: string): string => (lanes === 1 ? group : `(${group} * ${lanes}u + ${id})`);
+const lane = (group: string, lanes: number, id: string): string =>
+  group === "0u" ? (lanes === 1 ? "0u" : id) : lanes === 1 ? group : `(${group} * ${lanes}u + ${id})`;
 const pow2 = (n: number): number => 2 ** Math.ceil(Math.log2(Math.max(n, 1)));
 const range = (n: number): number[] => [...Array(n).keys()];

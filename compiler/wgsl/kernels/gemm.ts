@@ -3,6 +3,8 @@
  *  conv2d and conv2d's gradients describe their GEMM once and `gemm` in ./matmul.ts picks the
  *  writer for `kb.target`. */
 import type { Size } from "../../../src/ir/shape.ts";
+import type { Count } from "../../program.ts";
+import type { KernelBuilder } from "../kernel-builder.ts";
 
 /** One matrix of a (batched) GEMM: WGSL for A(m, k) and B(k, n), and the store of C(m, n)
  *  (through `kb.result`, which applies a fused epilogue: ../kernel-builder.ts).
@@ -43,4 +45,51 @@ const SYM_FOLD = 16;
 export function foldFactor(rows: Size, batch: Size, perGroup: number): number {
   const f = rows.syms.length ? SYM_FOLD : Math.ceil(rows.k / perGroup / MAX_GROUPS);
   return f > 1 && batch.syms.length === 0 && batch.k * f <= MAX_GROUPS ? f : 1;
+}
+
+/** Where a GEMM workgroup is: its matrix (`batch`, "0u" for one) and its row group (`group`),
+ *  from workgroup_id, and the dispatch's y and z. Three layouts:
+ *    plain   y = row groups, z = batch                       (both fit in 65,535)
+ *    rows    y = row groups / F, z = batch·F (`foldFactor`): group = (z % F)·nwg.y + y, batch = z / F
+ *    linear  static sizes past both: the R·batch (row group, matrix) pairs as one index folded
+ *            over y and z, g = z·nwg.y + y, group = g % R, batch = g / R; surplus groups return
+ *      batch 70,000 of 2×3 matrices, R = 1 → y = 65,535, z = 2: batch = z·65,535 + y
+ *  The returns are workgroup-uniform (workgroup_id and num_workgroups), so barriers after them
+ *  stay in uniform control flow. */
+export function gemmGroups(
+  kb: KernelBuilder,
+  g: Gemm,
+  perGroup: number,
+): {
+  batch: string;
+  group: string;
+  /** Whether some row groups start past the rows (folded rows): the writer returns there. */
+  surplus: boolean;
+  y: Count;
+  z: Count;
+} {
+  const { w } = kb;
+  const single = g.batch.k === 1 && g.batch.syms.length === 0;
+  const fold = foldFactor(g.rows, g.batch, perGroup);
+  const R = Math.ceil(g.rows.k / perGroup);
+  const isStatic = g.rows.syms.length === 0 && g.batch.syms.length === 0;
+  if (isStatic && fold === 1 && (R > MAX_GROUPS || g.batch.k > MAX_GROUPS)) {
+    const total = R * g.batch.k;
+    const y = Math.min(total, MAX_GROUPS);
+    const at = kb.let("wid.z * nwg.y + wid.y", "g");
+    w.line(`if (${at} >= ${total}u) { return; }`);
+    const one = (k: number): Count => ({ size: { k, syms: [] }, per: 1 });
+    return {
+      batch: single ? "0u" : R === 1 ? at : kb.let(`${at} / ${R}u`, "z"),
+      group: R === 1 ? "0u" : `(${at} % ${R}u)`,
+      surplus: false,
+      y: one(y),
+      z: one(Math.ceil(total / y)),
+    };
+  }
+  const y: Count = { size: g.rows, per: perGroup * fold };
+  const z: Count = { size: { k: g.batch.k * fold, syms: g.batch.syms }, per: 1 };
+  if (fold === 1) return { batch: single ? "0u" : "wid.z", group: "wid.y", surplus: false, y, z };
+  const batch = single ? "0u" : kb.let(`wid.z / ${fold}u`, "z");
+  return { batch, group: `(wid.z % ${fold}u * nwg.y + wid.y)`, surplus: true, y, z };
 }

@@ -18,12 +18,12 @@
  *  never a copy.
  *  Sizes come from `kb.dim`: with M = B symbolic, one pipeline serves every batch size.
  *
- *  Grid: x = column tiles, y = row tiles, z = batch; row tiles past 65,535 fold onto z
- *  (`foldFactor` in ./gemm.ts). */
+ *  Grid: x = column tiles, y = row tiles, z = batch; row tiles past 65,535 fold onto z, and a
+ *  static batch past it folds with the row tiles over y and z (`gemmGroups` in ./gemm.ts). */
 import { sizeOf } from "../../../src/ir/shape.ts";
 import type { Kernel } from "../../program.ts";
 import { broadcastCoords, type KernelBuilder } from "../kernel-builder.ts";
-import { foldFactor, type Gemm } from "./gemm.ts";
+import { type Gemm, gemmGroups } from "./gemm.ts";
 import { registerGemm } from "./gemm-register.ts";
 
 /** Rows and columns of C a workgroup computes: each element loaded into workgroup memory is then
@@ -49,16 +49,9 @@ export function gemm(kb: KernelBuilder, what: string, g: Gemm): Kernel {
 export function tiledGemm(kb: KernelBuilder, what: string, g: Gemm): Kernel {
   const { w } = kb;
   const { M, N, K } = g;
-  const fold = foldFactor(g.rows, g.batch, TILE);
-  const single = g.batch.k === 1 && g.batch.syms.length === 0;
-  let batch = single ? "0u" : "wid.z";
-  if (fold > 1) {
-    if (!single) batch = kb.let(`wid.z / ${fold}u`, "z");
-    w.line(`let m0 = (wid.z % ${fold}u * nwg.y + wid.y) * ${TILE}u;`);
-    w.line(`if (m0 >= ${M}) { return; }`);
-  } else {
-    w.line(`let m0 = wid.y * ${TILE}u;`);
-  }
+  const { batch, group, surplus, y, z } = gemmGroups(kb, g, TILE);
+  w.line(`let m0 = ${group === "0u" ? "0u" : `${group} * ${TILE}u`};`);
+  if (surplus) w.line(`if (m0 >= ${M}) { return; }`);
   w.line(`let n0 = wid.x * ${TILE}u;`);
   const mat = g.matrix(batch);
   w.line(`var acc: array<vec4<f32>, ${BLOCK}>;`);
@@ -97,8 +90,8 @@ export function tiledGemm(kb: KernelBuilder, what: string, g: Gemm): Kernel {
     dispatch: {
       kind: "grid",
       x: { size: g.cols, per: TILE },
-      y: { size: g.rows, per: TILE * fold },
-      z: { size: { k: g.batch.k * fold, syms: g.batch.syms }, per: 1 },
+      y,
+      z,
     },
   });
 }

@@ -1,0 +1,88 @@
+/** The device limits that static shapes can exceed, checked where the shapes are known: at
+ *  compile time for static shapes and declared dims (the pipeline's "check-limits" stage), and
+ *  by the runtime with the same function for the dims it meets (open symbolic dims). Each
+ *  message names the op, its shape and the user's line:
+ *      conv2d %12 @ model.ts:8: output f32[64,224,224,64] is 784 MiB, over the device's 128 MiB storage binding limit
+ *      matmul %2 @ attn.ts:5: kernel k0 needs 1×1×70000 workgroups, over the device's 65535 per dimension */
+import { describeNode, KilnError } from "../src/ir/errors.ts";
+import { bindShape, evalSize, formatType, type DimEnv } from "../src/ir/shape.ts";
+import type { Graph, ValueId } from "../src/ir/types.ts";
+import type { Dispatch, Program } from "./program.ts";
+
+export interface DeviceLimits {
+  /** The most bytes one storage binding may cover: a value larger than this cannot be bound. */
+  readonly maxStorageBufferBindingSize: number;
+  /** The most bytes one buffer may hold: an arena is at most this (../plan-memory.ts). */
+  readonly maxBufferSize: number;
+  readonly maxComputeWorkgroupsPerDimension: number;
+}
+
+/** WebGPU's defaults, which every device meets (lavapipe allows 4 GiB buffers, 128 MiB bindings). */
+export const DEFAULT_LIMITS: DeviceLimits = {
+  maxStorageBufferBindingSize: 128 * 2 ** 20,
+  maxBufferSize: 256 * 2 ** 20,
+  maxComputeWorkgroupsPerDimension: 65535,
+};
+
+/** The limits a device reports, as the compiler uses them. */
+export const limitsOf = (l: DeviceLimits): DeviceLimits => ({
+  maxStorageBufferBindingSize: l.maxStorageBufferBindingSize,
+  maxBufferSize: l.maxBufferSize,
+  maxComputeWorkgroupsPerDimension: l.maxComputeWorkgroupsPerDimension,
+});
+
+/** Workgroup counts of a dispatch at `env` (the runtime's rule, runtime/pipelines.ts): linear
+ *  dispatches fold over x and y, a grid is ceil(size / per) per axis. */
+export function dispatchCounts(d: Dispatch, env: DimEnv, maxDim: number): [number, number, number] {
+  if (d.kind === "linear") {
+    const groups = Math.ceil(evalSize(d.total, env) / d.perGroup);
+    const x = Math.min(groups, maxDim);
+    return [x, x ? Math.ceil(groups / x) : 0, 1];
+  }
+  return [d.x, d.y, d.z].map((a) => Math.ceil(evalSize(a.size, env) / a.per)) as [number, number, number];
+}
+
+/** Throw a KilnError naming the first value or kernel of `program` that passes `limits` at `env`
+ *  (every symbolic dim of the program bound). */
+export function checkLimits(program: Program, env: DimEnv, limits: DeviceLimits): void {
+  const { graph } = program;
+  const at = Object.keys(env).length ? ` with ${JSON.stringify(env)}` : "";
+  for (const b of program.buffers) {
+    const n = graph.nodes[b.value];
+    const bytes = bindShape(b.shape, env).reduce((a, d) => a * d, 4);
+    const limit = Math.min(limits.maxStorageBufferBindingSize, limits.maxBufferSize);
+    if (bytes > limit) {
+      const which = limit === limits.maxBufferSize ? "buffer size" : "storage binding";
+      throw new KilnError(
+        `${site(graph, b.value)}: ${role(program, b.value)} ${formatType(n.type)}${at} is ${mib(bytes)}, over the device's ${mib(limit)} ${which} limit`,
+      );
+    }
+  }
+  for (const k of program.kernels) {
+    const c = dispatchCounts(k.dispatch, env, limits.maxComputeWorkgroupsPerDimension);
+    if (c.some((x) => x > limits.maxComputeWorkgroupsPerDimension)) {
+      const n = graph.nodes[k.output];
+      throw new KilnError(
+        `${site(graph, k.output)}: kernel ${k.name} (${k.what}) for ${formatType(n.type)}${at} needs ${c.join("×")} workgroups, over the device's ${limits.maxComputeWorkgroupsPerDimension} per dimension`,
+      );
+    }
+  }
+}
+
+const site = (g: Graph, v: ValueId): string => {
+  const n = g.nodes[v];
+  return describeNode(n.op, n.id, n.site);
+};
+
+function role(p: Program, v: ValueId): string {
+  const n = p.graph.nodes[v];
+  if (n.op === "input") return `input "${(n.attrs as { name: string }).name}"`;
+  if (n.op === "const") return "constant";
+  return "output";
+}
+
+/** Bytes as MiB, to one decimal where it matters ("822 MiB", "0.5 MiB"). */
+export function mib(bytes: number): string {
+  const m = bytes / 2 ** 20;
+  return `${m >= 10 ? Math.round(m) : Number(m.toFixed(1))} MiB`;
+}
