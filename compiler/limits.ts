@@ -2,7 +2,7 @@
  *  compile time for static shapes and declared dims (the pipeline's "check-limits" stage), and
  *  by the runtime with the same function for the dims it meets (open symbolic dims). Each
  *  message names the op, its shape and the user's line:
- *      conv2d %12 @ model.ts:8: output f32[64,224,224,64] is 784 MiB, over the device's 128 MiB storage binding limit
+ *      relu %13 @ model.ts:8: output f32[64,224,224,64] of k4 = conv2d[add, relu] is 784 MiB, over the device's 128 MiB storage binding limit
  *      matmul %2 @ attn.ts:5: kernel k0 needs 1×1×70000 workgroups, over the device's 65535 per dimension */
 import { describeNode, KilnError } from "../src/ir/errors.ts";
 import { bindShape, evalSize, formatType, type DimEnv } from "../src/ir/shape.ts";
@@ -53,8 +53,11 @@ export function checkLimits(program: Program, env: DimEnv, limits: DeviceLimits)
     const limit = Math.min(limits.maxStorageBufferBindingSize, limits.maxBufferSize);
     if (bytes > limit) {
       const which = limit === limits.maxBufferSize ? "buffer size" : "storage binding";
+      // A fused kernel's value is named by its root, and the kernel says what computes it.
+      const k = program.kernels.find((k) => k.output === b.value && k.what !== n.op);
+      const by = k ? ` of ${k.name} = ${k.what}` : "";
       throw new KilnError(
-        `${site(graph, b.value)}: ${role(program, b.value)} ${formatType(n.type)}${at} is ${mib(bytes)}, over the device's ${mib(limit)} ${which} limit`,
+        `${value(graph, b.value)} ${formatType(n.type)}${at}${by} is ${mib(bytes)}, over the device's ${mib(limit)} ${which} limit`,
       );
     }
   }
@@ -74,15 +77,15 @@ const site = (g: Graph, v: ValueId): string => {
   return describeNode(n.op, n.id, n.site);
 };
 
-function role(p: Program, v: ValueId): string {
-  const n = p.graph.nodes[v];
-  if (n.op === "input") return `input "${(n.attrs as { name: string }).name}"`;
-  if (n.op === "const") return "constant";
-  return "output";
+/** The value's head: `input "x" %0 @ site:`, `const %3 @ site:`, or an op's `conv2d %2 @ site: output`. */
+function value(g: Graph, v: ValueId): string {
+  const n = g.nodes[v];
+  if (n.op === "input") return `input "${(n.attrs as { name: string }).name}" %${n.id}${n.site ? ` @ ${n.site}` : ""}:`;
+  return n.op === "const" ? `${site(g, v)}:` : `${site(g, v)}: output`;
 }
 
-/** Bytes as MiB, to one decimal where it matters ("822 MiB", "0.5 MiB"). */
+/** Bytes as MiB, to one decimal below 100 ("784 MiB", "24.5 MiB"). */
 export function mib(bytes: number): string {
   const m = bytes / 2 ** 20;
-  return `${m >= 10 ? Math.round(m) : Number(m.toFixed(1))} MiB`;
+  return `${m >= 100 ? Math.round(m) : Number(m.toFixed(1))} MiB`;
 }
