@@ -94,4 +94,32 @@ describe("limits at compile time", () => {
       exe.dispose();
     }
   });
+
+  test("arenas are sized to the device's buffer limit, not WebGPU's default 256 MiB", async () => {
+    // x and three outputs of 66 MiB each, all live at the end: 264 MiB (inPlace: false, so the
+    // last kernel reading x does not store its output over it).
+    const n = 66 * 2 ** 18;
+    const g = new GraphBuilder();
+    const x = g.input("x", "f32", [n]);
+    const graph = g.build({ e: x.exp(), d: x.mul(2), s: x.add(1) });
+    const at = (limits = DEFAULT_LIMITS) => compile(graph, { limits, inPlace: false }).memory!;
+    expect(at().arenas.length).toBe(2);
+    const big = { ...DEFAULT_LIMITS, maxBufferSize: 2 ** 32 - 1 };
+    expect(at(big).arenas).toEqual([4 * 66 * 2 ** 20]);
+
+    // On Dawn, with the device's own limits (lavapipe: 4 GiB buffers).
+    const exe = await Executable.fromGraph(graph, { inPlace: false });
+    try {
+      const data = Float32Array.from({ length: n }, (_, i) => (i % 1000) / 1000);
+      const out = await exe.run({ x: { shape: [n], data } });
+      if (exe.gpu.limits.maxBufferSize >= 4 * 66 * 2 ** 20) expect(exe.memoryPlan!.arenas.length).toBe(1);
+      for (const i of [0, 1, 999, n - 1]) {
+        expect(out.e.data[i]).toBeCloseTo(Math.exp(data[i]), 5);
+        expect(out.d.data[i]).toBe(data[i] * 2);
+        expect(out.s.data[i]).toBeCloseTo(data[i] + 1, 6);
+      }
+    } finally {
+      exe.dispose();
+    }
+  });
 });

@@ -28,9 +28,10 @@ describe("pass pipeline", () => {
       "fuse",
       "schedule",
       "codegen",
+      "check-limits",
       "plan-memory",
     ]);
-    expect(program.stats.at(-2)?.pass).toBe(`codegen (${program.kernels.length} kernels)`);
+    expect(program.stats.at(-3)?.pass).toBe(`codegen (${program.kernels.length} kernels)`);
     await expectMatchesReference(
       graph,
       { x: { shape: [2, 3], data: [-1.5, 0.5, 2, 3, -2, 1] } },
@@ -52,6 +53,7 @@ describe("pass pipeline", () => {
       ["fuse (1 values in buffers)", 1],
       ["schedule (program order, est. peak 0 B; program order 0 B)", 1],
       ["codegen (0 kernels)", 1],
+      ["check-limits", 1],
       ["plan-memory (arena 256 B, naive 256 B, lower bound 256 B)", 1],
     ]);
     for (const s of program.stats) expect(s.ms).toBeGreaterThanOrEqual(0);
