@@ -44,9 +44,9 @@ export function registerGemm(kb: KernelBuilder, what: string, g: Gemm): Kernel {
   const P = rn / vw;
   const vec = vw === 1 ? "f32" : `vec${vw}<f32>`;
 
-  const { batch, group, y, z } = gemmGroups(kb, g, rm * wy);
+  const { batch, group, col, x, y, z } = gemmGroups(kb, g, rm * wy, rn * wx);
   w.line(`let m0 = ${lane(group, wy, "lid3.y")} * ${rm}u;`);
-  w.line(`let n0 = ${lane("wid.x", wx, "lid3.x")} * ${rn}u;`);
+  w.line(`let n0 = ${lane(col, wx, "lid3.x")} * ${rn}u;`);
   w.line(`if (m0 >= ${M} || n0 >= ${N}) { return; }`);
   const mat = g.matrix(batch);
   const [lastM, lastN] = [last(g.rows, M), last(g.cols, N)];
@@ -75,7 +75,7 @@ export function registerGemm(kb: KernelBuilder, what: string, g: Gemm): Kernel {
     workgroupSize: [wx, wy],
     dispatch: {
       kind: "grid",
-      x: { size: g.cols, per: rn * wx },
+      x,
       y,
       z,
     },

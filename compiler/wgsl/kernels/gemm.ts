@@ -47,49 +47,59 @@ export function foldFactor(rows: Size, batch: Size, perGroup: number): number {
   return f > 1 && batch.syms.length === 0 && batch.k * f <= MAX_GROUPS ? f : 1;
 }
 
-/** Where a GEMM workgroup is: its matrix (`batch`, "0u" for one) and its row group (`group`),
- *  from workgroup_id, and the dispatch's y and z. Three layouts:
- *    plain   y = row groups, z = batch                       (both fit in 65,535)
+/** Where a GEMM workgroup is: its matrix (`batch`, "0u" for one), its row group (`group`) and
+ *  its column group (`col`), from workgroup_id, and the dispatch's counts. Three layouts:
+ *    plain   x = column groups, y = row groups, z = batch    (each fits in 65,535)
  *    rows    y = row groups / F, z = batch·F (`foldFactor`): group = (z % F)·nwg.y + y, batch = z / F
- *    linear  static sizes past both: the R·batch (row group, matrix) pairs as one index folded
- *            over y and z, g = z·nwg.y + y, group = g % R, batch = g / R; surplus groups return
- *      batch 70,000 of 2×3 matrices, R = 1 → y = 65,535, z = 2: batch = z·65,535 + y
+ *    linear  static sizes past those: the R·batch (row group, matrix) pairs — with the C column
+ *            groups too when they pass 65,535 (x = 1) — as one index folded over y and z,
+ *            g = z·nwg.y + y, col = g % C, group = g / C % R, batch = g / C / R; surplus groups return
+ *      batch 70,000 of 2×3 matrices, R = C = 1 → y = 65,535, z = 2: batch = z·65,535 + y
  *  The returns are workgroup-uniform (workgroup_id and num_workgroups), so barriers after them
  *  stay in uniform control flow. */
 export function gemmGroups(
   kb: KernelBuilder,
   g: Gemm,
-  perGroup: number,
+  perRow: number,
+  perCol: number,
 ): {
   batch: string;
   group: string;
+  col: string;
   /** Whether some row groups start past the rows (folded rows): the writer returns there. */
   surplus: boolean;
+  x: Count;
   y: Count;
   z: Count;
 } {
   const { w } = kb;
   const single = g.batch.k === 1 && g.batch.syms.length === 0;
-  const fold = foldFactor(g.rows, g.batch, perGroup);
-  const R = Math.ceil(g.rows.k / perGroup);
+  const fold = foldFactor(g.rows, g.batch, perRow);
+  const R = Math.ceil(g.rows.k / perRow);
+  const C = Math.ceil(g.cols.k / perCol);
+  const foldCols = g.cols.syms.length === 0 && C > MAX_GROUPS;
+  const x: Count = { size: g.cols, per: perCol };
   const isStatic = g.rows.syms.length === 0 && g.batch.syms.length === 0;
-  if (isStatic && fold === 1 && (R > MAX_GROUPS || g.batch.k > MAX_GROUPS)) {
-    const total = R * g.batch.k;
+  if (isStatic && (foldCols || (fold === 1 && (R > MAX_GROUPS || g.batch.k > MAX_GROUPS)))) {
+    const total = (foldCols ? C : 1) * R * g.batch.k;
     const y = Math.min(total, MAX_GROUPS);
     const at = kb.let("wid.z * nwg.y + wid.y", "g");
     w.line(`if (${at} >= ${total}u) { return; }`);
+    const rest = foldCols ? kb.let(`${at} / ${C}u`, "g") : at;
     const one = (k: number): Count => ({ size: { k, syms: [] }, per: 1 });
     return {
-      batch: single ? "0u" : R === 1 ? at : kb.let(`${at} / ${R}u`, "z"),
-      group: R === 1 ? "0u" : `(${at} % ${R}u)`,
+      batch: single ? "0u" : R === 1 ? rest : kb.let(`${rest} / ${R}u`, "z"),
+      group: R === 1 ? "0u" : `(${rest} % ${R}u)`,
+      col: foldCols ? `(${at} % ${C}u)` : "wid.x",
       surplus: false,
+      x: foldCols ? one(1) : x,
       y: one(y),
       z: one(Math.ceil(total / y)),
     };
   }
-  const y: Count = { size: g.rows, per: perGroup * fold };
+  const y: Count = { size: g.rows, per: perRow * fold };
   const z: Count = { size: { k: g.batch.k * fold, syms: g.batch.syms }, per: 1 };
-  if (fold === 1) return { batch: single ? "0u" : "wid.z", group: "wid.y", surplus: false, y, z };
+  if (fold === 1) return { batch: single ? "0u" : "wid.z", group: "wid.y", col: "wid.x", surplus: false, x, y, z };
   const batch = single ? "0u" : kb.let(`wid.z / ${fold}u`, "z");
-  return { batch, group: `(wid.z % ${fold}u * nwg.y + wid.y)`, surplus: true, y, z };
+  return { batch, group: `(wid.z % ${fold}u * nwg.y + wid.y)`, col: "wid.x", surplus: true, x, y, z };
 }

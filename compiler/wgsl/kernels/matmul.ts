@@ -19,7 +19,8 @@
  *  Sizes come from `kb.dim`: with M = B symbolic, one pipeline serves every batch size.
  *
  *  Grid: x = column tiles, y = row tiles, z = batch; row tiles past 65,535 fold onto z, and a
- *  static batch past it folds with the row tiles over y and z (`gemmGroups` in ./gemm.ts). */
+ *  static batch or column count past it folds with the row tiles over y and z (`gemmGroups` in
+ *  ./gemm.ts). */
 import { sizeOf } from "../../../src/ir/shape.ts";
 import type { Kernel } from "../../program.ts";
 import { broadcastCoords, type KernelBuilder } from "../kernel-builder.ts";
@@ -49,10 +50,10 @@ export function gemm(kb: KernelBuilder, what: string, g: Gemm): Kernel {
 export function tiledGemm(kb: KernelBuilder, what: string, g: Gemm): Kernel {
   const { w } = kb;
   const { M, N, K } = g;
-  const { batch, group, surplus, y, z } = gemmGroups(kb, g, TILE);
+  const { batch, group, col, surplus, x, y, z } = gemmGroups(kb, g, TILE, TILE);
   w.line(`let m0 = ${group === "0u" ? "0u" : `${group} * ${TILE}u`};`);
   if (surplus) w.line(`if (m0 >= ${M}) { return; }`);
-  w.line(`let n0 = wid.x * ${TILE}u;`);
+  w.line(`let n0 = ${col} * ${TILE}u;`);
   const mat = g.matrix(batch);
   w.line(`var acc: array<vec4<f32>, ${BLOCK}>;`);
   w.block(`for (var k0 = 0u; k0 < ${K}; k0 += ${TK}u)`, () => {
@@ -89,7 +90,7 @@ export function tiledGemm(kb: KernelBuilder, what: string, g: Gemm): Kernel {
     shared: [`var<workgroup> tileA: ${tile};`, `var<workgroup> tileB: ${tile};`],
     dispatch: {
       kind: "grid",
-      x: { size: g.cols, per: TILE },
+      x,
       y,
       z,
     },

@@ -41,6 +41,19 @@ describe("dispatch folding past 65,535 workgroups", () => {
     await expectMatchesReference(graph, inputs, TOL, { target });
   });
 
+  test("matmul with 4,194,368 columns: column tiles folded over y (workgroup-tiled)", async () => {
+    // 65,537 column tiles of 64, past 65,535 along x.
+    const n = 65537 * 64;
+    const g = new GraphBuilder();
+    const a = g.input("a", "f32", [1, 2]);
+    const b = g.input("b", "f32", [2, n]);
+    const graph = g.build({ y: a.matmul(b) });
+    const [k] = compile(graph, { target: GPU_TARGET }).kernels;
+    expect(dispatchCounts(k.dispatch, {}, 65535)).toEqual([1, 65535, 2]);
+    const inputs = { a: { shape: [1, 2], data: values(2, 9) }, b: { shape: [2, n], data: values(2 * n, 10) } };
+    await expectMatchesReference(graph, inputs, TOL, { target: GPU_TARGET });
+  });
+
   test("conv2d with 4,202,500 output rows: row tiles folded onto z (workgroup-tiled)", async () => {
     // N·OH·OW = 2050² rows of 64-row tiles: 65,665 tiles, past 65,535, so F = 2.
     const g = new GraphBuilder();
