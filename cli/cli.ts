@@ -3,6 +3,7 @@
 import { Command } from "commander";
 import { readFileSync } from "node:fs";
 import { VERSION } from "../src/version.ts";
+import { limitsOf } from "../compiler/limits.ts";
 import { compile } from "../compiler/pipeline.ts";
 import { interpret } from "../src/interpret.ts";
 import type { HostTensor } from "../src/ir/host.ts";
@@ -71,7 +72,11 @@ async function run(file: string, opts: { dim: string[]; seed: string; wgsl?: boo
   }
   const gpu = await acquireGpu();
   try {
-    const program = compile(graph, { target: gpu.target, maxStorageBuffers: gpu.limits.maxStorageBuffersPerShaderStage });
+    const program = compile(graph, {
+      target: gpu.target,
+      maxStorageBuffers: gpu.limits.maxStorageBuffersPerShaderStage,
+      limits: limitsOf(gpu.limits),
+    });
     for (const k of program.kernels) console.log(opts.wgsl ? k.wgsl : k.wgsl.slice(0, k.wgsl.indexOf("\n")));
     const exe = await Executable.load(program, gpu);
     const out = await exe.run(inputs);
