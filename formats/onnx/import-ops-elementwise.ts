@@ -1,0 +1,158 @@
+/** ONNX's elementwise ops (numpy broadcasting, as Kiln's binary ops broadcast). Most are one
+ *  Kiln primitive; the activations with parameters are the compositions ONNX's spec writes:
+ *      Selu: gamma · (x > 0 ? x : alpha · (exp(x) − 1))
+ *  Softplus uses the overflow-free form max(x, 0) + log(1 + exp(−|x|)), equal to ONNX's
+ *  log(exp(x) + 1) wherever that is finite. On known integer values (shape arithmetic) the
+ *  binary ops fold at import time (import-fold.ts). */
+import { leakyRelu } from "../../src/api/composites.ts";
+import type { Tensor } from "../../src/api/builder.ts";
+import type { DType } from "../../src/ir/types.ts";
+import type { Emitted, OpCtx, OpRecord, OpTable } from "./import-context.ts";
+import { FOLD_BINARY, finite, foldElementwise } from "./import-fold.ts";
+import { dtypeOf, elemName } from "./import-tensor.ts";
+
+const unary = (since: number[], f: (x: Tensor, c: OpCtx) => Tensor): OpRecord => ({ since, emit: (c) => [f(c.t(0), c)] });
+
+const binary = (since: number[], onnx: string, f: (a: Tensor, b: Tensor) => Tensor, bool = false): OpRecord => ({
+  since,
+  emit: (c) => {
+    const fold = FOLD_BINARY[onnx];
+    const dtype: DType = bool ? "bool" : c.val(0).dtype;
+    const folded = fold && finite(foldElementwise(c, [c.val(0), c.val(1)], dtype, fold));
+    return [folded ?? f(c.t(0), c.t(1))];
+  },
+});
+
+/** Max, Min, Sum, Mean: any number of inputs, all broadcast. */
+const variadic = (since: number[], f: (a: Tensor, b: Tensor) => Tensor, mean = false): OpRecord => ({
+  since,
+  emit: (c) => {
+    if (c.inputCount === 0) c.fail("needs at least one input");
+    const ts = Array.from({ length: c.inputCount }, (_, i) => c.t(i));
+    const r = ts.slice(1).reduce(f, ts[0]);
+    return [mean ? r.div(ts.length) : r];
+  },
+});
+
+const float = (c: OpCtx, name: string, def: number) => c.attr.float(name, def);
+
+function elu(x: Tensor, alpha: number): Tensor {
+  return x.gt(0).select(x, x.exp().sub(1).mul(alpha));
+}
+
+/** Clip: bounds as attributes before opset 11, optional inputs since; a missing bound is none.
+ *  min(max(x, lo), hi) gives hi where lo > hi, as the spec says. */
+function clip(c: OpCtx): Emitted[] {
+  let x = c.t(0);
+  if (c.version < 11) {
+    const lo = c.attr.float("min", Number.NEGATIVE_INFINITY);
+    const hi = c.attr.float("max", Number.POSITIVE_INFINITY);
+    if (lo > Number.NEGATIVE_INFINITY) x = x.maximum(lo);
+    return [hi < Number.POSITIVE_INFINITY ? x.minimum(hi) : x];
+  }
+  if (c.has(1)) x = x.maximum(c.t(1));
+  if (c.has(2)) x = x.minimum(c.t(2));
+  return [x];
+}
+
+/** Pow: base and exponent may differ in type (T and T1 since version 12); the result has the
+ *  base's. An integer base with a float exponent computes in f32 and truncates back, as ONNX's
+ *  reference does. */
+function pow(c: OpCtx): Emitted[] {
+  const [x, y] = [c.t(0), c.t(1)];
+  if (x.dtype === "f32") return [x.pow(y.dtype === "f32" ? y : y.cast("f32"))];
+  if (x.dtype === "i32") {
+    const r = x.cast("f32").pow(y.dtype === "f32" ? y : y.cast("f32"));
+    return [r.cast("i32")];
+  }
+  return c.refuse(`a ${x.dtype} base is not supported`);
+}
+
+function cast(c: OpCtx): Emitted[] {
+  const to = c.attr.int("to", 0);
+  if (c.version >= 19 && c.attr.int("saturate", 1) !== 1) c.refuse("saturate=0 (it applies only to float8 types)");
+  const dtype = dtypeOf(to);
+  if (typeof dtype !== "string") return c.refuse(`casting to ${elemName(to)}: Kiln does not support ${dtype.refuse}`);
+  const v = c.val(0);
+  // Integer → integer and bool of known values (shape arithmetic): the values stay known.
+  if (v.known && (v.dtype === "i32" || v.dtype === "bool") && (dtype === "i32" || dtype === "bool")) {
+    const k = Array.from(v.known).map((e) => (dtype === "bool" && typeof e === "number" ? (e ? 1 : 0) : e));
+    return [c.known(dtype, v.shape as number[], k)];
+  }
+  return [v.dtype === dtype ? v.tensor() : v.tensor().cast(dtype)];
+}
+
+function where(c: OpCtx): Emitted[] {
+  const [cond, a, b] = [c.val(0), c.val(1), c.val(2)];
+  const folded = foldElementwise(c, [cond, a, b], a.dtype, ([k, x, y]) => (k ? x : y));
+  return [folded ?? cond.tensor().select(a.tensor(), b.tensor())];
+}
+
+function identity(c: OpCtx): Emitted[] {
+  return [c.val(0)];
+}
+
+export const ELEMENTWISE_OPS: OpTable = {
+  Abs: unary([6, 13], (x) => x.abs()),
+  Neg: unary([6, 13], (x) => x.neg()),
+  Exp: unary([6, 13], (x) => x.exp()),
+  Log: unary([6, 13], (x) => x.log()),
+  Sqrt: unary([6, 13], (x) => x.sqrt()),
+  Reciprocal: unary([6, 13], (x) => x.recip()),
+  Floor: unary([6, 13], (x) => x.floor()),
+  Ceil: unary([6, 13], (x) => x.ceil()),
+  Sign: unary([9, 13], (x) => x.sign()),
+  Sin: unary([7, 22], (x) => x.sin()),
+  Cos: unary([7, 22], (x) => x.cos()),
+  Tanh: unary([6, 13], (x) => x.tanh()),
+  Sigmoid: unary([6, 13], (x) => x.sigmoid()),
+  Relu: unary([6, 13, 14], (x) => x.relu()),
+  Not: unary([1], (x) => x.not()),
+  LeakyRelu: unary([6, 16], (x, c) => leakyRelu(x, float(c, "alpha", 0.01))),
+  Elu: unary([6, 22], (x, c) => elu(x, float(c, "alpha", 1))),
+  Selu: unary([6, 22], (x, c) => elu(x, float(c, "alpha", 1.67326319217681884765625)).mul(float(c, "gamma", 1.05070102214813232421875))),
+  HardSigmoid: unary([6, 22], (x, c) =>
+    x
+      .mul(float(c, "alpha", 0.2))
+      .add(float(c, "beta", 0.5))
+      .maximum(0)
+      .minimum(1),
+  ),
+  Softplus: unary([1, 22], (x) => x.relu().add(x.abs().neg().exp().add(1).log())),
+  Softsign: unary([1, 22], (x) => x.div(x.abs().add(1))),
+  Gelu: unary([20], (x, c) => {
+    const approx = c.attr.string("approximate", "none");
+    if (approx !== "tanh") return c.refuse(`approximate="${approx}" needs erf, which Kiln does not have yet`);
+    // 0.5·x·(1 + tanh(√(2/π)·(x + 0.044715·x³)))
+    const inner = x.add(x.mul(x).mul(x).mul(0.044715)).mul(Math.sqrt(2 / Math.PI));
+    return x.mul(0.5).mul(inner.tanh().add(1));
+  }),
+  PRelu: {
+    since: [7, 9, 16],
+    emit: (c) => {
+      const x = c.t(0);
+      return [x.lt(0).select(x.mul(c.t(1)), x)];
+    },
+  },
+  Clip: { since: [6, 11, 12, 13], emit: clip },
+  Pow: { since: [7, 12, 13, 15], emit: pow },
+  Add: binary([7, 13, 14], "Add", (a, b) => a.add(b)),
+  Sub: binary([7, 13, 14], "Sub", (a, b) => a.sub(b)),
+  Mul: binary([7, 13, 14], "Mul", (a, b) => a.mul(b)),
+  Div: binary([7, 13, 14], "Div", (a, b) => a.div(b)),
+  Equal: binary([7, 11, 13, 19], "Equal", (a, b) => a.eq(b), true),
+  Less: binary([7, 9, 13], "Less", (a, b) => a.lt(b), true),
+  Greater: binary([7, 9, 13], "Greater", (a, b) => a.gt(b), true),
+  LessOrEqual: binary([12, 16], "LessOrEqual", (a, b) => a.le(b), true),
+  GreaterOrEqual: binary([12, 16], "GreaterOrEqual", (a, b) => a.ge(b), true),
+  And: binary([7], "And", (a, b) => a.and(b), true),
+  Or: binary([7], "Or", (a, b) => a.or(b), true),
+  Xor: binary([7], "Xor", (a, b) => a.ne(b), true),
+  Max: variadic([8, 12, 13], (a, b) => a.maximum(b)),
+  Min: variadic([8, 12, 13], (a, b) => a.minimum(b)),
+  Sum: variadic([8, 13], (a, b) => a.add(b)),
+  Mean: variadic([8, 13], (a, b) => a.add(b), true),
+  Where: { since: [9, 16], emit: where },
+  Cast: { since: [6, 9, 13, 19, 21, 23, 24, 25], emit: cast },
+  Identity: { since: [1, 13, 14, 16, 19, 21, 23, 24, 25], emit: identity },
+};
