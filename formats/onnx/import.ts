@@ -25,6 +25,7 @@ import { CONV_OPS } from "./import-conv.ts";
 import { ELEMENTWISE_OPS } from "./import-ops-elementwise.ts";
 import { NN_OPS } from "./import-ops-nn.ts";
 import { REDUCE_OPS } from "./import-ops-reduce.ts";
+import { RNN_OPS } from "./import-rnn.ts";
 import { SHAPE_OPS } from "./import-ops-shape.ts";
 import { decodeTensor, dtypeOf, kilnData, type OnnxTensor } from "./import-tensor.ts";
 
@@ -33,7 +34,7 @@ export type { OnnxTensor };
 
 /** The op tables, merged; an op in two tables is a bug (checked at load). Convolutions, pooling
  *  and recurrent layers come in their own files (import-conv.ts, …) added to this list. */
-export const OP_TABLES: readonly OpTable[] = [ELEMENTWISE_OPS, NN_OPS, SHAPE_OPS, REDUCE_OPS, CONV_OPS];
+export const OP_TABLES: readonly OpTable[] = [ELEMENTWISE_OPS, NN_OPS, SHAPE_OPS, REDUCE_OPS, CONV_OPS, RNN_OPS];
 
 const OPS = new Map<string, OpRecord>();
 for (const table of OP_TABLES) {
