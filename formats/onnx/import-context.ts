@@ -16,6 +16,9 @@ import { decodeTensor, type OnnxTensor } from "./import-tensor.ts";
  *  tensor with a dim "N" gives ["N", 3]). Initializers, constants and shape arithmetic are known. */
 export class Val {
   private made?: Tensor;
+  /** For a value computed at run time: a graph input it is computed from, which, given in
+   *  options.constants, might make it known. */
+  dependsOn?: string;
   constructor(
     readonly dtype: DType,
     readonly shape: Shape,
@@ -49,7 +52,7 @@ export function knownVal(g: GraphBuilder, dtype: DType, shape: readonly number[]
           true,
         );
       }
-      const wide = dtype === "i32" && (values as number[]).find((v) => v < -2147483648 || v > 2147483647);
+      const wide = dtype === "i32" ? (values as number[]).find((v) => v < -2147483648 || v > 2147483647) : undefined;
       if (wide !== undefined) throw new OnnxImportError(`${where}: the value ${wide} does not fit Kiln's i32`, undefined, true);
       return g.constant(values as number[], dtype, shape);
     },
@@ -157,13 +160,14 @@ export class OpCtx {
   dims(i: number, what: string): Dim[] {
     const v = this.val(i);
     if (!v.known) {
+      const from = v.graphInput ?? v.dependsOn;
       throw new OnnxImportError(
         v.graphInput
           ? `input ${i} (${what}) is the graph input "${v.graphInput}"; Kiln needs its value at import time (give it in options.constants)`
-          : `input ${i} (${what}) is computed at run time; Kiln needs its value at import time`,
+          : `input ${i} (${what}) is computed at run time${from ? ` from the graph input "${from}"` : ""}; Kiln needs its value at import time`,
         this.node,
         true,
-        v.graphInput,
+        from,
       );
     }
     return Array.from(v.known);

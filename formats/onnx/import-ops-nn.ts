@@ -92,6 +92,68 @@ function layerNorm(c: OpCtx): Emitted[] {
   return [y, mean, inv];
 }
 
+/** X / √(mean(X²) + ε) · scale over axes [axis, rank). */
+function rmsNorm(c: OpCtx): Emitted[] {
+  const x = c.t(0);
+  const axis = c.axis(c.attr.int("axis", -1), x.rank);
+  const eps = c.attr.float("epsilon", 1e-5);
+  if (c.attr.int("stash_type", 1) !== 1) c.refuse("stash_type other than 1 (float32 statistics)");
+  const axes = x.shape.map((_, a) => a).slice(axis);
+  return [x.mul(x.mul(x).mean(axes, true).add(eps).rsqrt()).mul(c.t(1))];
+}
+
+function lpNorm(c: OpCtx): Emitted[] {
+  const x = c.t(0);
+  const axis = c.axis(c.attr.int("axis", -1), x.rank);
+  const p = c.attr.int("p", 2);
+  if (p !== 1 && p !== 2) c.fail(`p is ${p}; LpNormalization takes 1 or 2`);
+  const norm = p === 1 ? x.abs().sum(axis, true) : x.mul(x).sum(axis, true).sqrt();
+  // A zero norm gives 0, as ONNX's reference does.
+  return [norm.eq(0).select(0, x.div(norm))];
+}
+
+/** (X − E[X]) / (√(E[X²] − E[X]²) + 1e-9) over `axes`, as ONNX's function body writes it. */
+function meanVarianceNorm(c: OpCtx): Emitted[] {
+  const x = c.t(0);
+  const axes = c.axes(c.attr.ints("axes") ?? [0, 2, 3], x.rank);
+  const mean = x.mean(axes, true);
+  const variance = x.mul(x).mean(axes, true).sub(mean.mul(mean));
+  return [x.sub(mean).div(variance.sqrt().add(1e-9))];
+}
+
+/** Channels in `num_groups` groups, each normalized over its channels and the spatial axes;
+ *  scale and bias are per group before version 21, per channel since. */
+function groupNorm(c: OpCtx): Emitted[] {
+  const x = c.t(0);
+  const groups = c.attr.int("num_groups", 0);
+  const eps = c.attr.float("epsilon", 1e-5);
+  if (c.version >= 21 && c.attr.int("stash_type", 1) !== 1) c.refuse("stash_type other than 1 (float32 statistics)");
+  const ch = x.shape[1];
+  if (x.rank < 2 || typeof ch !== "number" || groups < 1 || ch % groups !== 0) {
+    return c.fail(`channels ${ch} do not split into ${groups} groups (input [${x.shape}])`);
+  }
+  const rest = x.shape.slice(2);
+  const grouped = x.reshape([x.shape[0], groups, ch / groups, ...rest]);
+  const axes = grouped.shape.map((_, a) => a).slice(2);
+  const { mean, variance } = moments(grouped, axes);
+  const normed = grouped.sub(mean).mul(variance.add(eps).rsqrt());
+  if (c.version < 21) {
+    const per = (v: Tensor) => v.reshape([groups, ...Array<number>(axes.length).fill(1)]);
+    return [
+      normed
+        .mul(per(c.t(1)))
+        .add(per(c.t(2)))
+        .reshape(x.shape),
+    ];
+  }
+  return [
+    normed
+      .reshape(x.shape)
+      .mul(channel(c.t(1), x.rank))
+      .add(channel(c.t(2), x.rank)),
+  ];
+}
+
 const spatial = (x: Tensor) => x.shape.map((_, a) => a).slice(2);
 
 /** Softmax and LogSoftmax: before opset 13 the input is flattened to 2-D at `axis` (default 1)
@@ -132,6 +194,10 @@ export const NN_OPS: OpTable = {
   LayerNormalization: { since: [17], emit: layerNorm },
   GlobalAveragePool: { since: [1, 22], emit: (c) => [c.t(0).mean(spatial(c.t(0)), true)] },
   GlobalMaxPool: { since: [1, 22], emit: (c) => [c.t(0).max(spatial(c.t(0)), true)] },
+  RMSNormalization: { since: [23], emit: rmsNorm },
+  LpNormalization: { since: [1, 22], emit: lpNorm },
+  MeanVarianceNormalization: { since: [9, 13], emit: meanVarianceNorm },
+  GroupNormalization: { since: [18, 21], emit: groupNorm },
   Dropout: { since: [7, 10, 12, 13, 22], emit: dropout },
   Softmax: softmaxLike([1, 11, 13], softmax, false),
   LogSoftmax: softmaxLike([1, 11, 13], logSoftmax, true),

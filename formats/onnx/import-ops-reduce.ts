@@ -55,6 +55,10 @@ function prod(x: Tensor, axes: number[], keep: boolean, c: OpCtx): Tensor {
 
 const square = (x: Tensor) => x.mul(x);
 
+/** Max and min of bools (version 20): any and all, through i32. */
+const extreme = (f: (x: Tensor, axes: number[], keep: boolean) => Tensor) => (x: Tensor, axes: number[], keep: boolean) =>
+  x.dtype === "bool" ? f(x.cast("i32"), axes, keep).cast("bool") : f(x, axes, keep);
+
 function argExtreme(min: boolean): OpRecord {
   return {
     since: [1, 11, 12, 13],
@@ -86,8 +90,16 @@ function argExtreme(min: boolean): OpRecord {
 export const REDUCE_OPS: OpTable = {
   ReduceSum: reduction([1, 11, 13], 13, (x, axes, keep) => x.sum(axes, keep)),
   ReduceMean: reduction([1, 11, 13, 18], 18, (x, axes, keep) => x.mean(axes, keep)),
-  ReduceMax: reduction([1, 11, 12, 13, 18, 20], 18, (x, axes, keep) => x.max(axes, keep)),
-  ReduceMin: reduction([1, 11, 12, 13, 18, 20], 18, (x, axes, keep) => x.min(axes, keep)),
+  ReduceMax: reduction(
+    [1, 11, 12, 13, 18, 20],
+    18,
+    extreme((x, axes, keep) => x.max(axes, keep)),
+  ),
+  ReduceMin: reduction(
+    [1, 11, 12, 13, 18, 20],
+    18,
+    extreme((x, axes, keep) => x.min(axes, keep)),
+  ),
   ReduceProd: reduction([1, 11, 13, 18], 18, prod),
   ReduceL1: reduction([1, 11, 13, 18], 18, (x, axes, keep) => x.abs().sum(axes, keep)),
   ReduceL2: reduction([1, 11, 13, 18], 18, (x, axes, keep) => square(x).sum(axes, keep).sqrt()),

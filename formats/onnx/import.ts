@@ -23,6 +23,7 @@ import { OpCtx, Val, knownVal, type OpRecord, type OpTable } from "./import-cont
 import { OnnxImportError } from "./import-error.ts";
 import { CONV_OPS } from "./import-conv.ts";
 import { ELEMENTWISE_OPS } from "./import-ops-elementwise.ts";
+import { INDEX_OPS } from "./import-ops-index.ts";
 import { NN_OPS } from "./import-ops-nn.ts";
 import { REDUCE_OPS } from "./import-ops-reduce.ts";
 import { RNN_OPS } from "./import-rnn.ts";
@@ -34,7 +35,7 @@ export type { OnnxTensor };
 
 /** The op tables, merged; an op in two tables is a bug (checked at load). Convolutions, pooling
  *  and recurrent layers come in their own files (import-conv.ts, …) added to this list. */
-export const OP_TABLES: readonly OpTable[] = [ELEMENTWISE_OPS, NN_OPS, SHAPE_OPS, REDUCE_OPS, CONV_OPS, RNN_OPS];
+export const OP_TABLES: readonly OpTable[] = [ELEMENTWISE_OPS, NN_OPS, SHAPE_OPS, REDUCE_OPS, INDEX_OPS, CONV_OPS, RNN_OPS];
 
 const OPS = new Map<string, OpRecord>();
 for (const table of OP_TABLES) {
@@ -251,11 +252,14 @@ function importNode(g: GraphBuilder, node: NodeProto, opset: number, vals: Map<s
     throw new OnnxImportError(`could not be imported: ${(e as Error)?.message ?? String(e)}`, ref);
   }
   for (const a of node.attribute) if (!c.read.has(a.name)) c.refuse(`attribute ${a.name} is not supported`);
+  const from = ins.map((v) => (v && !v.known ? (v.graphInput ?? v.dependsOn) : undefined)).find((n) => n !== undefined);
   node.output.forEach((name, k) => {
     if (name === "") return;
     const o = outs[k];
     if (!o) return c.refuse(`output ${k} ("${name}") is not supported`);
     if (vals.has(name)) throw new OnnxImportError(`value "${name}" is defined twice`, ref);
-    vals.set(name, o instanceof Val ? o : Val.of(o));
+    const v = o instanceof Val ? o : Val.of(o);
+    if (!v.known && !v.graphInput) v.dependsOn ??= from;
+    vals.set(name, v);
   });
 }
