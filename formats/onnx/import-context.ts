@@ -78,6 +78,7 @@ export interface AttrReader {
   string(name: string, def: string): string;
   ints(name: string): number[] | undefined;
   floats(name: string): number[] | undefined;
+  strings(name: string): string[] | undefined;
   tensor(name: string): OnnxTensor | undefined;
 }
 
@@ -124,6 +125,7 @@ export class OpCtx {
       },
       ints: (name) => get(name, AT.INTS)?.ints.map((v) => int(v, name)),
       floats: (name) => get(name, AT.FLOATS)?.floats,
+      strings: (name) => get(name, AT.STRINGS)?.strings.map((b) => new TextDecoder().decode(b)),
       tensor: (name) => {
         const t: TensorProto | undefined = get(name, AT.TENSOR)?.t;
         return t ? decodeTensor(t, `${this.where}: attribute ${name}`) : undefined;

@@ -179,9 +179,12 @@ export const ELEMENTWISE_OPS: OpTable = {
   ),
   Softplus: unary([1, 22], (x) => x.relu().add(x.abs().neg().exp().add(1).log())),
   Softsign: unary([1, 22], (x) => x.div(x.abs().add(1))),
+  Erf: unary([9, 13], (x) => x.erf()),
   Gelu: unary([20], (x, c) => {
     const approx = c.attr.string("approximate", "none");
-    if (approx !== "tanh") return c.refuse(`approximate="${approx}" needs erf, which Kiln does not have yet`);
+    // 0.5·x·(1 + erf(x/√2))
+    if (approx === "none") return x.mul(0.5).mul(x.mul(Math.SQRT1_2).erf().add(1));
+    if (approx !== "tanh") return c.fail(`approximate="${approx}" is not one of none, tanh`);
     // 0.5·x·(1 + tanh(√(2/π)·(x + 0.044715·x³)))
     const inner = x.add(x.mul(x).mul(x).mul(0.044715)).mul(Math.sqrt(2 / Math.PI));
     return x.mul(0.5).mul(inner.tanh().add(1));

@@ -21,10 +21,12 @@ import { SYMBOL_RE } from "../../src/ir/shape.ts";
 import type { Dim, Graph } from "../../src/ir/types.ts";
 import { OpCtx, Val, knownVal, type OpRecord, type OpTable } from "./import-context.ts";
 import { OnnxImportError } from "./import-error.ts";
+import { CONV_OPS } from "./import-conv.ts";
 import { ELEMENTWISE_OPS } from "./import-ops-elementwise.ts";
 import { INDEX_OPS } from "./import-ops-index.ts";
 import { NN_OPS } from "./import-ops-nn.ts";
 import { REDUCE_OPS } from "./import-ops-reduce.ts";
+import { RNN_OPS } from "./import-rnn.ts";
 import { SHAPE_OPS } from "./import-ops-shape.ts";
 import { decodeTensor, dtypeOf, kilnData, type OnnxTensor } from "./import-tensor.ts";
 
@@ -33,7 +35,7 @@ export type { OnnxTensor };
 
 /** The op tables, merged; an op in two tables is a bug (checked at load). Convolutions, pooling
  *  and recurrent layers come in their own files (import-conv.ts, …) added to this list. */
-export const OP_TABLES: readonly OpTable[] = [ELEMENTWISE_OPS, NN_OPS, SHAPE_OPS, REDUCE_OPS, INDEX_OPS];
+export const OP_TABLES: readonly OpTable[] = [ELEMENTWISE_OPS, NN_OPS, SHAPE_OPS, REDUCE_OPS, INDEX_OPS, CONV_OPS, RNN_OPS];
 
 const OPS = new Map<string, OpRecord>();
 for (const table of OP_TABLES) {

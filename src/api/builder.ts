@@ -168,6 +168,10 @@ export class Tensor {
   tanh() {
     return this.un("tanh");
   }
+  erf() {
+    return this.un("erf");
+  }
+
   sigmoid() {
     return this.un("sigmoid");
   }
@@ -300,19 +304,23 @@ export class Tensor {
   matmul(o: Tensor) {
     return this.builder.add("matmul", [this, o], {});
   }
-  /** NHWC input, HWIO filter; padding [top, bottom, left, right]. */
+  /** NHWC input, HWIO filter; padding [top, bottom, left, right]. With `groups` g the filter
+   *  is [KH, KW, Cin/g, Cout] and output channel o reads input block ⌊o/(Cout/g)⌋. */
   conv2d(
     filter: Tensor,
     opts: {
       strides?: readonly [number, number];
       padding?: readonly [number, number, number, number];
       dilations?: readonly [number, number];
+      groups?: number;
     } = {},
   ) {
     return this.builder.add("conv2d", [this, filter], {
       strides: opts.strides ?? [1, 1],
       padding: opts.padding ?? [0, 0, 0, 0],
       dilations: opts.dilations ?? [1, 1],
+      // groups = 1 is left out, so an ungrouped conv has one form (CSE, the text IR).
+      ...(opts.groups !== undefined && opts.groups !== 1 ? { groups: opts.groups } : {}),
     });
   }
   maxPool2d(
