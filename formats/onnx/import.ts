@@ -24,6 +24,8 @@ import { OnnxImportError } from "./import-error.ts";
 import { CONV_OPS } from "./import-conv.ts";
 import { ELEMENTWISE_OPS } from "./import-ops-elementwise.ts";
 import { INDEX_OPS } from "./import-ops-index.ts";
+import { LOSS_OPS } from "./import-ops-loss.ts";
+import { RESIZE_OPS } from "./import-ops-resize.ts";
 import { NN_OPS } from "./import-ops-nn.ts";
 import { REDUCE_OPS } from "./import-ops-reduce.ts";
 import { RNN_OPS } from "./import-rnn.ts";
@@ -35,7 +37,17 @@ export type { OnnxTensor };
 
 /** The op tables, merged; an op in two tables is a bug (checked at load). Convolutions, pooling
  *  and recurrent layers come in their own files (import-conv.ts, …) added to this list. */
-export const OP_TABLES: readonly OpTable[] = [ELEMENTWISE_OPS, NN_OPS, SHAPE_OPS, REDUCE_OPS, INDEX_OPS, CONV_OPS, RNN_OPS];
+export const OP_TABLES: readonly OpTable[] = [
+  ELEMENTWISE_OPS,
+  NN_OPS,
+  SHAPE_OPS,
+  REDUCE_OPS,
+  INDEX_OPS,
+  LOSS_OPS,
+  RESIZE_OPS,
+  CONV_OPS,
+  RNN_OPS,
+];
 
 const OPS = new Map<string, OpRecord>();
 for (const table of OP_TABLES) {
