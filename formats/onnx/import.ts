@@ -24,6 +24,8 @@ import { OnnxImportError } from "./import-error.ts";
 import { CONV_OPS } from "./import-conv.ts";
 import { ELEMENTWISE_OPS } from "./import-ops-elementwise.ts";
 import { INDEX_OPS } from "./import-ops-index.ts";
+import { LOSS_OPS } from "./import-ops-loss.ts";
+import { RESIZE_OPS } from "./import-ops-resize.ts";
 import { NN_OPS } from "./import-ops-nn.ts";
 import { REDUCE_OPS } from "./import-ops-reduce.ts";
 import { RNN_OPS } from "./import-rnn.ts";
@@ -35,7 +37,17 @@ export type { OnnxTensor };
 
 /** The op tables, merged; an op in two tables is a bug (checked at load). Convolutions, pooling
  *  and recurrent layers come in their own files (import-conv.ts, …) added to this list. */
-export const OP_TABLES: readonly OpTable[] = [ELEMENTWISE_OPS, NN_OPS, SHAPE_OPS, REDUCE_OPS, INDEX_OPS, CONV_OPS, RNN_OPS];
+export const OP_TABLES: readonly OpTable[] = [
+  ELEMENTWISE_OPS,
+  NN_OPS,
+  SHAPE_OPS,
+  REDUCE_OPS,
+  INDEX_OPS,
+  LOSS_OPS,
+  RESIZE_OPS,
+  CONV_OPS,
+  RNN_OPS,
+];
 
 const OPS = new Map<string, OpRecord>();
 for (const table of OP_TABLES) {
@@ -56,6 +68,10 @@ export interface OnnxImportOptions {
   /** Values for graph inputs that the model needs at import time (a Reshape's shape fed as an
    *  input, say): such an input becomes a constant instead of a graph input. */
   readonly constants?: Readonly<Record<string, OnnxTensor>>;
+  /** Kiln names for graph inputs and outputs, by ONNX name (default: the ONNX names). */
+  readonly names?: Readonly<Record<string, string>>;
+  /** Kiln symbols for dim_params, by dim_param (default: the dim_param, made a valid symbol). */
+  readonly dims?: Readonly<Record<string, string>>;
 }
 
 export interface ImportedOnnx {
@@ -104,7 +120,7 @@ const symbol = (s: string): string => {
   return SYMBOL_RE.test(t) ? t : `_${t}`;
 };
 
-function inputShape(v: ValueInfoProto): { dtype: ReturnType<typeof dtypeOf>; shape: Dim[] } {
+function inputShape(v: ValueInfoProto, dims: Readonly<Record<string, string>>): { dtype: ReturnType<typeof dtypeOf>; shape: Dim[] } {
   const tt = v.type?.value;
   if (!tt || v.type?.value.case !== "tensorType") {
     throw new OnnxImportError(`graph input "${v.name}" is not a tensor (${v.type?.value.case ?? "no type"})`, undefined, true);
@@ -117,7 +133,8 @@ function inputShape(v: ValueInfoProto): { dtype: ReturnType<typeof dtypeOf>; sha
       if (!Number.isSafeInteger(n) || n < 0) throw new OnnxImportError(`graph input "${v.name}": dim ${axis} is ${n}`);
       return n;
     }
-    return d.value.case === "dimParam" && d.value.value ? symbol(String(d.value.value)) : symbol(`${v.name}_d${axis}`);
+    const param = d.value.case === "dimParam" ? String(d.value.value) : "";
+    return param ? symbol(dims[param] ?? param) : symbol(`${v.name}_d${axis}`);
   });
   return { dtype: dtypeOf(t.elemType), shape };
 }
@@ -145,16 +162,17 @@ function importModel(m: ModelProto, options: OnnxImportOptions): ImportedOnnx {
   for (const v of graph.input) {
     if (vals.has(v.name)) continue; // IR < 4 lists initializers among the inputs too
     const given = options.constants?.[v.name];
-    const { dtype, shape } = inputShape(v);
+    const { dtype, shape } = inputShape(v, options.dims ?? {});
     if (typeof dtype !== "string")
       throw new OnnxImportError(`graph input "${v.name}": Kiln does not support ${dtype.refuse}`, undefined, true);
     if (given) {
       vals.set(v.name, knownVal(g, dtype, given.dims, Array.from(given.values), `graph input "${v.name}"`));
       continue;
     }
-    const t = g.input(v.name, dtype, shape);
+    const name = options.names?.[v.name] ?? v.name;
+    const t = g.input(name, dtype, shape);
     vals.set(v.name, new Val(dtype, shape, () => t, undefined, v.name));
-    inputs.push({ name: v.name, onnx: v.name });
+    inputs.push({ name, onnx: v.name });
   }
   for (const node of graph.node) importNode(g, node, opset, vals);
   const outs: Record<string, Tensor> = {};
@@ -162,9 +180,10 @@ function importModel(m: ModelProto, options: OnnxImportOptions): ImportedOnnx {
   for (const o of graph.output) {
     const v = vals.get(o.name);
     if (!v) throw new OnnxImportError(`graph output "${o.name}" is computed by no node`);
-    if (o.name in outs) throw new OnnxImportError(`graph output "${o.name}" is listed twice`);
-    outs[o.name] = v.tensor();
-    outputInfo.push({ name: o.name, onnx: o.name });
+    const name = options.names?.[o.name] ?? o.name;
+    if (name in outs) throw new OnnxImportError(`graph output "${o.name}" is listed twice`);
+    outs[name] = v.tensor();
+    outputInfo.push({ name, onnx: o.name });
   }
   if (outputInfo.length === 0) throw new OnnxImportError("the graph has no outputs");
   const built = g.build(outs);

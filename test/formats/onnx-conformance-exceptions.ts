@@ -3,8 +3,7 @@
  *  here and on a listed case that passes. Most are dtypes Kiln has no kernel type for (it
  *  computes in f32, i32, u32 and bool; float64, float16, the 8- and 16-bit integers, float8 and
  *  int4 are refused rather than computed in another width); the rest are refusals of what Kiln
- *  does not compute (training mode, 3-D convolutions and pools, MaxPool's Indices) or shapes
- *  computed at run time. */
+ *  does not compute (training mode, erf) or shapes computed at run time. */
 export const EXCEPTIONS: Readonly<Record<string, string>> = {
   test_add_int16: "int16 input (Kiln computes in f32, i32, u32 and bool)",
   test_add_int8: "int8 input (Kiln computes in f32, i32, u32 and bool)",
@@ -13,16 +12,17 @@ export const EXCEPTIONS: Readonly<Record<string, string>> = {
   test_add_uint8: "uint8 input (Kiln computes in f32, i32, u32 and bool)",
   test_attention_4d_fp16_expanded: "float16 input (Kiln computes in f32, i32, u32 and bool)",
   test_attention_4d_gqa_with_past_and_present_fp16_expanded: "float16 input (Kiln computes in f32, i32, u32 and bool)",
-  test_averagepool_3d_default: "3-D (rank-5) pooling and convolution: Kiln's conv2d and pools are 2-D",
+  test_averagepool_3d_default: "AveragePool: X has rank 5: 3-D AveragePool is not supported (Kiln's convolutions and pools are 2-D)",
   test_averagepool_3d_dilations_large_count_include_pad_is_0_ceil_mode_is_False:
-    "3-D (rank-5) pooling and convolution: Kiln's conv2d and pools are 2-D",
+    "AveragePool: X has rank 5: 3-D AveragePool is not supported (Kiln's convolutions and pools are 2-D)",
   test_averagepool_3d_dilations_large_count_include_pad_is_0_ceil_mode_is_True:
-    "3-D (rank-5) pooling and convolution: Kiln's conv2d and pools are 2-D",
+    "AveragePool: X has rank 5: 3-D AveragePool is not supported (Kiln's convolutions and pools are 2-D)",
   test_averagepool_3d_dilations_large_count_include_pad_is_1_ceil_mode_is_False:
-    "3-D (rank-5) pooling and convolution: Kiln's conv2d and pools are 2-D",
+    "AveragePool: X has rank 5: 3-D AveragePool is not supported (Kiln's convolutions and pools are 2-D)",
   test_averagepool_3d_dilations_large_count_include_pad_is_1_ceil_mode_is_True:
-    "3-D (rank-5) pooling and convolution: Kiln's conv2d and pools are 2-D",
-  test_averagepool_3d_dilations_small: "3-D (rank-5) pooling and convolution: Kiln's conv2d and pools are 2-D",
+    "AveragePool: X has rank 5: 3-D AveragePool is not supported (Kiln's convolutions and pools are 2-D)",
+  test_averagepool_3d_dilations_small:
+    "AveragePool: X has rank 5: 3-D AveragePool is not supported (Kiln's convolutions and pools are 2-D)",
   test_batchnorm_epsilon_training_mode: "training mode (Kiln imports inference graphs)",
   test_batchnorm_example_training_mode: "training mode (Kiln imports inference graphs)",
   test_blackmanwindow_expanded: "Range: input 1 (limit) is computed at run time; Kiln needs its value at import time",
@@ -205,7 +205,7 @@ export const EXCEPTIONS: Readonly<Record<string, string>> = {
   test_clip_default_int8_max_expanded: "int8 input (Kiln computes in f32, i32, u32 and bool)",
   test_clip_default_int8_min: "int8 input (Kiln computes in f32, i32, u32 and bool)",
   test_clip_default_int8_min_expanded: "int8 input (Kiln computes in f32, i32, u32 and bool)",
-  test_convtranspose_3d: "3-D (rank-5) pooling and convolution: Kiln's conv2d and pools are 2-D",
+  test_convtranspose_3d: "ConvTranspose: X has rank 5: 3-D ConvTranspose is not supported (Kiln's convolutions and pools are 2-D)",
   test_cumsum_1d: "float64 input (Kiln computes in f32, i32, u32 and bool)",
   test_cumsum_1d_exclusive: "float64 input (Kiln computes in f32, i32, u32 and bool)",
   test_cumsum_1d_reverse: "float64 input (Kiln computes in f32, i32, u32 and bool)",
@@ -272,12 +272,13 @@ export const EXCEPTIONS: Readonly<Record<string, string>> = {
   test_max_uint64: "uint64 input (Kiln computes in f32, i32, u32 and bool)",
   test_max_uint8: "uint8 input (Kiln computes in f32, i32, u32 and bool)",
   test_maxpool_2d_uint8: "uint8 input (Kiln computes in f32, i32, u32 and bool)",
-  test_maxpool_3d_default: "3-D (rank-5) pooling and convolution: Kiln's conv2d and pools are 2-D",
-  test_maxpool_3d_dilations: "3-D (rank-5) pooling and convolution: Kiln's conv2d and pools are 2-D",
-  test_maxpool_3d_dilations_use_ref_impl: "3-D (rank-5) pooling and convolution: Kiln's conv2d and pools are 2-D",
-  test_maxpool_3d_dilations_use_ref_impl_large: "3-D (rank-5) pooling and convolution: Kiln's conv2d and pools are 2-D",
-  test_maxpool_with_argmax_2d_precomputed_pads: "MaxPool's Indices output (Kiln's max pool gives the values only)",
-  test_maxpool_with_argmax_2d_precomputed_strides: "MaxPool's Indices output (Kiln's max pool gives the values only)",
+  test_maxpool_3d_default: "MaxPool: X has rank 5: 3-D MaxPool is not supported (Kiln's convolutions and pools are 2-D)",
+  test_maxpool_3d_dilations: "MaxPool: X has rank 5: 3-D MaxPool is not supported (Kiln's convolutions and pools are 2-D)",
+  test_maxpool_3d_dilations_use_ref_impl: "MaxPool: X has rank 5: 3-D MaxPool is not supported (Kiln's convolutions and pools are 2-D)",
+  test_maxpool_3d_dilations_use_ref_impl_large:
+    "MaxPool: X has rank 5: 3-D MaxPool is not supported (Kiln's convolutions and pools are 2-D)",
+  test_maxpool_with_argmax_2d_precomputed_pads: "MaxPool: the Indices output is not supported (Kiln's max pool gives the values only)",
+  test_maxpool_with_argmax_2d_precomputed_strides: "MaxPool: the Indices output is not supported (Kiln's max pool gives the values only)",
   test_min_float16: "float16 input (Kiln computes in f32, i32, u32 and bool)",
   test_min_float64: "float64 input (Kiln computes in f32, i32, u32 and bool)",
   test_min_int16: "int16 input (Kiln computes in f32, i32, u32 and bool)",
@@ -315,6 +316,27 @@ export const EXCEPTIONS: Readonly<Record<string, string>> = {
   test_reduce_log_sum_exp_negative_axes_keepdims_example_expanded: "float64 input (Kiln computes in f32, i32, u32 and bool)",
   test_reduce_log_sum_exp_negative_axes_keepdims_random: "float64 input (Kiln computes in f32, i32, u32 and bool)",
   test_reduce_log_sum_exp_negative_axes_keepdims_random_expanded: "float64 input (Kiln computes in f32, i32, u32 and bool)",
+  test_resize_downsample_scales_cubic: 'Resize: mode "cubic"',
+  test_resize_downsample_scales_cubic_A_n0p5_exclude_outside: 'Resize: mode "cubic"',
+  test_resize_downsample_scales_cubic_align_corners: 'Resize: mode "cubic"',
+  test_resize_downsample_scales_cubic_antialias: 'Resize: mode "cubic"',
+  test_resize_downsample_scales_linear_antialias: "Resize: antialias=1",
+  test_resize_downsample_sizes_cubic: 'Resize: mode "cubic"',
+  test_resize_downsample_sizes_cubic_antialias: 'Resize: mode "cubic"',
+  test_resize_downsample_sizes_linear_antialias: "Resize: antialias=1",
+  test_resize_downsample_sizes_nearest_not_larger: 'Resize: keep_aspect_ratio_policy "not_larger"',
+  test_resize_downsample_sizes_nearest_not_smaller: 'Resize: keep_aspect_ratio_policy "not_smaller"',
+  test_resize_tf_crop_and_resize: 'Resize: coordinate_transformation_mode "tf_crop_and_resize"',
+  test_resize_tf_crop_and_resize_axes_2_3: 'Resize: coordinate_transformation_mode "tf_crop_and_resize"',
+  test_resize_tf_crop_and_resize_axes_3_2: 'Resize: coordinate_transformation_mode "tf_crop_and_resize"',
+  test_resize_tf_crop_and_resize_extrapolation_value: 'Resize: coordinate_transformation_mode "tf_crop_and_resize"',
+  test_resize_upsample_scales_cubic: 'Resize: mode "cubic"',
+  test_resize_upsample_scales_cubic_A_n0p5_exclude_outside: 'Resize: mode "cubic"',
+  test_resize_upsample_scales_cubic_align_corners: 'Resize: mode "cubic"',
+  test_resize_upsample_scales_cubic_asymmetric: 'Resize: mode "cubic"',
+  test_resize_upsample_sizes_cubic: 'Resize: mode "cubic"',
+  test_resize_upsample_sizes_nearest_not_larger: 'Resize: keep_aspect_ratio_policy "not_larger"',
+  test_resize_upsample_sizes_nearest_not_smaller: 'Resize: keep_aspect_ratio_policy "not_smaller"',
   test_sub_int16: "int16 input (Kiln computes in f32, i32, u32 and bool)",
   test_sub_int8: "int8 input (Kiln computes in f32, i32, u32 and bool)",
   test_sub_uint16: "uint16 input (Kiln computes in f32, i32, u32 and bool)",

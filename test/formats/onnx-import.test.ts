@@ -102,9 +102,9 @@ describe("importOnnx", () => {
     expect(attr.message).toMatch(/Relu "Relu_0" \(opset 17\): attribute bogus is not supported/);
 
     const mode = refusal(
-      modelOf((w) => w.node("Gelu", ["x"], { approximate: "cubic" }, { out: "y" }), [["x", "f32", [2]]], [["y", "f32", [2]]], 20),
+      modelOf((w) => w.node("Pad", ["x", w.ints([1, 1])], { mode: "mirror" }, { out: "y" }), [["x", "f32", [2]]], [["y", "f32", [4]]]),
     );
-    expect(mode.message).toMatch(/Gelu .*approximate="cubic" is not one of none, tanh/);
+    expect(mode.message).toMatch(/Pad "Pad_0" \(opset 17\): mode "mirror"/);
 
     const opset = refusal(modelOf((w) => w.node("Relu", ["x"], {}, { out: "y" }), [["x", "f32", [2]]], [["y", "f32", [2]]], 40));
     expect(opset.message).toMatch(/opset 40 of the default domain is outside/);
