@@ -15,7 +15,7 @@ import { interpret } from "../../src/interpret.ts";
 import type { HostTensor } from "../../src/ir/host.ts";
 import type { Graph, Shape } from "../../src/ir/types.ts";
 import { floats } from "../helpers/data.ts";
-import { expectGradOk } from "../helpers/gradcheck.ts";
+import { buildGradGraph, expectGradOk } from "../helpers/gradcheck.ts";
 import { runGpu, useGpu } from "../helpers/gpu.ts";
 import { agreement, ORT_TOL, runOrt, runOrtFeeds } from "../helpers/ort.ts";
 
@@ -220,6 +220,37 @@ describe("an imported CNN is differentiable", () => {
       },
       1e-5,
     );
+  });
+});
+
+describe("an imported grouped CNN's gradient graph on Dawn", () => {
+  test("depthwise Conv + grouped Conv + AveragePool (ceil_mode) + ConvTranspose (group 2) + Erf: float64 gradcheck, and the gradients on Dawn", async () => {
+    const spec: Spec = {
+      input: [2, 4, 8, 7],
+      weights: { dw: [4, 1, 3, 3], g: [6, 2, 2, 2], gb: [6], t: [6, 2, 3, 3] },
+      nodes: (w) => {
+        const a = node(w, "Conv", ["x", "dw"], { group: 4, pads: [1, 1, 1, 1], strides: [2, 1] });
+        const b = node(w, "Conv", [a, "g", "gb"], { group: 2, dilations: [1, 2] });
+        const p = node(w, "AveragePool", [node(w, "Erf", [b])], { kernel_shape: [2, 2], strides: [2, 2], ceil_mode: 1 });
+        node(w, "ConvTranspose", [p, "t"], { group: 2, strides: [2, 2], output_padding: [1, 0] }, "y");
+      },
+    };
+    const { bytes, weights } = model(spec, 11);
+    const m = importOnnx(bytes);
+    const x = { shape: [2, 4, 8, 7], data: floats(448, 12), dtype: "f32" as const };
+    const grad = { inputs: weights, fixed: { x }, f: (xs: Readonly<Record<string, Tensor>>, g: GraphBuilder) => inline(m.graph, g, xs) };
+    expectGradOk(grad, 1e-5);
+    const { graph, grads } = buildGradGraph(grad);
+    const feeds = { ...weights, x };
+    const [ref, gpu] = [interpret(graph, feeds), await runGpu(graph, feeds)];
+    for (const name of Object.values(grads)) {
+      const scale = Math.max(...Array.from(ref[name].data, Math.abs));
+      for (let i = 0; i < ref[name].data.length; i++) {
+        if (!(Math.abs(gpu[name].data[i] - ref[name].data[i]) <= 1e-5 * scale)) {
+          throw new Error(`${name}[${i}]: Dawn ${gpu[name].data[i]}, float64 ${ref[name].data[i]} (largest |g| ${scale})`);
+        }
+      }
+    }
   });
 });
 
