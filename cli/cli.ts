@@ -12,6 +12,7 @@ import { bindShape } from "../src/ir/shape.ts";
 import type { DType } from "../src/ir/types.ts";
 import { build } from "./build.ts";
 import { exportCommand } from "./export.ts";
+import { importCommand, importOnnxFile } from "./import.ts";
 import { acquireGpu, releaseGpu, SETUP_HINT } from "../runtime/device.ts";
 import { Executable } from "../runtime/execute.ts";
 import { explain, parseDims } from "./explain.ts";
@@ -55,11 +56,17 @@ function sample(dtype: DType, n: number, seed: number): number[] {
 
 /** kiln run: a graph in text IR on the GPU with seeded inputs, checked against the reference. */
 async function run(file: string, opts: { dim: string[]; seed: string; wgsl?: boolean }): Promise<void> {
-  const graph = parseGraph(readFileSync(file, "utf8"));
+  // An ONNX file runs with its own weights; the data inputs get seeded values.
+  const { graph, weights } = file.endsWith(".onnx") ? importOnnxFile(file) : { graph: parseGraph(readFileSync(file, "utf8")), weights: {} };
   const env = parseDims(opts.dim);
   const inputs: Record<string, HostTensor> = {};
   for (const [i, n] of inputNodes(graph).entries()) {
     const shape = bindShape(n.type.shape, env);
+    const w = (weights as Record<string, ArrayLike<number>>)[n.attrs.name];
+    if (w) {
+      inputs[n.attrs.name] = { shape, data: w };
+      continue;
+    }
     inputs[n.attrs.name] = {
       shape,
       data: sample(
@@ -95,7 +102,9 @@ function cli(): Command {
   program.command("info").description("show the WebGPU adapter, its limits and features").action(info);
   program
     .command("run <file>")
-    .description("run a graph written in text IR on the GPU with seeded inputs; compare with the float64 reference")
+    .description(
+      "run a graph written in text IR (or an .onnx model, with its weights) on the GPU with seeded inputs; compare with the float64 reference",
+    )
     .option("-d, --dim <NAME=SIZE...>", "bind a symbolic dim (e.g. -d B=8)", [])
     .option("--seed <n>", "seed of the input values", "1")
     .option("--wgsl", "print each kernel's WGSL, not just its header")
@@ -129,6 +138,13 @@ function cli(): Command {
     )
     .requiredOption("-o, --out <file>", "the .onnx file (written whole or not at all)")
     .action(exportCommand);
+  program
+    .command("import <model.onnx>")
+    .description(
+      "import an ONNX model as a saved-model folder (model.kir + weights.safetensors) for loadPredictor, explain, run and build; one input and one output are named x and y, a symbolic first dim of x B",
+    )
+    .requiredOption("-o, --out <dir>", "the saved-model folder")
+    .action(importCommand);
   return program;
 }
 

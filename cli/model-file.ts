@@ -1,6 +1,7 @@
 /** Loading a model for the CLI: a `.kir` file in text IR, or a TypeScript/JavaScript module
  *  (imported as is: the CLI runs under tsx) whose default export is a Graph, a
- *  `{ graph, state?, dims? }`, or a function (possibly async) returning one of those. */
+ *  `{ graph, state?, dims? }`, or a function (possibly async) returning one of those; or an
+ *  ONNX file, imported (cli/import.ts). */
 import { readFileSync } from "node:fs";
 import { extname, resolve } from "node:path";
 import { pathToFileURL } from "node:url";
@@ -8,6 +9,7 @@ import { KilnError } from "../src/ir/errors.ts";
 import { parseGraph } from "../src/ir/parse.ts";
 import type { DimEnv } from "../src/ir/shape.ts";
 import type { Graph } from "../src/ir/types.ts";
+import { importOnnxFile } from "./import.ts";
 
 export interface Model {
   readonly graph: Graph;
@@ -39,7 +41,9 @@ async function typescriptLoader(file: string): Promise<void> {
 export async function loadModule(file: string): Promise<unknown> {
   const ext = extname(file);
   if (!MODULES.has(ext))
-    throw new KilnError(`${file}: a model is a .kir text-IR file or a module (${[...MODULES].join(" ")}), not "${ext || "no extension"}"`);
+    throw new KilnError(
+      `${file}: a model is a .kir text-IR file, an .onnx file or a module (${[...MODULES].join(" ")}), not "${ext || "no extension"}"`,
+    );
   let mod: { default?: unknown };
   try {
     const url = pathToFileURL(resolve(file)).href;
@@ -67,6 +71,10 @@ export async function loadModule(file: string): Promise<unknown> {
 
 export async function loadModel(file: string): Promise<Model> {
   if (extname(file) === ".kir") return { graph: parseGraph(readFileSync(file, "utf8")) };
+  if (extname(file) === ".onnx") {
+    const { graph, state } = importOnnxFile(file);
+    return { graph, state };
+  }
   const v = await loadModule(file);
   if (isGraph(v)) return { graph: v };
   if (typeof v === "object" && v !== null && isGraph((v as Model).graph)) {

@@ -34,7 +34,7 @@ export function mapBroadcast(ins: readonly Tensor64[], out: { dtype: DType; shap
   return r;
 }
 
-interface ElementwiseSpec<K extends OpKind> {
+export interface ElementwiseSpec<K extends OpKind> {
   name: K;
   arity: number;
   /** dtypes the inputs may have (all inputs share one). */
@@ -51,7 +51,8 @@ interface ElementwiseSpec<K extends OpKind> {
   vjp?: Vjp<K>;
 }
 
-function elementwise<K extends OpKind>(s: ElementwiseSpec<K>): OpDef<K> {
+/** One elementwise op's record from its scalar rules (also used by ./erf.ts). */
+export function elementwise<K extends OpKind>(s: ElementwiseSpec<K>): OpDef<K> {
   return defineOp<K>({
     name: s.name,
     arity: s.arity,

@@ -1,0 +1,164 @@
+/** importOnnx on files built here with the exporter's writer: what becomes a weight, a symbolic
+ *  dim or a static shape; Softmax's two meanings; the refusals, each an OnnxImportError naming
+ *  the node; and mutated or truncated files, which give that error and nothing else. */
+import fc from "fast-check";
+import { toBinary } from "@bufbuild/protobuf";
+import { ModelProtoSchema, type ModelProto, type TypeProto_Tensor } from "onnx-buf";
+import { describe, expect, test } from "vitest";
+import { interpret } from "../../src/interpret.ts";
+import { Elem, OnnxWriter } from "../../formats/onnx/export-writer.ts";
+import { importOnnx, OnnxImportError } from "../../formats/onnx/import.ts";
+import type { DType, Dim } from "../../src/ir/types.ts";
+import { floats } from "../helpers/data.ts";
+
+type Io = [string, DType, Dim[]][];
+
+function modelOf(build: (w: OnnxWriter) => void, inputs: Io, outputs: Io, opset = 17, patch?: (m: ModelProto) => void): Uint8Array {
+  const w = new OnnxWriter([], new Map());
+  build(w);
+  const io = (l: Io) => l.map(([name, dtype, shape]) => ({ name, type: { dtype, shape } }));
+  const m = w.model({ name: "t", inputs: io(inputs), outputs: io(outputs), opset: 17, producer: { name: "kiln-test", version: "1" } });
+  m.opsetImport[0].version = BigInt(opset);
+  patch?.(m);
+  return toBinary(ModelProtoSchema, m);
+}
+
+/** The error importing `bytes` throws (the test fails if it imports). */
+function refusal(bytes: Uint8Array): OnnxImportError {
+  try {
+    importOnnx(bytes);
+  } catch (e) {
+    expect(e).toBeInstanceOf(OnnxImportError);
+    return e as OnnxImportError;
+  }
+  throw new Error("imported, but a refusal was expected");
+}
+
+const mlpBytes = () =>
+  modelOf(
+    (w) => {
+      w.weight("fc.weight", Elem.FLOAT, [4, 3], floats(12, 1));
+      w.weight("fc.bias", Elem.FLOAT, [4], floats(4, 2));
+      const shape = w.ints([0, 2, 2]);
+      const h = w.node("Gemm", ["x", "fc.weight", "fc.bias"], { transB: 1 });
+      w.node("Reshape", [w.node("Relu", [h]), shape], {}, { out: "y" });
+    },
+    [["x", "f32", ["batch size", 3]]],
+    [["y", "f32", ["N", 2, 2]]],
+  );
+
+describe("importOnnx", () => {
+  test("initializers become weight inputs, a dim_param a symbolic dim, an int64 shape initializer is read statically", () => {
+    const m = importOnnx(mlpBytes());
+    const inputs = m.graph.nodes.filter((n) => n.op === "input");
+    expect(inputs.map((n) => [(n.attrs as { name: string }).name, n.type.shape])).toEqual([
+      ["x", ["batch_size", 3]],
+      ["fc.weight", [4, 3]],
+      ["fc.bias", [4]],
+    ]);
+    expect(Object.keys(m.weights)).toEqual(["fc.weight", "fc.bias"]);
+    expect(m.state).toEqual({ "fc.weight": null, "fc.bias": null });
+    expect(m.graph.nodes.some((n) => n.op === "const" && (n.attrs as { shape: Dim[] }).shape.length > 0)).toBe(false);
+    const out = m.graph.nodes[m.graph.outputs[0].id];
+    expect(out.type.shape).toEqual(["batch_size", 2, 2]);
+    expect(m.inputs).toEqual([{ name: "x", onnx: "x" }]);
+  });
+
+  test("Shape → Gather → Concat → Reshape over a symbolic batch folds into a static reshape", () => {
+    const bytes = modelOf(
+      (w) => {
+        const n = w.node("Gather", [w.node("Shape", ["x"]), w.scalar(0, Elem.INT64)], { axis: 0 });
+        const target = w.node("Concat", [w.node("Unsqueeze", [n, w.ints([0])]), w.ints([-1])], { axis: 0 });
+        w.node("Reshape", ["x", target], {}, { out: "y" });
+      },
+      [["x", "f32", ["N", 2, 3]]],
+      [["y", "f32", ["N", 6]]],
+    );
+    const m = importOnnx(bytes);
+    expect(m.graph.nodes.map((n) => n.op)).toEqual(["input", "reshape"]);
+    expect(m.graph.nodes[1].type.shape).toEqual(["N", 6]);
+  });
+
+  test("Softmax before opset 13 normalizes over the flattened axes [axis, rank), since 13 over one axis", () => {
+    const x = { shape: [2, 3, 4], data: floats(24, 3) };
+    const bytes = (opset: number) =>
+      modelOf((w) => w.node("Softmax", ["x"], { axis: 1 }, { out: "y" }), [["x", "f32", [2, 3, 4]]], [["y", "f32", [2, 3, 4]]], opset);
+    const old = interpret(importOnnx(bytes(11)).graph, { x }).y.data;
+    const now = interpret(importOnnx(bytes(13)).graph, { x }).y.data;
+    const sum = (d: ArrayLike<number>, idx: number[]) => idx.reduce((a, i) => a + d[i], 0);
+    expect(sum(old, [...Array(12).keys()])).toBeCloseTo(1, 12); // one row of 3·4
+    expect(sum(now, [0, 4, 8])).toBeCloseTo(1, 12); // axis 1 at [0, :, 0]
+  });
+
+  test("refusals name the op, the node, the opset and what is missing", () => {
+    const unknown = refusal(
+      modelOf((w) => w.node("Einsum", ["x"], { equation: "ii->i" }, { out: "y" }), [["x", "f32", [2, 2]]], [["y", "f32", [2]]]),
+    );
+    expect(unknown.node?.op).toBe("Einsum");
+    expect(unknown.message).toMatch(/Einsum "Einsum_0" \(opset 17\): Kiln has no import for the op Einsum/);
+    expect(unknown.unsupported).toBe(true);
+
+    const attr = refusal(modelOf((w) => w.node("Relu", ["x"], { bogus: 1 }, { out: "y" }), [["x", "f32", [2]]], [["y", "f32", [2]]]));
+    expect(attr.message).toMatch(/Relu "Relu_0" \(opset 17\): attribute bogus is not supported/);
+
+    const mode = refusal(
+      modelOf((w) => w.node("Pad", ["x", w.ints([1, 1])], { mode: "mirror" }, { out: "y" }), [["x", "f32", [2]]], [["y", "f32", [4]]]),
+    );
+    expect(mode.message).toMatch(/Pad "Pad_0" \(opset 17\): mode "mirror"/);
+
+    const opset = refusal(modelOf((w) => w.node("Relu", ["x"], {}, { out: "y" }), [["x", "f32", [2]]], [["y", "f32", [2]]], 40));
+    expect(opset.message).toMatch(/opset 40 of the default domain is outside/);
+
+    const missing = refusal(modelOf((w) => w.node("Add", ["x", "w"], {}, { out: "y" }), [["x", "f32", [2]]], [["y", "f32", [2]]]));
+    expect(missing.message).toMatch(/Add "Add_0" \(opset 17\): input "w" is not a graph input, an initializer or an earlier node's output/);
+
+    const shapes = refusal(
+      modelOf(
+        (w) => w.node("MatMul", ["x", w.weight("w", Elem.FLOAT, [3, 2], floats(6, 1))], {}, { out: "y" }),
+        [["x", "f32", [2, 4]]],
+        [["y", "f32", [2, 2]]],
+      ),
+    );
+    expect(shapes.message).toMatch(/MatMul "MatMul_0" \(opset 17\): .*inner dims differ/);
+
+    const wide = refusal(
+      modelOf(
+        (w) => w.node("Add", ["x", w.weight("big", Elem.INT64, [1], [2 ** 40])], {}, { out: "y" }),
+        [["x", "i32", [2]]],
+        [["y", "i32", [2]]],
+      ),
+    );
+    expect(wide.message).toMatch(/int64 value 1099511627776 .* does not fit Kiln's i32/);
+
+    const f64 = refusal(
+      modelOf(
+        (w) => w.node("Relu", ["x"], {}, { out: "y" }),
+        [["x", "f32", [2]]],
+        [["y", "f32", [2]]],
+        17,
+        (m) => void ((m.graph!.input[0].type!.value.value as TypeProto_Tensor).elemType = Elem.DOUBLE),
+      ),
+    );
+    expect(f64.message).toMatch(/graph input "x": Kiln does not support float64 tensors/);
+  });
+
+  test("mutated and truncated files give an OnnxImportError, never another error", () => {
+    const seeds = [mlpBytes()];
+    fc.assert(
+      fc.property(
+        fc.integer({ min: 0, max: seeds[0].length }),
+        fc.array(fc.tuple(fc.nat(), fc.integer({ min: 0, max: 255 })), { maxLength: 6 }),
+        (cut, flips) => {
+          const b = seeds[0].slice(0, cut);
+          for (const [at, v] of flips) if (b.length) b[at % b.length] = v;
+          try {
+            importOnnx(b);
+          } catch (e) {
+            if (!(e instanceof OnnxImportError)) throw e;
+          }
+        },
+      ),
+      { seed: 1307, numRuns: 400 },
+    );
+  });
+});
