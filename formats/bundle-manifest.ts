@@ -298,19 +298,29 @@ function checkPlan(m: Plan, lim: PlanLimits, fail: (what: string) => never): voi
       }
     });
     if (!ranges.some((r) => r.access === "read_write")) fail(`${w} writes nothing (no read_write binding)`);
-    // Its own bounds: no axis covers more than its largest binding holds (a 2³²-thread dispatch is refused).
+    // Its own bounds: no more workgroups than its largest binding has elements (or than one axis
+    // allows, for small tensors): a compiled kernel writes some of its output in each, so a
+    // 2³²-thread dispatch over a few values is refused.
     const most = Math.max(1, ...ranges.map((r) => r.n));
     const d = k.dispatch;
     const axes = d.kind === "linear" ? [{ size: d.total, per: d.perGroup }] : [d.x, d.y, d.z];
     const groups = axes.map((a) => {
       const n = a.size.syms.reduce((x, s) => x * m.dims[s], a.size.k);
-      if (!Number.isSafeInteger(n) || n > most)
-        fail(`${w}: dispatch over ${n} elements at ${JSON.stringify(m.dims)}, past its largest binding (${most})`);
+      if (!Number.isSafeInteger(n)) fail(`${w}: dispatch over ${n} elements at ${JSON.stringify(m.dims)}`);
       return Math.ceil(n / a.per);
     });
     const max = lim.maxComputeWorkgroupsPerDimension;
     if (d.kind === "linear" ? groups[0] > max * max : groups.some((g) => g > max))
       fail(`${w}: ${groups.join("×")} workgroups at ${JSON.stringify(m.dims)} exceed the device's ${max} per dimension`);
+    const total = groups.reduce((a, g) => a * g, 1);
+    if (total === 0 && ranges.some((r) => r.access === "read_write" && r.n > 0))
+      fail(
+        `${w} dispatches no workgroups at ${JSON.stringify(m.dims)} though it writes %${ranges.find((r) => r.access === "read_write" && r.n > 0)!.value}`,
+      );
+    if (total > Math.max(most, max))
+      fail(
+        `${w}: ${total} workgroups at ${JSON.stringify(m.dims)}, more than its largest binding has elements (${most}) and than one axis allows (${max})`,
+      );
   });
   for (const o of m.outputs)
     if (!writers.has(o.value) && !m.inputs.some((i) => i.value === o.value) && m.buffers[values.get(o.value)!.buffer].kind === "arena")

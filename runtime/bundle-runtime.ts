@@ -100,6 +100,30 @@ export interface OpenOptions {
   readonly integrity?: string;
 }
 
+/** The weights file decoded (formats/safetensors-codec.ts) and held to the manifest's state:
+ *  every state input present with its type, nothing else. */
+export function bundleWeights(m: Pick<Manifest, "state" | "weights">, bytes: Uint8Array): Map<string, SafeTensor> {
+  let tensors: Record<string, SafeTensor>;
+  try {
+    tensors = decodeSafetensors(bytes, m.weights.file).tensors;
+  } catch (e) {
+    throw new KilnError(`kiln bundle: ${(e as Error).message}`);
+  }
+  for (const s of m.state) {
+    const w = Object.hasOwn(tensors, s.name) ? tensors[s.name] : undefined;
+    if (!w) throw new KilnError(`kiln bundle: ${m.weights.file} lacks "${s.name}" ${fmt(s)}`);
+    const t = { dtype: fromSafeDtype(w.dtype), shape: w.shape };
+    if (t.dtype !== s.dtype || t.shape.join() !== s.shape.join())
+      throw new KilnError(`kiln bundle: ${m.weights.file}: "${s.name}" is ${fmt(t)}, the manifest says ${fmt(s)}`);
+  }
+  for (const name of Object.keys(tensors))
+    if (!m.state.some((s) => s.name === name))
+      throw new KilnError(
+        `kiln bundle: ${m.weights.file} holds "${name}", which is no state input of the manifest (${m.state.map((s) => s.name).join(", ")})`,
+      );
+  return new Map(Object.entries(tensors));
+}
+
 /** A loaded bundle: its buffers, pipelines and bind groups, made once. */
 export class Bundle {
   private disposed = false;
@@ -137,7 +161,7 @@ export class Bundle {
       throw new KilnError(
         `kiln bundle: ${m.weights.file} has SHA-256 ${sha}, the manifest says ${m.weights.sha256}: the weights were altered`,
       );
-    const weights = Bundle.weights(m, bytes);
+    const weights = bundleWeights(m, bytes);
     const kernelFiles = integrityFiles(m).slice(1, -1);
     const kernelBytes = await Promise.all(kernelFiles.map((f) => files.bytes(f)));
     if (opts.integrity !== undefined) {
@@ -169,30 +193,6 @@ export class Bundle {
     const hooks = deviceHooks(device, "kiln bundle: ", (i) => m.kernels[i].file);
     const core = await Executor.create(device, m, pipelines, hooks, { stateData: (name) => toBits(weights.get(name)!.data) });
     return new Bundle(device, m, core, hooks);
-  }
-
-  /** The weights file decoded (formats/safetensors-codec.ts) and held to the manifest's state:
-   *  every state input present with its type, nothing else. */
-  private static weights(m: Manifest, bytes: Uint8Array): Map<string, SafeTensor> {
-    let tensors: Record<string, SafeTensor>;
-    try {
-      tensors = decodeSafetensors(bytes, m.weights.file).tensors;
-    } catch (e) {
-      throw new KilnError(`kiln bundle: ${(e as Error).message}`);
-    }
-    for (const s of m.state) {
-      const w = Object.hasOwn(tensors, s.name) ? tensors[s.name] : undefined;
-      if (!w) throw new KilnError(`kiln bundle: ${m.weights.file} lacks "${s.name}" ${fmt(s)}`);
-      const t = { dtype: fromSafeDtype(w.dtype), shape: w.shape };
-      if (t.dtype !== s.dtype || t.shape.join() !== s.shape.join())
-        throw new KilnError(`kiln bundle: ${m.weights.file}: "${s.name}" is ${fmt(t)}, the manifest says ${fmt(s)}`);
-    }
-    for (const name of Object.keys(tensors))
-      if (!m.state.some((s) => s.name === name))
-        throw new KilnError(
-          `kiln bundle: ${m.weights.file} holds "${name}", which is no state input of the manifest (${m.state.map((s) => s.name).join(", ")})`,
-        );
-    return new Map(Object.entries(tensors));
   }
 
   /** Queued behind every earlier call; refused once disposed. */
