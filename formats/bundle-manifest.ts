@@ -269,6 +269,8 @@ function checkPlan(m: Plan, lim: PlanLimits, fail: (what: string) => never): voi
     if (b.kind !== "state" || b.state !== s.name || b.bytes !== numelBound(s.shape, {}) * 4)
       fail(`state "${s.name}" ${fmt(s)} is not in a state buffer of its size (buffers[${s.buffer}])`);
     if (s.update !== null) typed(s, s.update, "the update of state");
+    // What lives in a state buffer is the state input or its update written in place: its type.
+    for (const v of m.values) if (v.buffer === s.buffer) typed(s, v.id, "state");
   }
   const writers = new Set<number>();
   m.kernels.forEach((k, i) => {
