@@ -13,7 +13,7 @@
  *  The copied parts are ordinary checked source in this repo (tsc and the tests cover them);
  *  only the typed surface is generated, from ts-morph structures. loader.js is loader.ts
  *  transpiled by the TypeScript that ts-morph bundles (types erased, ES2022 module). */
-import { readFileSync } from "node:fs";
+import { existsSync, readFileSync } from "node:fs";
 import {
   Project,
   StructureKind,
@@ -25,8 +25,9 @@ import {
 } from "ts-morph";
 import type { Manifest, TensorData } from "../../formats/bundle-manifest.ts";
 
-/** The sources every loader.ts copies as text, relative to Kiln's root — dist/ in the installed
- *  package, where `npm run build` (scripts/build.mjs) copies them beside the JavaScript. */
+/** The sources every loader.ts copies as text, relative to Kiln's root — or, in the installed
+ *  package, to dist/shipped/, where `npm run build` (scripts/build.mjs) copies them (beside the
+ *  declarations they would shadow: tsc prefers a .ts to a .d.ts of the same name). */
 export const SHIPPED_SOURCES = [
   "src/ir/kiln-error.ts",
   "formats/safetensors-codec.ts",
@@ -40,6 +41,9 @@ const IDENT = /^[A-Za-z_$][A-Za-z0-9_$]*$/;
 
 /** Source of a module of this repo less its import declarations (it may import only the shipped
  *  files before it), and the names it declares at top level. */
+const ROOT = new URL("../../", import.meta.url);
+const SOURCES = existsSync(new URL("shipped/", ROOT)) ? new URL("shipped/", ROOT) : ROOT;
+
 function withoutImports(project: Project, url: URL): { text: string; names: string[] } {
   const name = url.pathname.slice(url.pathname.lastIndexOf("/") + 1);
   const sf = project.createSourceFile(`/src/${name}`, readFileSync(url, "utf8"), { overwrite: true });
@@ -68,7 +72,7 @@ function iface(name: string, docs: string, props: OptionalKind<PropertySignature
 /** loader.ts and loader.js for a bundle with this manifest. */
 export function generateLoader(m: Manifest, integrity: string): { ts: string; js: string } {
   const project = new Project({ useInMemoryFileSystem: true });
-  const shipped = SHIPPED_SOURCES.map((f) => withoutImports(project, new URL(`../../${f}`, import.meta.url)));
+  const shipped = SHIPPED_SOURCES.map((f) => withoutImports(project, new URL(f, SOURCES)));
   // One module scope: a name declared in two shipped files would break every loader.
   const seen = new Map<string, string>();
   shipped.forEach((s, i) => {
