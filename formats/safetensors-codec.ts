@@ -12,9 +12,10 @@
  *  imports nothing but the dependency-free error class, and its top-level names are prefixed to
  *  stay apart from the other shipped files'. */
 import { KilnError } from "../src/ir/kiln-error.ts";
-import type { DType } from "../src/ir/types.ts";
 
 export type SafeDtype = "F32" | "I32" | "U32" | "BOOL";
+/** Kiln's dtypes (src/ir/types.ts DType, restated: this file imports no types a bundle lacks). */
+type KilnDtype = "f32" | "i32" | "u32" | "bool";
 export type SafeData = Float32Array | Int32Array | Uint32Array | Uint8Array;
 
 export interface SafeTensor {
@@ -38,10 +39,10 @@ const DTYPE_INFO: Record<SafeDtype, { size: number; rank: number; array: new (n:
   U32: { size: 4, rank: 10, array: Uint32Array },
   F32: { size: 4, rank: 11, array: Float32Array },
 };
-const TO_SAFE: Record<DType, SafeDtype> = { f32: "F32", i32: "I32", u32: "U32", bool: "BOOL" };
-const FROM_SAFE: Record<SafeDtype, DType> = { F32: "f32", I32: "i32", U32: "u32", BOOL: "bool" };
-export const toSafeDtype = (d: DType): SafeDtype => TO_SAFE[d];
-export const fromSafeDtype = (d: SafeDtype): DType => FROM_SAFE[d];
+const TO_SAFE: Record<KilnDtype, SafeDtype> = { f32: "F32", i32: "I32", u32: "U32", bool: "BOOL" };
+const FROM_SAFE: Record<SafeDtype, KilnDtype> = { F32: "f32", I32: "i32", U32: "u32", BOOL: "bool" };
+export const toSafeDtype = (d: KilnDtype): SafeDtype => TO_SAFE[d];
+export const fromSafeDtype = (d: SafeDtype): KilnDtype => FROM_SAFE[d];
 
 /** HF refuses headers over 100 MB; so do we, before allocating or parsing them. */
 const MAX_HEADER = 100_000_000;
