@@ -47,7 +47,13 @@ const SOURCES = existsSync(new URL("shipped/", ROOT)) ? new URL("shipped/", ROOT
 function withoutImports(project: Project, url: URL): { text: string; names: string[] } {
   const name = url.pathname.slice(url.pathname.lastIndexOf("/") + 1);
   const sf = project.createSourceFile(`/src/${name}`, readFileSync(url, "utf8"), { overwrite: true });
-  for (const d of sf.getImportDeclarations()) d.remove();
+  for (const d of sf.getImportDeclarations()) {
+    // Only the shipped files before it are in the loader: any other import would be undefined there.
+    const from = new URL(d.getModuleSpecifierValue(), url).href.slice(SOURCES.href.length);
+    if (!SHIPPED_SOURCES.slice(0, SHIPPED_SOURCES.indexOf(url.href.slice(SOURCES.href.length) as never)).includes(from as never))
+      throw new Error(`bundle loader: ${url.pathname} imports ${d.getModuleSpecifierValue()}, which is not shipped before it`);
+    d.remove();
+  }
   if (sf.getExportDeclarations().length) throw new Error(`bundle loader: ${url.pathname} re-exports; a shipped file may not`);
   const names = [
     ...sf.getVariableDeclarations().map((d) => d.getName()),
