@@ -1,6 +1,6 @@
 /** fit's checkpoints: `dir`/checkpoint.safetensors holds every weight, the optimizer's slots, the
- *  step counter (which also keys dropout's noise), and in its metadata the epochs done (which
- *  seed each epoch's shuffle), the history so far and early stopping's best. One file, written
+ *  step counter (which also keys dropout's noise), and in its metadata the epochs done (the
+ *  shuffles' counter: a resumed fit replays that many shuffles), the history so far and early stopping's best. One file, written
  *  to a temporary name and renamed (formats/safetensors.ts writeFileAtomic), so a crash or a
  *  lost device mid-write leaves the previous checkpoint whole. */
 import { existsSync, mkdirSync } from "node:fs";

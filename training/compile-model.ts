@@ -172,9 +172,6 @@ export async function compileModel(model: Model, config: CompileConfig): Promise
 /** The model whose call is running in this async context (see TrainedModel.exclusive). */
 const INSIDE = new AsyncLocalStorage<TrainedModel>();
 
-/** Each epoch's shuffle from the seed and the epoch alone, so a resumed fit draws the same orders. */
-const epochSeed = (seed: number, epoch: number): number => (seed ^ Math.imul(epoch, 0x9e3779b1)) >>> 0;
-
 export class TrainedModel {
   /** Current values of parameters, variables, slots and the step counter, when `hostVersion`
    *  is the latest; else the training executable holds newer ones. */
@@ -377,6 +374,10 @@ export class TrainedModel {
     await this.syncHost();
     const t0 = this.host.get("step/t")![0];
     const order = Int32Array.from({ length: train.n }, (_, i) => i);
+    // The shuffles' generator; a resumed fit replays the epochs done (the checkpoint's counter),
+    // so its orders are those of a run that never stopped.
+    const random = mulberry32(seed);
+    if (opts.shuffle ?? true) for (let e = 1; e < first; e++) shuffle(order, random);
     const xRow = rowSize(train.x),
       yRow = rowSize(train.y);
     const bx = new (train.x.data.constructor as Float32ArrayConstructor)(batchSize * xRow);
@@ -391,9 +392,7 @@ export class TrainedModel {
     try {
       for (let epoch = first; epoch <= opts.epochs; epoch++) {
         const started = performance.now();
-        // Each epoch's order from the identity permutation, so it depends on (seed, epoch) only.
-        for (let i = 0; i < order.length; i++) order[i] = i;
-        if (opts.shuffle ?? true) shuffle(order, mulberry32(epochSeed(seed, epoch)));
+        if (opts.shuffle ?? true) shuffle(order, random);
         await this.push(t);
         for (const name of Object.keys(t.mg.state).filter((s) => s.startsWith("metrics/")))
           await t.exe.write(name, { shape: [], data: [0] });
