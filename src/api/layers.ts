@@ -7,7 +7,7 @@ import { KilnError } from "../ir/errors.ts";
 import { formatType } from "../ir/shape.ts";
 import type { DType, Shape, ValueId } from "../ir/types.ts";
 import type { GraphBuilder, Tensor } from "./builder.ts";
-import { leakyRelu, maxout as maxoutOf, softmax } from "./composites.ts";
+import { batchNormalization, leakyRelu, maxout as maxoutOf, softmax } from "./composites.ts";
 import { glorotUniform, ones, uniform, zeros, type Initializer } from "./initializers.ts";
 import { checkChoice, checkInt, checkOptions, checkRange } from "./options.ts";
 import { callSite } from "./site.ts";
@@ -334,7 +334,7 @@ class BatchNorm extends Layer {
       scope.assign(movingMean, movingMean.mul(momentum).add(mean.mul(1 - momentum)));
       scope.assign(movingVar, movingVar.mul(momentum).add(variance.mul(1 - momentum)));
     }
-    return x.sub(mean).mul(variance.add(eps).rsqrt().mul(gamma)).add(beta);
+    return batchNormalization(x, { mean, variance, gamma, beta, epsilon: eps });
   }
 }
 
