@@ -121,9 +121,9 @@ export interface EpochLogs {
 
 export interface History {
   readonly loss: number[];
-  readonly acc?: number[];
+  readonly accuracy?: number[];
   readonly valLoss?: number[];
-  readonly valAcc?: number[];
+  readonly valAccuracy?: number[];
   /** Epochs run, and the best epoch (1-based) when early stopping watched. */
   epochs: number;
   bestEpoch?: number;
@@ -350,8 +350,8 @@ export class TrainedModel {
       throw new KilnError(`fit: early stopping monitors ${monitor} but the model was compiled without metrics: ["accuracy"]`);
     let history: History = {
       loss: [],
-      ...(accuracy ? { acc: [] } : {}),
-      ...(val ? { valLoss: [], ...(accuracy ? { valAcc: [] } : {}) } : {}),
+      ...(accuracy ? { accuracy: [] } : {}),
+      ...(val ? { valLoss: [], ...(accuracy ? { valAccuracy: [] } : {}) } : {}),
       epochs: 0,
       stoppedEarly: false,
       ms: [],
@@ -422,7 +422,7 @@ export class TrainedModel {
             const m = await this.sums(t);
             const bad = await this.badStep(t);
             if (bad) this.nanError(bad, t0, first, steps, bar);
-            bar.update(s + 1, { loss: m.loss, ...(m.accuracy !== undefined ? { acc: m.accuracy } : {}) });
+            bar.update(s + 1, { loss: m.loss, ...(m.accuracy !== undefined ? { accuracy: m.accuracy } : {}) });
           }
         }
         const m = await this.sums(t);
@@ -430,15 +430,15 @@ export class TrainedModel {
         const bad = await this.badStep(t);
         if (bad || !Number.isFinite(m.loss)) this.nanError(bad ?? { what: "loss", step: NaN }, t0, first, steps, bar);
         history.loss.push(m.loss);
-        if (m.accuracy !== undefined) history.acc!.push(m.accuracy);
+        if (m.accuracy !== undefined) history.accuracy!.push(m.accuracy);
         let logs: EpochLogs = { loss: m.loss, ...(m.accuracy !== undefined ? { accuracy: m.accuracy } : {}) };
         if (val) {
           const v = await this.evaluateNow(val.x, val.y, batchSize, say);
           history.valLoss!.push(v.loss);
-          if (v.accuracy !== undefined) history.valAcc!.push(v.accuracy);
+          if (v.accuracy !== undefined) history.valAccuracy!.push(v.accuracy);
           logs = { ...logs, valLoss: v.loss, ...(v.accuracy !== undefined ? { valAccuracy: v.accuracy } : {}) };
         }
-        bar.end({ loss: logs.loss, acc: logs.accuracy, valLoss: logs.valLoss, valAcc: logs.valAccuracy });
+        bar.end(logs);
         history.ms.push(performance.now() - started);
         history.epochs = epoch;
         await opts.onEpoch?.(epoch, logs);

@@ -63,7 +63,7 @@ describe("compileModel", () => {
     run.mockRestore();
     expect(h.loss).toHaveLength(4);
     expect(h.loss[3]).toBeLessThan(h.loss[0]);
-    expect(h.acc![3]).toBeGreaterThan(0.95);
+    expect(h.accuracy![3]).toBeGreaterThan(0.95);
     const e = await m.evaluate(x, y, { batchSize: 32 });
     const p = await m.predict(x, { batchSize: 32 });
     expect(p.shape).toEqual([101, 2]);

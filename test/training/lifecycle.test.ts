@@ -75,7 +75,7 @@ describe("checkpoints", () => {
     const resumed = await make();
     const h = await resumed.fit(x, y, { ...fitOpts, epochs: 4, resumeFrom: dir });
     expect(h.loss).toEqual(h4.loss);
-    expect(h.acc).toEqual(h4.acc);
+    expect(h.accuracy).toEqual(h4.accuracy);
     expect(h.epochs).toBe(4);
     expect(await resumed.getWeights({ optimizer: true })).toEqual(await whole.getWeights({ optimizer: true }));
     whole.dispose();
