@@ -1,7 +1,7 @@
 /** The CLI as a new user meets it: a missing model file is "no such file", an unknown -d dim is
  *  refused naming the graph's dims, `kiln run` takes a saved model's weights, and explain's
  *  --svg makes its folder and says clearly when it cannot write. */
-import { execFileSync } from "node:child_process";
+import { execFileSync, spawnSync } from "node:child_process";
 import { mkdtempSync, readFileSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -28,6 +28,16 @@ describe("kiln, first hour", () => {
   test("a model file that does not exist is 'no such file', for run and explain", () => {
     expect(failure("run", "nothing/here.kir")).toContain("kiln: no such file nothing/here.kir");
     expect(failure("explain", "nothing/model.ts", "-d", "B=2")).toContain("kiln: no such file nothing/model.ts");
+  });
+
+  test("Dawn's two 'artificially reduced' warnings are not printed; other stderr and the exit status pass through", () => {
+    const r = spawnSync("node", ["bin/kiln.js", "info"], { encoding: "utf8" });
+    expect(r.status).toBe(0);
+    expect(r.stdout).toMatch(/^adapter\s+\S/m);
+    expect(r.stderr).not.toContain("artificially reduced");
+    const bad = spawnSync("node", ["bin/kiln.js", "run", "nothing/here.kir"], { encoding: "utf8" });
+    expect(bad.status).toBe(1);
+    expect(bad.stderr).toBe("kiln: no such file nothing/here.kir\n");
   });
 
   test("an unknown -d dim is refused, naming the graph's dims", () => {
