@@ -133,11 +133,10 @@ export function checkFitOptions(opts: unknown): void {
   if (o.seed !== undefined) checkInt("fit", "seed", o.seed, 0);
   if (o.verbose !== undefined && ![0, 1, 2].includes(o.verbose as number))
     throw new KilnError(`fit: verbose must be 0 (silent), 1 (progress bar) or 2 (a line per epoch), got ${String(o.verbose)}`);
-  if (o.validationSplit !== undefined) checkRange("fit", "validationSplit", o.validationSplit, 0, 1, { lo: true, hi: true });
+  if (o.validationSplit !== undefined) checkRange("fit", "validationSplit", o.validationSplit, 0, 1, { hi: true });
   if (o.validationData !== undefined && (!Array.isArray(o.validationData) || o.validationData.length !== 2))
     throw new KilnError("fit: validationData must be a pair [x, y]");
-  if (o.validationSplit !== undefined && o.validationData !== undefined)
-    throw new KilnError("fit: give validationSplit or validationData, not both");
+  if (o.validationSplit && o.validationData !== undefined) throw new KilnError("fit: give validationSplit or validationData, not both");
   if (o.earlyStopping !== undefined) {
     checkOptions("fit earlyStopping", o.earlyStopping, ["monitor", "patience", "minDelta", "restoreBestWeights"]);
     const es = o.earlyStopping as Record<string, unknown>;

@@ -84,6 +84,10 @@ describe("options", () => {
     await expect(fit({ epochs: 1, batchSize: NaN })).rejects.toThrow("fit: batchSize must be an integer ≥ 1, got NaN");
     await expect(fit({ epochs: 1, batchSize: 2.5 })).rejects.toThrow("fit: batchSize must be an integer ≥ 1, got 2.5");
     await expect(fit({ epochs: 1, batchSize: -1 })).rejects.toThrow("fit: batchSize must be an integer ≥ 1, got -1");
+    await expect(fit({ epochs: 1, validationSplit: 1 })).rejects.toThrow("fit: validationSplit must be a number in [0, 1), got 1");
+    await expect(fit({ epochs: 1, validationSplit: 0.5, validationData: [x4, y] })).rejects.toThrow(
+      "fit: give validationSplit or validationData, not both",
+    );
     await expect(m.evaluate(x4, y, { batchSize: 0 })).rejects.toThrow("evaluate: batchSize must be an integer ≥ 1, got 0");
     await expect(m.predict(x4, { batchSize: 0 })).rejects.toThrow("predict: batchSize must be an integer ≥ 1, got 0");
     await expect(m.fit(x4, y, undefined as never)).rejects.toThrow("fit: needs options with the number of epochs");
