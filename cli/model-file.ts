@@ -40,6 +40,7 @@ async function typescriptLoader(file: string): Promise<void> {
 
 /** A module's default export (a function's result, if it is one). */
 export async function loadModule(file: string): Promise<unknown> {
+  if (!existsSync(file)) throw new KilnError(`no such file ${file}`);
   const ext = extname(file);
   if (!MODULES.has(ext))
     throw new KilnError(`${file}: a model is a .kir text-IR file or a module (${[...MODULES].join(" ")}), not "${ext || "no extension"}"`);

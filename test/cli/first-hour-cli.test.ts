@@ -25,9 +25,10 @@ const failure = (...args: string[]): string => {
 };
 
 describe("kiln, first hour", () => {
-  test("a model file that does not exist is 'no such file', for run and explain", () => {
+  test("a model file that does not exist is 'no such file', for run, explain and build", () => {
     expect(failure("run", "nothing/here.kir")).toContain("kiln: no such file nothing/here.kir");
     expect(failure("explain", "nothing/model.ts", "-d", "B=2")).toContain("kiln: no such file nothing/model.ts");
+    expect(failure("build", "nothing/model.ts", "-o", join(tmpdir(), "kiln-never-built"))).toContain("kiln: no such file nothing/model.ts");
   });
 
   test("Dawn's two 'artificially reduced' warnings are not printed; other stderr and the exit status pass through", () => {
