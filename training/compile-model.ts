@@ -36,7 +36,7 @@ import { checkpointFile, readCheckpoint, writeCheckpoint } from "./checkpoint.ts
 import { debugNansFromEnv, firstNonFinite } from "./debug-nans.ts";
 import { historyPlot } from "./plot.ts";
 import { progress, type ProgressStream } from "./progress.ts";
-import { checkBatchOptions, checkClassLabels, checkFitOptions, toHostTensor } from "./validate.ts";
+import { checkBatchOptions, checkClassLabels, checkFinite, checkFitOptions, toHostTensor } from "./validate.ts";
 import {
   checkAgainst,
   readSafetensors,
@@ -327,10 +327,14 @@ export class TrainedModel {
     const verbose = opts.verbose ?? 1;
     const say = (line: string) => verbose !== 0 && stream.write(`${line}\n`);
     const { x, y } = this.conform({ x: x0, y: y0 }, "fit");
+    checkFinite("fit: x", x);
+    checkFinite("fit: y", y);
     const n = examples(x, y, "fit");
     let [train, val] = [{ x, y, n }, undefined as { x: HostTensor; y: HostTensor; n: number } | undefined];
     if (opts.validationData) {
       const { x: vx, y: vy } = this.conform({ x: opts.validationData[0], y: opts.validationData[1] }, "fit validationData");
+      checkFinite("fit validationData: x", vx);
+      checkFinite("fit validationData: y", vy);
       val = { x: vx, y: vy, n: examples(vx, vy, "fit validationData") };
     } else if (opts.validationSplit) {
       const split = opts.validationSplit;

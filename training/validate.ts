@@ -90,6 +90,18 @@ export function toHostTensor(what: string, given: unknown, example: readonly num
   throw new KilnError(`${what} must be ${FORMS} (e.g. [[0.1, 0.2, 0.3], …] for examples of shape [${example}]); got ${describe(given)}`);
 }
 
+/** Training data must be finite: a NaN or an infinity in one example would spread to every weight. */
+export function checkFinite(what: string, t: HostTensor): void {
+  const d = t.data;
+  const row = t.shape.slice(1).reduce((a, n) => a * n, 1) || 1;
+  for (let i = 0; i < d.length; i++) {
+    if (!Number.isFinite(d[i]))
+      throw new KilnError(
+        `${what}: example ${Math.floor(i / row)} holds ${d[i]} (element ${i} of the data); training data must be finite numbers — drop or impute that example`,
+      );
+  }
+}
+
 /** Sparse class labels in [0, classes): refused on the host, before any step trains on them. */
 export function checkClassLabels(what: string, y: HostTensor, classes: number): void {
   const d = y.data;

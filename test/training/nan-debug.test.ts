@@ -66,15 +66,16 @@ describe("NaN in fit", () => {
     m.dispose();
   });
 
-  test("KILN_DEBUG_NANS=1 turns the debug mode on; a NaN in the data is blamed on the data", async () => {
+  test("KILN_DEBUG_NANS=1 turns the debug mode on; a NaN in the training data is refused before training", async () => {
     process.env.KILN_DEBUG_NANS = "1";
-    const m = await compileModel(sequential([dense(2), dense(1)], { inputShape: [2] }), {
+    const m = await compileModel(sequential([dense(2, { kernelInitializer: constant(1) }), new BadLog(), dense(1)], { inputShape: [2] }), {
       optimizer: sgd({ learningRate: 0.1 }),
       loss: "mse",
     });
+    await expect(m.fit(x, y, { epochs: 1, batchSize: 4, shuffle: false, ...quiet })).rejects.toThrow(/\(bad_log_\d+\) gave NaN/);
     const poisoned = { shape: [8, 2], data: x.data.map((v, i) => (i === 5 ? NaN : v)) };
-    await expect(m.fit(poisoned, y, { epochs: 1, batchSize: 4, shuffle: false, ...quiet })).rejects.toThrow(
-      "the batch's x holds NaN (element 5): the NaN comes from the data",
+    await expect(m.fit(poisoned, y, { epochs: 1, ...quiet })).rejects.toThrow(
+      "fit: x: example 2 holds NaN (element 5 of the data); training data must be finite numbers — drop or impute that example",
     );
     m.dispose();
   });
