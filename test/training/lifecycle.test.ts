@@ -11,7 +11,7 @@ import { sequential } from "../../src/api/model.ts";
 import { mulberry32 } from "../../src/api/initializers.ts";
 import { GpuError } from "../../src/ir/errors.ts";
 import { Executable } from "../../runtime/execute.ts";
-import { compileModel } from "../../training/compile-model.ts";
+import { compileModel, loadPredictor } from "../../training/compile-model.ts";
 import { useGpu } from "../helpers/gpu.ts";
 
 useGpu();
@@ -48,6 +48,19 @@ describe("calls on one model", () => {
     expect(await a.getWeights({ optimizer: true })).toEqual(await b.getWeights({ optimizer: true }));
     a.dispose();
     b.dispose();
+  });
+
+  test("loadPredictor: predictions started together equal the same made one by one", async () => {
+    const dir = join(mkdtempSync(join(tmpdir(), "kiln-pred-")), "m");
+    const m = await make();
+    await m.fit(x, y, fitOpts);
+    await m.save(dir);
+    m.dispose();
+    const p = await loadPredictor(dir, { batchSize: 8 });
+    const parts = [0, 1, 2, 3, 4].map((k) => ({ shape: [8, 3], data: x.data.subarray(24 * k, 24 * (k + 1)) }));
+    const together = await Promise.all(parts.map((part) => p.predict(part)));
+    for (const [k, part] of parts.entries()) expect(Array.from(together[k].data)).toEqual(Array.from((await p.predict(part)).data));
+    p.dispose();
   });
 
   test("after dispose every call is refused with what to do instead", async () => {
