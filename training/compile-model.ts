@@ -371,7 +371,7 @@ export class TrainedModel {
       this.host = ck.weights;
       this.hostVersion = ++this.version;
       history = ck.state.history as History;
-      best = { ...ck.state.best, weights: undefined };
+      best = { ...ck.state.best, weights: ck.best };
       first = ck.state.epoch + 1;
     }
     const t = await this.trainer(batchSize, say);
@@ -462,7 +462,7 @@ export class TrainedModel {
         }
         if (ckDir && (epoch % every === 0 || epoch === opts.epochs || stop)) {
           await this.syncHost();
-          writeCheckpoint(ckDir, this.host, { epoch, history, best: { value: best.value, epoch: best.epoch }, seed });
+          writeCheckpoint(ckDir, this.host, { epoch, history, best: { value: best.value, epoch: best.epoch }, seed }, best.weights);
           saved = epoch;
         }
         if (stop) break;

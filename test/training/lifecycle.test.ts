@@ -95,6 +95,32 @@ describe("checkpoints", () => {
     resumed.dispose();
   });
 
+  test("early stopping across a resume restores the same best weights as an uninterrupted run", async () => {
+    const dir = join(mkdtempSync(join(tmpdir(), "kiln-ck-")), "ck");
+    // Flipped validation labels: val_loss is best at epoch 1 and rises, so fit stops after epoch 3.
+    const flipped = { shape: [40], data: y.data.map((v) => 1 - v) };
+    const opts = { ...fitOpts, epochs: 8, validationData: [x, flipped] as const, earlyStopping: { patience: 2 } };
+    const whole = await make();
+    const h = await whole.fit(x, y, opts);
+    // The best epoch comes before the resume, so its weights must travel in the checkpoint.
+    expect(h.stoppedEarly).toBe(true);
+    expect(h.bestEpoch).toBeLessThanOrEqual(2);
+    const first = await make();
+    await first.fit(x, y, { ...opts, epochs: 2, checkpoint: { dir } });
+    first.dispose();
+    const resumed = await make();
+    const r = await resumed.fit(x, y, { ...opts, resumeFrom: dir });
+    expect({ epochs: r.epochs, best: r.bestEpoch, stopped: r.stoppedEarly }).toEqual({
+      epochs: h.epochs,
+      best: h.bestEpoch,
+      stopped: h.stoppedEarly,
+    });
+    expect(r.valLoss).toEqual(h.valLoss);
+    expect(await resumed.getWeights()).toEqual(await whole.getWeights());
+    whole.dispose();
+    resumed.dispose();
+  });
+
   test("a lost device leaves the last checkpoint whole and the error says how to resume", async () => {
     const dir = join(mkdtempSync(join(tmpdir(), "kiln-ck-")), "ck");
     const m = await make();
