@@ -40,6 +40,18 @@ export const WGSL_HELPERS: Readonly<Record<string, string>> = {
   kiln_f32: `fn kiln_f32(bits: u32) -> f32 {
   return bitcast<f32>(bits);
 }`,
+  // NaN by its bits: a driver that assumes no NaNs may fold \`x != x\` to false.
+  kiln_is_nan: `fn kiln_is_nan(x: f32) -> bool {
+  return (bitcast<u32>(x) & 0x7fffffffu) > 0x7f800000u;
+}`,
+  // WGSL leaves max/min of a NaN to the driver (lavapipe returns the other operand); Kiln's rule
+  // is the reference's, Math.max / Math.min: a NaN operand gives NaN (a + b is NaN then).
+  kiln_max: `fn kiln_max(a: f32, b: f32) -> f32 {
+  return select(max(a, b), a + b, kiln_is_nan(a) || kiln_is_nan(b));
+}`,
+  kiln_min: `fn kiln_min(a: f32, b: f32) -> f32 {
+  return select(min(a, b), a + b, kiln_is_nan(a) || kiln_is_nan(b));
+}`,
   // WGSL's pow is exp2(y·log2 x): undefined for x < 0, for 0^0 and for 0^y with y < 0 (lavapipe
   // gives 0, not inf). Match Math.pow instead.
   kiln_pow: `fn kiln_pow(x: f32, y: f32) -> f32 {
