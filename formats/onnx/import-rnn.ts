@@ -11,7 +11,8 @@
  *  with b = W_b + R_b and the peepholes P [iof]. Activations default to ONNX's (LSTM Sigmoid,
  *  Tanh, Tanh; GRU Sigmoid, Tanh; RNN Tanh); the others ONNX names are compositions, their
  *  activation_alpha / activation_beta consumed in order by the ones that take them. `clip`
- *  bounds the gates' inputs to [−clip, clip]. With sequence_lens, a sequence keeps its state
+ *  bounds the gates' pre-activations (f's and g's inputs) to [−clip, clip]; LSTM's h(C) is not
+ *  clipped, as in ONNX Runtime (test/formats/onnx-import-rnn.test.ts agrees with it). With sequence_lens, a sequence keeps its state
  *  past its length and its Y there is 0 (known full lengths need no masks). LSTM's
  *  input_forget is refused. */
 import type { Tensor } from "../../src/api/builder.ts";
@@ -123,7 +124,8 @@ const recurrent =
     const hs: Tensor[] = [];
     const cs: Tensor[] = [];
     for (let d = 0; d < dirs; d++) {
-      const [f, g, hAct] = acts[d].map((a) => (v: Tensor) => a(bound(v)));
+      const [f, g] = acts[d].map((a) => (v: Tensor) => a(bound(v)));
+      const hAct = acts[d][2];
       const wd = dir(w, d);
       const rd = dir(r, d); // [G·h, h]
       const rt = rd.transpose(); // [h, G·h]

@@ -198,3 +198,32 @@ describe.each(GEMM_TARGETS)("grouped conv2d kernels on Dawn (ulps of Σ|terms|),
     await expectWithinUlps(b.build(y), { x: host([2, 9, 9, 32], 7), f: host([3, 3, 1, 32], 8) }, 10, [], compileOpts);
   });
 });
+
+describe("conv2dTranspose: conv2d's input gradient as an op", () => {
+  test("is conv2d's adjoint, ⟨conv2dTranspose(h, f), x⟩ = ⟨h, conv2d(x, f)⟩, with output padding; and runs on Dawn", async () => {
+    await fc.assert(
+      fc.asyncProperty(groupCases(3), fc.tuple(fc.nat(1), fc.nat(1)), async (c, extra) => {
+        // output padding below the stride, and rows the forward's floor leaves unread
+        const op: Pair = [Math.min(extra[0], c.attrs.strides[0] - 1), Math.min(extra[1], c.attrs.strides[1] - 1)];
+        const b = new GraphBuilder();
+        const h = b.input("h", "f32", c.y);
+        const f = b.input("f", "f32", c.f);
+        const t = h.conv2dTranspose(f, { ...opts(c), outputPadding: op });
+        const x = b.input("x", "f32", t.shape);
+        const lhs = t.mul(x).sum();
+        const rhs = h.mul(x.conv2d(f, opts(c)).slice([0, 0, 0, 0], c.y)).sum();
+        const xs = t.shape as number[];
+        const inputs = { h: host(c.y, c.seed), f: host(c.f, c.seed + 1), x: host(xs, c.seed + 2) };
+        const out = interpret(b.build({ lhs, rhs, t }), inputs);
+        expect(Math.abs(out.lhs.data[0] - out.rhs.data[0])).toBeLessThanOrEqual(1e-12 * (1 + Math.abs(out.rhs.data[0])));
+        expect(xs[1]).toBe(
+          (c.y[1] - 1) * c.attrs.strides[0] + c.attrs.dilations[0] * (c.f[0] - 1) + 1 - c.attrs.padding[0] - c.attrs.padding[1] + op[0],
+        );
+        const g2 = new GraphBuilder();
+        const t2 = g2.input("h", "f32", withN(c.y)).conv2dTranspose(g2.input("f", "f32", c.f), { ...opts(c), outputPadding: op });
+        await expectWithinUlps(g2.build(t2), { h: inputs.h, f: inputs.f }, c.f[0] * c.f[1] * (c.f[3] / c.groups) + 1);
+      }),
+      { seed: 55, numRuns: 10 },
+    );
+  });
+});
