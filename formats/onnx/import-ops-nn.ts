@@ -179,7 +179,10 @@ function dropout(c: OpCtx): Emitted[] {
   if (c.version < 7) c.attr.int("is_test", 1);
   if (c.has(2)) {
     const [mode] = c.ints(2, "training_mode");
-    if (mode) c.refuse("training_mode=true (Kiln imports inference graphs; dropout is the identity there)");
+    // Training with ratio 0 drops nothing: the identity, as at inference.
+    const ratio = c.has(1) ? Number(c.dims(1, "ratio")[0]) : 0.5;
+    if (mode && ratio !== 0)
+      c.refuse("training_mode=true with a ratio above 0 (Kiln imports inference graphs; random masks are not reproduced)");
   }
   const x = c.val(0);
   // At inference the mask is all true.
