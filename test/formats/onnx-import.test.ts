@@ -92,6 +92,109 @@ describe("importOnnx", () => {
     expect(sum(now, [0, 4, 8])).toBeCloseTo(1, 12); // axis 1 at [0, :, 0]
   });
 
+  /** One op in its attribute form (old opset) and its input form (new opset): same result. */
+  const FORMS: [string, number, (w: OnnxWriter) => void, number, (w: OnnxWriter) => void, number[]][] = [
+    [
+      "Squeeze",
+      11,
+      (w) => w.node("Squeeze", ["x"], { axes: [1] }, { out: "y" }),
+      13,
+      (w) => w.node("Squeeze", ["x", w.ints([1])], {}, { out: "y" }),
+      [2, 3],
+    ],
+    [
+      "Unsqueeze",
+      11,
+      (w) => w.node("Unsqueeze", ["x"], { axes: [0, -1] }, { out: "y" }),
+      13,
+      (w) => w.node("Unsqueeze", ["x", w.ints([0, -1])], {}, { out: "y" }),
+      [1, 2, 1, 3, 1],
+    ],
+    [
+      "ReduceSum",
+      11,
+      (w) => w.node("ReduceSum", ["x"], { axes: [2], keepdims: 0 }, { out: "y" }),
+      13,
+      (w) => w.node("ReduceSum", ["x", w.ints([2])], { keepdims: 0 }, { out: "y" }),
+      [2, 1],
+    ],
+    [
+      "ReduceMean",
+      17,
+      (w) => w.node("ReduceMean", ["x"], { axes: [0, 2] }, { out: "y" }),
+      18,
+      (w) => w.node("ReduceMean", ["x", w.ints([0, 2])], {}, { out: "y" }),
+      [1, 1, 1],
+    ],
+    [
+      "Split",
+      11,
+      (w) => w.nodeOutputs("Split", ["x"], { axis: 2, split: [1, 2] }, { outputs: 2, out: "y" }),
+      13,
+      (w) => w.nodeOutputs("Split", ["x", w.ints([1, 2])], { axis: 2 }, { outputs: 2, out: "y" }),
+      [2, 1, 1],
+    ],
+    [
+      "Split num_outputs",
+      13,
+      (w) => w.nodeOutputs("Split", ["x"], { axis: 0 }, { outputs: 2, out: "y" }),
+      18,
+      (w) => w.nodeOutputs("Split", ["x"], { axis: 0, num_outputs: 2 }, { outputs: 2, out: "y" }),
+      [1, 1, 3],
+    ],
+    [
+      "Slice",
+      9,
+      (w) => w.node("Slice", ["x"], { starts: [1], ends: [3], axes: [2] }, { out: "y" }),
+      10,
+      (w) => w.node("Slice", ["x", w.ints([1]), w.ints([3]), w.ints([2])], {}, { out: "y" }),
+      [2, 1, 2],
+    ],
+    [
+      "Pad",
+      10,
+      (w) => w.node("Pad", ["x"], { pads: [0, 0, 1, 0, 0, 2], mode: "edge" }, { out: "y" }),
+      11,
+      (w) => w.node("Pad", ["x", w.ints([0, 0, 1, 0, 0, 2])], { mode: "edge" }, { out: "y" }),
+      [2, 1, 6],
+    ],
+    [
+      "Clip",
+      10,
+      (w) => w.node("Clip", ["x"], { min: { float: -0.25 }, max: { float: 0.5 } }, { out: "y" }),
+      11,
+      (w) => w.node("Clip", ["x", w.scalar(-0.25, Elem.FLOAT), w.scalar(0.5, Elem.FLOAT)], {}, { out: "y" }),
+      [2, 1, 3],
+    ],
+  ];
+
+  test.each(FORMS)(
+    "%s: the attribute form (opset %i) and the input form (opset %i) agree",
+    (_, oldOpset, oldForm, newOpset, newForm, shape) => {
+      const x = { shape: [2, 1, 3], data: floats(6, 7) };
+      const run = (opset: number, f: (w: OnnxWriter) => void) => {
+        const m = importOnnx(modelOf(f, [["x", "f32", [2, 1, 3]]], [["y", "f32", shape]], opset));
+        const y = interpret(m.graph, {
+          x,
+          ...Object.fromEntries(Object.entries(m.weights).map(([k, v]) => [k, { shape: [], data: v }])),
+        }).y;
+        expect(y.shape).toEqual(shape);
+        return Array.from(y.data);
+      };
+      const old = run(oldOpset, oldForm);
+      expect(old).toEqual(run(newOpset, newForm));
+      // What the ops mean, on x = [[[a, b, c]], [[d, e, f]]]:
+      const [a, b, c, d, e, f] = x.data;
+      const want: Record<string, number[]> = {
+        Slice: [b, c, e, f],
+        Pad: [a, a, b, c, c, c, d, d, e, f, f, f],
+        ReduceSum: [a + b + c, d + e + f],
+        Clip: x.data.map((v) => Math.min(Math.max(v, -0.25), 0.5)),
+      };
+      if (want[_]) old.forEach((v, i) => expect(v).toBeCloseTo(want[_][i], 6));
+    },
+  );
+
   test("refusals name the op, the node, the opset and what is missing", () => {
     const unknown = refusal(
       modelOf((w) => w.node("Einsum", ["x"], { equation: "ii->i" }, { out: "y" }), [["x", "f32", [2, 2]]], [["y", "f32", [2]]]),
