@@ -195,6 +195,34 @@ describe("importOnnx", () => {
     },
   );
 
+  test("an opset-7 BatchNormalization (spatial=1, as the model zoo's ImageNet CNNs have it) computes what version 15 does; spatial=0 is refused", () => {
+    const x = { shape: [2, 3, 2], data: floats(12, 4) };
+    const bn = (opset: number, attrs: Record<string, number>) =>
+      modelOf(
+        (w) => {
+          const p = (name: string, seed: number) =>
+            w.weight(
+              name,
+              Elem.FLOAT,
+              [3],
+              floats(3, seed).map((v) => 1 + 0.5 * v),
+            );
+          w.node("BatchNormalization", ["x", p("s", 1), p("b", 2), p("m", 3), p("v", 4)], attrs, { out: "y" });
+        },
+        [["x", "f32", [2, 3, 2]]],
+        [["y", "f32", [2, 3, 2]]],
+        opset,
+      );
+    const run = (bytes: Uint8Array) => {
+      const m = importOnnx(bytes);
+      return Array.from(
+        interpret(m.graph, { x, ...Object.fromEntries(Object.entries(m.weights).map(([k, v]) => [k, { shape: [3], data: v }])) }).y.data,
+      );
+    };
+    expect(run(bn(7, { spatial: 1 }))).toEqual(run(bn(15, {})));
+    expect(refusal(bn(7, { spatial: 0 })).message).toMatch(/BatchNormalization .*\(opset 7\): spatial=0/);
+  });
+
   test("refusals name the op, the node, the opset and what is missing", () => {
     const unknown = refusal(
       modelOf((w) => w.node("Einsum", ["x"], { equation: "ii->i" }, { out: "y" }), [["x", "f32", [2, 2]]], [["y", "f32", [2]]]),
