@@ -22,6 +22,9 @@ export class OnnxImportError extends KilnError {
     /** A graph input whose value the node needs statically (a shape, axes, pads): importing
      *  with `options.constants[name]` set makes the node importable. */
     readonly needsConstant?: string,
+    /** Set when no check of the importer's caught the problem and a raw error (a TypeError, say)
+     *  was wrapped: a gap in the checks, which the fuzz test looks for. */
+    readonly internal = false,
   ) {
     super(`onnx import: ${node ? `${node.op} "${node.name}" (opset ${node.opset}): ` : ""}${message}`);
   }

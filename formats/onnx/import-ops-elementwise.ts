@@ -210,10 +210,11 @@ export const ELEMENTWISE_OPS: OpTable = {
   And: binary([7], "And", (a, b) => a.and(b), true),
   Or: binary([7], "Or", (a, b) => a.or(b), true),
   Xor: binary([7], "Xor", (a, b) => a.ne(b), true),
-  Max: variadic([8, 12, 13], (a, b) => a.maximum(b), false, "Max"),
-  Min: variadic([8, 12, 13], (a, b) => a.minimum(b), false, "Min"),
-  Sum: variadic([8, 13], (a, b) => a.add(b)),
-  Mean: variadic([8, 13], (a, b) => a.add(b), true),
+  // Version 6 takes inputs of one shape, a case of version 8's broadcasting.
+  Max: variadic([6, 8, 12, 13], (a, b) => a.maximum(b), false, "Max"),
+  Min: variadic([6, 8, 12, 13], (a, b) => a.minimum(b), false, "Min"),
+  Sum: variadic([6, 8, 13], (a, b) => a.add(b)),
+  Mean: variadic([6, 8, 13], (a, b) => a.add(b), true),
   Where: { since: [9, 16], emit: where },
   Cast: { since: [6, 9, 13, 19, 21, 23, 24, 25], emit: cast },
   CastLike: {

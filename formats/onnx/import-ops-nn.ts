@@ -46,7 +46,8 @@ const channel = (v: Tensor, rank: number): Tensor => v.reshape([v.shape[0], ...A
 function batchNorm(c: OpCtx): Emitted[] {
   const eps = c.attr.float("epsilon", 1e-5);
   c.attr.float("momentum", 0.9); // used only in training, which is refused below
-  if (c.version < 9) c.attr.int("spatial", 1);
+  // Version 7's spatial=0 keeps statistics per element, not per channel.
+  if (c.version < 9 && c.attr.int("spatial", 1) !== 1) c.refuse("spatial=0 (per-element statistics)");
   if (c.version >= 14 && c.attr.int("training_mode", 0) !== 0) c.refuse("training_mode=1 (Kiln imports inference graphs)");
   if (c.wants(1) || c.wants(2) || c.wants(3) || c.wants(4)) c.refuse("the running-statistics outputs (training mode)");
   const x = c.t(0);
@@ -179,7 +180,10 @@ function dropout(c: OpCtx): Emitted[] {
   if (c.version < 7) c.attr.int("is_test", 1);
   if (c.has(2)) {
     const [mode] = c.ints(2, "training_mode");
-    if (mode) c.refuse("training_mode=true (Kiln imports inference graphs; dropout is the identity there)");
+    // Training with ratio 0 drops nothing: the identity, as at inference.
+    const ratio = c.has(1) ? Number(c.dims(1, "ratio")[0]) : 0.5;
+    if (mode && ratio !== 0)
+      c.refuse("training_mode=true with a ratio above 0 (Kiln imports inference graphs; random masks are not reproduced)");
   }
   const x = c.val(0);
   // At inference the mask is all true.
@@ -189,7 +193,7 @@ function dropout(c: OpCtx): Emitted[] {
 export const NN_OPS: OpTable = {
   MatMul: { since: [1, 9, 13], emit: matmul },
   Gemm: { since: [6, 7, 9, 11, 13], emit: gemm },
-  BatchNormalization: { since: [9, 14, 15], emit: batchNorm },
+  BatchNormalization: { since: [7, 9, 14, 15], emit: batchNorm },
   InstanceNormalization: { since: [6, 22], emit: instanceNorm },
   LayerNormalization: { since: [17], emit: layerNorm },
   GlobalAveragePool: { since: [1, 22], emit: (c) => [c.t(0).mean(spatial(c.t(0)), true)] },

@@ -16,6 +16,7 @@
 import { fromBinary } from "@bufbuild/protobuf";
 import { ModelProtoSchema, type GraphProto, type ModelProto, type NodeProto, type ValueInfoProto } from "onnx-buf";
 import { GraphBuilder, type Tensor } from "../../src/api/builder.ts";
+import { withSite } from "../../src/api/site.ts";
 import { KilnError } from "../../src/ir/errors.ts";
 import { SYMBOL_RE } from "../../src/ir/shape.ts";
 import type { Dim, Graph } from "../../src/ir/types.ts";
@@ -146,7 +147,13 @@ export function importOnnx(bytes: Uint8Array, options: OnnxImportOptions = {}): 
   } catch (e) {
     if (e instanceof OnnxImportError) throw e;
     // A malformed file can break an assumption in a way no check above names: still the typed error.
-    throw new OnnxImportError(`the model does not hold together: ${(e as Error)?.message ?? String(e)}`);
+    throw new OnnxImportError(
+      `the model does not hold together: ${(e as Error)?.message ?? String(e)}`,
+      undefined,
+      false,
+      undefined,
+      !(e instanceof KilnError),
+    );
   }
 }
 
@@ -170,7 +177,7 @@ function importModel(m: ModelProto, options: OnnxImportOptions): ImportedOnnx {
       continue;
     }
     const name = options.names?.[v.name] ?? v.name;
-    const t = g.input(name, dtype, shape);
+    const t = withSite(`onnx input "${v.name}"`, () => g.input(name, dtype, shape));
     vals.set(v.name, new Val(dtype, shape, () => t, undefined, v.name));
     inputs.push({ name, onnx: v.name });
   }
@@ -182,7 +189,7 @@ function importModel(m: ModelProto, options: OnnxImportOptions): ImportedOnnx {
     if (!v) throw new OnnxImportError(`graph output "${o.name}" is computed by no node`);
     const name = options.names?.[o.name] ?? o.name;
     if (name in outs) throw new OnnxImportError(`graph output "${o.name}" is listed twice`);
-    outs[name] = v.tensor();
+    outs[name] = withSite(`onnx output "${o.name}"`, () => v.tensor());
     outputInfo.push({ name, onnx: o.name });
   }
   if (outputInfo.length === 0) throw new OnnxImportError("the graph has no outputs");
@@ -235,7 +242,7 @@ function addInitializers(
         shape,
         () => {
           weights[t.name] = kilnData(data, dtype, what);
-          return g.input(t.name, dtype, shape);
+          return withSite(`onnx initializer "${t.name}"`, () => g.input(t.name, dtype, shape));
         },
         data.values,
       ),
@@ -263,12 +270,13 @@ function importNode(g: GraphBuilder, node: NodeProto, opset: number, vals: Map<s
   const c = new OpCtx(g, ref, version, ins, node.output, node.attribute);
   let outs: readonly (Tensor | Val | undefined)[];
   try {
-    outs = rec.emit(c);
+    // Each Kiln node made for this ONNX node is attributed to it: `%12 = matmul … @ onnx Gemm "fc1"`.
+    outs = withSite(`onnx ${node.opType} "${ref.name}"`, () => rec.emit(c));
   } catch (e) {
     if (e instanceof OnnxImportError)
       throw e.node ? e : new OnnxImportError(e.message.replace(/^onnx import: /, ""), ref, e.unsupported, e.needsConstant);
     if (e instanceof KilnError) throw new OnnxImportError(e.message, ref);
-    throw new OnnxImportError(`could not be imported: ${(e as Error)?.message ?? String(e)}`, ref);
+    throw new OnnxImportError(`could not be imported: ${(e as Error)?.message ?? String(e)}`, ref, false, undefined, true);
   }
   for (const a of node.attribute) if (!c.read.has(a.name)) c.refuse(`attribute ${a.name} is not supported`);
   const from = ins.map((v) => (v && !v.known ? (v.graphInput ?? v.dependsOn) : undefined)).find((n) => n !== undefined);

@@ -1,7 +1,7 @@
 /** `kiln import model.onnx --out dir`: a Gemm MLP written as PyTorch exports one (input "input",
  *  output "probs", batch dim_param "batch") becomes a saved-model folder whose predictions
- *  through loadPredictor on Dawn agree with ONNX Runtime within 1e-5; `kiln explain` and
- *  `kiln build` take the .onnx file directly; a file that is not ONNX is refused by name. */
+ *  through loadPredictor on Dawn agree with ONNX Runtime within 1e-5; `kiln explain`, `kiln run`
+ *  and `kiln build` take the .onnx file directly; a file that is not ONNX is refused by name. */
 import { toBinary } from "@bufbuild/protobuf";
 import { ModelProtoSchema } from "onnx-buf";
 import { execFileSync } from "node:child_process";
@@ -72,8 +72,9 @@ describe("kiln import", () => {
     expect(agreement({ probs: dawn }, ort).mismatch).toBeUndefined();
   });
 
-  it("explain and build take the .onnx file directly", () => {
+  it("explain, run and build take the .onnx file directly", () => {
     expect(kiln("explain", file, "-d", "B=4")).toMatch(/kernel/i);
+    expect(kiln("run", file, "-d", "B=2")).toMatch(/y: f32\[2,4\] max \|gpu − reference\| = /);
     const bundle = join(root, "bundle");
     kiln("build", file, "--out", bundle, "--batch", "4");
     expect(existsSync(join(bundle, "manifest.json"))).toBe(true);

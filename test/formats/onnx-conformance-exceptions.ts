@@ -346,6 +346,4 @@ export const EXCEPTIONS: Readonly<Record<string, string>> = {
   test_training_dropout_default: "training mode (Kiln imports inference graphs)",
   test_training_dropout_default_mask: "training mode (Kiln imports inference graphs)",
   test_training_dropout_mask: "training mode (Kiln imports inference graphs)",
-  test_training_dropout_zero_ratio: "training mode (Kiln imports inference graphs)",
-  test_training_dropout_zero_ratio_mask: "training mode (Kiln imports inference graphs)",
 };

@@ -93,8 +93,11 @@ async function allOnDawn(ready: readonly Prepared[], outcomes: Map<string, Outco
     const batch = merged.slice(i, i + BATCH);
     const m = mergeGraphs(batch.map((p) => ({ graph: p.m.graph, feeds: p.feeds[0] })));
     let got: Awaited<ReturnType<typeof runGpu>>;
+    const t0 = performance.now();
     try {
       got = await runGpu(m.graph, m.feeds);
+      if (process.env.KILN_CONFORMANCE_TIME)
+        console.log(`batch ${i / BATCH}: ${batch[0].c.name} … ${((performance.now() - t0) / 1000).toFixed(1)} s`);
     } catch (e) {
       if (process.env.KILN_CONFORMANCE_LIST) console.log(`batch ${i / BATCH} reran case by case: ${message(e)}`);
       single.push(...batch);
