@@ -13,6 +13,7 @@ import { KilnError } from "../src/ir/errors.ts";
 import { parseGraph } from "../src/ir/parse.ts";
 import { formatType } from "../src/ir/shape.ts";
 import type { Graph } from "../src/ir/types.ts";
+import { importOnnxFile } from "./import.ts";
 import { loadModule, type Model as LoadedModel } from "./model-file.ts";
 import type { Loss, LossName } from "../src/api/losses.ts";
 import { Model, predictGraph, trainStepGraph, type MetricName } from "../src/api/model.ts";
@@ -133,6 +134,12 @@ async function resolveModel(model: string, train: boolean): Promise<{ input: Omi
         .filter((n) => n.attrs.name in file.tensors)
         .map((n) => [n.attrs.name, null]),
     );
+    return { input: { graph, state, weights } };
+  }
+  if (extname(model) === ".onnx") {
+    if (train)
+      throw new KilnError(`${model}: an ONNX file has no training step; build its inference bundle, or fine-tune it in Kiln first`);
+    const { graph, state, weights } = importOnnxFile(model);
     return { input: { graph, state, weights } };
   }
   if (extname(model) === ".kir")

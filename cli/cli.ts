@@ -1,18 +1,23 @@
 /** The `kiln` command line (`npx kiln …`, via bin/kiln.js). One function per command;
  *  `cli()` only wires them to commander, so a new command is a function and three lines. */
 import { Command } from "commander";
-import { readFileSync } from "node:fs";
+import { existsSync, readFileSync, statSync } from "node:fs";
+import { extname } from "node:path";
 import { VERSION } from "../src/version.ts";
 import { limitsOf } from "../compiler/limits.ts";
 import { compile } from "../compiler/pipeline.ts";
 import { interpret } from "../src/interpret.ts";
 import type { HostTensor } from "../src/ir/host.ts";
 import { inputNodes } from "../src/ir/bind.ts";
+import { KilnError } from "../src/ir/errors.ts";
 import { parseGraph } from "../src/ir/parse.ts";
-import { bindShape } from "../src/ir/shape.ts";
+import { bindShape, formatType } from "../src/ir/shape.ts";
+import { readSafetensors } from "../formats/safetensors.ts";
+import { loadModel } from "./model-file.ts";
 import type { DType } from "../src/ir/types.ts";
 import { build } from "./build.ts";
 import { exportCommand } from "./export.ts";
+import { importCommand, importOnnxFile } from "./import.ts";
 import { acquireGpu, releaseGpu, SETUP_HINT } from "../runtime/device.ts";
 import { Executable } from "../runtime/execute.ts";
 import { explain, parseDims } from "./explain.ts";
@@ -54,12 +59,36 @@ function sample(dtype: DType, n: number, seed: number): number[] {
   );
 }
 
-/** kiln run: a graph in text IR on the GPU with seeded inputs, checked against the reference. */
-async function run(file: string, opts: { dim: string[]; seed: string; wgsl?: boolean }): Promise<void> {
-  const graph = parseGraph(readFileSync(file, "utf8"));
-  const env = parseDims(opts.dim);
+/** kiln run: a model on the GPU, checked against the reference: its weights from a saved
+ *  model's folder, an .onnx file's initializers or --weights, every other input seeded values. */
+async function run(file: string, opts: { dim: string[]; seed: string; wgsl?: boolean; weights?: string }): Promise<void> {
+  const onnx = extname(file) === ".onnx" && existsSync(file) ? importOnnxFile(file) : undefined;
+  // Any other file that is not a module is read as text IR (the parser names the line of a bad one).
+  const asText = existsSync(file) && !statSync(file).isDirectory() && ![".ts", ".mts", ".js", ".mjs"].includes(extname(file));
+  const model = onnx ? { graph: onnx.graph } : asText ? { graph: parseGraph(readFileSync(file, "utf8")) } : await loadModel(file);
+  const { graph } = model;
+  const env = { ...("dims" in model ? model.dims : {}), ...parseDims(opts.dim, graph) };
+  const weightsFile = opts.weights ?? ("weights" in model ? model.weights : undefined);
+  if (weightsFile && !existsSync(weightsFile)) throw new KilnError(`--weights: no such file ${weightsFile}`);
+  const weights: Record<string, HostTensor> = weightsFile ? readSafetensors(weightsFile).tensors : {};
+  // An ONNX file's initializers are static inputs of the imported graph.
+  for (const n of onnx ? inputNodes(graph) : [])
+    if (n.attrs.name in onnx!.weights && !(n.attrs.name in weights))
+      weights[n.attrs.name] = { shape: bindShape(n.type.shape, {}), data: onnx!.weights[n.attrs.name] };
   const inputs: Record<string, HostTensor> = {};
+  const loaded: string[] = [];
   for (const [i, n] of inputNodes(graph).entries()) {
+    const w = weights[n.attrs.name];
+    if (w) {
+      const want = n.type.shape;
+      if (w.shape.length !== want.length || w.shape.some((d, a) => d !== want[a]))
+        throw new KilnError(`${weightsFile ?? file}: ${n.attrs.name} is [${w.shape}], but the graph reads ${formatType(n.type)}`);
+      inputs[n.attrs.name] = { shape: w.shape, data: w.data };
+      loaded.push(n.attrs.name);
+      continue;
+    }
+    const missing = n.type.shape.find((d) => typeof d === "string" && !(d in env));
+    if (missing !== undefined) throw new KilnError(`input ${n.attrs.name} has the symbolic dim ${missing}: bind it, e.g. -d ${missing}=8`);
     const shape = bindShape(n.type.shape, env);
     inputs[n.attrs.name] = {
       shape,
@@ -82,6 +111,14 @@ async function run(file: string, opts: { dim: string[]; seed: string; wgsl?: boo
     const out = await exe.run(inputs);
     const ref = interpret(graph, inputs);
     console.log(`adapter: ${exe.gpu.adapter}`);
+    if (weightsFile)
+      console.log(
+        `weights from ${weightsFile}: ${loaded.length ? loaded.join(", ") : "none of the graph's inputs"}; seeded: ${
+          Object.keys(inputs)
+            .filter((k) => !loaded.includes(k))
+            .join(", ") || "none"
+        }`,
+      );
     for (const [name, t] of Object.entries(out)) {
       let err = 0;
       t.data.forEach((v, i) => (err = Math.max(err, Math.abs(v - ref[name].data[i]))));
@@ -99,16 +136,19 @@ function cli(): Command {
   const program = new Command("kiln").description("Kiln: a compute-graph compiler for neural nets, WGSL on WebGPU").version(VERSION);
   program.command("info").description("show the WebGPU adapter, its limits and features").action(info);
   program
-    .command("run <file>")
-    .description("run a graph written in text IR on the GPU with seeded inputs; compare with the float64 reference")
+    .command("run <model>")
+    .description(
+      "run a model on the GPU and compare with the float64 reference: a saved-model folder (its weights are used), a .kir graph, an .onnx model (with its weights) or a module exporting a graph; inputs without weights get seeded values",
+    )
     .option("-d, --dim <NAME=SIZE...>", "bind a symbolic dim (e.g. -d B=8)", [])
+    .option("-w, --weights <file>", "a .safetensors file whose tensors feed the inputs of the same names (a saved folder's own by default)")
     .option("--seed <n>", "seed of the input values", "1")
     .option("--wgsl", "print each kernel's WGSL, not just its header")
     .action(run);
   program
     .command("explain <model>")
     .description(
-      "show what the compiler made of a model (.kir, or a .ts module exporting a graph): passes, kernels with FLOPs and bytes, values saved for the backward pass, memory",
+      "show what the compiler made of a model (a saved-model folder, a .kir, or a module exporting a graph): passes, kernels with FLOPs and bytes, values saved for the backward pass, memory",
     )
     .option("-d, --dim <NAME=SIZE...>", "bind a symbolic dim (e.g. -d B=128)", [])
     .option("--wgsl", "print each kernel's WGSL, not just its header")
@@ -134,6 +174,13 @@ function cli(): Command {
     )
     .requiredOption("-o, --out <file>", "the .onnx file (written whole or not at all)")
     .action(exportCommand);
+  program
+    .command("import <model.onnx>")
+    .description(
+      "import an ONNX model as a saved-model folder (model.kir + weights.safetensors) for loadPredictor, explain, run and build; one input and one output are named x and y, a symbolic first dim of x B",
+    )
+    .requiredOption("-o, --out <dir>", "the saved-model folder")
+    .action(importCommand);
   return program;
 }
 

@@ -2,7 +2,10 @@
  *  kernels in schedule order with their bindings, FLOPs and bytes moved (compiler/cost.ts), the
  *  forward values saved for the backward pass (compiler/saved-values.ts) and the memory figures
  *  (compiler/plan-memory.ts); optionally each kernel's WGSL and the graph as DOT or SVG. */
-import { writeFileSync } from "node:fs";
+import { mkdirSync } from "node:fs";
+import { dirname } from "node:path";
+import { writeFileAtomic } from "../formats/safetensors.ts";
+import { didYouMean } from "../src/api/options.ts";
 import { bytesOf, kernelCost, kernelGroups } from "../compiler/cost.ts";
 import { compile } from "../compiler/pipeline.ts";
 import { memoryReport } from "../compiler/plan-memory.ts";
@@ -26,12 +29,19 @@ export interface ExplainOptions {
   readonly fuse: boolean;
 }
 
-/** NAME=SIZE pairs from the command line. */
-export function parseDims(dims: readonly string[]): Record<string, number> {
+/** NAME=SIZE pairs from the command line; with `graph`, each NAME must be one of its symbolic dims. */
+export function parseDims(dims: readonly string[], graph?: Graph): Record<string, number> {
+  const known = graph
+    ? [...new Set(graph.nodes.flatMap((n) => n.type.shape.filter((d): d is string => typeof d === "string")))]
+    : undefined;
   return Object.fromEntries(
     dims.map((d) => {
       const [k, v] = d.split("=");
       if (!k || !/^\d+$/.test(v ?? "")) throw new KilnError(`--dim wants NAME=SIZE, got "${d}"`);
+      if (known && !known.includes(k))
+        throw new KilnError(
+          `--dim ${d}: the graph has no symbolic dim "${k}"${didYouMean(k, known)} (${known.length ? `its dims: ${known.join(", ")}` : "all its dims are static"})`,
+        );
       return [k, Number(v)];
     }),
   );
@@ -142,7 +152,7 @@ function memorySection(program: Program, env: DimEnv): string[] {
 
 export async function explain(file: string, opts: ExplainOptions): Promise<void> {
   const model = await loadModel(file);
-  const env: DimEnv = { ...model.dims, ...parseDims(opts.dim) };
+  const env: DimEnv = { ...model.dims, ...parseDims(opts.dim, model.graph) };
   const dev = await deviceTarget();
   const program = compile(model.graph, {
     target: dev.target,
@@ -182,8 +192,17 @@ export async function explain(file: string, opts: ExplainOptions): Promise<void>
 
   if (opts.dot || opts.svg) {
     const dot = toDot(program.graph, { groups: kernelGroups(program), title: `${file}: ${program.kernels.length} kernels` });
-    if (opts.dot) writeFileSync(opts.dot, dot);
-    if (opts.svg) writeFileSync(opts.svg, await toSvg(dot));
+    // The explanation is printed already: a file that cannot be written says so and loses nothing else.
+    const write = (flag: string, path: string, text: string) => {
+      try {
+        mkdirSync(dirname(path), { recursive: true });
+        writeFileAtomic(path, text);
+      } catch (e) {
+        throw new KilnError(`could not write ${flag} ${path}: ${(e as Error).message} (the explanation above is complete)`);
+      }
+    };
+    if (opts.dot) write("--dot", opts.dot, dot);
+    if (opts.svg) write("--svg", opts.svg, await toSvg(dot));
     console.log(`\nwrote ${[opts.dot, opts.svg].filter(Boolean).join(", ")} (the compiled graph, clustered by kernel)`);
   }
 }

@@ -1,13 +1,16 @@
-/** Loading a model for the CLI: a `.kir` file in text IR, or a TypeScript/JavaScript module
+/** Loading a model for the CLI: a folder written by `save` (its model.kir, and its
+ *  weights.safetensors for `kiln run`), a `.kir` file in text IR, or a TypeScript/JavaScript module
  *  (imported as is: the CLI runs under tsx) whose default export is a Graph, a
- *  `{ graph, state?, dims? }`, or a function (possibly async) returning one of those. */
-import { readFileSync } from "node:fs";
-import { extname, resolve } from "node:path";
+ *  `{ graph, state?, dims? }`, or a function (possibly async) returning one of those; or an
+ *  ONNX file, imported (cli/import.ts). */
+import { existsSync, readFileSync, statSync } from "node:fs";
+import { extname, join, resolve } from "node:path";
 import { pathToFileURL } from "node:url";
 import { KilnError } from "../src/ir/errors.ts";
 import { parseGraph } from "../src/ir/parse.ts";
 import type { DimEnv } from "../src/ir/shape.ts";
 import type { Graph } from "../src/ir/types.ts";
+import { importOnnxFile } from "./import.ts";
 
 export interface Model {
   readonly graph: Graph;
@@ -15,6 +18,8 @@ export interface Model {
   readonly state?: Readonly<Record<string, string | null>>;
   /** Sizes for the symbolic dims (the command line's --dim wins). */
   readonly dims?: DimEnv;
+  /** A saved model folder's weights.safetensors. */
+  readonly weights?: string;
 }
 
 const MODULES = new Set([".ts", ".mts", ".js", ".mjs"]);
@@ -37,9 +42,12 @@ async function typescriptLoader(file: string): Promise<void> {
 
 /** A module's default export (a function's result, if it is one). */
 export async function loadModule(file: string): Promise<unknown> {
+  if (!existsSync(file)) throw new KilnError(`no such file ${file}`);
   const ext = extname(file);
   if (!MODULES.has(ext))
-    throw new KilnError(`${file}: a model is a .kir text-IR file or a module (${[...MODULES].join(" ")}), not "${ext || "no extension"}"`);
+    throw new KilnError(
+      `${file}: a model is a .kir text-IR file, an .onnx file or a module (${[...MODULES].join(" ")}), not "${ext || "no extension"}"`,
+    );
   let mod: { default?: unknown };
   try {
     const url = pathToFileURL(resolve(file)).href;
@@ -66,7 +74,19 @@ export async function loadModule(file: string): Promise<unknown> {
 }
 
 export async function loadModel(file: string): Promise<Model> {
+  if (!existsSync(file)) throw new KilnError(`no such file ${file}`);
+  if (statSync(file).isDirectory()) {
+    const kir = join(file, "model.kir");
+    if (!existsSync(kir))
+      throw new KilnError(`${file}: a folder is a saved model (save writes model.kir and weights.safetensors), but it has no model.kir`);
+    const weights = join(file, "weights.safetensors");
+    return { graph: parseGraph(readFileSync(kir, "utf8")), ...(existsSync(weights) ? { weights } : {}) };
+  }
   if (extname(file) === ".kir") return { graph: parseGraph(readFileSync(file, "utf8")) };
+  if (extname(file) === ".onnx") {
+    const { graph, state } = importOnnxFile(file);
+    return { graph, state };
+  }
   const v = await loadModule(file);
   if (isGraph(v)) return { graph: v };
   if (typeof v === "object" && v !== null && isGraph((v as Model).graph)) {

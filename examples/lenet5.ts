@@ -139,7 +139,7 @@ async function main(): Promise<void> {
   });
   const h = r.history;
   console.log(
-    `final training loss ${h.loss[h.epochs - 1].toFixed(4)}, accuracy ${(100 * h.acc![h.epochs - 1]).toFixed(2)}% (${r.trainSize} digits)`,
+    `final training loss ${h.loss[h.epochs - 1].toFixed(4)}, accuracy ${(100 * h.accuracy![h.epochs - 1]).toFixed(2)}% (${r.trainSize} digits)`,
   );
   console.log(
     `held-out accuracy ${(100 * r.testAccuracy).toFixed(2)}% (loss ${r.testLoss.toFixed(4)}) after ${h.epochs} epochs, ${(r.ms / 1000).toFixed(1)} s`,

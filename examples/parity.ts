@@ -90,7 +90,7 @@ export async function trainParity(bits: number, arch: Architecture, opts: TrainO
     const history = await m.fit(x, y, { epochs: opts.epochs, batchSize: x.shape[0], shuffle: false, verbose: 0 });
     const score = await m.evaluate(x, y, { batchSize: x.shape[0] });
     const params = Object.values(await m.getWeights()).reduce((s, w) => s + w.length, 0);
-    const solved = history.acc!.findIndex((a) => a === 1);
+    const solved = history.accuracy!.findIndex((a) => a === 1);
     return {
       name: arch.name,
       params,

@@ -74,7 +74,7 @@ export async function trainGate(gate: Gate, net: "perceptron" | "mlp", opts: Gat
       firstLoss: history.loss[0],
       loss: score.loss,
       accuracy: score.accuracy!,
-      bestTrainAccuracy: Math.max(...history.acc!),
+      bestTrainAccuracy: Math.max(...history.accuracy!),
       epochs: history.epochs,
       ms: performance.now() - t0,
       msPerEpoch: steady.length ? steady.reduce((a, b) => a + b, 0) / steady.length : history.ms[0],

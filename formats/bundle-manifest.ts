@@ -1,6 +1,9 @@
 /** A bundle's manifest.json: everything the generated loader needs to run the kernels, as data.
- *  This file imports nothing: compiler/bundle/loader.ts copies its text into every generated
- *  loader, so the emitter and the loader share one definition and one validation. */
+ *  Its Plan part is what runtime/executor.ts runs, for a bundle and for Kiln's Executable alike.
+ *  This file imports only the dependency-free error class: compiler/bundle/loader.ts copies its
+ *  text into every generated loader, so the emitter and the loader share one definition and one
+ *  validation (validateManifest), which checks structure and consistency before any device work. */
+import { KilnError } from "../src/ir/kiln-error.ts";
 
 /** The format this code writes and the loaders it generates read. */
 export const FORMAT = "kiln-bundle/1";
@@ -65,10 +68,8 @@ export interface KernelData {
   readonly dispatch: DispatchData;
 }
 
-export interface Manifest {
-  readonly format: string;
-  readonly name: string;
-  readonly mode: "inference" | "train";
+/** What the executor runs: memory planned at `dims`, values placed in buffers, kernels. */
+export interface Plan {
   /** Declared bounds of the symbolic dims: memory is planned for them; a call past one is refused. */
   readonly dims: Readonly<Record<string, number>>;
   /** Per-call inputs; `value` null when no kernel reads the input. */
@@ -82,15 +83,39 @@ export interface Manifest {
   readonly values: readonly ValueData[];
   /** In dispatch order: one compute pass runs them all. */
   readonly kernels: readonly KernelData[];
+}
+
+export interface Manifest extends Plan {
+  readonly format: string;
+  readonly name: string;
+  readonly mode: "inference" | "train";
   readonly weights: { readonly file: string; readonly bytes: number; readonly sha256: string };
   /** How it was compiled (for people; the loader ignores it). */
   readonly compiler: { readonly target: string; readonly fuse: boolean; readonly passes: readonly string[] };
 }
 
-/** Checks a parsed manifest's structure; throws naming the first bad field. */
-export function validateManifest(m: unknown, source = "manifest.json"): Manifest {
+/** The device limits a manifest is checked against. */
+export type PlanLimits = Pick<
+  GPUSupportedLimits,
+  | "maxBufferSize"
+  | "maxStorageBufferBindingSize"
+  | "maxStorageBuffersPerShaderStage"
+  | "minStorageBufferOffsetAlignment"
+  | "maxComputeWorkgroupsPerDimension"
+>;
+
+/** A kernel file: kernels/<name>.wgsl, nothing else (no "..", no other folder, no absolute path). */
+const KERNEL_FILE = /^kernels\/[A-Za-z0-9_][A-Za-z0-9_.-]*\.wgsl$/;
+/** A file at the bundle's top level: a plain name. */
+const TOP_FILE = /^[A-Za-z0-9_][A-Za-z0-9_.-]*$/;
+
+/** Checks a parsed manifest's structure, then (with `limits`) its consistency: file names
+ *  confined to the bundle, every value's range inside its buffer, types as the inputs, outputs
+ *  and state declare them, bindings within the device's limits and not aliased, dispatch counts
+ *  within the device's limits and the kernel's own bounds. Throws naming the first bad field. */
+export function validateManifest(m: unknown, source = "manifest.json", limits?: PlanLimits): Manifest {
   const fail = (what: string): never => {
-    throw new Error(`kiln bundle: ${source}: ${what}`);
+    throw new KilnError(`kiln bundle: ${source}: ${what}`);
   };
   const isObj = (v: unknown): v is Record<string, unknown> => typeof v === "object" && v !== null && !Array.isArray(v);
   if (!isObj(m)) return fail("not a JSON object");
@@ -163,7 +188,9 @@ export function validateManifest(m: unknown, source = "manifest.json"): Manifest
     const k = obj(v, `kernels[${i}]`);
     const w = `kernels[${i}]`;
     str(k.name, `${w}.name`);
-    str(k.file, `${w}.file`);
+    const file = str(k.file, `${w}.file`);
+    if (!KERNEL_FILE.test(file) || file.includes(".."))
+      fail(`${w}.file ${JSON.stringify(file)} is not a file in the bundle's kernels/ folder (kernels/<name>.wgsl)`);
     arr(k.bindings, `${w}.bindings`).forEach((b, j) => {
       const o = obj(b, `${w}.bindings[${j}]`);
       value(o.value, `${w}.bindings[${j}].value`);
@@ -185,8 +212,136 @@ export function validateManifest(m: unknown, source = "manifest.json"): Manifest
     } else fail(`${w}.dispatch.kind ${JSON.stringify(d.kind)}`);
   });
   const wt = obj(m.weights, "weights");
-  str(wt.file, "weights.file");
+  const wfile = str(wt.file, "weights.file");
+  if (!TOP_FILE.test(wfile) || wfile.includes("..")) fail(`weights.file ${JSON.stringify(wfile)} is not a file in the bundle's folder`);
   nat(wt.bytes, "weights.bytes");
   if (!/^[0-9a-f]{64}$/.test(str(wt.sha256, "weights.sha256"))) fail("weights.sha256 must be 64 hex digits");
+  if (limits) checkPlan(m as unknown as Plan, limits, fail);
   return m as unknown as Manifest;
 }
+
+const numelBound = (shape: readonly BundleDim[], dims: Readonly<Record<string, number>>): number =>
+  shape.reduce<number>((a, d) => a * (typeof d === "number" ? d : dims[d]), 1);
+
+/** The consistency of a structurally valid plan, at its declared bounds (see validateManifest). */
+function checkPlan(m: Plan, lim: PlanLimits, fail: (what: string) => never): void {
+  const fmt = (t: { dtype: string; shape: readonly BundleDim[] }) => `${t.dtype}[${t.shape.join(",")}]`;
+  const same = (a: { dtype: string; shape: readonly BundleDim[] }, b: { dtype: string; shape: readonly BundleDim[] }) =>
+    a.dtype === b.dtype && a.shape.length === b.shape.length && a.shape.every((d, i) => d === b.shape[i]);
+  const names = new Set<string>();
+  for (const t of [...m.inputs, ...m.state]) {
+    if (names.has(t.name)) fail(`input "${t.name}" is declared twice`);
+    names.add(t.name);
+  }
+  if (new Set(m.outputs.map((o) => o.name)).size !== m.outputs.length) fail("two outputs have one name");
+  const size = (b: { bytes: number }) => Math.max(4, Math.ceil(b.bytes / 4) * 4);
+  m.buffers.forEach((b, i) => {
+    if (b.bytes > lim.maxBufferSize) fail(`buffers[${i}] (${b.label}) is ${b.bytes} bytes; the device allows ${lim.maxBufferSize}`);
+    if (b.kind === "const") {
+      if (!["f32", "i32", "u32", "bool"].includes(b.dtype as string)) fail(`buffers[${i}].dtype ${JSON.stringify(b.dtype)}`);
+      if (b.data!.length * 4 !== b.bytes) fail(`buffers[${i}]: ${b.data!.length} constants for ${b.bytes} bytes`);
+    }
+    if (b.kind === "state" && !m.state.some((s) => s.name === b.state && s.buffer === i))
+      fail(`buffers[${i}] is the state buffer of ${JSON.stringify(b.state)}, which the state list does not place there`);
+  });
+  const values = new Map<number, Plan["values"][number]>();
+  m.values.forEach((v, i) => {
+    if (values.has(v.id)) fail(`values[${i}]: value ${v.id} is placed twice`);
+    values.set(v.id, v);
+    const bytes = Math.max(4, numelBound(v.shape, m.dims) * 4);
+    const buf = m.buffers[v.buffer];
+    if (!Number.isSafeInteger(v.offset + bytes) || v.offset + bytes > size(buf))
+      fail(`values[${i}] (%${v.id} ${fmt(v)}) at [${v.offset}, ${v.offset + bytes}) runs past buffers[${v.buffer}] (${buf.bytes} bytes)`);
+    if (v.offset % lim.minStorageBufferOffsetAlignment)
+      fail(`values[${i}].offset ${v.offset} is not a multiple of ${lim.minStorageBufferOffsetAlignment}`);
+    if (bytes > lim.maxStorageBufferBindingSize)
+      fail(`values[${i}] (%${v.id} ${fmt(v)}) is ${bytes} bytes; the device binds at most ${lim.maxStorageBufferBindingSize}`);
+    if (buf.kind === "const" && buf.dtype !== v.dtype) fail(`values[${i}] is ${v.dtype}, its constant data ${buf.dtype}`);
+  });
+  const typed = (t: { name: string; dtype: string; shape: readonly BundleDim[] }, id: number, what: string) => {
+    const v = values.get(id)!;
+    if (!same(t, v)) fail(`${what} "${t.name}" is ${fmt(t)} but its value %${id} is ${fmt(v)}`);
+  };
+  for (const i of m.inputs) if (i.value !== null) typed(i, i.value, "input");
+  for (const o of m.outputs) typed(o, o.value, "output");
+  for (const s of m.state) {
+    const b = m.buffers[s.buffer];
+    if (b.kind !== "state" || b.state !== s.name || b.bytes !== numelBound(s.shape, {}) * 4)
+      fail(`state "${s.name}" ${fmt(s)} is not in a state buffer of its size (buffers[${s.buffer}])`);
+    if (s.update !== null) typed(s, s.update, "the update of state");
+    // What lives in a state buffer is the state input or its update written in place: its type.
+    for (const v of m.values) if (v.buffer === s.buffer) typed(s, v.id, "state");
+  }
+  const writers = new Set<number>();
+  m.kernels.forEach((k, i) => {
+    const w = `kernels[${i}] (${k.name})`;
+    if (k.bindings.length > lim.maxStorageBuffersPerShaderStage)
+      fail(`${w} binds ${k.bindings.length} storage buffers; the device allows ${lim.maxStorageBuffersPerShaderStage}`);
+    const ranges = k.bindings.map((b) => {
+      const v = values.get(b.value)!;
+      return {
+        ...b,
+        buffer: v.buffer,
+        begin: v.offset,
+        end: v.offset + Math.max(4, numelBound(v.shape, m.dims) * 4),
+        n: numelBound(v.shape, m.dims),
+      };
+    });
+    ranges.forEach((a, j) => {
+      if (a.access === "read_write") {
+        if (m.buffers[a.buffer].kind === "const") fail(`${w}.bindings[${j}] writes constant data (%${a.value})`);
+        writers.add(a.value);
+      }
+      for (const b of ranges.slice(0, j)) {
+        if (a.buffer !== b.buffer) continue;
+        // WebGPU: one buffer is bound writable or read-only within a dispatch, never both.
+        if (a.access !== b.access) fail(`${w} binds buffers[${a.buffer}] both read-only and read_write`);
+        if (a.begin < b.end && b.begin < a.end) fail(`${w}: bindings %${b.value} and %${a.value} overlap in buffers[${a.buffer}]`);
+      }
+    });
+    if (!ranges.some((r) => r.access === "read_write")) fail(`${w} writes nothing (no read_write binding)`);
+    // Its own bounds: no more workgroups than its largest binding has elements (or than one axis
+    // allows, for small tensors): a compiled kernel writes some of its output in each, so a
+    // 2³²-thread dispatch over a few values is refused.
+    const most = Math.max(1, ...ranges.map((r) => r.n));
+    const d = k.dispatch;
+    const axes = d.kind === "linear" ? [{ size: d.total, per: d.perGroup }] : [d.x, d.y, d.z];
+    const groups = axes.map((a) => {
+      const n = a.size.syms.reduce((x, s) => x * m.dims[s], a.size.k);
+      if (!Number.isSafeInteger(n)) fail(`${w}: dispatch over ${n} elements at ${JSON.stringify(m.dims)}`);
+      return Math.ceil(n / a.per);
+    });
+    const max = lim.maxComputeWorkgroupsPerDimension;
+    if (d.kind === "linear" ? groups[0] > max * max : groups.some((g) => g > max))
+      fail(`${w}: ${groups.join("×")} workgroups at ${JSON.stringify(m.dims)} exceed the device's ${max} per dimension`);
+    const total = groups.reduce((a, g) => a * g, 1);
+    if (total === 0 && ranges.some((r) => r.access === "read_write" && r.n > 0))
+      fail(
+        `${w} dispatches no workgroups at ${JSON.stringify(m.dims)} though it writes %${ranges.find((r) => r.access === "read_write" && r.n > 0)!.value}`,
+      );
+    if (total > Math.max(most, max))
+      fail(
+        `${w}: ${total} workgroups at ${JSON.stringify(m.dims)}, more than its largest binding has elements (${most}) and than one axis allows (${max})`,
+      );
+  });
+  for (const o of m.outputs)
+    if (!writers.has(o.value) && !m.inputs.some((i) => i.value === o.value) && m.buffers[values.get(o.value)!.buffer].kind === "arena")
+      fail(`output "${o.name}" (%${o.value}) is written by no kernel`);
+}
+
+/** What the bundle's integrity hash (SHA-256) is taken over: each file's name, length and bytes,
+ *  manifest.json first, then the kernels in manifest order, then the weights. */
+export function integrityInput(files: readonly (readonly [string, Uint8Array])[]): Uint8Array {
+  const enc = new TextEncoder();
+  const parts = files.flatMap(([name, bytes]) => [enc.encode(`${name}\n${bytes.length}\n`), bytes]);
+  const out = new Uint8Array(parts.reduce((a, p) => a + p.length, 0));
+  let at = 0;
+  for (const p of parts) {
+    out.set(p, at);
+    at += p.length;
+  }
+  return out;
+}
+
+/** The files the integrity hash covers, in order (kernel files once each). */
+export const integrityFiles = (m: Manifest): string[] => ["manifest.json", ...new Set(m.kernels.map((k) => k.file)), m.weights.file];

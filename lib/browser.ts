@@ -11,6 +11,8 @@
 // ---- graphs ----
 export { concat, GraphBuilder, Tensor, where, type CustomVjp, type Operand } from "../src/api/builder.ts";
 export {
+  batchNormalization,
+  leakyRelu,
   logSoftmax,
   logsumexp,
   sigmoidBinaryCrossEntropy,

@@ -37,3 +37,11 @@ export type { BundleFiles } from "../compiler/bundle/emit.ts";
 
 // ---- ONNX ----
 export { exportOnnx, onnxModel, OPSET, writeOnnx, type OnnxExportOptions } from "../formats/onnx/export.ts";
+export {
+  importOnnx,
+  OnnxImportError,
+  SUPPORTED_OPS as ONNX_IMPORT_OPS,
+  type ImportedOnnx,
+  type OnnxImportOptions,
+  type OnnxTensor,
+} from "../formats/onnx/import.ts";

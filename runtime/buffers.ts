@@ -1,5 +1,5 @@
-/** GPU buffers with a live count, so tests can prove repeated runs leak nothing; and the
- *  conversions between host arrays and buffer contents (bool is stored as u32). */
+/** GPU buffers with a live count, so tests can prove repeated runs leak nothing; and host data
+ *  checked into buffer contents (bool is stored as u32; runtime/executor.ts reads them back). */
 import { KilnError } from "../src/ir/errors.ts";
 import type { DType } from "../src/ir/types.ts";
 
@@ -18,7 +18,7 @@ export function destroyBuffer(b: GPUBuffer): void {
   live--;
 }
 
-export type HostArray = Float32Array | Int32Array | Uint32Array | Uint8Array;
+export type { HostArray } from "./executor.ts";
 
 /** Host data → the typed array a buffer of `dtype` holds; integers must be integers in range. */
 export function toStorage(dtype: DType, data: ArrayLike<number>, what: string): Float32Array | Int32Array | Uint32Array {
@@ -34,18 +34,4 @@ export function toStorage(dtype: DType, data: ArrayLike<number>, what: string): 
   }
   if (dtype === "i32") return data instanceof Int32Array ? data : Int32Array.from(data);
   return data instanceof Uint32Array ? data : Uint32Array.from(data);
-}
-
-/** Buffer contents → a host array of `dtype` (bool as Uint8Array). */
-export function fromStorage(dtype: DType, bytes: ArrayBuffer, n: number): HostArray {
-  switch (dtype) {
-    case "f32":
-      return new Float32Array(bytes.slice(0, n * 4));
-    case "i32":
-      return new Int32Array(bytes.slice(0, n * 4));
-    case "u32":
-      return new Uint32Array(bytes.slice(0, n * 4));
-    case "bool":
-      return Uint8Array.from(new Uint32Array(bytes, 0, n));
-  }
 }

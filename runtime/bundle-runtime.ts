@@ -1,19 +1,29 @@
 /** The generic part of every bundle's loader: compiler/bundle/loader.ts copies this text (less
- *  its imports) after manifest.ts's into the generated module, so it may use nothing but
- *  WebGPU, fetch/crypto.subtle and, inside fromDirectory only, node:fs. It mirrors
- *  runtime/execute.ts's Executable for one memory plan fixed at build time:
- *    load: check manifest, weights (size, SHA-256, safetensors header) and device limits; make
- *          every buffer, compile every pipeline (asynchronously), build every bind group.
- *    call: check inputs and bind the dims; write the dims uniforms when they changed; upload
- *          inputs; one compute pass, then copies out and state copies, in one submission. */
+ *  its imports) after the other shipped files (the error classes, the safetensors codec, the
+ *  manifest and its validator, the executor core) into the generated module, so it may use
+ *  nothing but WebGPU, fetch/crypto.subtle and, inside fromDirectory only, node:fs.
+ *    open: everything is checked before the device sees anything — the manifest (structure and
+ *          consistency against the device's limits: validateManifest), the loader's signature,
+ *          the weights (size, SHA-256, the one safetensors decoder, names and types) and the
+ *          integrity hash over the whole bundle (manifest, kernels, weights) that the loader was
+ *          generated with; then pipelines compile and runtime/executor.ts makes every buffer and
+ *          bind group of the memory planned at build time.
+ *    call: check inputs and bind the dims, then the executor's run (one submission); calls on
+ *          one bundle are queued, never interleaved on its buffers. */
+import { KilnError } from "../src/ir/kiln-error.ts";
+import { decodeSafetensors, fromSafeDtype, type SafeTensor } from "../formats/safetensors-codec.ts";
+import { integrityFiles, integrityInput, validateManifest, type BundleDim, type Manifest } from "../formats/bundle-manifest.ts";
 import {
-  validateManifest,
-  type BundleDim,
-  type BundleDtype,
-  type DispatchData,
-  type Manifest,
-  type SizeData,
-} from "../formats/bundle-manifest.ts";
+  compileKernel,
+  deviceHooks,
+  Executor,
+  numelAt,
+  readBack,
+  Serial,
+  type ExecutorHooks,
+  type HostArray,
+  type StorageArray,
+} from "./executor.ts";
 
 /** Where the bundle's files come from: a folder (fromDirectory), a URL (fromUrl) or your own. */
 export interface BundleFiles {
@@ -21,283 +31,196 @@ export interface BundleFiles {
   bytes(name: string): Promise<Uint8Array>;
 }
 
-export type HostArray = Float32Array | Int32Array | Uint32Array | Uint8Array;
+/** A name a bundle may hold: manifest.json, weights.safetensors, kernels/<name>.wgsl. */
+const BUNDLE_FILE = /^(kernels\/)?[A-Za-z0-9_][A-Za-z0-9_.-]*$/;
 
-/** Node: files in `dir` (node:fs is imported only here, so a browser never loads it). */
+function confined(name: string): string {
+  if (!BUNDLE_FILE.test(name) || name.includes(".."))
+    throw new KilnError(`kiln bundle: ${JSON.stringify(name)} is not a file of the bundle (no "..", no other folders, no absolute paths)`);
+  return name;
+}
+
+/** Node: files in `dir` (node:fs is imported only here, so a browser never loads it); only names
+ *  inside it are read. */
 export function fromDirectory(dir: string): BundleFiles {
   // A computed specifier: type-checks without Node's types and bundlers leave it alone.
   const fs = () => import("node:fs/promises" as string) as Promise<{ readFile(p: string): Promise<Uint8Array> }>;
   const read = async (name: string) => {
+    confined(name);
     try {
       return new Uint8Array(await (await fs()).readFile(`${dir}/${name}`));
     } catch (e) {
-      throw new Error(`kiln bundle: cannot read ${dir}/${name} (${(e as Error).message})`);
+      throw new KilnError(`kiln bundle: cannot read ${dir}/${name} (${(e as Error).message})`);
     }
   };
   return { bytes: read, text: async (name) => new TextDecoder().decode(await read(name)) };
 }
 
-/** Browser (or Node 20's fetch): files under `base`, e.g. "/models/mnist/". */
+/** Browser (or Node 20's fetch): files under `base`, e.g. "/models/mnist/"; only URLs under it are fetched. */
 export function fromUrl(base: string): BundleFiles {
   const get = async (name: string) => {
     // A relative base (a browser's "/models/mnist/") resolves against the page.
     const page = (globalThis as { location?: { href: string } }).location?.href;
-    const r = await fetch(new URL(name, new URL(base, page)));
-    if (!r.ok) throw new Error(`kiln bundle: fetching ${name} from ${base}: HTTP ${r.status}`);
+    const root = new URL(base, page);
+    const url = new URL(confined(name), root);
+    if (!url.href.startsWith(root.href)) throw new KilnError(`kiln bundle: ${name} resolves outside ${root.href}`);
+    const r = await fetch(url);
+    if (!r.ok) throw new KilnError(`kiln bundle: fetching ${name} from ${base}: HTTP ${r.status}`);
     return r;
   };
   return { text: async (name) => (await get(name)).text(), bytes: async (name) => new Uint8Array(await (await get(name)).arrayBuffer()) };
 }
 
 const ARRAYS = { f32: Float32Array, i32: Int32Array, u32: Uint32Array, bool: Uint8Array } as const;
-const SAFE_DTYPES: Record<string, BundleDtype> = { F32: "f32", I32: "i32", U32: "u32", BOOL: "bool" };
-const { STORAGE, COPY_DST, COPY_SRC, MAP_READ, UNIFORM } = { STORAGE: 0x80, COPY_DST: 0x8, COPY_SRC: 0x4, MAP_READ: 0x1, UNIFORM: 0x40 };
 const fmt = (t: { dtype: string; shape: readonly BundleDim[] }) => `${t.dtype}[${t.shape.join(",")}]`;
-
-/** safetensors: [u64 LE header length N][N bytes JSON header][data]; every field is checked. */
-export function decodeSafetensors(
-  bytes: Uint8Array,
-  source: string,
-): Map<string, { dtype: BundleDtype; shape: number[]; data: HostArray }> {
-  const fail = (m: string): never => {
-    throw new Error(`kiln bundle: ${source}: ${m}`);
-  };
-  if (bytes.length < 8) fail(`${bytes.length} bytes, too short for a safetensors header`);
-  const n = Number(new DataView(bytes.buffer, bytes.byteOffset, 8).getBigUint64(0, true));
-  if (n > bytes.length - 8) fail(`header length ${n} runs past the end of the file (${bytes.length} bytes): truncated?`);
-  let header: Record<string, { dtype: string; shape: number[]; data_offsets: [number, number] }>;
-  try {
-    header = JSON.parse(new TextDecoder("utf-8", { fatal: true }).decode(bytes.subarray(8, 8 + n)));
-  } catch (e) {
-    return fail(`header is not JSON (${(e as Error).message})`);
-  }
-  const data = bytes.subarray(8 + n);
-  const out = new Map<string, { dtype: BundleDtype; shape: number[]; data: HostArray }>();
-  for (const [name, t] of Object.entries(header)) {
-    if (name === "__metadata__") continue;
-    const dtype = SAFE_DTYPES[t?.dtype] ?? fail(`tensor "${name}": unsupported dtype ${JSON.stringify(t?.dtype)}`);
-    const count = Array.isArray(t.shape) ? t.shape.reduce((a, d) => a * d, 1) : NaN;
-    const [b, e] = Array.isArray(t.data_offsets) ? t.data_offsets : [NaN, NaN];
-    const width = dtype === "bool" ? 1 : 4;
-    if (!(Number.isSafeInteger(count) && b >= 0 && e - b === count * width))
-      fail(`tensor "${name}": ${t.dtype}[${t.shape}] does not fit data_offsets [${b}, ${e}]`);
-    if (e > data.length) fail(`tensor "${name}": data_offsets [${b}, ${e}] past the end of the data (${data.length} bytes): truncated`);
-    const arr = new ARRAYS[dtype](count);
-    new Uint8Array(arr.buffer).set(data.subarray(b, e)); // copied: the offset need not be aligned
-    out.set(name, { dtype, shape: t.shape, data: arr });
-  }
-  return out;
-}
-
 const hex = (b: ArrayBuffer) => Array.from(new Uint8Array(b), (x) => x.toString(16).padStart(2, "0")).join("");
+const sha256 = async (bytes: Uint8Array) => hex(await crypto.subtle.digest("SHA-256", bytes as Uint8Array<ArrayBuffer>));
+/** Host data in storage form: bool as u32. */
+const toBits = (d: HostArray): StorageArray => (d instanceof Uint8Array ? Uint32Array.from(d) : d);
 
-function evalSize(s: SizeData, env: Record<string, number>): number {
-  return s.syms.reduce((a, d) => a * env[d], s.k);
+/** What a generated loader checks a bundle against: the model it was generated for. */
+export interface BundleSignature {
+  readonly name: string;
+  readonly mode: string;
+  readonly inputs: readonly { readonly name: string; readonly dtype: string; readonly shape: readonly BundleDim[] }[];
+  readonly outputs: readonly { readonly name: string; readonly dtype: string; readonly shape: readonly BundleDim[] }[];
 }
 
-function numel(shape: readonly BundleDim[], env: Record<string, number>): number {
-  return shape.reduce<number>((a, d) => a * (typeof d === "number" ? d : env[d]), 1);
+const signatureOf = (m: Manifest): BundleSignature => ({
+  name: m.name,
+  mode: m.mode,
+  inputs: m.inputs.map(({ name, dtype, shape }) => ({ name, dtype, shape })),
+  outputs: m.outputs.map(({ name, dtype, shape }) => ({ name, dtype, shape })),
+});
+
+export interface OpenOptions {
+  /** The model the loader was generated for: a manifest of another is refused. */
+  readonly signature?: BundleSignature;
+  /** SHA-256 (hex) over the whole bundle (integrityInput): any other file is refused. */
+  readonly integrity?: string;
 }
 
-/** Workgroup counts of one dispatch, or undefined when there is nothing to do: the rule of
- *  runtime/pipelines.ts `workgroups`, restated because a bundle imports nothing of Kiln. */
-function counts(d: DispatchData, env: Record<string, number>, maxDim: number, kernel: string): [number, number, number] | undefined {
-  let c: [number, number, number];
-  if (d.kind === "linear") {
-    const groups = Math.ceil(evalSize(d.total, env) / d.perGroup);
-    const x = Math.min(groups, maxDim);
-    c = [x, x ? Math.ceil(groups / x) : 0, 1];
-  } else {
-    c = [d.x, d.y, d.z].map((a) => Math.ceil(evalSize(a.size, env) / a.per)) as [number, number, number];
-  }
-  if (c.some((k) => k === 0)) return undefined;
-  if (c.some((k) => k > maxDim))
-    throw new Error(`kiln bundle: kernel ${kernel}: ${c.join("×")} workgroups exceed the device's ${maxDim} per dimension`);
-  return c;
-}
-
-async function scoped<T>(device: GPUDevice, what: string, fn: () => T | Promise<T>): Promise<T> {
-  device.pushErrorScope("validation");
-  device.pushErrorScope("out-of-memory");
-  let result: T;
+/** The weights file decoded (formats/safetensors-codec.ts) and held to the manifest's state:
+ *  every state input present with its type, nothing else. */
+export function bundleWeights(m: Pick<Manifest, "state" | "weights">, bytes: Uint8Array): Map<string, SafeTensor> {
+  let tensors: Record<string, SafeTensor>;
   try {
-    result = await fn();
-  } finally {
-    const errors = [await device.popErrorScope(), await device.popErrorScope()].filter((e) => e);
-    if (errors.length) throw new Error(`kiln bundle: ${what}: ${errors.map((e) => e!.message).join("; ")}`);
+    tensors = decodeSafetensors(bytes, m.weights.file).tensors;
+  } catch (e) {
+    throw new KilnError(`kiln bundle: ${(e as Error).message}`);
   }
-  return result;
+  for (const s of m.state) {
+    const w = Object.hasOwn(tensors, s.name) ? tensors[s.name] : undefined;
+    if (!w) throw new KilnError(`kiln bundle: ${m.weights.file} lacks "${s.name}" ${fmt(s)}`);
+    const t = { dtype: fromSafeDtype(w.dtype), shape: w.shape };
+    if (t.dtype !== s.dtype || t.shape.join() !== s.shape.join())
+      throw new KilnError(`kiln bundle: ${m.weights.file}: "${s.name}" is ${fmt(t)}, the manifest says ${fmt(s)}`);
+  }
+  for (const name of Object.keys(tensors))
+    if (!m.state.some((s) => s.name === name))
+      throw new KilnError(
+        `kiln bundle: ${m.weights.file} holds "${name}", which is no state input of the manifest (${m.state.map((s) => s.name).join(", ")})`,
+      );
+  return new Map(Object.entries(tensors));
 }
 
 /** A loaded bundle: its buffers, pipelines and bind groups, made once. */
 export class Bundle {
-  private env: Record<string, number> | undefined;
-  private counts: ([number, number, number] | undefined)[] = [];
-  private readonly values: Map<number, Manifest["values"][number]>;
   private disposed = false;
+  private readonly serial = new Serial();
+  private pending = 0;
 
   private constructor(
     readonly device: GPUDevice,
     readonly manifest: Manifest,
-    private readonly buffers: GPUBuffer[],
-    private readonly pipelines: GPUComputePipeline[],
-    private readonly groups: GPUBindGroup[],
-    private readonly uniforms: (GPUBuffer | undefined)[],
-    private readonly staging: GPUBuffer[],
-  ) {
-    this.values = new Map(manifest.values.map((v) => [v.id, v]));
-  }
+    private readonly core: Executor,
+    private readonly hooks: ExecutorHooks,
+  ) {}
 
-  static async open(device: GPUDevice, files: BundleFiles): Promise<Bundle> {
+  static async open(device: GPUDevice, files: BundleFiles, opts: OpenOptions = {}): Promise<Bundle> {
+    const manifestBytes = await files.bytes("manifest.json");
     let raw: unknown;
     try {
-      raw = JSON.parse(await files.text("manifest.json"));
+      raw = JSON.parse(new TextDecoder("utf-8", { fatal: true }).decode(manifestBytes));
     } catch (e) {
-      throw new Error(`kiln bundle: manifest.json is not valid JSON (${(e as Error).message})`);
+      throw new KilnError(`kiln bundle: manifest.json is not valid JSON (${(e as Error).message})`);
     }
-    const m = validateManifest(raw);
+    const m = validateManifest(raw, "manifest.json", device.limits);
+    const sig = opts.signature;
+    if (sig && JSON.stringify(signatureOf(m)) !== JSON.stringify(sig))
+      throw new KilnError(
+        `kiln bundle: manifest.json describes "${m.name}" (${m.mode}) with other inputs or outputs than this loader was generated for ("${sig.name}")`,
+      );
     const bytes = await files.bytes(m.weights.file);
     if (bytes.length !== m.weights.bytes)
-      throw new Error(
+      throw new KilnError(
         `kiln bundle: ${m.weights.file} is ${bytes.length} bytes, the manifest says ${m.weights.bytes}: truncated or replaced`,
       );
-    const sha = hex(await crypto.subtle.digest("SHA-256", bytes as Uint8Array<ArrayBuffer>));
+    const sha = await sha256(bytes);
     if (sha !== m.weights.sha256)
-      throw new Error(`kiln bundle: ${m.weights.file} has SHA-256 ${sha}, the manifest says ${m.weights.sha256}: the weights were altered`);
-    const weights = decodeSafetensors(bytes, m.weights.file);
-    for (const s of m.state) {
-      const w = weights.get(s.name);
-      if (!w) throw new Error(`kiln bundle: ${m.weights.file} lacks "${s.name}" ${fmt(s)}`);
-      if (w.dtype !== s.dtype || w.shape.join() !== s.shape.join())
-        throw new Error(`kiln bundle: ${m.weights.file}: "${s.name}" is ${fmt(w)}, the manifest says ${fmt(s)}`);
-    }
-    const lim = device.limits;
-    for (const k of m.kernels) {
-      if (k.bindings.length > lim.maxStorageBuffersPerShaderStage)
-        throw new Error(
-          `kiln bundle: kernel ${k.name} binds ${k.bindings.length} storage buffers; the device allows ${lim.maxStorageBuffersPerShaderStage}`,
+      throw new KilnError(
+        `kiln bundle: ${m.weights.file} has SHA-256 ${sha}, the manifest says ${m.weights.sha256}: the weights were altered`,
+      );
+    const weights = bundleWeights(m, bytes);
+    const kernelFiles = integrityFiles(m).slice(1, -1);
+    const kernelBytes = await Promise.all(kernelFiles.map((f) => files.bytes(f)));
+    if (opts.integrity !== undefined) {
+      const parts = [["manifest.json", manifestBytes], ...kernelFiles.map((f, i) => [f, kernelBytes[i]]), [m.weights.file, bytes]] as const;
+      const got = await sha256(integrityInput(parts as readonly (readonly [string, Uint8Array])[]));
+      if (got !== opts.integrity)
+        throw new KilnError(
+          `kiln bundle: the bundle's files (manifest.json, kernels, ${m.weights.file}) have SHA-256 ${got}, not ${opts.integrity} as built with this loader: altered or mixed with another build`,
         );
     }
-    for (const b of m.buffers)
-      if (b.bytes > lim.maxBufferSize)
-        throw new Error(`kiln bundle: buffer ${b.label} is ${b.bytes} bytes; the device allows ${lim.maxBufferSize}`);
-    const bound = (v: { shape: readonly BundleDim[] }) => Math.max(4, numel(v.shape, m.dims) * 4);
-
-    const made: GPUBuffer[] = [];
-    const create = (label: string, bytes: number, usage: number) => {
-      const b = device.createBuffer({ label, size: Math.max(4, Math.ceil(bytes / 4) * 4), usage });
-      made.push(b);
-      return b;
-    };
-    try {
-      const buffers = await scoped(device, "creating buffers", () =>
-        m.buffers.map((b) => {
-          const buf = create(b.label, b.bytes, STORAGE | COPY_DST | COPY_SRC);
-          if (b.kind === "state") {
-            const d = weights.get(b.state!)!.data;
-            device.queue.writeBuffer(buf, 0, d instanceof Uint8Array ? Uint32Array.from(d) : d); // bool is stored as u32
-          } else if (b.kind === "const") {
-            const T = b.dtype === "i32" ? Int32Array : b.dtype === "f32" ? Float32Array : Uint32Array;
-            if (b.data!.length) device.queue.writeBuffer(buf, 0, T.from(b.data!));
-          }
-          return buf;
-        }),
-      );
-      // Pipelines compile concurrently; one module per distinct WGSL text.
-      const modules = new Map<string, Promise<GPUComputePipeline>>();
-      const pipelines = await Promise.all(
-        m.kernels.map(async (k) => {
-          const code = await files.text(k.file);
-          let p = modules.get(code);
-          if (!p) modules.set(code, (p = compilePipeline(device, k, code)));
-          return p;
-        }),
-      );
-      const values = new Map(m.values.map((v) => [v.id, v]));
-      const uniforms = m.kernels.map((k) =>
-        k.uniforms.length ? create(`${k.name} dims`, Math.ceil(k.uniforms.length / 4) * 16, UNIFORM | COPY_DST) : undefined,
-      );
-      const groups = await scoped(device, "building bind groups", () =>
-        m.kernels.map((k, i) => {
-          const entries: GPUBindGroupEntry[] = k.bindings.map((b, j) => {
-            const v = values.get(b.value)!;
-            return { binding: j, resource: { buffer: buffers[v.buffer], offset: v.offset, size: bound(v) } };
-          });
-          if (uniforms[i]) entries.push({ binding: k.bindings.length, resource: { buffer: uniforms[i]! } });
-          return device.createBindGroup({ label: k.name, layout: pipelines[i].getBindGroupLayout(0), entries });
-        }),
-      );
-      const staging = m.outputs.map((o) => create(`out ${o.name}`, bound(o), MAP_READ | COPY_DST));
-      return new Bundle(device, m, buffers, pipelines, groups, uniforms, staging);
-    } catch (e) {
-      made.forEach((b) => b.destroy());
-      throw e;
-    }
-  }
-
-  /** Run once: `inputs` by name; symbolic dims are solved from the input lengths unless given. */
-  async call(inputs: Readonly<Record<string, HostArray>>, dims: Readonly<Record<string, number>> = {}): Promise<Record<string, HostArray>> {
-    if (this.disposed) throw new Error("kiln bundle: the model was disposed");
-    const { device, manifest: m } = this;
-    const env = this.bind(inputs, dims);
-    const key = JSON.stringify(env);
-    if (key !== JSON.stringify(this.env)) {
-      m.kernels.forEach(
-        (k, i) =>
-          this.uniforms[i] &&
-          device.queue.writeBuffer(
-            this.uniforms[i]!,
-            0,
-            Uint32Array.from(k.uniforms, (d) => env[d]),
-          ),
-      );
-      this.counts = m.kernels.map((k) => counts(k.dispatch, env, device.limits.maxComputeWorkgroupsPerDimension, k.name));
-      this.env = env;
-    }
-    const { values } = this;
-    await scoped(device, "running", () => {
-      for (const i of m.inputs) {
-        const d = inputs[i.name];
-        if (i.value === null || d.length === 0) continue;
-        const v = values.get(i.value)!;
-        device.queue.writeBuffer(this.buffers[v.buffer], v.offset, d instanceof Uint8Array ? Uint32Array.from(d) : d);
+    const code = new Map<string, string>();
+    kernelFiles.forEach((f, i) => {
+      try {
+        code.set(f, new TextDecoder("utf-8", { fatal: true }).decode(kernelBytes[i]));
+      } catch {
+        throw new KilnError(`kiln bundle: ${f} is not UTF-8 text`);
       }
-      const enc = device.createCommandEncoder();
-      const pass = enc.beginComputePass();
-      m.kernels.forEach((_, i) => {
-        const c = this.counts[i];
-        if (!c) return;
-        pass.setPipeline(this.pipelines[i]);
-        pass.setBindGroup(0, this.groups[i]);
-        pass.dispatchWorkgroups(...c);
-      });
-      pass.end();
-      // Outputs first: this call's values, even one that is a state update written in place.
-      m.outputs.forEach((o, i) => {
-        const v = values.get(o.value)!;
-        const n = numel(o.shape, env) * 4;
-        if (n) enc.copyBufferToBuffer(this.buffers[v.buffer], v.offset, this.staging[i], 0, n);
-      });
-      for (const s of m.state) {
-        if (s.update === null) continue;
-        const v = values.get(s.update)!;
-        if (v.buffer !== s.buffer)
-          enc.copyBufferToBuffer(this.buffers[v.buffer], v.offset, this.buffers[s.buffer], 0, numel(s.shape, {}) * 4);
-      }
-      device.queue.submit([enc.finish()]);
     });
-    const out: Record<string, HostArray> = {};
-    await Promise.all(
-      m.outputs.map(async (o, i) => {
-        const n = numel(o.shape, env);
-        const st = this.staging[i];
-        await st.mapAsync(MAP_READ, 0, Math.max(4, n * 4));
-        const bits = new Uint32Array(st.getMappedRange(0, Math.max(4, n * 4)).slice(0), 0, n);
-        st.unmap();
-        out[o.name] = o.dtype === "bool" ? Uint8Array.from(bits) : new ARRAYS[o.dtype](bits.buffer, 0, n);
+    // Only now the device: pipelines compile concurrently, one module per distinct WGSL text.
+    const modules = new Map<string, Promise<GPUComputePipeline>>();
+    const pipelines = await Promise.all(
+      m.kernels.map((k) => {
+        const text = code.get(k.file)!;
+        let p = modules.get(text);
+        if (!p) modules.set(text, (p = compileKernel(device, k, text, `kiln bundle: compiling kernel ${k.name} (${k.file})`)));
+        return p;
       }),
     );
-    return out;
+    const hooks = deviceHooks(device, "kiln bundle: ", (i) => m.kernels[i].file);
+    const core = await Executor.create(device, m, pipelines, hooks, { stateData: (name) => toBits(weights.get(name)!.data) });
+    return new Bundle(device, m, core, hooks);
+  }
+
+  /** Queued behind every earlier call; refused once disposed. */
+  private queued<T>(fn: () => Promise<T>): Promise<T> {
+    if (this.disposed) return Promise.reject(new KilnError("kiln bundle: the model was disposed"));
+    this.pending++;
+    return this.serial.run(async () => {
+      try {
+        if (this.disposed) throw new KilnError("kiln bundle: the model was disposed");
+        return await fn();
+      } finally {
+        if (--this.pending === 0 && this.disposed) this.core.dispose();
+      }
+    });
+  }
+
+  /** Run once: `inputs` by name; symbolic dims are solved from the input lengths unless given.
+   *  Overlapping calls run one after another. */
+  call(inputs: Readonly<Record<string, HostArray>>, dims: Readonly<Record<string, number>> = {}): Promise<Record<string, HostArray>> {
+    return this.queued(async () => {
+      const env = this.bind(inputs, dims);
+      const uploads = new Map(this.manifest.inputs.map((i) => [i.name, toBits(inputs[i.name])] as const));
+      return this.core.run(
+        env,
+        uploads,
+        this.manifest.outputs.map((o) => o.name),
+      );
+    });
   }
 
   /** Check every input's presence, type and length, and solve the symbolic dims. */
@@ -307,43 +230,43 @@ export class Bundle {
     for (const i of m.inputs) {
       const d = inputs[i.name];
       if (d === undefined)
-        throw new Error(`kiln bundle: input "${i.name}" ${fmt(i)} is missing (inputs: ${m.inputs.map((x) => x.name).join(", ")})`);
+        throw new KilnError(`kiln bundle: input "${i.name}" ${fmt(i)} is missing (inputs: ${m.inputs.map((x) => x.name).join(", ")})`);
       const T = ARRAYS[i.dtype];
       if (!(d instanceof T))
-        throw new Error(
+        throw new KilnError(
           `kiln bundle: input "${i.name}" ${fmt(i)} must be a ${T.name}, got ${(d as object)?.constructor?.name ?? typeof d}`,
         );
     }
     for (const name of Object.keys(inputs))
       if (!m.inputs.some((i) => i.name === name))
-        throw new Error(`kiln bundle: unknown input "${name}" (inputs: ${m.inputs.map((x) => x.name).join(", ")})`);
+        throw new KilnError(`kiln bundle: unknown input "${name}" (inputs: ${m.inputs.map((x) => x.name).join(", ")})`);
     // Solve a dim from an input whose shape has it as its only unknown.
     for (let changed = true; changed; ) {
       changed = false;
       for (const i of m.inputs) {
         const open = i.shape.filter((d): d is string => typeof d === "string" && env[d] === undefined);
         if (open.length !== 1 || i.shape.filter((d) => d === open[0]).length !== 1) continue;
-        const rest = numel(
+        const rest = numelAt(
           i.shape.filter((d) => d !== open[0]),
           env,
         );
         const len = inputs[i.name].length;
         if (rest === 0 || len % rest !== 0)
-          throw new Error(`kiln bundle: input "${i.name}" ${fmt(i)} has ${len} values, not a multiple of ${rest}`);
+          throw new KilnError(`kiln bundle: input "${i.name}" ${fmt(i)} has ${len} values, not a multiple of ${rest}`);
         env[open[0]] = len / rest;
         changed = true;
       }
     }
     for (const [d, b] of Object.entries(m.dims)) {
       const v = env[d];
-      if (v === undefined) throw new Error(`kiln bundle: dim ${d} is not bound by any input; pass it: run(inputs, { ${d}: n })`);
-      if (!Number.isSafeInteger(v) || v < 1) throw new Error(`kiln bundle: dim ${d} = ${v} must be a positive integer`);
-      if (v > b) throw new Error(`kiln bundle: dim ${d} = ${v} exceeds the bundle's bound ${b} (rebuild with a larger --batch)`);
+      if (v === undefined) throw new KilnError(`kiln bundle: dim ${d} is not bound by any input; pass it: run(inputs, { ${d}: n })`);
+      if (!Number.isSafeInteger(v) || v < 1) throw new KilnError(`kiln bundle: dim ${d} = ${v} must be a positive integer`);
+      if (v > b) throw new KilnError(`kiln bundle: dim ${d} = ${v} exceeds the bundle's bound ${b} (rebuild with a larger --batch)`);
     }
     for (const i of m.inputs) {
-      const want = numel(i.shape, env);
+      const want = numelAt(i.shape, env);
       if (inputs[i.name].length !== want)
-        throw new Error(
+        throw new KilnError(
           `kiln bundle: input "${i.name}" ${fmt(i)} with ${JSON.stringify(env)} needs ${want} values, got ${inputs[i.name].length}`,
         );
     }
@@ -351,45 +274,19 @@ export class Bundle {
   }
 
   /** The current values of the resident inputs (weights, optimizer state). */
-  async readState(): Promise<Record<string, HostArray>> {
-    if (this.disposed) throw new Error("kiln bundle: the model was disposed");
-    const out: Record<string, HostArray> = {};
-    for (const s of this.manifest.state) {
-      const bytes = Math.max(4, numel(s.shape, {}) * 4);
-      const st = this.device.createBuffer({ label: `read ${s.name}`, size: bytes, usage: MAP_READ | COPY_DST });
-      const enc = this.device.createCommandEncoder();
-      enc.copyBufferToBuffer(this.buffers[s.buffer], 0, st, 0, bytes);
-      this.device.queue.submit([enc.finish()]);
-      await st.mapAsync(MAP_READ);
-      const bits = new Uint32Array(st.getMappedRange().slice(0), 0, numel(s.shape, {}));
-      st.destroy();
-      out[s.name] = s.dtype === "bool" ? Uint8Array.from(bits) : new ARRAYS[s.dtype](bits.buffer, 0, bits.length);
-    }
-    return out;
+  readState(): Promise<Record<string, HostArray>> {
+    return this.queued(async () => {
+      const out: Record<string, HostArray> = {};
+      for (const s of this.manifest.state)
+        out[s.name] = await readBack(this.device, this.hooks, s.name, this.core.stateBuffer(s.name), numelAt(s.shape, {}) * 4, s.dtype);
+      return out;
+    });
   }
 
+  /** Free the GPU buffers (after the calls already queued). */
   dispose(): void {
     if (this.disposed) return;
     this.disposed = true;
-    for (const b of [...this.buffers, ...this.staging, ...this.uniforms]) b?.destroy();
+    if (this.pending === 0) this.core.dispose();
   }
-}
-
-async function compilePipeline(device: GPUDevice, k: Manifest["kernels"][number], code: string): Promise<GPUComputePipeline> {
-  return scoped(device, `compiling kernel ${k.name} (${k.file})`, async () => {
-    const module = device.createShaderModule({ label: k.name, code });
-    const errors = (await module.getCompilationInfo()).messages.filter((x) => x.type === "error");
-    if (errors.length)
-      throw new Error(
-        `kiln bundle: ${k.file} does not compile:\n${errors.map((e) => `  ${e.lineNum}:${e.linePos}: ${e.message}`).join("\n")}`,
-      );
-    const entries: GPUBindGroupLayoutEntry[] = k.bindings.map((b, i) => ({
-      binding: i,
-      visibility: 4 /* COMPUTE */,
-      buffer: { type: b.access === "read" ? "read-only-storage" : "storage" },
-    }));
-    if (k.uniforms.length) entries.push({ binding: k.bindings.length, visibility: 4, buffer: { type: "uniform" } });
-    const layout = device.createPipelineLayout({ bindGroupLayouts: [device.createBindGroupLayout({ entries })] });
-    return device.createComputePipelineAsync({ label: k.name, layout, compute: { module, entryPoint: "main" } });
-  });
 }

@@ -5,6 +5,7 @@
 import { create, globals } from "webgpu";
 import { targetForAdapter, type Target } from "../compiler/target.ts";
 import { GpuError } from "../src/ir/errors.ts";
+import { scoped } from "./executor.ts";
 
 export interface Gpu {
   readonly device: GPUDevice;
@@ -103,29 +104,12 @@ export function assertHealthy(what: string): void {
   }
 }
 
-const SCOPES: readonly GPUErrorFilter[] = ["validation", "out-of-memory", "internal"];
-
-/** Run `fn` inside error scopes; a WebGPU error raised by it is thrown as a GpuError naming `what`. */
+/** Run `fn` inside error scopes (runtime/executor.ts `scoped`, the bundle's too); a WebGPU error
+ *  raised by it, a lost device or an error outside any scope is thrown as a GpuError naming `what`. */
 export async function checked<T>(gpu: Gpu, what: string, fn: () => T | Promise<T>): Promise<T> {
   if (released.has(gpu.device)) throw new GpuError(`${what}: the GPU was released (releaseGpu); load the program again`);
   assertHealthy(what);
-  for (const s of SCOPES) gpu.device.pushErrorScope(s);
-  let result: T | undefined;
-  let thrown: unknown;
-  try {
-    result = await fn();
-  } catch (e) {
-    thrown = e;
-  }
-  const errors = [];
-  for (const s of [...SCOPES].reverse()) {
-    const e = await gpu.device.popErrorScope();
-    if (e) errors.push(`${s}: ${e.message}`);
-  }
-  // A GpuError thrown inside already explains the scope's error (e.g. WGSL compile messages).
-  if (thrown instanceof GpuError) throw thrown;
-  if (errors.length) throw new GpuError(`${what}: ${errors.join("; ")}`);
-  if (thrown !== undefined) throw thrown;
+  const result = await scoped(gpu.device, what, fn);
   assertHealthy(what);
-  return result as T;
+  return result;
 }

@@ -9,7 +9,13 @@ import type { Graph, Node, ValueId } from "./ir/types.ts";
 import { tensor64, type Tensor64 } from "./ops/tensor64.ts";
 import { OPS } from "./ops/table.ts";
 
-export function interpret(g: Graph, inputs: Readonly<Record<string, HostTensor>>): Record<string, Tensor64> {
+/** `watch` sees every value as it is made (inputs included); returning true stops the run, which
+ *  then returns no outputs (training/debug-nans.ts finds the first non-finite value this way). */
+export function interpret(
+  g: Graph,
+  inputs: Readonly<Record<string, HostTensor>>,
+  watch?: (node: Node, value: Tensor64) => boolean | void,
+): Record<string, Tensor64> {
   const env = bindDims(g, Object.fromEntries(Object.entries(inputs).map(([k, v]) => [k, v.shape])));
   const live = liveNodes(g);
   const vals = new Map<ValueId, Tensor64>();
@@ -19,6 +25,7 @@ export function interpret(g: Graph, inputs: Readonly<Record<string, HostTensor>>
     if (n.op === "input") {
       const { name } = (n as Node<"input">).attrs;
       vals.set(n.id, tensor64(n.type.dtype, shape, inputs[name].data));
+      if (watch?.(n, vals.get(n.id)!)) return {};
       continue;
     }
     const ins = n.inputs.map((i) => vals.get(i)!);
@@ -32,6 +39,7 @@ export function interpret(g: Graph, inputs: Readonly<Record<string, HostTensor>>
       throw new KilnError(`${describeNode(n.op, n.id, n.site)}: reference gave ${formatShape(r.shape)}, inferred ${formatShape(shape)}`);
     }
     vals.set(n.id, r);
+    if (watch?.(n, r)) return {};
   }
   return Object.fromEntries(g.outputs.map((o) => [o.name, vals.get(o.id)!]));
 }

@@ -7,9 +7,9 @@ import { writeFileAtomic } from "../formats/safetensors.ts";
 
 export interface History {
   readonly loss: readonly number[];
-  readonly acc?: readonly number[];
+  readonly accuracy?: readonly number[];
   readonly valLoss?: readonly number[];
-  readonly valAcc?: readonly number[];
+  readonly valAccuracy?: readonly number[];
 }
 
 const W = 640;
@@ -95,9 +95,9 @@ export function historySvg(history: History): string {
       throw new KilnError(`historyPlot: ${name} has ${v.length} values but loss has ${epochs} (one per epoch)`);
     }
   };
-  check("acc", history.acc);
+  check("accuracy", history.accuracy);
   check("valLoss", history.valLoss);
-  check("valAcc", history.valAcc);
+  check("valAccuracy", history.valAccuracy);
   if (epochs === 0) throw new KilnError("historyPlot: the history is empty (no epochs)");
   const pick = (pairs: [string, readonly number[] | undefined, string][]): Series[] =>
     pairs.filter(([, v]) => v !== undefined).map(([name, values, color]) => ({ name, values: values!, color }));
@@ -108,8 +108,8 @@ export function historySvg(history: History): string {
     ]),
   ];
   const acc = pick([
-    ["acc", history.acc, COLORS.train],
-    ["val_acc", history.valAcc, COLORS.val],
+    ["accuracy", history.accuracy, COLORS.train],
+    ["val_accuracy", history.valAccuracy, COLORS.val],
   ]);
   if (acc.length) panels.push(acc);
   const h = PANEL_H * panels.length;

@@ -1,7 +1,12 @@
 /** Training progress: a cli-progress bar per epoch on a TTY, plain lines (or nothing) elsewhere.
  *
- *    TTY:      epoch 2/10 [==========----------] 120/235 | loss 0.3125 | acc 0.9102 | ETA 14s
- *    not TTY:  epoch 2/10: 235 steps in 28.1s | loss 0.3011 | acc 0.9133 | val_loss 0.2870 | val_acc 0.9180
+ *    TTY:      epoch 2/10 [==========----------] 120/235 | loss 0.3125 | accuracy 0.9102 | ETA 14s
+ *    not TTY:  epoch 2/10: 235 steps in 28.1s | loss 0.3011 | accuracy 0.9133
+ *              val_loss 0.2870 | val_accuracy 0.9180
+ *
+ *  The metrics are named as everywhere else (Keras's loss, accuracy, val_loss, val_accuracy), and
+ *  every line fits the terminal (80 columns when it does not say): the bar narrows, and the
+ *  epoch's line puts the validation figures on a line of their own when they would not fit.
  *
  *  verbose 0 writes nothing; 1 draws the bar on a TTY and one line per epoch otherwise (Keras'
  *  `verbose=1`); 2 writes only the per-epoch line, TTY or not (Keras' `verbose=2`). Logs and CI
@@ -12,9 +17,9 @@ import { KilnError } from "../src/ir/errors.ts";
 /** Metrics shown after the counters; undefined entries are left out. */
 export interface ProgressValues {
   readonly loss?: number;
-  readonly acc?: number;
+  readonly accuracy?: number;
   readonly valLoss?: number;
-  readonly valAcc?: number;
+  readonly valAccuracy?: number;
 }
 export interface ProgressStream {
   write(chunk: string, cb?: (err?: Error | null) => void): boolean;
@@ -38,16 +43,28 @@ export interface Progress {
 
 const NAMES: readonly [keyof ProgressValues, string][] = [
   ["loss", "loss"],
-  ["acc", "acc"],
+  ["accuracy", "accuracy"],
   ["valLoss", "val_loss"],
-  ["valAcc", "val_acc"],
+  ["valAccuracy", "val_accuracy"],
 ];
 
-/** " | loss 0.3125 | acc 0.9102": four decimals, NaN and ±Infinity printed as such (a diverged run). */
+const parts = (v: ProgressValues): string[] => NAMES.filter(([k]) => v[k] !== undefined).map(([k, name]) => `${name} ${v[k]!.toFixed(4)}`);
+
+/** " | loss 0.3125 | accuracy 0.9102": four decimals, NaN and ±Infinity printed as such (a diverged run). */
 export function formatValues(v: ProgressValues): string {
-  return NAMES.filter(([k]) => v[k] !== undefined)
-    .map(([k, name]) => ` | ${name} ${v[k]!.toFixed(4)}`)
+  return parts(v)
+    .map((p) => ` | ${p}`)
     .join("");
+}
+
+/** `head` and the values on one line if it fits in `width`, else the validation values on a second one. */
+function fitted(head: string, v: ProgressValues, width: number): string {
+  const all = parts(v);
+  const one = [head, ...all].join(" | ");
+  if (one.length <= width) return one;
+  const train = all.filter((p) => !p.startsWith("val_"));
+  const val = all.filter((p) => p.startsWith("val_"));
+  return [[head, ...train].join(" | "), ...(val.length ? [`  ${val.join(" | ")}`] : [])].join("\n");
 }
 
 const seconds = (ms: number): string => (ms < 10_000 ? (ms / 1000).toFixed(2) : (ms / 1000).toFixed(1)) + "s";
@@ -59,8 +76,9 @@ export function progress(opts: ProgressOptions): Progress {
   const started = Date.now();
   let last: ProgressValues = {};
   let steps = 0;
+  const width = Math.max(40, stream.columns ?? 80);
   const line = (summary: ProgressValues): string =>
-    `${label}: ${steps} steps in ${seconds(Date.now() - started)}${formatValues(summary)}\n`;
+    `${fitted(`${label}: ${steps} steps in ${seconds(Date.now() - started)}`, summary, width)}\n`;
 
   if (verbose === 2 || stream.isTTY !== true) {
     let ended = false;
@@ -81,10 +99,13 @@ export function progress(opts: ProgressOptions): Progress {
   // A formatter function, not a format string, so the last frame can show the epoch's time
   // where the ETA was.
   const format: cliProgress.GenericFormatter = (options, params, payload: { metrics: string }) => {
-    const bar = cliProgress.Format.BarFormat(params.progress, options);
     const eta = typeof params.eta === "number" ? cliProgress.Format.TimeFormat(params.eta, options, 5) : "?";
     const tail = done ? seconds(Date.now() - started) : `ETA ${eta}`;
-    return `${label} [${bar}] ${params.value}/${params.total}${payload.metrics} | ${tail}`;
+    const rest = ` ${params.value}/${params.total}${payload.metrics} | ${tail}`;
+    // The bar takes what the terminal leaves, 20 at most; the metrics lose their tail last.
+    const room = width - label.length - 3 - rest.length;
+    const bar = cliProgress.Format.BarFormat(params.progress, { ...options, barsize: Math.max(5, Math.min(20, room)) });
+    return `${label} [${bar}]${rest}`.slice(0, width);
   };
   const bar = new cliProgress.SingleBar({
     stream: stream as NodeJS.WritableStream,
@@ -105,8 +126,15 @@ export function progress(opts: ProgressOptions): Progress {
     end(summary) {
       if (done) return;
       done = true;
-      bar.update(Math.min(steps, total), { metrics: formatValues({ ...last, ...summary }) });
+      const all = { ...last, ...summary };
+      const metrics = formatValues(all);
+      // The smallest frame with every figure; too wide, and the validation figures get a line of their own.
+      const fits = `${label} [=====] ${total}/${total}${metrics} | 100.0s`.length <= width;
+      const { valLoss, valAccuracy, ...train } = all;
+      bar.update(Math.min(steps, total), { metrics: fits ? metrics : formatValues(train) });
       bar.stop(); // draws the last frame and ends its line
+      const val = formatValues({ valLoss, valAccuracy });
+      if (!fits && val) stream.write(`  ${val.slice(3)}\n`);
     },
   };
 }

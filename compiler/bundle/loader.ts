@@ -1,14 +1,19 @@
 /** The bundle's TypeScript loader, generated with ts-morph, and its JavaScript.
  *
  *    loader.ts = header
- *              + formats/bundle-manifest.ts  (manifest types, FORMAT, validateManifest)  ┐ copied as text,
- *              + runtime/bundle-runtime.ts   (safetensors decoder, checks, Bundle)      ┘ imports removed
+ *              + src/ir/kiln-error.ts          (KilnError, GpuError)                          ┐
+ *              + formats/safetensors-codec.ts  (the one safetensors decoder)                  │ copied as
+ *              + formats/bundle-manifest.ts    (manifest types, FORMAT, validateManifest)     │ text, imports
+ *              + runtime/executor.ts           (the executor core Kiln's Executable runs on)  │ removed
+ *              + runtime/bundle-runtime.ts     (file access, checks, Bundle)                  ┘
  *              + generated        Inputs / Outputs / Weights interfaces typed from the graph,
  *                                 Model, load(device, files) checking the manifest's signature
+ *                                 and the bundle's integrity hash (SHA-256 over manifest.json,
+ *                                 the kernels and the weights, taken at build time)
  *  The copied parts are ordinary checked source in this repo (tsc and the tests cover them);
  *  only the typed surface is generated, from ts-morph structures. loader.js is loader.ts
  *  transpiled by the TypeScript that ts-morph bundles (types erased, ES2022 module). */
-import { readFileSync } from "node:fs";
+import { existsSync, readFileSync } from "node:fs";
 import {
   Project,
   StructureKind,
@@ -20,19 +25,41 @@ import {
 } from "ts-morph";
 import type { Manifest, TensorData } from "../../formats/bundle-manifest.ts";
 
-/** The sources every loader.ts copies as text, relative to Kiln's root — dist/ in the installed
- *  package, where `npm run build` (scripts/build.mjs) copies them beside the JavaScript. */
-export const SHIPPED_SOURCES = ["formats/bundle-manifest.ts", "runtime/bundle-runtime.ts"] as const;
+/** The sources every loader.ts copies as text, relative to Kiln's root — or, in the installed
+ *  package, to dist/shipped/, where `npm run build` (scripts/build.mjs) copies them (beside the
+ *  declarations they would shadow: tsc prefers a .ts to a .d.ts of the same name). */
+export const SHIPPED_SOURCES = [
+  "src/ir/kiln-error.ts",
+  "formats/safetensors-codec.ts",
+  "formats/bundle-manifest.ts",
+  "runtime/executor.ts",
+  "runtime/bundle-runtime.ts",
+] as const;
 
 const ARRAY_TYPE = { f32: "Float32Array", i32: "Int32Array", u32: "Uint32Array", bool: "Uint8Array" } as const;
 const IDENT = /^[A-Za-z_$][A-Za-z0-9_$]*$/;
 
-/** Source of a module of this repo less its import declarations. */
-function withoutImports(project: Project, url: URL): string {
+/** Source of a module of this repo less its import declarations (it may import only the shipped
+ *  files before it), and the names it declares at top level. */
+const ROOT = new URL("../../", import.meta.url);
+const SOURCES = existsSync(new URL("shipped/", ROOT)) ? new URL("shipped/", ROOT) : ROOT;
+
+function withoutImports(project: Project, url: URL): { text: string; names: string[] } {
   const name = url.pathname.slice(url.pathname.lastIndexOf("/") + 1);
   const sf = project.createSourceFile(`/src/${name}`, readFileSync(url, "utf8"), { overwrite: true });
-  for (const d of sf.getImportDeclarations()) d.remove();
-  return sf.getFullText().trim();
+  for (const d of sf.getImportDeclarations()) {
+    // Only the shipped files before it are in the loader: any other import would be undefined there.
+    const from = new URL(d.getModuleSpecifierValue(), url).href.slice(SOURCES.href.length);
+    if (!SHIPPED_SOURCES.slice(0, SHIPPED_SOURCES.indexOf(url.href.slice(SOURCES.href.length) as never)).includes(from as never))
+      throw new Error(`bundle loader: ${url.pathname} imports ${d.getModuleSpecifierValue()}, which is not shipped before it`);
+    d.remove();
+  }
+  if (sf.getExportDeclarations().length) throw new Error(`bundle loader: ${url.pathname} re-exports; a shipped file may not`);
+  const names = [
+    ...sf.getVariableDeclarations().map((d) => d.getName()),
+    ...[...sf.getFunctions(), ...sf.getClasses(), ...sf.getInterfaces(), ...sf.getTypeAliases()].map((d) => d.getName() ?? ""),
+  ];
+  return { text: sf.getFullText().trim(), names };
 }
 
 function properties(tensors: readonly TensorData[], what: string): OptionalKind<PropertySignatureStructure>[] {
@@ -49,9 +76,17 @@ function iface(name: string, docs: string, props: OptionalKind<PropertySignature
 }
 
 /** loader.ts and loader.js for a bundle with this manifest. */
-export function generateLoader(m: Manifest): { ts: string; js: string } {
+export function generateLoader(m: Manifest, integrity: string): { ts: string; js: string } {
   const project = new Project({ useInMemoryFileSystem: true });
-  const [shared, runtime] = SHIPPED_SOURCES.map((f) => withoutImports(project, new URL(`../../${f}`, import.meta.url)));
+  const shipped = SHIPPED_SOURCES.map((f) => withoutImports(project, new URL(f, SOURCES)));
+  // One module scope: a name declared in two shipped files would break every loader.
+  const seen = new Map<string, string>();
+  shipped.forEach((s, i) => {
+    for (const n of s.names) {
+      if (seen.has(n)) throw new Error(`bundle loader: ${SHIPPED_SOURCES[i]} and ${seen.get(n)} both declare ${n}`);
+      seen.set(n, SHIPPED_SOURCES[i]);
+    }
+  });
   const dims =
     Object.entries(m.dims)
       .map(([d, b]) => `${d} ≤ ${b}`)
@@ -64,7 +99,9 @@ export function generateLoader(m: Manifest): { ts: string; js: string } {
     `// Symbolic dims (bound per call from the input lengths): ${dims}.`,
     "",
   ].join("\n");
-  const sf = project.createSourceFile("/out/loader.ts", `${header}\n${shared}\n\n${runtime}\n`, { overwrite: true });
+  const sf = project.createSourceFile("/out/loader.ts", `${header}\n${shipped.map((s) => s.text).join("\n\n")}\n`, {
+    overwrite: true,
+  });
 
   const signature = {
     name: m.name,
@@ -128,12 +165,18 @@ export function generateLoader(m: Manifest): { ts: string; js: string } {
       declarations: [{ name: "SIGNATURE", initializer: JSON.stringify(signature) }],
     },
     {
+      kind: StructureKind.VariableStatement,
+      declarationKind: VariableDeclarationKind.Const,
+      docs: ["SHA-256 over the whole bundle as built (manifest.json, kernels, weights): any other file is refused."],
+      declarations: [{ name: "INTEGRITY", initializer: JSON.stringify(integrity) }],
+    },
+    {
       kind: StructureKind.Function,
       name: "load",
       isExported: true,
       isAsync: true,
       docs: [
-        "Check and load the bundle: manifest, weights (size, SHA-256, names, shapes) and device limits; pipelines compile asynchronously.",
+        "Check and load the bundle: manifest (structure, consistency, device limits), signature, weights (size, SHA-256, names, shapes) and the integrity hash, all before the device sees anything; pipelines compile asynchronously.",
       ],
       parameters: [
         { name: "device", type: "GPUDevice" },
@@ -141,12 +184,9 @@ export function generateLoader(m: Manifest): { ts: string; js: string } {
       ],
       returnType: "Promise<Model>",
       statements: [
-        "const b = await Bundle.open(device, files);",
-        "const m = b.manifest;",
-        "const same = JSON.stringify({ name: m.name, mode: m.mode, inputs: m.inputs.map(({ name, dtype, shape }) => ({ name, dtype, shape })), outputs: m.outputs.map(({ name, dtype, shape }) => ({ name, dtype, shape })) }) === JSON.stringify(SIGNATURE);",
-        'if (!same) { b.dispose(); throw new Error(`kiln bundle: manifest.json describes "${m.name}" (${m.mode}) with other inputs or outputs than this loader was generated for ("${SIGNATURE.name}")`); }',
+        "const b = await Bundle.open(device, files, { signature: SIGNATURE, integrity: INTEGRITY });",
         "return {",
-        "  manifest: m,",
+        "  manifest: b.manifest,",
         `  ${call}: async (inputs, dims) => (await b.call(inputs as unknown as Record<string, HostArray>, (dims ?? {}) as Record<string, number>)) as unknown as Outputs,`,
         "  weights: async () => (await b.readState()) as unknown as Weights,",
         "  dispose: () => b.dispose(),",

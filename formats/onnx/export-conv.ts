@@ -42,9 +42,14 @@ const conv2d: Lower<"conv2d"> = (c) => {
     pads: onnxPads(a.padding),
     strides: a.strides,
     dilations: a.dilations,
+    ...group(a),
   });
   return back(c, y);
 };
+
+/** ONNX's `group` for a grouped conv (Kiln's HWIO [KH, KW, C/g, Cout] is ONNX's OIHW [Cout, C/g,
+ *  KH, KW] for Conv, and [Cout, C/g, KH, KW] = [C_in, M/g, KH, KW] for ConvTranspose). */
+const group = (a: { groups?: number }): Attrs => (a.groups !== undefined && a.groups !== 1 ? { group: a.groups } : {});
 
 const pool =
   (onnx: "MaxPool" | "AveragePool"): Lower<"max_pool2d" | "avg_pool2d"> =>
@@ -66,12 +71,15 @@ const conv2dGradInput: Lower<"conv2d_grad_input"> = (c) => {
     strides: a.strides,
     dilations: a.dilations,
     output_padding: outputPadding([h, w], [kh, kw], [oh, ow], a),
+    ...group(a),
   });
   return back(c, y);
 };
 
 const conv2dGradFilter: Lower<"conv2d_grad_filter"> = (c) => {
   const a = c.attrs;
+  // Swapping roles puts the batch in the channels, where ONNX's groups would mix the blocks.
+  if ((a.groups ?? 1) !== 1) throw new Error(`a grouped conv2d_grad_filter (groups ${a.groups}) has no ONNX lowering`);
   const [kh, kw] = dims(a.shape);
   const [, oh, ow] = c.ins[1].shape as [unknown, number, number];
   const swap = [3, 0, 1, 2]; // NHWC → C, N, H, W: channels become the batch

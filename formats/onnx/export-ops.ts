@@ -205,6 +205,7 @@ export const LOWER: LowerTable = {
   sin: simple("Sin"),
   cos: simple("Cos"),
   tanh: simple("Tanh"),
+  erf: simple("Erf"),
   sigmoid: simple("Sigmoid"),
   relu: arith("Relu"),
   floor: simple("Floor"),

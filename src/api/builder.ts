@@ -5,7 +5,7 @@
  *      const h = x.matmul(g.input("W", "f32", [784, 500])).relu();
  *      const graph = g.build({ h });                                                      */
 import { describeNode, KilnError, ShapeError } from "../ir/errors.ts";
-import { normAxis } from "../ir/shape.ts";
+import { formatShape, normAxis } from "../ir/shape.ts";
 import type { DType, Dim, Graph, Node, OpAttrs, OpKind, Output, Shape, TensorType, ValueId } from "../ir/types.ts";
 import { OPS } from "../ops/table.ts";
 import { callSite } from "./site.ts";
@@ -168,6 +168,10 @@ export class Tensor {
   tanh() {
     return this.un("tanh");
   }
+  erf() {
+    return this.un("erf");
+  }
+
   sigmoid() {
     return this.un("sigmoid");
   }
@@ -300,19 +304,59 @@ export class Tensor {
   matmul(o: Tensor) {
     return this.builder.add("matmul", [this, o], {});
   }
-  /** NHWC input, HWIO filter; padding [top, bottom, left, right]. */
+  /** NHWC input, HWIO filter; padding [top, bottom, left, right]. With `groups` g the filter
+   *  is [KH, KW, Cin/g, Cout] and output channel o reads input block ⌊o/(Cout/g)⌋. */
   conv2d(
     filter: Tensor,
     opts: {
       strides?: readonly [number, number];
       padding?: readonly [number, number, number, number];
       dilations?: readonly [number, number];
+      groups?: number;
     } = {},
   ) {
     return this.builder.add("conv2d", [this, filter], {
       strides: opts.strides ?? [1, 1],
       padding: opts.padding ?? [0, 0, 0, 0],
       dilations: opts.dilations ?? [1, 1],
+      // groups = 1 is left out, so an ungrouped conv has one form (CSE, the text IR).
+      ...(opts.groups !== undefined && opts.groups !== 1 ? { groups: opts.groups } : {}),
+    });
+  }
+  /** The transposed convolution, as conv2d's input gradient (one implicit GEMM): this NHWC
+   *  [N, H, W, C] and the HWIO filter [KH, KW, M/g, C] of the conv from M channels to C that it
+   *  transposes (ONNX's ConvTranspose weight [C, M/g, KH, KW] permuted [2, 3, 1, 0]); gives
+   *  [N, OH, OW, M] with OH = (H − 1)·s + d·(KH − 1) + 1 − top − bottom + outputPadding[0],
+   *  outputPadding below the stride. */
+  conv2dTranspose(
+    filter: Tensor,
+    opts: {
+      strides?: readonly [number, number];
+      padding?: readonly [number, number, number, number];
+      dilations?: readonly [number, number];
+      groups?: number;
+      outputPadding?: readonly [number, number];
+    } = {},
+  ) {
+    const s: readonly [number, number] = opts.strides ?? [1, 1];
+    const p: readonly [number, number, number, number] = opts.padding ?? [0, 0, 0, 0];
+    const d: readonly [number, number] = opts.dilations ?? [1, 1];
+    const op = opts.outputPadding ?? [0, 0];
+    const groups = opts.groups ?? 1;
+    const [, h, w] = this.shape;
+    const [kh, kw, mg] = filter.shape;
+    if (typeof h !== "number" || typeof w !== "number" || typeof kh !== "number" || typeof kw !== "number" || typeof mg !== "number") {
+      throw new KilnError(
+        `conv2dTranspose needs a static H and W and a static filter, got ${formatShape(this.shape)} and ${formatShape(filter.shape)}`,
+      );
+    }
+    const len = (n: number, k: number, ax: 0 | 1) => (n - 1) * s[ax] + d[ax] * (k - 1) + 1 - p[2 * ax] - p[2 * ax + 1] + op[ax];
+    return this.builder.add("conv2d_grad_input", [this, filter], {
+      strides: s,
+      padding: p,
+      dilations: d,
+      ...(groups !== 1 ? { groups } : {}),
+      shape: [this.shape[0], len(h, kh, 0), len(w, kw, 1), mg * groups],
     });
   }
   maxPool2d(

@@ -46,6 +46,22 @@ export function leakyRelu(x: Tensor, alpha = 0.01): Tensor {
   return x.gt(0).select(x, x.mul(alpha));
 }
 
+/** Batch normalisation with given statistics, over the last axis (channels):
+ *  (x − mean) / √(variance + ε) · gamma + beta, each of mean, variance, gamma, beta [C] (or
+ *  broadcastable). The batchNorm layer (./layers.ts) calls it with the batch's statistics in
+ *  training and the moving ones in inference; use it directly in a graph or a custom layer. */
+export function batchNormalization(
+  x: Tensor,
+  stats: { mean: Tensor; variance: Tensor; gamma?: Tensor; beta?: Tensor; epsilon?: number },
+): Tensor {
+  const eps = stats.epsilon ?? 1e-3;
+  if (!(Number.isFinite(eps) && eps > 0)) throw new KilnError(`batchNormalization: epsilon must be a number > 0, got ${eps}`);
+  let scale = stats.variance.add(eps).rsqrt();
+  if (stats.gamma) scale = scale.mul(stats.gamma);
+  const y = x.sub(stats.mean).mul(scale);
+  return stats.beta ? y.add(stats.beta) : y;
+}
+
 /** Maxout: the max over groups of `pieces` consecutive units of the last axis,
  *  [..., C] → [..., C / pieces]. */
 export function maxout(x: Tensor, pieces: number): Tensor {

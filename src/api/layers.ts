@@ -7,8 +7,9 @@ import { KilnError } from "../ir/errors.ts";
 import { formatType } from "../ir/shape.ts";
 import type { DType, Shape, ValueId } from "../ir/types.ts";
 import type { GraphBuilder, Tensor } from "./builder.ts";
-import { leakyRelu, maxout as maxoutOf, softmax } from "./composites.ts";
+import { batchNormalization, leakyRelu, maxout as maxoutOf, softmax } from "./composites.ts";
 import { glorotUniform, ones, uniform, zeros, type Initializer } from "./initializers.ts";
+import { checkChoice, checkInt, checkOptions, checkRange } from "./options.ts";
 import { callSite } from "./site.ts";
 
 export interface Scope {
@@ -30,6 +31,7 @@ export interface Scope {
 // ---- activations ----
 
 export type ActivationName = "sigmoid" | "tanh" | "relu" | "leakyRelu" | "softmax" | "linear";
+export const ACTIVATIONS: readonly ActivationName[] = ["sigmoid", "tanh", "relu", "leakyRelu", "softmax", "linear"];
 
 /** Outputs made by softmax or sigmoid remember their logits (per graph), so a loss from
  *  probabilities can be computed from the logits instead: stable for any logit (./losses.ts). */
@@ -39,7 +41,8 @@ export function logitsOf(t: Tensor): { activation: "softmax" | "sigmoid"; logits
   return preActivations.get(t.builder)?.get(t.id);
 }
 
-export function activate(x: Tensor, name: ActivationName | undefined): Tensor {
+/** `alpha`: leaky ReLU's slope below 0 (default 0.01). */
+export function activate(x: Tensor, name: ActivationName | undefined, alpha?: number): Tensor {
   switch (name ?? "linear") {
     case "linear":
       return x;
@@ -48,7 +51,7 @@ export function activate(x: Tensor, name: ActivationName | undefined): Tensor {
     case "tanh":
       return x.tanh();
     case "leakyRelu":
-      return leakyRelu(x);
+      return leakyRelu(x, alpha);
     case "sigmoid":
     case "softmax": {
       const act = name as "softmax" | "sigmoid";
@@ -140,6 +143,8 @@ export abstract class Layer {
 
 export interface DenseOptions {
   readonly activation?: ActivationName;
+  /** With activation "leakyRelu": the slope below 0 (default 0.01). */
+  readonly alpha?: number;
   readonly useBias?: boolean;
   readonly kernelInitializer?: Initializer;
   readonly biasInitializer?: Initializer;
@@ -152,14 +157,31 @@ class Dense extends Layer {
     readonly units: number,
     readonly opts: DenseOptions,
   ) {
-    super(opts.name);
+    super(opts?.name);
+    checkOptions(this.where, opts, DENSE_OPTIONS);
+    checkInt(this.where, "units (the output size)", units, 1);
+    checkActivation(this.where, opts);
   }
   call(inputs: readonly Tensor[], scope: Scope): Tensor {
     const x = this.one(inputs);
+    if (x.rank === 4)
+      throw new KilnError(
+        `${this.where}: its input is an image ${formatType(x.type)}; dense acts on the last axis only — put flatten() before it (or use conv2d)`,
+      );
     const w = scope.param("kernel", [this.staticDim(x, -1), this.units], this.opts.kernelInitializer ?? glorotUniform(), { decay: true });
     let y = x.matmul(w);
     if (this.opts.useBias ?? true) y = y.add(scope.param("bias", [this.units], this.opts.biasInitializer ?? zeros()));
-    return activate(y, this.opts.activation);
+    return activate(y, this.opts.activation, this.opts.alpha);
+  }
+}
+
+const DENSE_OPTIONS = ["activation", "alpha", "useBias", "kernelInitializer", "biasInitializer", "name"];
+
+function checkActivation(what: string, opts: DenseOptions): void {
+  if (opts.activation !== undefined) checkChoice(what, "activation", opts.activation, ACTIVATIONS);
+  if (opts.alpha !== undefined) {
+    if (opts.activation !== "leakyRelu") throw new KilnError(`${what}: alpha is leaky ReLU's slope; it needs activation: "leakyRelu"`);
+    checkRange(what, "alpha", opts.alpha, 0, Infinity);
   }
 }
 
@@ -192,7 +214,13 @@ class Conv2d extends Layer {
     readonly kernel: Pair,
     readonly opts: Conv2dOptions,
   ) {
-    super(opts.name);
+    super(opts?.name);
+    checkOptions(this.where, opts, [...DENSE_OPTIONS, "strides", "padding"]);
+    checkInt(this.where, "filters", filters, 1);
+    for (const k of kernel) checkInt(this.where, "kernel size", k, 1);
+    for (const s of pair(opts.strides ?? 1)) checkInt(this.where, "strides", s, 1);
+    if (opts.padding !== undefined) checkChoice(this.where, "padding", opts.padding, ["same", "valid"]);
+    checkActivation(this.where, opts);
   }
   call(inputs: readonly Tensor[], scope: Scope): Tensor {
     const x = this.one(inputs, 4);
@@ -201,7 +229,7 @@ class Conv2d extends Layer {
     const f = scope.param("kernel", [...this.kernel, ci, this.filters], this.opts.kernelInitializer ?? glorotUniform(), { decay: true });
     let y = x.conv2d(f, { strides, padding: padding2d(this.opts.padding ?? "valid", [h, w], this.kernel, strides) });
     if (this.opts.useBias ?? true) y = y.add(scope.param("bias", [this.filters], this.opts.biasInitializer ?? zeros()));
-    return activate(y, this.opts.activation);
+    return activate(y, this.opts.activation, this.opts.alpha);
   }
 }
 
@@ -216,6 +244,8 @@ class Pool2d extends Layer {
     name?: string,
   ) {
     super(name);
+    for (const p of pool) checkInt(this.where, "pool size", p, 1);
+    for (const s of strides) checkInt(this.where, "strides", s, 1);
   }
   call(inputs: readonly Tensor[]): Tensor {
     const x = this.one(inputs, 4);
@@ -239,7 +269,7 @@ class Flatten extends Layer {
 }
 
 /** [B, ...] → [B, Π ...]: NHWC flattens in Keras's order, no transpose. */
-export const flatten = (opts: { name?: string } = {}): Layer => new Flatten(opts.name);
+export const flatten = (opts: { name?: string } = {}): Layer => (checkOptions("flatten", opts, ["name"]), new Flatten(opts.name));
 
 // ---- regularisation and normalisation ----
 
@@ -262,7 +292,9 @@ class Dropout extends Layer {
   }
 }
 
-export const dropout = (rate: number, opts: { name?: string } = {}): Layer => new Dropout(rate, opts.name);
+export const dropout = (rate: number, opts: { name?: string } = {}): Layer => (
+  checkOptions("dropout", opts, ["name"]), new Dropout(rate, opts.name)
+);
 
 export interface BatchNormOptions {
   /** Moving statistics ← momentum·old + (1 − momentum)·batch (Keras: 0.99). */
@@ -275,7 +307,10 @@ export interface BatchNormOptions {
 class BatchNorm extends Layer {
   readonly kind = "batch_norm";
   constructor(readonly opts: BatchNormOptions) {
-    super(opts.name);
+    super(opts?.name);
+    checkOptions(this.where, opts, ["momentum", "epsilon", "name"]);
+    if (opts.momentum !== undefined) checkRange(this.where, "momentum (the moving statistics' decay, Keras 0.99)", opts.momentum, 0, 1);
+    if (opts.epsilon !== undefined) checkRange(this.where, "epsilon", opts.epsilon, 0, Infinity, { lo: true });
   }
   call(inputs: readonly Tensor[], scope: Scope): Tensor {
     const x = this.one(inputs);
@@ -299,7 +334,7 @@ class BatchNorm extends Layer {
       scope.assign(movingMean, movingMean.mul(momentum).add(mean.mul(1 - momentum)));
       scope.assign(movingVar, movingVar.mul(momentum).add(variance.mul(1 - momentum)));
     }
-    return x.sub(mean).mul(variance.add(eps).rsqrt().mul(gamma)).add(beta);
+    return batchNormalization(x, { mean, variance, gamma, beta, epsilon: eps });
   }
 }
 
@@ -313,7 +348,10 @@ class Embedding extends Layer {
     readonly dim: number,
     readonly opts: { initializer?: Initializer; name?: string },
   ) {
-    super(opts.name);
+    super(opts?.name);
+    checkOptions(this.where, opts, ["initializer", "name"]);
+    checkInt(this.where, "vocabulary size", vocab, 1);
+    checkInt(this.where, "dim", dim, 1);
   }
   call(inputs: readonly Tensor[], scope: Scope): Tensor {
     if (inputs.length !== 1 || inputs[0].dtype !== "i32") {
@@ -335,15 +373,24 @@ class Activation extends Layer {
   constructor(
     readonly fn: ActivationName,
     name?: string,
+    readonly alpha?: number,
   ) {
     super(name);
+    checkActivation(this.where, { activation: fn, ...(alpha !== undefined ? { alpha } : {}) });
   }
   call(inputs: readonly Tensor[]): Tensor {
-    return activate(this.one(inputs), this.fn);
+    return activate(this.one(inputs), this.fn, this.alpha);
   }
 }
 
-export const activation = (name: ActivationName, opts: { name?: string } = {}): Layer => new Activation(name, opts.name);
+export const activation = (name: ActivationName, opts: { name?: string; alpha?: number } = {}): Layer => (
+  checkOptions("activation", opts, ["name", "alpha"]), new Activation(name, opts.name, opts.alpha)
+);
+
+/** Leaky ReLU as a layer: x where x > 0, else alpha·x (default 0.01). */
+export const leakyReluLayer = (opts: { alpha?: number; name?: string } = {}): Layer => (
+  checkOptions("leakyRelu", opts, ["alpha", "name"]), new Activation("leakyRelu", opts.name, opts.alpha ?? 0.01)
+);
 
 class Maxout extends Layer {
   readonly kind = "maxout";
@@ -352,6 +399,7 @@ class Maxout extends Layer {
     name?: string,
   ) {
     super(name);
+    checkInt(this.where, "pieces", pieces, 1);
   }
   call(inputs: readonly Tensor[]): Tensor {
     return maxoutOf(this.one(inputs), this.pieces);

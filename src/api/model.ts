@@ -14,6 +14,7 @@ import { ones, type Initializer } from "./initializers.ts";
 import { Layer, SymbolicTensor, type Scope } from "./layers.ts";
 import { l2Penalty, lossByName, type Loss, type LossName } from "./losses.ts";
 import type { Optimizer } from "./optimizer.ts";
+import { checkOptions, didYouMean } from "./options.ts";
 import { withSite } from "./site.ts";
 
 export interface ParamInfo {
@@ -240,6 +241,15 @@ function nameLayers(layers: readonly Layer[]): void {
 }
 
 export function sequential(layers: readonly Layer[], opts: { inputShape: readonly number[]; inputDtype?: DType; name?: string }): Model {
+  if (!Array.isArray(layers) || layers.some((l) => !(l instanceof Layer)))
+    throw new KilnError("sequential: the first argument must be an array of layers, e.g. sequential([dense(10)], { inputShape: [784] })");
+  checkOptions("sequential", opts, ["inputShape", "inputDtype", "name"]);
+  if (!opts?.inputShape)
+    throw new KilnError(
+      "sequential: needs inputShape, the shape of one example without the batch dim: sequential(layers, { inputShape: [784] }) (or [28, 28, 1] for images)",
+    );
+  if (!Array.isArray(opts.inputShape))
+    throw new KilnError(`sequential: inputShape must be an array of dims such as [784], got ${JSON.stringify(opts.inputShape)}`);
   const x = input(opts.inputShape, opts.inputDtype ?? "f32", opts.name);
   return new Model([x], [layers.reduce((h, l) => l.apply(h), x)]);
 }
@@ -255,6 +265,14 @@ export function model(opts: {
 // ---- graphs for the runtime ----
 
 export type MetricName = "accuracy";
+/** Keras's spellings of the metrics: "acc" is "accuracy". */
+export type MetricAlias = MetricName | "acc";
+
+/** The one spelling of a metric name ("acc" → "accuracy"), or an error naming the known ones. */
+export function metricName(given: string): MetricName {
+  if (given === "accuracy" || given === "acc") return "accuracy";
+  throw new KilnError(`unknown metric "${given}"${didYouMean(given, ["accuracy"])}; the metrics are accuracy (or Keras's "acc")`);
+}
 
 export interface SlotInfo {
   readonly name: string;
@@ -281,7 +299,9 @@ interface LossOptions {
    *  f32 scalars "metrics/loss_sum", "metrics/<output>_sum" and "metrics/seen" (start them at 0),
    *  so a training loop reads a few scalars when it wants them instead of every step. */
   readonly accumulate?: boolean;
-  readonly metrics?: readonly MetricName[];
+  readonly metrics?: readonly MetricAlias[];
+  /** Where the user compiled the model: the loss's nodes and errors carry it. */
+  readonly site?: string;
   /** λ of the L2 weight decay λ/2·Σ‖W‖² over the kernels (./losses.ts l2Penalty). */
   readonly l2?: number;
 }
@@ -298,18 +318,32 @@ function lossGraph(m: Model, opts: LossOptions, training: boolean, step?: Tensor
   const pred = built.outputs[0];
   const lt = loss.labels(pred.shape);
   const y = g.input("y", lt.dtype, lt.shape);
-  const terms = [loss.compute(pred, y), ...built.losses];
+  const site = opts.site ? `${opts.site} (loss ${loss.name})` : `loss ${loss.name}`;
+  const terms = [withSite(site, () => withPrefix(site, () => loss.compute(pred, y))), ...built.losses];
   const decayed = built.params.filter((p) => p.decay).map((p) => p.tensor);
   if (opts.l2 && decayed.length) terms.push(l2Penalty(decayed, opts.l2));
   const outputs: Record<string, Tensor> = { loss: terms.slice(1).reduce((a, t) => a.add(t), terms[0]) };
   const metrics: Record<string, string> = {};
-  for (const name of opts.metrics ?? []) {
-    if (!(name in METRIC_OUTPUT)) throw new KilnError(`unknown metric "${name}" (accuracy)`);
+  for (const name of (opts.metrics ?? []).map(metricName)) {
     if (!loss.correct) throw new KilnError(`metric ${name}: the loss ${loss.name} has no notion of a correct prediction`);
     metrics[name] = METRIC_OUTPUT[name];
-    outputs[metrics[name]] = loss.correct(pred, y);
+    outputs[metrics[name]] = withSite(site, () => loss.correct!(pred, y));
   }
   return { g, built, outputs, metrics, y };
+}
+
+/** Errors thrown by `fn` that do not already name a site start with `site`. */
+function withPrefix<T>(site: string, fn: () => T): T {
+  try {
+    return fn();
+  } catch (e) {
+    if (e instanceof KilnError && !e.message.includes(" @ ")) {
+      const wrapped = new KilnError(`${site}: ${e.message}`);
+      wrapped.name = e.name;
+      throw wrapped;
+    }
+    throw e;
+  }
 }
 
 const kept = (infos: readonly { name: string }[]): Record<string, null> => Object.fromEntries(infos.map((i) => [i.name, null]));
@@ -349,6 +383,14 @@ export function trainStepGraph(m: Model, opts: LossOptions & { readonly optimize
     }
   });
   for (const v of built.variables) resident(v.name, v.next);
+  if (opts.accumulate)
+    watchFinite(
+      t,
+      outputs.loss,
+      built.params.map((p) => outputs[`${p.name}_next`]),
+      outputs,
+      state,
+    );
   const counter: VariableInfo = {
     name: "step/t",
     shape: [],
@@ -359,6 +401,34 @@ export function trainStepGraph(m: Model, opts: LossOptions & { readonly optimize
   };
   resident(counter.name, counter.next);
   return { graph: g.build(outputs), state, params: built.params, slots, variables: [...built.variables, counter], metrics };
+}
+
+const F32_MAX = 3.4028234663852886e38;
+
+/** The first step (the counter t) whose loss, and the first whose updated parameters, hold a NaN
+ *  or an infinity, as resident scalars "metrics/first_bad_loss" and "metrics/first_bad_param"
+ *  (0: none yet): an all-finite reduction on the GPU that fit reads with the loss sums, so it
+ *  costs no extra synchronisation and still names the step. */
+function watchFinite(
+  t: Tensor,
+  loss: Tensor,
+  params: readonly Tensor[],
+  outputs: Record<string, Tensor>,
+  state: Record<string, string | null>,
+): void {
+  const g = t.builder;
+  const nonFinite = (x: Tensor) => x.abs().le(F32_MAX).select(0, 1).sum();
+  const first = (key: string, bad: Tensor) => {
+    const cur = g.input(key, "f32", []);
+    outputs[`${key}_next`] = cur.eq(0).and(bad.gt(0)).select(t, cur);
+    state[key] = `${key}_next`;
+  };
+  first("metrics/first_bad_loss", nonFinite(loss));
+  if (params.length)
+    first(
+      "metrics/first_bad_param",
+      params.map(nonFinite).reduce((a, b) => a.add(b)),
+    );
 }
 
 /** Loss and metrics in inference mode (dropout off, batchNorm on its moving statistics). */

@@ -7,6 +7,7 @@
  *  Hyperparameters become f32 constants (GraphBuilder.constant rounds them), and derived ones
  *  such as 1 − ρ are IR over those constants, so the float64 interpreter computes exactly
  *  the textbook formula for the f32 values of the hyperparameters. */
+import { didYouMean } from "./options.ts";
 import { KilnError } from "../ir/errors.ts";
 import { formatType, shapeEq } from "../ir/shape.ts";
 import type { GraphBuilder, Tensor } from "./builder.ts";
@@ -278,11 +279,27 @@ export function adam(opts: AdamOptions = {}): Optimizer {
 
 /** Keras's `optimizer: "adam"`: each optimizer by name with Keras's default hyperparameters
  *  (SGD's learning rate 0.01). */
-export type OptimizerName = "sgd" | "adagrad" | "adadelta" | "rmsprop" | "adam";
+type LowerOptimizerName = "sgd" | "momentum" | "nesterov" | "adagrad" | "adadelta" | "rmsprop" | "adam";
+/** In any case at run time; the types list lower case, Capitalised and UPPER ("Adam", "SGD", "RMSprop" too). */
+export type OptimizerName = LowerOptimizerName | Capitalize<LowerOptimizerName> | Uppercase<LowerOptimizerName> | "RMSprop";
 
-export function optimizerByName(name: OptimizerName | Optimizer): Optimizer {
-  if (typeof name !== "string") return name;
+const NAMES = ["sgd", "momentum", "nesterov", "adagrad", "adadelta", "rmsprop", "adam"];
+
+/** Names in any case ("Adam", "SGD"); "momentum" and "nesterov" are SGD with momentum 0.9. */
+export function optimizerByName(given: OptimizerName | Optimizer): Optimizer {
+  if (typeof given !== "string") {
+    if (!given || typeof given !== "object" || typeof given.update !== "function")
+      throw new KilnError(
+        `optimizer must be a name ("adam", "sgd", …) or an optimizer object such as adam({ learningRate: 0.001 }), got ${String(given)}`,
+      );
+    return given;
+  }
+  const name = given.toLowerCase();
   switch (name) {
+    case "momentum":
+      return sgd({ learningRate: 0.01, momentum: 0.9 });
+    case "nesterov":
+      return sgd({ learningRate: 0.01, momentum: 0.9, nesterov: true });
     case "sgd":
       return sgd({ learningRate: 0.01 });
     case "adagrad":
@@ -295,7 +312,7 @@ export function optimizerByName(name: OptimizerName | Optimizer): Optimizer {
       return adam();
     default:
       throw new KilnError(
-        `unknown optimizer "${name as string}" (sgd, adagrad, adadelta, rmsprop, adam; or an optimizer object: sgd({ learningRate, momentum }), …)`,
+        `unknown optimizer "${given}"${didYouMean(name, NAMES)} (${NAMES.join(", ")}, in any case; or an optimizer object: sgd({ learningRate, momentum }), …)`,
       );
   }
 }

@@ -3,9 +3,9 @@
 import { formatType } from "./shape.ts";
 import type { TensorType } from "./types.ts";
 
-export class KilnError extends Error {
-  override name = "KilnError";
-}
+import { KilnError } from "./kiln-error.ts";
+
+export { GpuError, KilnError } from "./kiln-error.ts";
 
 /** A shape or dtype rule rejected its inputs. Op rules throw it without a site; the builder adds one. */
 export class ShapeError extends KilnError {
@@ -14,11 +14,6 @@ export class ShapeError extends KilnError {
 
 export class VerifyError extends KilnError {
   override name = "VerifyError";
-}
-
-/** WebGPU reported a validation error, out-of-memory, an internal error or a lost device. */
-export class GpuError extends KilnError {
-  override name = "GpuError";
 }
 
 export function describeNode(op: string, id: number | undefined, site: string): string {

@@ -32,6 +32,9 @@ interface Conv {
   readonly strides: Pair;
   readonly padding: Pads4;
   readonly dilations: Pair;
+  /** Grouped convolution: channels split into `groups` blocks, each convolved with its own
+   *  block of filters (Cin/groups inputs per filter); depthwise when groups = Cin. Absent: 1. */
+  readonly groups?: number;
 }
 type None = Readonly<Record<never, never>>;
 
@@ -57,6 +60,8 @@ export interface OpAttrs {
   sin: None;
   cos: None;
   tanh: None;
+  /** The error function, 2/√π ∫₀ˣ e^(−t²) dt. */
+  erf: None;
   sigmoid: None;
   relu: None;
   floor: None;

@@ -27,9 +27,13 @@ const ATTR_CHECKS: Readonly<Record<AttrKind, (v: unknown) => boolean>> = {
 
 /** Problems with a node's attributes against its op's schema, or undefined. */
 export function checkAttrs(op: OpKind, attrs: Readonly<Record<string, unknown>>): string | undefined {
-  const schema = OPS[op].attrs as Readonly<Record<string, AttrKind>>;
-  for (const [k, kind] of Object.entries(schema)) {
-    if (!Object.hasOwn(attrs, k)) return `missing attribute ${k} (${kind})`;
+  const schema = OPS[op].attrs as Readonly<Record<string, AttrKind | `${AttrKind}?`>>;
+  for (const [k, spec] of Object.entries(schema)) {
+    const kind = spec.replace(/\?$/, "") as AttrKind;
+    if (!Object.hasOwn(attrs, k)) {
+      if (kind !== spec) continue;
+      return `missing attribute ${k} (${kind})`;
+    }
     if (!ATTR_CHECKS[kind](attrs[k])) return `attribute ${k}=${shortJson(attrs[k])} is not a valid ${kind}`;
   }
   for (const k of Object.keys(attrs)) if (!Object.hasOwn(schema, k)) return `unknown attribute ${k}`;

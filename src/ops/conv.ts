@@ -13,6 +13,12 @@
  *  darkened by zeros). Padding on a side must be smaller than the window, so every window holds
  *  at least one valid element. N may be symbolic; H, W and the channels must be static.
  *
+ *  Grouped convolution (`groups` g, absent = 1): the input's C channels and the filter's Cout
+ *  split into g blocks; output channel o belongs to block ⌊o/(Cout/g)⌋ and reads only that
+ *  block's C/g input channels, so the filter is [KH, KW, C/g, Cout] (ONNX's and PyTorch's
+ *  grouping, in HWIO). Depthwise is g = C. Each block is an independent conv, and so are its
+ *  gradients: the kernels run the blocks as the batch of a batched GEMM.
+ *
  *  Gradients are primitives of their own, as in TF: conv2d_grad_input and conv2d_grad_filter
  *  (expressing them as conv2d would turn the batch, often symbolic, into a channel dim), and
  *  max_pool2d_grad and avg_pool2d_grad. Each carries the shape of the value it differentiates
@@ -66,6 +72,18 @@ function outLen(axis: string, len: number, k: number, pads: Pair, stride: number
   return Math.floor((padded - span) / stride) + 1;
 }
 
+/** The conv's groups, after checking them against C input channels and the filter's [Cin/g, Cout]. */
+function groupsOf(a: ConvAttrs, c: number, [ci, co]: readonly number[], ins: readonly TensorType[], shapeNote = ""): number {
+  const g = a.groups ?? 1;
+  if (!Number.isInteger(g) || g < 1) fail(`groups must be an integer ≥ 1, got ${JSON.stringify(a.groups)}`, ins);
+  if (c % g !== 0 || co % g !== 0) fail(`groups ${g} must divide the input channels ${c} and the output channels ${co}`, ins);
+  if (ci !== c / g) {
+    const want = g === 1 ? "" : `, not ${c / g} (${c} / groups ${g})`;
+    fail(`input channels differ: ${shapeNote || "the input"} has ${c}, the filter expects ${ci}${want}`, ins);
+  }
+  return g;
+}
+
 /** conv2d's [OH, OW] for an input [H, W] and a filter [KH, KW], after checking the attributes. */
 function convOut([h, w]: Pair, [kh, kw]: Pair, a: ConvAttrs, ins: readonly TensorType[]): [number, number] {
   ints(a.strides, 2, 1, "strides", ins);
@@ -77,8 +95,9 @@ function convOut([h, w]: Pair, [kh, kw]: Pair, a: ConvAttrs, ins: readonly Tenso
   ];
 }
 
-/** Every tap of the convolution of x [N,H,W,C] into y [N,OH,OW,Cout] by f [KH,KW,C,Cout], as
- *  flat offsets (x, y, f) of the factors of one product x·f → y; taps in the padding are left out. */
+/** Every tap of the convolution of x [N,H,W,C] into y [N,OH,OW,Cout] by f [KH,KW,C/g,Cout], as
+ *  flat offsets (x, y, f) of the factors of one product x·f → y; taps in the padding are left out.
+ *  Filter channel ci of output channel q reads input channel ⌊q/(Cout/g)⌋·(C/g) + ci. */
 function forEachTap(
   xs: readonly number[],
   ys: readonly number[],
@@ -88,7 +107,8 @@ function forEachTap(
 ): void {
   const [n, h, w, c] = xs;
   const [, oh, ow, co] = ys;
-  const [kh, kw] = fs;
+  const [kh, kw, cg] = fs;
+  const perGroup = co / (c / cg);
   for (let b = 0; b < n; b++) {
     for (let i = 0; i < oh; i++) {
       for (let j = 0; j < ow; j++) {
@@ -98,8 +118,10 @@ function forEachTap(
           for (let t = 0; t < kw; t++) {
             const z = j * a.strides[1] + t * a.dilations[1] - a.padding[2];
             if (z < 0 || z >= w) continue;
-            const [xb, yb, fb] = [((b * h + y) * w + z) * c, ((b * oh + i) * ow + j) * co, (p * kw + t) * c * co];
-            for (let ci = 0; ci < c; ci++) for (let q = 0; q < co; q++) visit(xb + ci, yb + q, fb + ci * co + q);
+            const [xb, yb, fb] = [((b * h + y) * w + z) * c, ((b * oh + i) * ow + j) * co, (p * kw + t) * cg * co];
+            for (let ci = 0; ci < cg; ci++) {
+              for (let q = 0; q < co; q++) visit(xb + Math.floor(q / perGroup) * cg + ci, yb + q, fb + ci * co + q);
+            }
           }
         }
       }
@@ -107,8 +129,13 @@ function forEachTap(
   }
 }
 
-const CONV_ATTRS: AttrSchema<ConvAttrs> = { strides: "pair", padding: "pads4", dilations: "pair" };
-const convAttrs = (a: ConvAttrs): ConvAttrs => ({ strides: a.strides, padding: a.padding, dilations: a.dilations });
+const CONV_ATTRS: AttrSchema<ConvAttrs> = { strides: "pair", padding: "pads4", dilations: "pair", groups: "int?" };
+const convAttrs = (a: ConvAttrs): ConvAttrs => ({
+  strides: a.strides,
+  padding: a.padding,
+  dilations: a.dilations,
+  ...(a.groups !== undefined && a.groups !== 1 ? { groups: a.groups } : {}),
+});
 const gradInput = (g: Tensor, f: Tensor, a: ConvAttrs, shape: Shape): Tensor =>
   g.builder.add("conv2d_grad_input", [g, f], { ...convAttrs(a), shape });
 const gradFilter = (x: Tensor, g: Tensor, a: ConvAttrs, shape: Shape): Tensor =>
@@ -124,7 +151,7 @@ export const conv2d = defineOp({
     const [h, w, c] = nhwc(x, ins, "conv2d");
     if (!isStatic(f.shape)) fail(`the filter must have a static shape, got ${formatShape(f.shape)}`, ins);
     const [kh, kw, ci, co] = f.shape;
-    if (ci !== c) fail(`input channels differ: the input has ${c}, the filter expects ${ci}`, ins);
+    groupsOf(a, c, [ci, co], ins);
     return { dtype: x.dtype, shape: [x.shape[0], ...convOut([h, w], [kh, kw], a, ins), co] };
   },
   reference: ([x, f], a, out) => {
@@ -150,7 +177,7 @@ export const conv2dGradInput = defineOp({
       fail(`the filter must be HWIO (rank 4) with a static shape, got ${formatShape(f.shape)}`, ins);
     const [h, w, c] = inputShape(a.shape, ins);
     const [kh, kw, ci, co] = f.shape;
-    if (ci !== c) fail(`input channels differ: shape ${formatShape(a.shape)} has ${c}, the filter expects ${ci}`, ins);
+    groupsOf(a, c, [ci, co], ins, `shape ${formatShape(a.shape)}`);
     expectCotangent(g, [a.shape[0], ...convOut([h, w], [kh, kw], a, ins), co], "conv2d", ins);
     return { dtype: g.dtype, shape: a.shape };
   },
@@ -177,7 +204,10 @@ export const conv2dGradFilter = defineOp({
     if (g.shape.length !== 4) fail(`the cotangent must be NHWC (rank 4)`, ins);
     ints(a.shape, 4, 1, "shape (the filter's, HWIO)", ins);
     const [kh, kw, ci, co] = a.shape as readonly number[];
-    if (ci !== c) fail(`input channels differ: the input has ${c}, shape ${formatShape(a.shape)} expects ${ci}`, ins);
+    if ((a.groups ?? 1) === 1 && ci !== c) {
+      fail(`input channels differ: the input has ${c}, shape ${formatShape(a.shape)} expects ${ci}`, ins);
+    }
+    groupsOf(a, c, [ci, co], ins);
     expectCotangent(g, [x.shape[0], ...convOut([h, w], [kh, kw], a, ins), co], "conv2d", ins);
     return { dtype: x.dtype, shape: a.shape };
   },

@@ -10,7 +10,9 @@ import type { Tensor } from "../api/builder.ts";
 
 /** The kinds of attribute value; the verifier and the text parser check attributes against them. */
 export type AttrKind = "string" | "int" | "number" | "bool" | "dtype" | "shape" | "ints" | "dims" | "pair" | "pads4" | "number|numbers";
-export type AttrSchema<A> = { readonly [F in keyof A]-?: AttrKind };
+/** An optional attribute's kind ends in "?": a node may leave it out, meaning the op's default
+ *  (conv2d's `groups`: 1), so graphs written before the attribute existed keep their text. */
+export type AttrSchema<A> = { readonly [F in keyof A]-?: undefined extends A[F] ? `${AttrKind}?` : AttrKind };
 
 /** What a lowering sees of its node, in WGSL terms. Coordinates and dims are u32 expressions. */
 export interface LowerCtx<K extends OpKind> {

@@ -34,7 +34,7 @@ export function mapBroadcast(ins: readonly Tensor64[], out: { dtype: DType; shap
   return r;
 }
 
-interface ElementwiseSpec<K extends OpKind> {
+export interface ElementwiseSpec<K extends OpKind> {
   name: K;
   arity: number;
   /** dtypes the inputs may have (all inputs share one). */
@@ -51,7 +51,8 @@ interface ElementwiseSpec<K extends OpKind> {
   vjp?: Vjp<K>;
 }
 
-function elementwise<K extends OpKind>(s: ElementwiseSpec<K>): OpDef<K> {
+/** One elementwise op's record from its scalar rules (also used by ./erf.ts). */
+export function elementwise<K extends OpKind>(s: ElementwiseSpec<K>): OpDef<K> {
   return defineOp<K>({
     name: s.name,
     arity: s.arity,
@@ -195,7 +196,8 @@ export const relu = elementwise({
   dtypes: SIGNED,
   reference: ([x]) => Math.max(x, 0),
   cost: 1,
-  wgsl: ([x], c) => `max(${x}, ${zero(c)})`,
+  // f32: NaN stays NaN, as Math.max(NaN, 0) (see kiln_max in ./wgsl.ts).
+  wgsl: ([x], c) => (c.inTypes[0].dtype === "f32" ? `kiln_max(${x}, 0.0f)` : `max(${x}, ${zero(c)})`),
   // 1 where x > 0, 0 at the kink and below; relu(x) > 0 exactly there, so the rule reads the
   // output: the backward pass keeps the activation, not also the pre-activation, and the
   // forward's matmul + bias + relu stays one kernel.
@@ -383,7 +385,7 @@ export const max = elementwise({
   dtypes: NUMERIC,
   reference: ([a, b]) => Math.max(a, b),
   cost: 1,
-  wgsl: ([a, b]) => `max(${a}, ${b})`,
+  wgsl: ([a, b], c) => `${c.inTypes[0].dtype === "f32" ? "kiln_max" : "max"}(${a}, ${b})`,
   vjp: extremum((a, b) => a.gt(b)),
 });
 export const min = elementwise({
@@ -392,7 +394,7 @@ export const min = elementwise({
   dtypes: NUMERIC,
   reference: ([a, b]) => Math.min(a, b),
   cost: 1,
-  wgsl: ([a, b]) => `min(${a}, ${b})`,
+  wgsl: ([a, b], c) => `${c.inTypes[0].dtype === "f32" ? "kiln_min" : "min"}(${a}, ${b})`,
   vjp: extremum((a, b) => a.lt(b)),
 });
 

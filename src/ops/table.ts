@@ -3,6 +3,7 @@ import type { Node, OpAttrs, OpKind } from "../ir/types.ts";
 import { loweringOf, type Lowering, type OpDef, type Pattern } from "./def.ts";
 import * as cv from "./conv.ts";
 import * as ew from "./elementwise.ts";
+import { erf } from "./erf.ts";
 import { gather } from "./gather.ts";
 import * as mm from "./matmul.ts";
 import * as mv from "./movement.ts";
@@ -25,6 +26,7 @@ export const OPS: { readonly [K in OpKind]: OpDef<K> } = {
   sin: ew.sin,
   cos: ew.cos,
   tanh: ew.tanh,
+  erf,
   sigmoid: ew.sigmoid,
   relu: ew.relu,
   floor: ew.floor,

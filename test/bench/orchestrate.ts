@@ -20,6 +20,7 @@ const RUNNERS_DIR = fileURLToPath(new URL("./runners/", import.meta.url));
 /** A runner's file: its bundled twin where KILN_BENCH_PREBUILT names a folder holding one
  *  (scripts/gpu-kit.mjs bundles the peers for a machine without their packages), else its source. */
 function runnerModule(entry: RunnerEntry, dir: string): string {
+  if (entry.checkout) return join(entry.checkout, "test/bench/runners", entry.module);
   const prebuilt = process.env.KILN_BENCH_PREBUILT && join(process.env.KILN_BENCH_PREBUILT, entry.module.replace(/\.ts$/, ".mjs"));
   return prebuilt && existsSync(prebuilt) ? prebuilt : join(dir, entry.module);
 }
@@ -85,7 +86,15 @@ function selected(opts: BenchOptions, w: WorkloadId): { entry: RunnerEntry; skip
   if (unknown.length) throw new Error(`unknown runner(s) ${unknown.join(", ")}; known: ${registry.map((e) => e.id).join(", ")}`);
   return registry
     .filter((e) => (opts.runners ? opts.runners.includes(e.id) : true) && e.workloads.includes(w))
-    .map((entry) => ({ entry, skip: !opts.runners && entry.optIn ? `opt-in (${entry.optIn})` : undefined }));
+    .map((entry) => ({
+      entry,
+      skip:
+        !opts.runners && entry.optIn
+          ? `opt-in (${entry.optIn})`
+          : entry.checkout === ""
+            ? "no checkout to run: set KILN_BENCH_BASE to one (e.g. a git worktree of the commit to compare with)"
+            : undefined,
+    }));
 }
 
 const errorOf = (r: Reply) => ("error" in r ? r.error : undefined);

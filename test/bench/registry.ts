@@ -14,12 +14,25 @@ export interface RunnerEntry {
   /** Left out of a default run, with the reason shown in the table; naming the runner in
    *  --runners includes it. */
   readonly optIn?: string;
+  /** Another checkout whose runners/ this runner's module is taken from (a paired before/after
+   *  run: both Kilns interleaved round robin in one bench run); "" when it is not set. */
+  readonly checkout?: string;
 }
 
 const ALL: readonly WorkloadId[] = ["W1", "W2", "W3", "W5", "W6"];
 
+const BASE = process.env.KILN_BENCH_BASE;
+
 export const RUNNERS: readonly RunnerEntry[] = [
   { id: "kiln", module: "kiln.ts", args: [], workloads: [...ALL, "W7"], smoke: true },
+  {
+    id: "kiln-base",
+    module: "kiln.ts",
+    args: [],
+    workloads: [...ALL, "W7"],
+    optIn: "Kiln of the checkout KILN_BENCH_BASE names, for a paired before/after run",
+    checkout: BASE ?? "",
+  },
   // ONNX files only: W2 as Kiln exports it, W7 as the bench writes it.
   { id: "onnxruntime", module: "onnxruntime.ts", args: [], workloads: ["W2", "W7"] },
   { id: "tfjs-webgpu", module: "tfjs.ts", args: ["webgpu"], workloads: ALL, smoke: true },

@@ -2,7 +2,7 @@
  *  the generated loader type-checked by the TypeScript compiler (strict, DOM + @webgpu/types,
  *  no Node types), with a typed use of it that must and must not compile. */
 import { createHash } from "node:crypto";
-import { mkdtempSync, writeFileSync } from "node:fs";
+import { mkdtempSync, readFileSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -10,6 +10,7 @@ import ts from "typescript";
 import { describe, expect, it } from "vitest";
 import { FORMAT, validateManifest, type Manifest } from "../../formats/bundle-manifest.ts";
 import { buildBundle } from "../../cli/build.ts";
+import { SHIPPED_SOURCES } from "../../compiler/bundle/loader.ts";
 import { lenetInput, mlpInput } from "../helpers/bundle.ts";
 
 const ROOT = fileURLToPath(new URL("../..", import.meta.url));
@@ -102,6 +103,19 @@ describe("bundle emission", () => {
       /dim "N" has no declared bound/,
     );
     expect(() => validateManifest([])).toThrow(/not a JSON object/);
+  });
+
+  it("the loader ships Kiln's own files: error classes, safetensors codec, manifest validator, executor core", () => {
+    const loader = mlp.get("loader.ts") as string;
+    for (const f of SHIPPED_SOURCES) {
+      // Each file's text from its first declaration after the imports, verbatim.
+      const text = readFileSync(join(ROOT, f), "utf8");
+      const imports = text.lastIndexOf('.ts";\n');
+      const body = (imports < 0 ? text : text.slice(imports + 6)).trim();
+      expect(loader, f).toContain(body.slice(0, 2000));
+      expect(loader, f).toContain(body.slice(-2000));
+    }
+    expect(loader).toMatch(/const INTEGRITY = "[0-9a-f]{64}"/);
   });
 
   it("the generated loader type-checks strictly, and its types reject wrong inputs", () => {

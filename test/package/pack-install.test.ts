@@ -51,7 +51,7 @@ const p = await m.predict({ shape: [n, 4], data: x });
 await m.save("saved");
 m.dispose();
 await releaseGpu();
-console.log(JSON.stringify({ first: h.loss[0], last: h.loss.at(-1), acc: h.acc.at(-1), predicted: p.shape }));
+console.log(JSON.stringify({ first: h.loss[0], last: h.loss.at(-1), accuracy: h.accuracy.at(-1), predicted: p.shape }));
 `;
 
 const TYPED = `
@@ -102,7 +102,7 @@ describe("the package, installed from its tarball into an empty project", () => 
     writeFileSync(join(project, "train.mjs"), TRAIN);
     const out = JSON.parse(run("node", ["train.mjs"], project).trim().split("\n").at(-1)!);
     expect(out.last).toBeLessThan(out.first * 0.7);
-    expect(out.acc).toBeGreaterThan(0.8);
+    expect(out.accuracy).toBeGreaterThan(0.8);
     expect(out.predicted).toEqual([64, 2]);
     expect(existsSync(join(project, "saved/model.kir"))).toBe(true);
   });

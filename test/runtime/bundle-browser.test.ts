@@ -6,7 +6,9 @@
  *  same WGSL to f32 code and (measured) agree bit for bit on these models, so the tight
  *  Kiln tolerance holds across them. A bundle built from zeroed weights runs in the same page
  *  and must fail the comparison: the page's outputs depend on the weights it fetched.
- *  All three bundles go through one page (one Chromium start). Without Chromium or an adapter
+ *  Hostile copies (path traversal, an absolute path, an offset out of range, a 2³²-thread
+ *  dispatch, no writable binding, a replaced kernel) must be refused there as in Node.
+ *  All the bundles go through one page (one Chromium start). Without Chromium or an adapter
  *  the suite says why and skips; under CI (runtime/setup.sh installs Chromium) it fails. */
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -41,7 +43,7 @@ try {
   const cases = await (await fetch("cases.json")).json();
   const adapter = await navigator.gpu.requestAdapter();
   if (!adapter) throw new Error("navigator.gpu.requestAdapter() gave no adapter");
-  const manifests = await Promise.all(cases.map(async (c) => (await fetch(c.dir + "/manifest.json")).json()));
+  const manifests = await Promise.all(cases.filter((c) => !c.hostile).map(async (c) => (await fetch(c.dir + "/manifest.json")).json()));
   const need = {
     maxStorageBuffersPerShaderStage: Math.max(8, ...manifests.flatMap((m) => m.kernels.map((k) => k.bindings.length))),
     maxBufferSize: Math.max(268435456, ...manifests.flatMap((m) => m.buffers.map((b) => b.bytes))),
@@ -52,6 +54,18 @@ try {
   const results = [];
   for (const c of cases) {
     const { load, fromUrl } = await import("./" + c.dir + "/loader.js");
+    if (c.hostile) {
+      // Must be refused: record the error (or that it loaded and ran).
+      try {
+        const model = await load(device, fromUrl(new URL(c.dir + "/", location.href).href));
+        await model.run(Object.fromEntries(Object.entries(c.inputs).map(([k, v]) => [k, Float32Array.from(v)])));
+        model.dispose();
+        results.push({ dir: c.dir, refused: null });
+      } catch (e) {
+        results.push({ dir: c.dir, refused: String((e && e.message) || e) });
+      }
+      continue;
+    }
     let t = performance.now();
     const model = await load(device, fromUrl(new URL(c.dir + "/", location.href).href));
     const loadMs = performance.now() - t;
@@ -104,6 +118,8 @@ async function expected(input: BuildInput, x: Float32Array, n: number) {
 
 interface PageResult {
   readonly dir: string;
+  /** A hostile case's error (null: it loaded). */
+  readonly refused?: string | null;
   readonly loadMs: number;
   readonly runMs: number;
   readonly rerunMs: number;
@@ -115,6 +131,26 @@ interface PageReport {
   readonly limits: Record<string, number>;
   readonly results: readonly PageResult[];
 }
+
+/** Hostile bundles: the manifest edited (and sometimes a file replaced); each must be refused
+ *  in the page before the device, with the error Node gives (bundle-fuzz.test.ts). */
+// biome-ignore lint/suspicious/noExplicitAny: manifests edited at will
+const HOSTILE: Record<string, (m: any, files: Map<string, string | Uint8Array>) => Record<string, string> | undefined> = {
+  "hostile-traversal": (m) => void (m.kernels[0].file = "kernels/../../secret.wgsl"),
+  "hostile-absolute": (m) => void (m.kernels[0].file = "/secret.wgsl"),
+  "hostile-offset": (m) => void (m.values[0].offset = 2 ** 40),
+  "hostile-dispatch": (m) => void (m.kernels[0].dispatch = { kind: "linear", total: { k: 2 ** 32, syms: [] }, perGroup: 64 }),
+  "hostile-access": (m) => void m.kernels[0].bindings.forEach((b: { access: string }) => (b.access = "read")),
+  "hostile-kernel": (m) => ({ [m.kernels[0].file]: "@compute @workgroup_size(1) fn main() { loop {} }" }),
+};
+const REFUSALS: Record<string, RegExp> = {
+  "hostile-traversal": /kernels\[0\]\.file "kernels\/\.\.\/\.\.\/secret\.wgsl" is not a file in the bundle's kernels\/ folder/,
+  "hostile-absolute": /kernels\[0\]\.file "\/secret\.wgsl" is not a file/,
+  "hostile-offset": /values\[0\] .* runs past buffers/,
+  "hostile-dispatch": /workgroups at \{"B":8\}, more than its largest binding has elements/,
+  "hostile-access": /writes nothing/,
+  "hostile-kernel": /have SHA-256 [0-9a-f]{64}, not [0-9a-f]{64} as built with this loader/,
+};
 
 const mlp = mlpInput("forward", 8);
 const lenet = lenetInput(4);
@@ -131,11 +167,23 @@ describe.skipIf(!status.ok && !ci)("bundles in headless Chromium", () => {
     writeBundle(join(site, "mlp"), buildBundle(mlp, { name: "mnist-mlp" }));
     writeBundle(join(site, "lenet"), buildBundle(lenet, { name: "lenet5" }));
     writeBundle(join(site, "mlp-zeroed"), buildBundle({ ...mlp, weights: zeros }, { name: "mnist-mlp" }));
-    const cases = [
+    const cases: { dir: string; inputs: Record<string, number[]>; hostile?: boolean }[] = [
       { dir: "mlp", inputs: { x: Array.from(mlpX) } },
       { dir: "lenet", inputs: { x: Array.from(lenetX) } },
       { dir: "mlp-zeroed", inputs: { x: Array.from(mlpX) } },
     ];
+    // Hostile copies of the MLP bundle, each with its own (generated) loader.js.
+    const built = buildBundle(mlp, { name: "mnist-mlp" });
+    writeFileSync(join(site, "secret.wgsl"), "SECRET-CONTENT");
+    for (const [dir, edit] of Object.entries(HOSTILE)) {
+      const files = new Map(built);
+      const m = JSON.parse(files.get("manifest.json") as string);
+      const other = edit(m, files);
+      files.set("manifest.json", JSON.stringify(m));
+      for (const [k, v] of Object.entries(other ?? {})) files.set(k, v);
+      writeBundle(join(site, dir), files);
+      cases.push({ dir, inputs: { x: Array.from(mlpX) }, hostile: true });
+    }
     writeFileSync(join(site, "cases.json"), JSON.stringify(cases));
     writeFileSync(join(site, "index.html"), PAGE);
     const run = await runInChromium({ dir: site, page: "index.html", timeoutMs: 60_000 });
@@ -146,7 +194,7 @@ describe.skipIf(!status.ok && !ci)("bundles in headless Chromium", () => {
     console.info(
       `${status.version}: adapter ${a.vendor} ${a.architecture} "${a.description}"${a.isFallbackAdapter ? " (fallback)" : ""}, limits ${JSON.stringify(report.limits)}; page ${run.ms.toFixed(0)} ms`,
     );
-    for (const r of report.results)
+    for (const r of report.results.filter((x) => x.refused === undefined))
       console.info(`  ${r.dir}: load ${r.loadMs.toFixed(0)} ms, run ${r.runMs.toFixed(0)} ms, rerun ${r.rerunMs.toFixed(0)} ms`);
   });
 
@@ -177,6 +225,15 @@ describe.skipIf(!status.ok && !ci)("bundles in headless Chromium", () => {
       );
       expect(worst(got[k], kiln[k], ...KILN_TOL), k).toBeLessThanOrEqual(1);
       expect(worst(got[k], ref[k], ...REF_TOL), k).toBeLessThanOrEqual(1);
+    }
+  });
+
+  it("hostile bundles are refused in the page before the device, naming what is wrong", () => {
+    for (const [dir, message] of Object.entries(REFUSALS)) {
+      const r = page(dir);
+      console.info(`  ${dir}: ${r.refused}`);
+      expect(r.refused, dir).toMatch(message);
+      expect(r.refused, dir).not.toContain("SECRET-CONTENT");
     }
   });
 

@@ -28,9 +28,9 @@ const polylines = (svg: string): Map<string, string[]> =>
 describe("historyPlot", () => {
   const history = {
     loss: [2.3, 1.1, 0.7, 0.5, 0.42, 0.4],
-    acc: [0.2, 0.6, 0.8, 0.85, 0.9, 0.91],
+    accuracy: [0.2, 0.6, 0.8, 0.85, 0.9, 0.91],
     valLoss: [2.0, 1.2, 0.8, 0.6, 0.55, 0.56],
-    valAcc: [0.3, 0.55, 0.75, 0.82, 0.86, 0.87],
+    valAccuracy: [0.3, 0.55, 0.75, 0.82, 0.86, 0.87],
   };
 
   test("two panels, one polyline per series with a point per epoch, written atomically", () => {
@@ -43,13 +43,13 @@ describe("historyPlot", () => {
     expect(svg).toMatch(/<svg [^>]*height="520"/);
     expect(svg.match(/<g class="panel"/g)).toHaveLength(2);
     const lines = polylines(svg);
-    expect([...lines.keys()]).toEqual(["loss", "val_loss", "acc", "val_acc"]);
+    expect([...lines.keys()]).toEqual(["loss", "val_loss", "accuracy", "val_accuracy"]);
     for (const pts of lines.values()) expect(pts).toHaveLength(6);
-    for (const name of ["loss", "val_loss", "acc", "val_acc", "epoch", "accuracy"]) expect(svg).toContain(`>${name}</text>`);
+    for (const name of ["loss", "val_loss", "accuracy", "val_accuracy", "epoch", "accuracy"]) expect(svg).toContain(`>${name}</text>`);
     // Loss decreases: on screen, y grows downward, so the line's y values increase.
     const ys = lines.get("loss")!.map((p) => Number(p.split(",")[1]));
     expect(ys).toEqual([...ys].sort((a, b) => a - b));
-    const xs = lines.get("acc")!.map((p) => Number(p.split(",")[0]));
+    const xs = lines.get("accuracy")!.map((p) => Number(p.split(",")[0]));
     expect(new Set(xs).size).toBe(6);
     // Tick labels on the loss axis cover the data: 0.4 .. 2.3 → at least 0.0/0.5 .. 2.5.
     expect(svg).toMatch(/>2\.5<\/text>/);
@@ -66,7 +66,7 @@ describe("historyPlot", () => {
   });
 
   test("mismatched lengths and empty history fail clearly", () => {
-    expect(() => historySvg({ loss: [1, 2], acc: [0.5] })).toThrow(/acc has 1 values but loss has 2/);
+    expect(() => historySvg({ loss: [1, 2], accuracy: [0.5] })).toThrow(/accuracy has 1 values but loss has 2/);
     expect(() => historySvg({ loss: [] })).toThrow(/empty/);
   });
 });

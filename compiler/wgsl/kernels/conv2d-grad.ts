@@ -9,12 +9,16 @@
  *      dx[m, n] = Σ_k G'[m, k] · F'[k, n]  m = (b, h, w) over N·H·W, n = ci, k = (kh, kw, co)
  *  G'[m, k] = g[b, oh, ow, co] for the output position whose window has tap (kh, kw) on (h, w):
  *      oh·sh + kh·dh − top = h  ⇔  oh = (h + top − kh·dh) / sh
- *  when that divides and oh < OH (likewise for ow); else 0. F'[k, n] = f[kh, kw, n, co]. */
+ *  when that divides and oh < OH (likewise for ow); else 0. F'[k, n] = f[kh, kw, n, co].
+ *
+ *  With `groups` g > 1 both run block z of the channels as GEMM batch z, as conv2d does
+ *  (./conv2d.ts): the filter gradient's columns and the cotangent's channels are z·Cout/g + n,
+ *  the input's channels z·C/g + ci. */
 import { sizeOf } from "../../../src/ir/shape.ts";
 import type { Dim, OpAttrs } from "../../../src/ir/types.ts";
 import type { Kernel } from "../../program.ts";
 import type { KernelBuilder } from "../kernel-builder.ts";
-import { windowValue } from "./conv2d.ts";
+import { inGroup, windowValue } from "./conv2d.ts";
 import { gemm } from "./matmul.ts";
 
 export function conv2dGradFilterKernel(kb: KernelBuilder, what: string): Kernel {
@@ -23,23 +27,28 @@ export function conv2dGradFilterKernel(kb: KernelBuilder, what: string): Kernel 
   const [ix, ig] = out.inputs;
   const gshape = kb.node(ig).type.shape;
   const [kh, kw, c, co] = out.type.shape as readonly number[];
+  const groups = a.groups ?? 1;
+  const cog = co / groups;
   const red = gshape.slice(0, 3);
   return gemm(kb, what, {
     rows: sizeOf([kh * kw * c]),
-    cols: sizeOf([co]),
-    batch: sizeOf([]),
+    cols: sizeOf([cog]),
+    batch: sizeOf(groups === 1 ? [] : [groups]),
     M: `${kh * kw * c}u`,
-    N: `${co}u`,
+    N: `${cog}u`,
     K: kb.size(red),
-    matrix: () => ({
+    matrix: (z) => ({
       loadA: (m, k) => {
         const [y, x, ci] = kb.unravel(m, [kh, kw, c], "r");
         const [b, oh, ow] = kb.unravel(k, red, "p");
-        return windowValue(kb, ix, a, [b, oh, ow], [y, x], ci);
+        return windowValue(kb, ix, a, [b, oh, ow], [y, x], inGroup(groups, z, c, ci));
       },
       // As conv2d's filter: an inlined g reads its own coordinates, a buffer reads v[k·Cout + n].
-      loadB: (k, n) => kb.value(ig, kb.unravel(`(${k} * ${co}u + ${n})`, gshape)),
-      store: (m, n, v) => kb.result(() => [...kb.unravel(m, [kh, kw, c], "s"), n], `${m} * ${co}u + ${n}`, v),
+      loadB: (k, n) => kb.value(ig, kb.unravel(`(${k} * ${co}u + ${inGroup(groups, z, cog, n)})`, gshape)),
+      store: (m, n, v) => {
+        const o = inGroup(groups, z, cog, n);
+        kb.result(() => [...kb.unravel(m, [kh, kw, c], "s"), o], `${m} * ${co}u + ${o}`, v);
+      },
     }),
   });
 }
@@ -50,18 +59,22 @@ export function conv2dGradInputKernel(kb: KernelBuilder, what: string): Kernel {
   const [ig, iff] = out.inputs;
   const [, oh, ow, co] = kb.node(ig).type.shape as readonly [Dim, number, number, number];
   const [kh, kw, c] = kb.node(iff).type.shape as readonly number[];
+  const groups = a.groups ?? 1;
+  const cog = co / groups;
   const rows = out.type.shape.slice(0, 3);
+  const cin = c * groups;
   return gemm(kb, what, {
     rows: sizeOf(rows),
     cols: sizeOf([c]),
-    batch: sizeOf([]),
+    batch: sizeOf(groups === 1 ? [] : [groups]),
     M: kb.size(rows),
     N: `${c}u`,
-    K: `${kh * kw * co}u`,
-    matrix: () => ({
+    K: `${kh * kw * cog}u`,
+    matrix: (z) => ({
       loadA: (m, k) => {
         const [b, y, x] = kb.unravel(m, rows, "p");
-        const [p, t, q] = kb.unravel(k, [kh, kw, co], "r");
+        const [p, t, r] = kb.unravel(k, [kh, kw, cog], "r");
+        const q = inGroup(groups, z, cog, r);
         const sy = windowAt(kb, y, p, a.dilations[0], a.padding[0], a.strides[0], oh);
         const sx = windowAt(kb, x, t, a.dilations[1], a.padding[2], a.strides[1], ow);
         // Clamped coordinates keep the load in bounds; select drops the misses.
@@ -69,10 +82,13 @@ export function conv2dGradInputKernel(kb: KernelBuilder, what: string): Kernel {
         return `select(0.0f, ${v}, ${[...sy.hit, ...sx.hit].join(" && ")})`;
       },
       loadB: (k, n) => {
-        const [p, t, q] = kb.unravel(k, [kh, kw, co], "r");
-        return kb.value(iff, [p, t, n, q]);
+        const [p, t, r] = kb.unravel(k, [kh, kw, cog], "r");
+        return kb.value(iff, [p, t, n, inGroup(groups, z, cog, r)]);
       },
-      store: (m, n, v) => kb.result(() => [...kb.unravel(m, rows, "s"), n], `${m} * ${c}u + ${n}`, v),
+      store: (m, n, v) => {
+        const i = inGroup(groups, z, c, n);
+        kb.result(() => [...kb.unravel(m, rows, "s"), i], `${m} * ${cin}u + ${i}`, v);
+      },
     }),
   });
 }

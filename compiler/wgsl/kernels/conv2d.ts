@@ -4,7 +4,11 @@
  *      ih = oh·sh + kh·dh − top,  iw = ow·sw + kw·dw − left
  *  in u32, where a position in the padding wraps past H (or W): the load uses clamped coordinates
  *  (always in bounds) and `select` makes it 0. The HWIO filter is a row-major [K, Cout] matrix,
- *  so B(k, n) is element k·Cout + n; the output [N,OH,OW,Cout] is C row-major. */
+ *  so B(k, n) is element k·Cout + n; the output [N,OH,OW,Cout] is C row-major.
+ *
+ *  With `groups` g > 1 the blocks are the GEMM's batch z: n = the channel within block z
+ *  (Cout/g of them), k = (kh, kw, ci) over the block's C/g channels, which are input channels
+ *  z·C/g + ci; the filter's column and the output's channel are z·Cout/g + n. */
 import { sizeOf } from "../../../src/ir/shape.ts";
 import type { Dim, OpAttrs, ValueId } from "../../../src/ir/types.ts";
 import type { Kernel } from "../../program.ts";
@@ -15,30 +19,38 @@ export function conv2dKernel(kb: KernelBuilder, what: string): Kernel {
   const out = kb.node(kb.op);
   const a = out.attrs as OpAttrs["conv2d"];
   const [ix, iff] = out.inputs;
-  const c = kb.node(ix).type.shape[3] as number;
   const fshape = kb.node(iff).type.shape as readonly number[];
-  const [kh, kw, , co] = fshape;
+  const [kh, kw, c, co] = fshape;
+  const groups = a.groups ?? 1;
   const rows = out.type.shape.slice(0, 3);
+  const cog = co / groups;
   return gemm(kb, what, {
     rows: sizeOf(rows),
-    cols: sizeOf([co]),
-    batch: sizeOf([]),
+    cols: sizeOf([cog]),
+    batch: sizeOf(groups === 1 ? [] : [groups]),
     M: kb.size(rows),
-    N: `${co}u`,
+    N: `${cog}u`,
     K: `${kh * kw * c}u`,
-    matrix: () => ({
+    matrix: (z) => ({
       loadA: (m, k) => {
         const [b, oh, ow] = kb.unravel(m, rows, "p");
         const [y, x, ci] = kb.unravel(k, [kh, kw, c], "r");
-        return windowValue(kb, ix, a, [b, oh, ow], [y, x], ci);
+        return windowValue(kb, ix, a, [b, oh, ow], [y, x], inGroup(groups, z, c, ci));
       },
       // Unravelling the flat filter index lets an inlined filter (a reshape, say) read its own
       // coordinates; for a filter in a buffer the load is v[k·Cout + n] and the lets are pruned.
-      loadB: (k, n) => kb.value(iff, kb.unravel(`(${k} * ${co}u + ${n})`, fshape)),
-      store: (m, n, v) => kb.result(() => [...kb.unravel(m, rows, "s"), n], `${m} * ${co}u + ${n}`, v),
+      loadB: (k, n) => kb.value(iff, kb.unravel(`(${k} * ${co}u + ${inGroup(groups, z, cog, n)})`, fshape)),
+      store: (m, n, v) => {
+        const o = inGroup(groups, z, cog, n);
+        kb.result(() => [...kb.unravel(m, rows, "s"), o], `${m} * ${co}u + ${o}`, v);
+      },
     }),
   });
 }
+
+/** Index `i` of block `z` of `per` elements, `z·per + i`: a channel of a grouped conv (just `i`
+ *  when there is one group). Also used by ./conv2d-grad.ts. */
+export const inGroup = (groups: number, z: string, per: number, i: string): string => (groups === 1 ? i : `(${z} * ${per}u + ${i})`);
 
 /** A(m, k) above, also the A of conv2d_grad_filter: input `ix` at tap (kh, kw) of the window of
  *  output position (b, oh, ow), channel ci; 0 in the padding. */

@@ -31,7 +31,7 @@ export function poolKernel(kb: KernelBuilder, what: string): Kernel {
   if (counted) kb.w.line("var count = 0.0f;");
   forEachInWindow(kb, a, [h, w], [oh, ow], ["wy", "wx"], (ih, iw) => {
     const v = kb.value(ix, [b, ih, iw, c]);
-    kb.w.line(isMax ? `acc = max(acc, ${v});` : `acc += ${v};`);
+    kb.w.line(isMax ? `acc = kiln_max(acc, ${v});` : `acc += ${v};`);
     if (counted) kb.w.line("count += 1.0f;");
   });
   const mean = counted ? "acc / count" : `acc / ${lit(a.window[0] * a.window[1], "f32")}`;

@@ -56,15 +56,17 @@ async function onnxSession(spec: WorkloadSpec): Promise<Session> {
   const m = importOnnx(squeezeNetOnnx(spec.seed));
   const [x] = m.inputs;
   const [y] = m.outputInfo;
-  const exe = await Executable.fromGraph(m.graph, { state: { ...m.state, [x.name]: null } });
+  // The weights stay resident; the batch is fed each step, as ONNX Runtime is fed (its batch
+  // dim is the file's symbolic N, which resident state cannot have).
+  const exe = await Executable.fromGraph(m.graph, { state: m.state });
   for (const n of m.graph.nodes) {
     const name = n.op === "input" ? (n.attrs as { name: string }).name : undefined;
     if (name && name in m.weights) await exe.write(name, { shape: n.type.shape as number[], data: m.weights[name] });
   }
-  await exe.write(x.name, batchFor(spec).x);
+  const batch = batchFor(spec).x;
   return {
     async step() {
-      const out = await exe.run({}, [y.name]);
+      const out = await exe.run({ [x.name]: batch }, [y.name]);
       return checksum(out[y.name].data);
     },
     dispose: () => exe.dispose(),
