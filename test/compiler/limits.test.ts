@@ -83,11 +83,11 @@ describe("limits at compile time", () => {
     }
   });
 
-  test("open dims are refused by the runtime with the same message, before anything is allocated", async () => {
+  test("open dims are refused by the runtime with the same message, before memory is allocated", async () => {
     const exe = await Executable.load(compile(bigConv("B")));
     try {
-      // The shapes alone are checked: no data is uploaded before the refusal.
-      const x = { shape: [64, 224, 224, 3], data: new Float32Array(0) };
+      // Refused before any memory is planned or allocated for B = 64.
+      const x = { shape: [64, 224, 224, 3], data: new Float32Array(64 * 224 * 224 * 3) };
       const f = { shape: [3, 3, 3, 64], data: new Float32Array(3 * 3 * 3 * 64) };
       await expect(exe.run({ x, f })).rejects.toThrow(
         /^relu %3 @ limits\.test\.ts:\d+: output f32\[B,224,224,64\] with \{"B":64\} of k0 = fused\[conv2d, relu\] is 784 MiB, over the device's 128 MiB storage binding limit$/,

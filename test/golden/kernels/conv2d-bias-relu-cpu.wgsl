@@ -6,6 +6,14 @@
 struct Dims { B: u32 }
 @group(0) @binding(4) var<uniform> u: Dims;
 
+fn kiln_max(a: f32, b: f32) -> f32 {
+  return select(max(a, b), a + b, kiln_is_nan(a) || kiln_is_nan(b));
+}
+
+fn kiln_is_nan(x: f32) -> bool {
+  return (bitcast<u32>(x) & 0x7fffffffu) > 0x7f800000u;
+}
+
 @compute @workgroup_size(1, 64)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
         @builtin(local_invocation_index) lid: u32, @builtin(local_invocation_id) lid3: vec3<u32>) {
@@ -232,7 +240,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
       let sn = n0 + j;
       if (sm < (u.B * 64u) && sn < 4u) {
         let e225 = (acc[i][j] + v3[sn]);
-        v5[sm * 4u + sn] = max(e225, 0f);
+        v5[sm * 4u + sn] = kiln_max(e225, 0.0f);
       }
     }
   }

@@ -6,6 +6,14 @@ fn kiln_f32(bits: u32) -> f32 {
   return bitcast<f32>(bits);
 }
 
+fn kiln_max(a: f32, b: f32) -> f32 {
+  return select(max(a, b), a + b, kiln_is_nan(a) || kiln_is_nan(b));
+}
+
+fn kiln_is_nan(x: f32) -> bool {
+  return (bitcast<u32>(x) & 0x7fffffffu) > 0x7f800000u;
+}
+
 @compute @workgroup_size(64)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
         @builtin(local_invocation_index) lid: u32, @builtin(local_invocation_id) lid3: vec3<u32>) {
@@ -24,7 +32,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
       for (var wx = 0u; wx < 2u; wx++) {
         let w9 = c3 * 2u + wx;
         if (w9 < 5u) {
-          acc = max(acc, v0[(((q6 * 5u + h8) * 5u + w9) * 3u + c1)]);
+          acc = kiln_max(acc, v0[(((q6 * 5u + h8) * 5u + w9) * 3u + c1)]);
         }
       }
     }
