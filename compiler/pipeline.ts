@@ -1,5 +1,5 @@
 /** The compiler's table of contents: the steps, in order — graph passes, then the lowering
- *  stages fuse, schedule, codegen, plan-memory and check-limits (./pass.ts says what each kind is).
+ *  stages fuse, schedule, codegen, check-limits and plan-memory (./pass.ts says what each kind is).
  *  A pipeline of your own: `compile(graph, { passes: (std) => insertBefore(std, "fuse", myPass) })`
  *  adds, removes, reorders or replaces steps, a stage included (a fusion heuristic of your own is a
  *  Stage named as you like that sets `fusion`; ./fuse.ts `kernelGroups` makes the groups of the
