@@ -5,9 +5,10 @@
  *      relu %13 @ model.ts:8: output f32[64,224,224,64] of k4 = conv2d[add, relu] is 784 MiB, over the device's 128 MiB storage binding limit
  *      matmul %2 @ attn.ts:5: kernel k0 needs 1×1×70000 workgroups, over the device's 65535 per dimension */
 import { describeNode, KilnError } from "../src/ir/errors.ts";
-import { bindShape, evalSize, formatType, type DimEnv } from "../src/ir/shape.ts";
+import { bindShape, formatType, type DimEnv } from "../src/ir/shape.ts";
 import type { Graph, ValueId } from "../src/ir/types.ts";
-import type { Dispatch, Program } from "./program.ts";
+import { dispatchCounts } from "../formats/bundle-manifest.ts";
+import type { Program } from "./program.ts";
 
 export interface DeviceLimits {
   /** The most bytes one storage binding may cover: a value larger than this cannot be bound. */
@@ -31,16 +32,8 @@ export const limitsOf = (l: DeviceLimits): DeviceLimits => ({
   maxComputeWorkgroupsPerDimension: l.maxComputeWorkgroupsPerDimension,
 });
 
-/** Workgroup counts of a dispatch at `env` (the runtime's rule, runtime/pipelines.ts): linear
- *  dispatches fold over x and y, a grid is ceil(size / per) per axis. */
-export function dispatchCounts(d: Dispatch, env: DimEnv, maxDim: number): [number, number, number] {
-  if (d.kind === "linear") {
-    const groups = Math.ceil(evalSize(d.total, env) / d.perGroup);
-    const x = Math.min(groups, maxDim);
-    return [x, x ? Math.ceil(groups / x) : 0, 1];
-  }
-  return [d.x, d.y, d.z].map((a) => Math.ceil(evalSize(a.size, env) / a.per)) as [number, number, number];
-}
+/** The dispatch rule, shared with the executor (formats/bundle-manifest.ts). */
+export { dispatchCounts };
 
 /** Throw a KilnError naming the first value or kernel of `program` that passes `limits` at `env`
  *  (every symbolic dim of the program bound). */

@@ -29,6 +29,21 @@ export type DispatchData =
       readonly z: { readonly size: SizeData; readonly per: number };
     };
 
+export const sizeAt = (s: SizeData, env: Readonly<Record<string, number>>): number => s.syms.reduce((a, d) => a * env[d], s.k);
+
+/** Workgroups of a dispatch at `env`, before any limit check — the one rule, used by the
+ *  compiler's limit checks (compiler/limits.ts), the validator and the executor: a linear
+ *  dispatch is folded over x and y past `maxDim` (the kernel rebuilds its index from
+ *  workgroup_id and num_workgroups), a grid is ceil(size / per) per axis. */
+export function dispatchCounts(d: DispatchData, env: Readonly<Record<string, number>>, maxDim: number): [number, number, number] {
+  if (d.kind === "linear") {
+    const groups = Math.ceil(sizeAt(d.total, env) / d.perGroup);
+    const x = Math.min(groups, maxDim);
+    return [x, x ? Math.ceil(groups / x) : 0, 1];
+  }
+  return [d.x, d.y, d.z].map((a) => Math.ceil(sizeAt(a.size, env) / a.per)) as [number, number, number];
+}
+
 export interface TensorData {
   readonly name: string;
   readonly dtype: BundleDtype;
@@ -305,16 +320,16 @@ function checkPlan(m: Plan, lim: PlanLimits, fail: (what: string) => never): voi
     // 2³²-thread dispatch over a few values is refused.
     const most = Math.max(1, ...ranges.map((r) => r.n));
     const d = k.dispatch;
-    const axes = d.kind === "linear" ? [{ size: d.total, per: d.perGroup }] : [d.x, d.y, d.z];
-    const groups = axes.map((a) => {
-      const n = a.size.syms.reduce((x, s) => x * m.dims[s], a.size.k);
+    for (const size of d.kind === "linear" ? [d.total] : [d.x.size, d.y.size, d.z.size]) {
+      const n = sizeAt(size, m.dims);
       if (!Number.isSafeInteger(n)) fail(`${w}: dispatch over ${n} elements at ${JSON.stringify(m.dims)}`);
-      return Math.ceil(n / a.per);
-    });
+    }
     const max = lim.maxComputeWorkgroupsPerDimension;
-    if (d.kind === "linear" ? groups[0] > max * max : groups.some((g) => g > max))
+    const groups = dispatchCounts(d, m.dims, max);
+    if (groups.some((g) => g > max))
       fail(`${w}: ${groups.join("×")} workgroups at ${JSON.stringify(m.dims)} exceed the device's ${max} per dimension`);
-    const total = groups.reduce((a, g) => a * g, 1);
+    // The workgroups the kernel needs (a linear dispatch before its fold over x and y).
+    const total = d.kind === "linear" ? Math.ceil(sizeAt(d.total, m.dims) / d.perGroup) : groups.reduce((a, g) => a * g, 1);
     if (total === 0 && ranges.some((r) => r.access === "read_write" && r.n > 0))
       fail(
         `${w} dispatches no workgroups at ${JSON.stringify(m.dims)} though it writes %${ranges.find((r) => r.access === "read_write" && r.n > 0)!.value}`,

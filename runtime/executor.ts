@@ -13,7 +13,14 @@
  *          error is replayed kernel by kernel to name the kernel.
  *  Calls on one executor are serialized (Serial): they share its buffers. */
 import { GpuError, KilnError } from "../src/ir/kiln-error.ts";
-import type { BundleDim, BundleDtype, DispatchData, KernelData, Plan, SizeData } from "../formats/bundle-manifest.ts";
+import {
+  dispatchCounts,
+  type BundleDim,
+  type BundleDtype,
+  type DispatchData,
+  type KernelData,
+  type Plan,
+} from "../formats/bundle-manifest.ts";
 
 export type HostArray = Float32Array | Int32Array | Uint32Array | Uint8Array;
 /** What a buffer holds: every dtype in 32 bits (bool as u32). */
@@ -22,7 +29,6 @@ export type Workgroups = readonly [number, number, number];
 
 export const USAGE = { STORAGE: 0x80, COPY_DST: 0x8, COPY_SRC: 0x4, MAP_READ: 0x1, UNIFORM: 0x40 } as const;
 
-export const sizeAt = (s: SizeData, env: Readonly<Record<string, number>>): number => s.syms.reduce((a, d) => a * env[d], s.k);
 export const numelAt = (shape: readonly BundleDim[], env: Readonly<Record<string, number>>): number =>
   shape.reduce<number>((a, d) => a * (typeof d === "number" ? d : env[d]), 1);
 
@@ -35,14 +41,7 @@ export function workgroupCounts(
   maxDim: number,
   what: string,
 ): Workgroups | undefined {
-  let c: [number, number, number];
-  if (d.kind === "linear") {
-    const groups = Math.ceil(sizeAt(d.total, env) / d.perGroup);
-    const x = Math.min(groups, maxDim);
-    c = [x, x ? Math.ceil(groups / x) : 0, 1];
-  } else {
-    c = [d.x, d.y, d.z].map((a) => Math.ceil(sizeAt(a.size, env) / a.per)) as [number, number, number];
-  }
+  const c = dispatchCounts(d, env, maxDim);
   if (c.some((n) => n === 0)) return undefined;
   if (c.some((n) => n > maxDim))
     throw new KilnError(`${what}: ${c.join("×")} workgroups with ${JSON.stringify(env)} exceed the device's ${maxDim} per dimension`);
