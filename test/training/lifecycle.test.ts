@@ -1,32 +1,22 @@
 /** One model, many calls: overlapping fit / evaluate / predict run one after another (each result
  *  equal to its twin made alone, in the same order), dispose refuses later calls clearly, and a
  *  checkpointed fit resumed in a new model follows the uninterrupted run bit for bit — also after
- *  a lost device, whose error says how to resume. */
+ *  a lost device, whose error says how to resume, and after the process was killed mid-fit. */
+import { spawnSync } from "node:child_process";
 import { existsSync, mkdtempSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { fileURLToPath } from "node:url";
 import { describe, expect, test, vi } from "vitest";
-import { dense, dropout } from "../../src/api/layers.ts";
-import { sequential } from "../../src/api/model.ts";
-import { mulberry32 } from "../../src/api/initializers.ts";
 import { GpuError } from "../../src/ir/errors.ts";
 import { Executable } from "../../runtime/execute.ts";
-import { compileModel, loadPredictor } from "../../training/compile-model.ts";
+import { loadPredictor } from "../../training/compile-model.ts";
 import { useGpu } from "../helpers/gpu.ts";
+import { data, fitOpts, make } from "./fixtures/small-model.ts";
 
 useGpu();
 
-function data(n: number, seed: number) {
-  const r = mulberry32(seed);
-  const x = Float32Array.from({ length: n * 3 }, () => r() * 2 - 1);
-  const y = Int32Array.from({ length: n }, (_, i) => (x[3 * i] + x[3 * i + 1] > 0 ? 1 : 0));
-  return { x: { shape: [n, 3], data: x }, y: { shape: [n], data: y } };
-}
 const { x, y } = data(40, 5);
-const net = () => sequential([dense(6, { activation: "relu" }), dropout(0.25), dense(2, { activation: "softmax" })], { inputShape: [3] });
-const make = () => compileModel(net(), { optimizer: "adam", loss: "sparseCategoricalCrossEntropy", metrics: ["accuracy"], seed: 2 });
-const quiet = { verbose: 0 as const };
-const fitOpts = { epochs: 2, batchSize: 8, ...quiet };
 
 describe("calls on one model", () => {
   test("fit, evaluate and predict started together give what the same calls give one by one", async () => {
@@ -90,6 +80,27 @@ describe("checkpoints", () => {
     expect(h.loss).toEqual(h4.loss);
     expect(h.accuracy).toEqual(h4.accuracy);
     expect(h.epochs).toBe(4);
+    expect(await resumed.getWeights({ optimizer: true })).toEqual(await whole.getWeights({ optimizer: true }));
+    whole.dispose();
+    resumed.dispose();
+  });
+
+  test("a process killed (SIGKILL) mid-fit leaves a checkpoint that resumes to the uninterrupted run, bit for bit", async () => {
+    const dir = join(mkdtempSync(join(tmpdir(), "kiln-ck-")), "ck");
+    const child = spawnSync(
+      process.execPath,
+      ["--import", "tsx", fileURLToPath(new URL("./fixtures/fit-then-die.ts", import.meta.url)), dir, "3"],
+      {
+        cwd: fileURLToPath(new URL("../../", import.meta.url)),
+        encoding: "utf8",
+      },
+    );
+    expect(child.signal, child.stderr).toBe("SIGKILL");
+    const whole = await make();
+    const h4 = await whole.fit(x, y, { ...fitOpts, epochs: 4 });
+    const resumed = await make();
+    const h = await resumed.fit(x, y, { ...fitOpts, epochs: 4, resumeFrom: dir });
+    expect(h.loss).toEqual(h4.loss);
     expect(await resumed.getWeights({ optimizer: true })).toEqual(await whole.getWeights({ optimizer: true }));
     whole.dispose();
     resumed.dispose();
