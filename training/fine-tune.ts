@@ -6,6 +6,7 @@
  *      const w = await ft.weights();   // every imported weight, fine-tuned or frozen
  *      await ft.save("tuned");         // a saved-model folder for loadPredictor / kiln run
  *      ft.dispose();
+ *      const losses = await ft.fit({ x: images }, labels, { epochs: 3, batchSize: 8 }); // the loss of every step
  *  Each step returns its loss (the batch mean, before the update). */
 import { join } from "node:path";
 import { mkdirSync } from "node:fs";
@@ -30,6 +31,8 @@ export class FineTuner {
     /** The training step's graph, state and start values. */
     readonly spec: FineTuneGraph,
     private readonly exe: Executable,
+    /** The largest batch a step takes. */
+    readonly batchSize: number,
   ) {}
 
   static async create(imported: ImportedGraph, opts: FineTuneRunOptions): Promise<FineTuner> {
@@ -48,7 +51,7 @@ export class FineTuner {
       exe.dispose();
       throw e;
     }
-    return new FineTuner(imported, spec, exe);
+    return new FineTuner(imported, spec, exe, batchSize ?? 32);
   }
 
   /** One step on a batch: `inputs` the graph's data inputs by name, `labels` the loss's labels.
@@ -56,6 +59,38 @@ export class FineTuner {
   async step(inputs: Readonly<Record<string, HostTensor>>, labels: HostTensor): Promise<number> {
     const out = await this.exe.run({ ...inputs, [this.spec.labels]: labels }, ["loss"]);
     return out.loss.data[0];
+  }
+
+  /** Epochs over a data set held in host memory: `inputs` each data input's rows (the first dim
+   *  the examples), `labels` theirs, in batches of `batchSize` (at most the bound; the last batch
+   *  may be smaller) in order. Returns the loss of every step, in order. */
+  async fit(
+    inputs: Readonly<Record<string, HostTensor>>,
+    labels: HostTensor,
+    opts: { readonly epochs?: number; readonly batchSize?: number } = {},
+  ): Promise<number[]> {
+    const epochs = opts.epochs ?? 1;
+    const batch = opts.batchSize ?? this.batchSize;
+    if (!(Number.isSafeInteger(epochs) && epochs >= 1))
+      throw new KilnError(`fineTune fit: epochs must be a positive integer, got ${epochs}`);
+    if (!(Number.isSafeInteger(batch) && batch >= 1 && batch <= this.batchSize))
+      throw new KilnError(`fineTune fit: batchSize must be an integer from 1 to the compiled bound ${this.batchSize}, got ${batch}`);
+    const n = labels.shape[0];
+    for (const [name, t] of Object.entries(inputs))
+      if (t.shape[0] !== n) throw new KilnError(`fineTune fit: ${name} has ${t.shape[0]} examples, the labels ${n}`);
+    const rows = (t: HostTensor, from: number, to: number): HostTensor => {
+      const row = t.shape.slice(1).reduce((a, d) => a * d, 1);
+      return { shape: [to - from, ...t.shape.slice(1)], data: Array.prototype.slice.call(t.data, from * row, to * row) as number[] };
+    };
+    const losses: number[] = [];
+    for (let e = 0; e < epochs; e++) {
+      for (let from = 0; from < n; from += batch) {
+        const to = Math.min(n, from + batch);
+        const xs = Object.fromEntries(Object.entries(inputs).map(([k, t]) => [k, rows(t, from, to)]));
+        losses.push(await this.step(xs, rows(labels, from, to)));
+      }
+    }
+    return losses;
   }
 
   /** The current value of every imported weight (and, with `all`, of the slots and "step/t"). */

@@ -66,6 +66,11 @@ const nameOf = (n: Node) => (n.attrs as { name: string }).name;
 export function fineTuneGraph(imported: ImportedGraph, opts: FineTuneOptions): FineTuneGraph {
   if (!imported?.graph || !imported.state || !imported.weights)
     throw new KilnError("fineTuneGraph: the first argument must be an imported model { graph, state, weights } (importOnnx's result)");
+  const updated = Object.entries(imported.state).filter(([, o]) => o !== null);
+  if (updated.length)
+    throw new KilnError(
+      `fineTuneGraph: the graph already updates its state (${updated.map(([k, o]) => `${k} ← ${o}`).join(", ")}); it takes an inference graph whose weights are kept (null)`,
+    );
   const loss = lossByName(opts.loss);
   const optimizer = optimizerByName(opts.optimizer);
   const { graph } = imported;

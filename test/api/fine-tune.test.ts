@@ -80,5 +80,7 @@ describe("fineTuneGraph", () => {
     expect(() => fineTuneGraph(imported, { ...base, output: "logits" })).toThrow(/no output "logits" \(outputs: y\)/);
     expect(() => fineTuneGraph(imported, { ...base, labels: "x" })).toThrow(/already has an input "x"/);
     expect(() => fineTuneGraph(imported, { ...base, loss: "hinge" as never })).toThrow(/unknown loss "hinge"/);
+    const trained = { ...imported, state: { ...imported.state, "fc/bias": "fc/bias_next" } };
+    expect(() => fineTuneGraph(trained, base)).toThrow(/already updates its state \(fc\/bias ← fc\/bias_next\)/);
   });
 });

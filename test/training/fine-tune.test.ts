@@ -101,6 +101,26 @@ describe("fine-tuning an imported ONNX CNN on Dawn", () => {
     }
   });
 
+  it("fit: epochs over a data set in batches (the last one smaller), the loss of every step, falling", async () => {
+    const ft = await fineTune(importCnn(4), {
+      loss: "sparseCategoricalCrossEntropyFromLogits",
+      optimizer: adam({ learningRate: 0.01 }),
+      batchSize: 8,
+    });
+    try {
+      const n = 20;
+      const { x, classes: y } = cnnBatch(n, 11);
+      const losses = await ft.fit({ x: xOf(x, n) }, { shape: [n], data: y }, { epochs: 4 });
+      expect(losses).toHaveLength(4 * 3); // batches of 8, 8 and 4
+      const epoch = (e: number) => losses.slice(3 * e, 3 * e + 3).reduce((a, b) => a + b) / 3;
+      expect(epoch(3)).toBeLessThan(epoch(0));
+      await expect(ft.fit({ x: xOf(x, n) }, { shape: [n], data: y }, { batchSize: 16 })).rejects.toThrow(/compiled bound 8, got 16/);
+      await expect(ft.fit({ x: xOf(x, n) }, { shape: [n - 1], data: y.subarray(1) })).rejects.toThrow(/x has 20 examples, the labels 19/);
+    } finally {
+      ft.dispose();
+    }
+  });
+
   it("the training bundle runs standalone; its losses and updated weights match the in-process steps", async () => {
     const imported = importCnn(3);
     const opts = { loss: "categoricalCrossEntropyFromLogits", optimizer: adam({ learningRate: 0.01 }) } as const;
