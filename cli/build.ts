@@ -13,7 +13,7 @@ import { KilnError } from "../src/ir/errors.ts";
 import { parseGraph } from "../src/ir/parse.ts";
 import { formatType } from "../src/ir/shape.ts";
 import type { Graph } from "../src/ir/types.ts";
-import { onnxTrainInput, type FineTuneFlags } from "./fine-tune.ts";
+import { isOnnxSpec, onnxSpecInput, onnxTrainInput, type FineTuneFlags } from "./fine-tune.ts";
 import { importOnnxFile } from "./import.ts";
 import { loadModule, type Model as LoadedModel } from "./model-file.ts";
 import type { Loss, LossName } from "../src/api/losses.ts";
@@ -149,6 +149,7 @@ async function resolveModel(
   if (extname(model) === ".kir")
     throw new KilnError(`${model}: a .kir file has no weights; build a saved-model folder (TrainedModel.save) or a module`);
   const spec = await loadModule(model);
+  if (isOnnxSpec(spec)) return { input: onnxSpecInput(model, spec, train) };
   if (typeof spec === "object" && spec !== null && (spec as KerasSpec).model instanceof Model)
     return fromKerasSpec(model, spec as KerasSpec, train);
   const m = spec as Partial<LoadedModel> & { weights?: Record<string, WeightArray> };

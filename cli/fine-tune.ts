@@ -2,9 +2,12 @@
  *  the ONNX model imported (./import.ts importOnnxFile: x, y and the batch B for a one-input,
  *  one-output model) and its fine-tuning step (src/api/fine-tune.ts) as a training bundle's
  *  graph, state and start values: the file's weights, the optimizer's slots, the step counter.
- *  The bundle's step takes the data inputs and the labels "y". */
+ *  The bundle's step takes the data inputs and the labels "y". A module can say the same with
+ *  optimizer objects and a predicate: `export default { onnx: "cnn.onnx", loss, optimizer, trainable }`
+ *  (the path relative to the module; see OnnxSpec). */
+import { dirname, isAbsolute, join } from "node:path";
 import { KilnError } from "../src/ir/errors.ts";
-import { fineTuneGraph } from "../src/api/fine-tune.ts";
+import { fineTuneGraph, type FineTuneOptions } from "../src/api/fine-tune.ts";
 import type { LossName } from "../src/api/losses.ts";
 import type { Optimizer } from "../src/api/optimizer.ts";
 import { adadelta, adagrad, adam, optimizerByName, rmsprop, sgd, type OptimizerName } from "../src/api/optimizers.ts";
@@ -72,5 +75,28 @@ export function onnxTrainInput(file: string, flags: FineTuneFlags): Omit<BuildIn
     optimizer: optimizerFlag(flags.optimizer, flags.lr),
     trainable: flags.trainable === undefined ? undefined : (name) => listed(flags.trainable!).some((it) => matches(it, name)),
   });
+  return { graph: ft.graph, state: ft.state, weights: ft.weights };
+}
+
+/** A module's default export naming an ONNX file: `kiln build module.mts --train` fine-tunes it
+ *  with these options (src/api/fine-tune.ts FineTuneOptions); without --train it is the file's
+ *  inference graph. */
+export interface OnnxSpec extends Partial<FineTuneOptions> {
+  /** The .onnx file, relative to the module's folder. */
+  readonly onnx: string;
+}
+
+export const isOnnxSpec = (spec: unknown): spec is OnnxSpec =>
+  typeof spec === "object" && spec !== null && typeof (spec as OnnxSpec).onnx === "string";
+
+export function onnxSpecInput(module: string, spec: OnnxSpec, train: boolean): Omit<BuildInput, "dims"> {
+  const file = isAbsolute(spec.onnx) ? spec.onnx : join(dirname(module), spec.onnx);
+  const imported = importOnnxFile(file);
+  if (!train) return { graph: imported.graph, state: imported.state, weights: imported.weights };
+  if (!spec.loss || !spec.optimizer)
+    throw new KilnError(
+      `${module}: a training bundle of ${spec.onnx} needs { onnx, loss, optimizer } (got ${Object.keys(spec).join(", ")})`,
+    );
+  const ft = fineTuneGraph(imported, { ...spec, loss: spec.loss, optimizer: spec.optimizer });
   return { graph: ft.graph, state: ft.state, weights: ft.weights };
 }

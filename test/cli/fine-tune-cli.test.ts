@@ -6,6 +6,7 @@ import { execFileSync } from "node:child_process";
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { pathToFileURL } from "node:url";
 import { afterAll, describe, expect, it } from "vitest";
 import { readBundle as filesOf } from "../../examples/run-bundle.ts";
 import { adam } from "../../src/api/optimizers.ts";
@@ -64,6 +65,31 @@ describe("kiln build model.onnx --train", () => {
     } finally {
       ft.dispose();
     }
+  });
+
+  it("a module { onnx, loss, optimizer, trainable } builds the same training bundle as the flags", async () => {
+    writeFileSync(join(root, "cnn6.onnx"), cnnOnnx(6));
+    const src = (p: string) => JSON.stringify(pathToFileURL(join(process.cwd(), p)).href);
+    writeFileSync(
+      join(root, "tune.mts"),
+      [
+        `import { adam } from ${src("src/api/optimizers.ts")};`,
+        `export default { onnx: "cnn6.onnx", loss: "categoricalCrossEntropyFromLogits", optimizer: adam({ learningRate: 0.01 }), trainable: (n) => n.startsWith("fc/") };`,
+      ].join("\n"),
+    );
+    kiln("build", join(root, "tune.mts"), "--train", "--batch", String(N), "--out", join(root, "module-train"));
+    const flags = ["--loss", "categoricalCrossEntropyFromLogits", "--optimizer", "adam", "--lr", "0.01", "--trainable", "fc/*"];
+    kiln("build", join(root, "cnn6.onnx"), "--train", ...flags, "--batch", String(N), "--out", join(root, "flags-train"));
+    const a = filesOf(join(root, "module-train"));
+    const b = filesOf(join(root, "flags-train"));
+    expect(a.get("weights.safetensors")).toEqual(b.get("weights.safetensors"));
+    const { x, oneHot } = cnnBatch(N, 10);
+    const got = await runStandalone(standalone(a), { x, y: oneHot }, 2);
+    const want = await runStandalone(standalone(b), { x, y: oneHot }, 2);
+    expect(got).toEqual(want);
+    expect(got.results[1].loss[0]).toBeLessThan(got.results[0].loss[0]);
+    kiln("build", join(root, "tune.mts"), "--batch", String(N), "--out", join(root, "module-infer"));
+    expect(JSON.parse(readFileSync(join(root, "module-infer", "manifest.json"), "utf8")).mode).toBe("inference");
   });
 
   it("refuses a missing loss, fine-tuning flags without an .onnx and --train, a --trainable that matches nothing, a bad --lr", () => {
