@@ -116,8 +116,10 @@ export function fromKerasSpec(file: string, spec: KerasSpec, train: boolean): { 
   return { input: { graph: mg.graph, state: mg.state, weights } };
 }
 
-/** A model argument: a saved-model folder, a module with { graph, state, dims?, weights }, or a
- *  module with { model, optimizer?, loss?, metrics?, seed? } (see KerasSpec). */
+/** A model argument: a saved-model folder, an .onnx file (with --train, fine-tuned as the flags
+ *  say: ./fine-tune.ts), a module with { graph, state, dims?, weights }, a module with { model,
+ *  optimizer?, loss?, metrics?, seed? } (see KerasSpec), or one with { onnx, loss?, optimizer?,
+ *  trainable? } (./fine-tune.ts OnnxSpec). */
 async function resolveModel(
   model: string,
   train: boolean,

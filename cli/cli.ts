@@ -154,7 +154,7 @@ function cli(): Command {
   program
     .command("build <model>")
     .description(
-      "compile a model ahead of time into a standalone bundle (WGSL kernels, manifest, weights, typed loader) that runs wherever WebGPU exists: a saved-model folder, or a module exporting { graph, state, dims?, weights }",
+      "compile a model ahead of time into a standalone bundle (WGSL kernels, manifest, weights, typed loader) that runs wherever WebGPU exists: a saved-model folder, an .onnx file (--train with --loss and --optimizer fine-tunes it), or a module exporting { graph, state, dims?, weights }",
     )
     .requiredOption("-o, --out <dir>", "the bundle folder (replaced whole)")
     .option("-b, --batch <n>", "upper bound of the batch dim B: memory is planned for it, smaller batches run in it (default 32)")
