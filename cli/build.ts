@@ -13,6 +13,7 @@ import { KilnError } from "../src/ir/errors.ts";
 import { parseGraph } from "../src/ir/parse.ts";
 import { formatType } from "../src/ir/shape.ts";
 import type { Graph } from "../src/ir/types.ts";
+import { isOnnxSpec, onnxSpecInput, onnxTrainInput, type FineTuneFlags } from "./fine-tune.ts";
 import { importOnnxFile } from "./import.ts";
 import { loadModule, type Model as LoadedModel } from "./model-file.ts";
 import type { Loss, LossName } from "../src/api/losses.ts";
@@ -115,9 +116,15 @@ export function fromKerasSpec(file: string, spec: KerasSpec, train: boolean): { 
   return { input: { graph: mg.graph, state: mg.state, weights } };
 }
 
-/** A model argument: a saved-model folder, a module with { graph, state, dims?, weights }, or a
- *  module with { model, optimizer?, loss?, metrics?, seed? } (see KerasSpec). */
-async function resolveModel(model: string, train: boolean): Promise<{ input: Omit<BuildInput, "dims">; dims?: Record<string, number> }> {
+/** A model argument: a saved-model folder, an .onnx file (with --train, fine-tuned as the flags
+ *  say: ./fine-tune.ts), a module with { graph, state, dims?, weights }, a module with { model,
+ *  optimizer?, loss?, metrics?, seed? } (see KerasSpec), or one with { onnx, loss?, optimizer?,
+ *  trainable? } (./fine-tune.ts OnnxSpec). */
+async function resolveModel(
+  model: string,
+  train: boolean,
+  flags: FineTuneFlags = {},
+): Promise<{ input: Omit<BuildInput, "dims">; dims?: Record<string, number> }> {
   if (existsSync(model) && statSync(model).isDirectory()) {
     const file = readSafetensors(join(model, "weights.safetensors"));
     const weights = Object.fromEntries(Object.entries(file.tensors).map(([k, v]) => [k, v.data]));
@@ -137,14 +144,14 @@ async function resolveModel(model: string, train: boolean): Promise<{ input: Omi
     return { input: { graph, state, weights } };
   }
   if (extname(model) === ".onnx") {
-    if (train)
-      throw new KilnError(`${model}: an ONNX file has no training step; build its inference bundle, or fine-tune it in Kiln first`);
+    if (train) return { input: onnxTrainInput(model, flags) };
     const { graph, state, weights } = importOnnxFile(model);
     return { input: { graph, state, weights } };
   }
   if (extname(model) === ".kir")
     throw new KilnError(`${model}: a .kir file has no weights; build a saved-model folder (TrainedModel.save) or a module`);
   const spec = await loadModule(model);
+  if (isOnnxSpec(spec)) return { input: onnxSpecInput(model, spec, train) };
   if (typeof spec === "object" && spec !== null && (spec as KerasSpec).model instanceof Model)
     return fromKerasSpec(model, spec as KerasSpec, train);
   const m = spec as Partial<LoadedModel> & { weights?: Record<string, WeightArray> };
@@ -163,13 +170,19 @@ async function resolveModel(model: string, train: boolean): Promise<{ input: Omi
 /** kiln build: compile a model into a standalone bundle folder. */
 export async function build(
   model: string,
-  opts: { out: string; batch?: string; train?: boolean; fuse: boolean; target: string },
+  opts: { out: string; batch?: string; train?: boolean; fuse: boolean; target: string } & FineTuneFlags,
 ): Promise<void> {
   if (opts.target !== "gpu" && opts.target !== "cpu") throw new KilnError(`build: --target must be gpu or cpu, got "${opts.target}"`);
   const batch = opts.batch === undefined ? undefined : Number(opts.batch);
   if (batch !== undefined && !(Number.isSafeInteger(batch) && batch >= 1))
     throw new KilnError(`build: --batch must be a positive integer, got "${opts.batch}"`);
-  const { input, dims: declared } = await resolveModel(model, opts.train ?? false);
+  const flags = { loss: opts.loss, optimizer: opts.optimizer, lr: opts.lr, trainable: opts.trainable };
+  const flagged = Object.entries(flags).filter(([, v]) => v !== undefined);
+  if (flagged.length && !(opts.train && extname(model) === ".onnx"))
+    throw new KilnError(
+      `build: --${flagged.map(([k]) => k).join(", --")} fine-tune an ONNX model: they go with a .onnx file and --train (a saved model or module brings its own loss and optimizer)`,
+    );
+  const { input, dims: declared } = await resolveModel(model, opts.train ?? false, flags);
   const dims = { ...declared, ...(batch !== undefined || !declared?.B ? { B: batch ?? 32 } : {}) };
   const t0 = performance.now();
   const files = buildBundle(

@@ -159,11 +159,15 @@ function cli(): Command {
   program
     .command("build <model>")
     .description(
-      "compile a model ahead of time into a standalone bundle (WGSL kernels, manifest, weights, typed loader) that runs wherever WebGPU exists: a saved-model folder, or a module exporting { graph, state, dims?, weights }",
+      "compile a model ahead of time into a standalone bundle (WGSL kernels, manifest, weights, typed loader) that runs wherever WebGPU exists: a saved-model folder, an .onnx file (--train with --loss and --optimizer fine-tunes it), or a module exporting { graph, state, dims?, weights }",
     )
     .requiredOption("-o, --out <dir>", "the bundle folder (replaced whole)")
     .option("-b, --batch <n>", "upper bound of the batch dim B: memory is planned for it, smaller batches run in it (default 32)")
     .option("--train", "bundle the training step (step(batch) updates the weights on the GPU) instead of inference")
+    .option("--loss <name>", "an .onnx model's training loss (with --train), e.g. sparseCategoricalCrossEntropyFromLogits, mse")
+    .option("--optimizer <name>", "an .onnx model's optimizer (with --train): sgd, momentum, nesterov, adagrad, adadelta, rmsprop, adam")
+    .option("--lr <x>", "the optimizer's learning rate (default: Keras's for that optimizer)")
+    .option("--trainable <names>", 'the .onnx weights to train, comma-separated; "fc/*" is a prefix (default: every f32 weight)')
     .option("--no-fuse", "compile without fusion")
     .option("--target <gpu|cpu>", "kernel variants: gpu (workgroup-tiled GEMM) or cpu (register-blocked, for software rasterizers)", "gpu")
     .action(build);

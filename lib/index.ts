@@ -45,3 +45,5 @@ export {
   type OnnxImportOptions,
   type OnnxTensor,
 } from "../formats/onnx/import.ts";
+export { fineTuneGraph, type FineTuneGraph, type FineTuneOptions, type ImportedGraph } from "../src/api/fine-tune.ts";
+export { fineTune, FineTuner, type FineTuneRunOptions } from "../training/fine-tune.ts";

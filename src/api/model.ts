@@ -365,23 +365,7 @@ export function trainStepGraph(m: Model, opts: LossOptions & { readonly optimize
     outputs.loss,
     built.params.map((p) => p.tensor),
   );
-  const lr = opts.optimizer.schedule(t);
-  const slots: SlotInfo[] = [];
-  built.params.forEach((p, k) => {
-    const current: Record<string, Tensor> = {};
-    for (const s of opts.optimizer.slots) {
-      const name = `${p.name}/${s.name}`;
-      current[s.name] = g.input(name, "f32", p.shape);
-      slots.push({ name, param: p.name, shape: p.shape, init: s.init });
-    }
-    const up = opts.optimizer.update(p.tensor, grads[k], current, { t, lr });
-    resident(p.name, up.param);
-    for (const s of opts.optimizer.slots) {
-      const next = up.slots[s.name];
-      if (!next) throw new KilnError(`optimizer ${opts.optimizer.name}: update gave no value for slot "${s.name}" of ${p.name}`);
-      resident(`${p.name}/${s.name}`, next);
-    }
-  });
+  const slots = optimizerUpdates(opts.optimizer, built.params, grads, t, resident);
   for (const v of built.variables) resident(v.name, v.next);
   if (opts.accumulate)
     watchFinite(
@@ -401,6 +385,38 @@ export function trainStepGraph(m: Model, opts: LossOptions & { readonly optimize
   };
   resident(counter.name, counter.next);
   return { graph: g.build(outputs), state, params: built.params, slots, variables: [...built.variables, counter], metrics };
+}
+
+/** The optimizer's update of each parameter from its gradient, at step `t`: declares its slots
+ *  ("<param>/<slot>", f32 inputs of the parameter's shape) and hands each new value — the
+ *  parameter's, then its slots' — to `resident(name, next)`. Shared by trainStepGraph and the
+ *  fine-tuning of an imported graph (./fine-tune.ts). */
+export function optimizerUpdates(
+  optimizer: Optimizer,
+  params: readonly { readonly name: string; readonly shape: readonly number[]; readonly tensor: Tensor }[],
+  grads: readonly Tensor[],
+  t: Tensor,
+  resident: (name: string, next: Tensor) => void,
+): SlotInfo[] {
+  const g = t.builder;
+  const lr = optimizer.schedule(t);
+  const slots: SlotInfo[] = [];
+  params.forEach((p, k) => {
+    const current: Record<string, Tensor> = {};
+    for (const s of optimizer.slots) {
+      const name = `${p.name}/${s.name}`;
+      current[s.name] = g.input(name, "f32", p.shape);
+      slots.push({ name, param: p.name, shape: p.shape, init: s.init });
+    }
+    const up = optimizer.update(p.tensor, grads[k], current, { t, lr });
+    resident(p.name, up.param);
+    for (const s of optimizer.slots) {
+      const next = up.slots[s.name];
+      if (!next) throw new KilnError(`optimizer ${optimizer.name}: update gave no value for slot "${s.name}" of ${p.name}`);
+      resident(`${p.name}/${s.name}`, next);
+    }
+  });
+  return slots;
 }
 
 const F32_MAX = 3.4028234663852886e38;
