@@ -37,8 +37,8 @@ describe("which chains become epilogues", () => {
     const wgsl = compile(g, { target }).kernels[0].wgsl;
     // The bias (an input, placed in the arena: so declared read_write when the WGSL is written).
     expect(wgsl).toMatch(/binding\(2\) var<storage, read_write> v2: array<f32>/);
-    // relu(acc + b[n]) at the store.
-    expect(wgsl).toMatch(/let (e\d+) = \(acc\[[^\n]*\] \+ v2\[sn\]\);\n\s*v5\[[^\n]*\] = max\(\1, 0f\);/);
+    // relu(acc + b[n]) at the store (relu as max(·, 0) that keeps a NaN, as the reference does).
+    expect(wgsl).toMatch(/let (e\d+) = \(acc\[[^\n]*\] \+ v2\[sn\]\);\n\s*v5\[[^\n]*\] = kiln_max\(\1, 0\.0f\);/);
   });
 
   test.each(TARGETS)("batched matmul with broadcast epilogue operands ($name target)", (target) => {
