@@ -11,14 +11,13 @@ import type { HostTensor } from "../../src/ir/host.ts";
 import type { Graph, Node, OpAttrs, Output } from "../../src/ir/types.ts";
 import type { OutputTensor } from "../../runtime/execute.ts";
 
-/** Where the cases are: beside the checkout (../shared), or beside the main checkout when this
- *  is a worktree under /work/wt. */
+/** Where the cases are: the folder KILN_ONNX_TESTS names, beside the checkout (../shared), or
+ *  beside the main checkout when this is a worktree under /work/wt. */
 export const NODE_TESTS = [
-  new URL("../../../shared/onnx-tests/node/", import.meta.url),
-  new URL("../../../../shared/onnx-tests/node/", import.meta.url),
-]
-  .map((u) => u.pathname)
-  .find((p) => existsSync(p));
+  ...(process.env.KILN_ONNX_TESTS ? [process.env.KILN_ONNX_TESTS] : []),
+  new URL("../../../shared/onnx-tests/node/", import.meta.url).pathname,
+  new URL("../../../../shared/onnx-tests/node/", import.meta.url).pathname,
+].find((p) => existsSync(p));
 
 export interface ConformanceCase {
   readonly name: string;
