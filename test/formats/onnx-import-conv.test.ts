@@ -13,10 +13,11 @@ import { importOnnx } from "../../formats/onnx/import.ts";
 import { GraphBuilder, type Tensor } from "../../src/api/builder.ts";
 import { interpret } from "../../src/interpret.ts";
 import type { HostTensor } from "../../src/ir/host.ts";
-import type { Graph, Shape } from "../../src/ir/types.ts";
+import type { Shape } from "../../src/ir/types.ts";
 import { floats } from "../helpers/data.ts";
 import { buildGradGraph, expectGradOk } from "../helpers/gradcheck.ts";
 import { runGpu, useGpu } from "../helpers/gpu.ts";
+import { replay } from "../helpers/onnx-importer.ts";
 import { agreement, ORT_TOL, runOrt, runOrtFeeds } from "../helpers/ort.ts";
 
 useGpu();
@@ -174,25 +175,6 @@ describe("refusals name the node and what is missing", () => {
   });
 });
 
-/** The imported graph's nodes replayed into `g`, its inputs taken from `xs` (or made anew). */
-function inline(graph: Graph, g: GraphBuilder, xs: Readonly<Record<string, Tensor>>): Tensor {
-  const ts: Tensor[] = [];
-  for (const n of graph.nodes) {
-    if (n.op === "input") {
-      const name = (n.attrs as { name: string }).name;
-      ts.push(xs[name] ?? g.input(name, n.type.dtype, n.type.shape));
-    } else
-      ts.push(
-        g.add(
-          n.op,
-          n.inputs.map((i) => ts[i]),
-          n.attrs as never,
-        ),
-      );
-  }
-  return ts[graph.outputs[0].id];
-}
-
 describe("an imported CNN is differentiable", () => {
   test("d loss / d weights of Conv + BatchNormalization + Relu + MaxPool + Gemm match float64 central differences", () => {
     const spec: Spec = {
@@ -216,7 +198,7 @@ describe("an imported CNN is differentiable", () => {
       {
         inputs: Object.fromEntries(trained.map((k) => [k, weights[k]])),
         fixed: { x: { ...x, dtype: "f32" }, mean: { ...weights.mean, dtype: "f32" }, var: { ...weights.var, dtype: "f32" } },
-        f: (xs, g) => inline(m.graph, g, xs),
+        f: (xs, g) => replay(m.graph, g, xs),
       },
       1e-5,
     );
@@ -238,7 +220,7 @@ describe("an imported grouped CNN's gradient graph on Dawn", () => {
     const { bytes, weights } = model(spec, 11);
     const m = importOnnx(bytes);
     const x = { shape: [2, 4, 8, 7], data: floats(448, 12), dtype: "f32" as const };
-    const grad = { inputs: weights, fixed: { x }, f: (xs: Readonly<Record<string, Tensor>>, g: GraphBuilder) => inline(m.graph, g, xs) };
+    const grad = { inputs: weights, fixed: { x }, f: (xs: Readonly<Record<string, Tensor>>, g: GraphBuilder) => replay(m.graph, g, xs) };
     expectGradOk(grad, 1e-5);
     const { graph, grads } = buildGradGraph(grad);
     const feeds = { ...weights, x };

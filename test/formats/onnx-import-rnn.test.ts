@@ -8,13 +8,13 @@ import { AttributeProto_AttributeType as AT, AttributeProtoSchema, ModelProtoSch
 import { describe, expect, test } from "vitest";
 import { Elem, OnnxWriter, type Attrs } from "../../formats/onnx/export-writer.ts";
 import { importOnnx } from "../../formats/onnx/import.ts";
-import type { GraphBuilder, Tensor } from "../../src/api/builder.ts";
 import { interpret } from "../../src/interpret.ts";
 import type { HostTensor } from "../../src/ir/host.ts";
 import type { Graph } from "../../src/ir/types.ts";
 import { floats } from "../helpers/data.ts";
 import { expectGradOk } from "../helpers/gradcheck.ts";
 import { runGpu, useGpu } from "../helpers/gpu.ts";
+import { replay } from "../helpers/onnx-importer.ts";
 import { runOrtFeeds } from "../helpers/ort.ts";
 
 useGpu();
@@ -187,25 +187,6 @@ describe("refusals", () => {
   });
 });
 
-/** The imported graph replayed into `g`, inputs from `xs`. */
-function inline(graph: Graph, g: GraphBuilder, xs: Readonly<Record<string, Tensor>>, out: number): Tensor {
-  const ts: Tensor[] = [];
-  for (const n of graph.nodes) {
-    if (n.op === "input") {
-      const name = (n.attrs as { name: string }).name;
-      ts.push(xs[name] ?? g.input(name, n.type.dtype, n.type.shape));
-    } else
-      ts.push(
-        g.add(
-          n.op,
-          n.inputs.map((i) => ts[i]),
-          n.attrs as never,
-        ),
-      );
-  }
-  return ts[graph.outputs[out].id];
-}
-
 describe("an imported LSTM is differentiable", () => {
   test("d Σu⊙Y / d (W, R, B) against float64 central differences", () => {
     const l: Layer = {
@@ -218,6 +199,6 @@ describe("an imported LSTM is differentiable", () => {
     const m = importOnnx(layerModel(l, 9).bytes);
     const w = weightFeeds(m.graph, m.weights);
     const x = { shape: l.x, data: floats(prod(l.x), 10), dtype: "f32" as const };
-    expectGradOk({ inputs: w, fixed: { x }, f: (xs, g) => inline(m.graph, g, xs, 0) }, 1e-5);
+    expectGradOk({ inputs: w, fixed: { x }, f: (xs, g) => replay(m.graph, g, xs) }, 1e-5);
   });
 });

@@ -2,6 +2,7 @@
  *  this checkout has it: the round-trip tests and the bench's W7 use it when it exists and say
  *  why they are skipped (or "not built") when it does not. Typed here by what they use of it. */
 import { existsSync } from "node:fs";
+import type { GraphBuilder, Tensor } from "../../src/api/builder.ts";
 import type { Graph } from "../../src/ir/types.ts";
 
 export interface Imported {
@@ -24,4 +25,24 @@ export async function loadImporter(): Promise<ImportOnnx | undefined> {
   // A computed specifier: the file may not exist when this is type-checked.
   const mod = (await import(MODULE.href)) as { importOnnx?: ImportOnnx };
   return mod.importOnnx;
+}
+
+/** An imported graph's nodes replayed into `g`, its inputs taken from `xs` (or made anew), to
+ *  differentiate it with the builder's `grad`: the value of its output number `out`. */
+export function replay(graph: Graph, g: GraphBuilder, xs: Readonly<Record<string, Tensor>>, out = 0): Tensor {
+  const ts: Tensor[] = [];
+  for (const n of graph.nodes) {
+    if (n.op === "input") {
+      const name = (n.attrs as { name: string }).name;
+      ts.push(xs[name] ?? g.input(name, n.type.dtype, n.type.shape));
+    } else
+      ts.push(
+        g.add(
+          n.op,
+          n.inputs.map((i) => ts[i]),
+          n.attrs as never,
+        ),
+      );
+  }
+  return ts[graph.outputs[out].id];
 }
