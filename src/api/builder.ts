@@ -98,6 +98,14 @@ export class GraphBuilder {
   }
 }
 
+/** conv2d's options (NHWC, HWIO): padding [top, bottom, left, right]; groups 1 when left out. */
+export interface ConvOptions {
+  readonly strides?: readonly [number, number];
+  readonly padding?: readonly [number, number, number, number];
+  readonly dilations?: readonly [number, number];
+  readonly groups?: number;
+}
+
 export class Tensor {
   constructor(
     readonly builder: GraphBuilder,
@@ -306,15 +314,7 @@ export class Tensor {
   }
   /** NHWC input, HWIO filter; padding [top, bottom, left, right]. With `groups` g the filter
    *  is [KH, KW, Cin/g, Cout] and output channel o reads input block ⌊o/(Cout/g)⌋. */
-  conv2d(
-    filter: Tensor,
-    opts: {
-      strides?: readonly [number, number];
-      padding?: readonly [number, number, number, number];
-      dilations?: readonly [number, number];
-      groups?: number;
-    } = {},
-  ) {
+  conv2d(filter: Tensor, opts: ConvOptions = {}) {
     return this.builder.add("conv2d", [this, filter], {
       strides: opts.strides ?? [1, 1],
       padding: opts.padding ?? [0, 0, 0, 0],
@@ -328,16 +328,7 @@ export class Tensor {
    *  transposes (ONNX's ConvTranspose weight [C, M/g, KH, KW] permuted [2, 3, 1, 0]); gives
    *  [N, OH, OW, M] with OH = (H − 1)·s + d·(KH − 1) + 1 − top − bottom + outputPadding[0],
    *  outputPadding below the stride. */
-  conv2dTranspose(
-    filter: Tensor,
-    opts: {
-      strides?: readonly [number, number];
-      padding?: readonly [number, number, number, number];
-      dilations?: readonly [number, number];
-      groups?: number;
-      outputPadding?: readonly [number, number];
-    } = {},
-  ) {
+  conv2dTranspose(filter: Tensor, opts: ConvOptions & { outputPadding?: readonly [number, number] } = {}) {
     const s: readonly [number, number] = opts.strides ?? [1, 1];
     const p: readonly [number, number, number, number] = opts.padding ?? [0, 0, 0, 0];
     const d: readonly [number, number] = opts.dilations ?? [1, 1];
