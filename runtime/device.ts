@@ -94,6 +94,27 @@ export async function releaseGpu(): Promise<void> {
   handle = undefined;
 }
 
+/** Node's `webgpu` binding polls Dawn for events back to back (setImmediate) as long as any of
+ *  its promises is pending: waiting for a step's readback keeps a core busy the whole time, and on
+ *  a CPU rasterizer that core is one the GPU's own threads need (lavapipe, 2 cores: W1's step
+ *  took 1.4× as long). Waiting with `settle` puts the main thread to sleep between the binding's
+ *  polls instead, a little longer the longer the wait (at most 1 ms: ≤ 2% of it is latency). */
+export async function settle<T>(p: Promise<T>): Promise<T> {
+  let done = false;
+  const mark = () => {
+    done = true;
+  };
+  p.then(mark, mark);
+  const start = performance.now();
+  await Promise.resolve();
+  while (!done) {
+    Atomics.wait(SLEEP, 0, 0, Math.min(1, Math.max(0.05, (performance.now() - start) / 50)));
+    await new Promise<void>((resolve) => setImmediate(resolve));
+  }
+  return p;
+}
+const SLEEP = new Int32Array(new SharedArrayBuffer(4));
+
 /** Throw if the device was lost or reported an error outside any scope. */
 export function assertHealthy(what: string): void {
   if (lost) throw new GpuError(`${what}: ${lost}`);

@@ -30,7 +30,7 @@ import { checkLimits, limitsOf } from "../compiler/limits.ts";
 import { planFor, type MemoryPlan } from "../compiler/plan-memory.ts";
 import { programPlan } from "../compiler/bundle/plan.ts";
 import { createBuffer, destroyBuffer, toStorage, type HostArray } from "./buffers.ts";
-import { acquireGpu, checked, type Gpu } from "./device.ts";
+import { acquireGpu, checked, settle, type Gpu } from "./device.ts";
 import { Executor, readBack, Serial, USAGE, type ExecutorHooks, type StorageArray } from "./executor.ts";
 import { pipeline, release } from "./pipelines.ts";
 
@@ -77,6 +77,7 @@ export class Executable {
       createBuffer: (label, bytes, usage) => createBuffer(gpu.device, label, bytes, usage),
       destroyBuffer,
       scope: (what, fn) => checked(gpu, what, fn),
+      wait: settle,
       describe: (i) => {
         const n = program.graph.nodes[program.kernels[i].output];
         return describeNode(n.op, n.id, n.site);
@@ -223,6 +224,58 @@ export class Executable {
   }
 
   private async runNow(inputs: Readonly<Record<string, HostTensor>>, outputs?: readonly string[]): Promise<Record<string, OutputTensor>> {
+    const { env, uploads, wanted } = this.bind(inputs, outputs);
+    const core = await this.coreFor(env);
+    const out = await core.run(
+      env,
+      uploads,
+      wanted.map((o) => o.name),
+    );
+    for (const name of uploads.keys()) {
+      const r = this.resident.get(name);
+      if (r) r.written = true;
+    }
+    const result: Record<string, OutputTensor> = {};
+    for (const o of wanted) {
+      const n = this.program.graph.nodes[o.id];
+      result[o.name] = { dtype: n.type.dtype, shape: bindShape(n.type.shape, env), data: out[o.name] };
+    }
+    return result;
+  }
+
+  /** Time each kernel alone, `rounds` times, with `inputs` as run takes them: a submission of
+   *  one kernel's dispatch, waited for; then all of them in one submission, as a run dispatches
+   *  them (test/bench/profile.ts). A kernel's first round includes what the driver compiles at
+   *  first use (llvmpipe's JIT) unless its pipeline ran before. Resident state is changed as by
+   *  the kernels run, not as by a step: write it again. */
+  timeKernels(inputs: Readonly<Record<string, HostTensor>>, rounds: number): Promise<{ kernels: number[][]; all: number[] }> {
+    return this.queued("timeKernels", async () => {
+      const { env, uploads } = this.bind(inputs);
+      const core = await this.coreFor(env);
+      await core.prepare(env, uploads);
+      const { queue } = this.gpu.device;
+      await settle(queue.onSubmittedWorkDone());
+      const time = async (kernels: number[]) => {
+        const t = performance.now();
+        core.submit(kernels);
+        await settle(queue.onSubmittedWorkDone());
+        return performance.now() - t;
+      };
+      const every = this.program.kernels.map((_, i) => i);
+      const result = { kernels: every.map((): number[] => []), all: [] as number[] };
+      await checked(this.gpu, "timing kernels", async () => {
+        for (let r = 0; r < rounds; r++) for (const i of every) result.kernels[i].push(await time([i]));
+        for (let r = 0; r < rounds; r++) result.all.push(await time(every));
+      });
+      return result;
+    });
+  }
+
+  /** The dims of `inputs` (with the resident ones), their storage form, and the outputs wanted. */
+  private bind(
+    inputs: Readonly<Record<string, HostTensor>>,
+    outputs?: readonly string[],
+  ): { env: DimEnv; uploads: Map<string, StorageArray>; wanted: Graph["outputs"] } {
     const { graph } = this.program;
     const shapes = Object.fromEntries(Object.entries(inputs).map(([k, v]) => [k, v.shape]));
     for (const r of this.resident.values()) shapes[r.name] ??= r.node.type.shape as number[];
@@ -249,22 +302,7 @@ export class Executable {
         throw new KilnError(`input "${name}": ${data.length} values for shape [${inputs[name].shape}] (${want} elements)`);
       uploads.set(name, data);
     }
-    const core = await this.coreFor(env);
-    const out = await core.run(
-      env,
-      uploads,
-      wanted.map((o) => o.name),
-    );
-    for (const name of uploads.keys()) {
-      const r = this.resident.get(name);
-      if (r) r.written = true;
-    }
-    const result: Record<string, OutputTensor> = {};
-    for (const o of wanted) {
-      const n = graph.nodes[o.id];
-      result[o.name] = { dtype: n.type.dtype, shape: bindShape(n.type.shape, env), data: out[o.name] };
-    }
-    return result;
+    return { env, uploads, wanted };
   }
 
   /** The executor whose memory covers `env`: planned at the declared bounds, else at the largest

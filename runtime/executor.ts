@@ -139,6 +139,9 @@ export interface ExecutorHooks {
   scope<T>(what: string, fn: () => T | Promise<T>): Promise<T>;
   /** Kernel i, for a GPU error found by replaying them one by one. */
   describe(i: number): string;
+  /** Wait for a promise that resolves when GPU work is done (a readback's mapAsync): by default
+   *  the promise itself; Kiln's in Node sleeps between the binding's polls (device.ts settle). */
+  wait?<T>(p: Promise<T>): Promise<T>;
 }
 
 /** Default hooks over a bare device (a bundle's). */
@@ -151,6 +154,8 @@ export function deviceHooks(device: GPUDevice, prefix: string, describe: (i: num
     describe,
   };
 }
+
+const waitFor = <T>(hooks: ExecutorHooks, p: Promise<T>): Promise<T> => (hooks.wait ? hooks.wait(p) : p);
 
 /** Copy `bytes` of `buffer` back to the host (its own submission). */
 export async function readBack(
@@ -168,7 +173,7 @@ export async function readBack(
       if (bytes) enc.copyBufferToBuffer(buffer, 0, st, 0, bytes);
       device.queue.submit([enc.finish()]);
     });
-    await st.mapAsync(USAGE.MAP_READ);
+    await waitFor(hooks, st.mapAsync(USAGE.MAP_READ));
     const data = fromBits(dtype, st.getMappedRange(), bytes / 4);
     st.unmap();
     return data;
@@ -262,15 +267,41 @@ export class Executor {
     return this.buffers[this.plan.state.find((s) => s.name === name)!.buffer];
   }
 
-  /** One run for the dims `env` (within plan.dims): `inputs` by name in storage form, per-call
-   *  ones and state ones to overwrite; returns the outputs named in `wanted`. The caller checked
-   *  names, dtypes and lengths; serializing calls is the caller's (Serial). */
-  async run(
-    env: Readonly<Record<string, number>>,
-    inputs: ReadonlyMap<string, StorageArray>,
-    wanted: readonly string[],
-  ): Promise<Record<string, HostArray>> {
-    if (this.disposed) throw new KilnError(`${this.hooks.prefix}run after dispose`);
+  /** Encode `kernels` (indices into plan.kernels, at the dims of the last run) into one compute
+   *  pass and submit it; with `outputs`, then copy them into staging and each state update into
+   *  its buffer. Also used alone (no copies) to replay or time kernels one by one. */
+  submit(kernels: readonly number[], outputs?: readonly Plan["outputs"][number][], env?: Readonly<Record<string, number>>): void {
+    const { device, plan } = this;
+    const enc = device.createCommandEncoder();
+    const pass = enc.beginComputePass();
+    for (const i of kernels) {
+      const c = this.counts[i];
+      if (!c) continue;
+      pass.setPipeline(this.pipelines[i]);
+      pass.setBindGroup(0, this.groups[i]);
+      pass.dispatchWorkgroups(...c);
+    }
+    pass.end();
+    if (outputs) {
+      // Outputs first: they are this run's values, even one that is a state input.
+      for (const o of outputs) {
+        const at = this.where.get(o.value)!;
+        const n = numelAt(o.shape, env!) * 4;
+        if (n) enc.copyBufferToBuffer(at.buffer, at.offset, this.staging.get(o.name)!, 0, n);
+      }
+      for (const s of plan.state) {
+        if (s.update === null) continue;
+        const at = this.where.get(s.update)!;
+        const to = this.buffers[s.buffer];
+        if (at.buffer !== to) enc.copyBufferToBuffer(at.buffer, at.offset, to, 0, numelAt(s.shape, {}) * 4);
+      }
+    }
+    device.queue.submit([enc.finish()]);
+  }
+
+  /** Bind the dims `env` (workgroup counts, the dims uniforms when they changed) and upload
+   *  `inputs`: what a run does before its kernels (and what timing them alone needs first). */
+  async prepare(env: Readonly<Record<string, number>>, inputs: ReadonlyMap<string, StorageArray>): Promise<void> {
     const { device, plan, hooks } = this;
     const key = JSON.stringify(env);
     if (key !== this.env) {
@@ -290,7 +321,6 @@ export class Executor {
       );
       this.env = key;
     }
-    const outputs = wanted.map((name) => plan.outputs.find((o) => o.name === name)!);
     await hooks.scope("uploading inputs", () => {
       for (const [name, data] of inputs) {
         if (!data.length) continue;
@@ -301,54 +331,39 @@ export class Executor {
         if (at) device.queue.writeBuffer(at.buffer, at.offset, data);
       }
     });
-    const submit = (kernels: readonly number[], copyOut: boolean) => {
-      const enc = device.createCommandEncoder();
-      const pass = enc.beginComputePass();
-      for (const i of kernels) {
-        const c = this.counts[i];
-        if (!c) continue;
-        pass.setPipeline(this.pipelines[i]);
-        pass.setBindGroup(0, this.groups[i]);
-        pass.dispatchWorkgroups(...c);
-      }
-      pass.end();
-      if (copyOut) {
-        // Outputs first: they are this run's values, even one that is a state input.
-        for (const o of outputs) {
-          const at = this.where.get(o.value)!;
-          const n = numelAt(o.shape, env) * 4;
-          if (n) enc.copyBufferToBuffer(at.buffer, at.offset, this.staging.get(o.name)!, 0, n);
-        }
-        for (const s of plan.state) {
-          if (s.update === null) continue;
-          const at = this.where.get(s.update)!;
-          const to = this.buffers[s.buffer];
-          if (at.buffer !== to) enc.copyBufferToBuffer(at.buffer, at.offset, to, 0, numelAt(s.shape, {}) * 4);
-        }
-      }
-      device.queue.submit([enc.finish()]);
-    };
+  }
+
+  /** One run for the dims `env` (within plan.dims): `inputs` by name in storage form, per-call
+   *  ones and state ones to overwrite; returns the outputs named in `wanted`. The caller checked
+   *  names, dtypes and lengths; serializing calls is the caller's (Serial). */
+  async run(
+    env: Readonly<Record<string, number>>,
+    inputs: ReadonlyMap<string, StorageArray>,
+    wanted: readonly string[],
+  ): Promise<Record<string, HostArray>> {
+    if (this.disposed) throw new KilnError(`${this.hooks.prefix}run after dispose`);
+    const { device, plan, hooks } = this;
+    await this.prepare(env, inputs);
+    const outputs = wanted.map((name) => plan.outputs.find((o) => o.name === name)!);
     const all = plan.kernels.map((_, i) => i);
     try {
-      await hooks.scope("running the graph", () => submit(all, true));
+      await hooks.scope("running the graph", () => this.submit(all, outputs, env));
     } catch (e) {
       if (!(e instanceof GpuError)) throw e;
       // Name the kernel: replay them one submission each until one fails. (State updated in
       // place is then as undefined as after any failed step: write it again.)
       for (const i of all)
-        await scoped(device, `${hooks.prefix}kernel ${plan.kernels[i].name} (${hooks.describe(i)})`, () => submit([i], false));
+        await scoped(device, `${hooks.prefix}kernel ${plan.kernels[i].name} (${hooks.describe(i)})`, () => this.submit([i]));
       throw e;
     }
+    const bytes = outputs.map((o) => Math.max(4, numelAt(o.shape, env) * 4));
+    await waitFor(hooks, Promise.all(outputs.map((o, j) => this.staging.get(o.name)!.mapAsync(USAGE.MAP_READ, 0, bytes[j]))));
     const result: Record<string, HostArray> = {};
-    await Promise.all(
-      outputs.map(async (o) => {
-        const st = this.staging.get(o.name)!;
-        const n = numelAt(o.shape, env);
-        await st.mapAsync(USAGE.MAP_READ, 0, Math.max(4, n * 4));
-        result[o.name] = fromBits(o.dtype, st.getMappedRange(0, Math.max(4, n * 4)), n);
-        st.unmap();
-      }),
-    );
+    outputs.forEach((o, j) => {
+      const st = this.staging.get(o.name)!;
+      result[o.name] = fromBits(o.dtype, st.getMappedRange(0, bytes[j]), numelAt(o.shape, env));
+      st.unmap();
+    });
     return result;
   }
 

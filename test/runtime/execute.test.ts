@@ -269,3 +269,29 @@ describe("Executable.fromGraph", () => {
     exe.dispose();
   });
 });
+
+describe("timing kernels (test/bench/profile.ts)", () => {
+  test("every kernel alone and all in one pass, each round; the next run still computes the step", async () => {
+    const g = new GraphBuilder();
+    const x = g.input("x", "f32", ["B", 3]);
+    const w = g.input("w", "f32", [3, 2]);
+    const y = x.matmul(w).relu();
+    const graph = g.build({ s: y.sum(), w_next: w.mul(0.5) });
+    const exe = await Executable.load(compile(graph, { state: { w: "w_next" } }));
+    await exe.write("w", { shape: [3, 2], data: [1, -1, 2, 0, 0, 1] });
+    const input = { x: { shape: [2, 3], data: range(6) } };
+    const { kernels, all } = await exe.timeKernels(input, 3);
+    expect(kernels).toHaveLength(exe.program.kernels.length);
+    for (const t of [...kernels, all]) {
+      expect(t).toHaveLength(3);
+      for (const ms of t) expect(ms).toBeGreaterThanOrEqual(0);
+    }
+    // Timing ran the update kernels over w; written again, a run is the step as before.
+    await exe.write("w", { shape: [3, 2], data: [1, -1, 2, 0, 0, 1] });
+    const out = await exe.run(input, ["s"]);
+    // x·w = [[2, 2], [11, 2]] → relu → sum 17
+    expect(Array.from(out.s.data)).toEqual([17]);
+    expect(Array.from((await exe.read("w")).data)).toEqual([0.5, -0.5, 1, 0, 0, 0.5]);
+    exe.dispose();
+  });
+});
