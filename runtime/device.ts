@@ -32,6 +32,13 @@ export const SETUP_HINT =
   "(as root it installs libvulkan1 and mesa-vulkan-drivers ≥ 25 from bookworm-backports; Mesa 22 is too old for Dawn), " +
   "or install your GPU's Vulkan driver.";
 
+/** Dawn's creation flags. KILN_DAWN_FEATURES adds toggles, comma-separated, e.g.
+ *  `disable_robustness` (no bounds clamps on storage accesses: measured in test/bench). */
+function dawnFlags(): string[] {
+  const toggles = (process.env.KILN_DAWN_FEATURES ?? "").split(",").filter(Boolean);
+  return toggles.length ? [`enable-dawn-features=${toggles.join(",")}`] : [];
+}
+
 /** The process's GPU, created on first use. */
 export function acquireGpu(): Promise<Gpu> {
   current ??= open().catch((e) => {
@@ -44,7 +51,7 @@ export function acquireGpu(): Promise<Gpu> {
 async function open(): Promise<Gpu> {
   for (const [k, v] of Object.entries(globals)) if (!(k in globalThis)) Object.assign(globalThis, { [k]: v });
   process.env.XDG_RUNTIME_DIR ??= "/tmp";
-  handle ??= create([]);
+  handle ??= create(dawnFlags());
   const adapter = await handle.requestAdapter({ powerPreference: "high-performance" });
   if (!adapter) throw new GpuError(SETUP_HINT);
   const a = adapter.limits;

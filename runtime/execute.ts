@@ -246,9 +246,14 @@ export class Executable {
   /** Time each kernel alone, `rounds` times, with `inputs` as run takes them: a submission of
    *  one kernel's dispatch, waited for; then all of them in one submission, as a run dispatches
    *  them (test/bench/profile.ts). A kernel's first round includes what the driver compiles at
-   *  first use (llvmpipe's JIT) unless its pipeline ran before. Resident state is changed as by
-   *  the kernels run, not as by a step: write it again. */
-  timeKernels(inputs: Readonly<Record<string, HostTensor>>, rounds: number): Promise<{ kernels: number[][]; all: number[] }> {
+   *  first use (llvmpipe's JIT) unless its pipeline ran before. `clock` (ms) is wall time unless
+   *  given, e.g. the process's CPU time: lavapipe's threads are this process's. Resident state is
+   *  changed as by the kernels run, not as by a step: write it again. */
+  timeKernels(
+    inputs: Readonly<Record<string, HostTensor>>,
+    rounds: number,
+    clock: () => number = () => performance.now(),
+  ): Promise<{ kernels: number[][]; all: number[] }> {
     return this.queued("timeKernels", async () => {
       const { env, uploads } = this.bind(inputs);
       const core = await this.coreFor(env);
@@ -256,10 +261,10 @@ export class Executable {
       const { queue } = this.gpu.device;
       await settle(queue.onSubmittedWorkDone());
       const time = async (kernels: number[]) => {
-        const t = performance.now();
+        const t = clock();
         core.submit(kernels);
         await settle(queue.onSubmittedWorkDone());
-        return performance.now() - t;
+        return clock() - t;
       };
       const every = this.program.kernels.map((_, i) => i);
       const result = { kernels: every.map((): number[] => []), all: [] as number[] };
