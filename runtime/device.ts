@@ -18,6 +18,11 @@ export interface Gpu {
   readonly target: Target;
   /** Pipelines by WGSL text: one compile per distinct shader in the process. */
   readonly pipelines: Map<string, Promise<GPUComputePipeline>>;
+  /** Whether the driver compiles a pipeline's machine code at its first dispatch, on its one
+   *  queue thread, and keeps it in an on-disk cache that every device of the process reads:
+   *  Mesa's llvmpipe (lavapipe) with its shader cache on (MESA_SHADER_CACHE_DISABLE unset).
+   *  Then a second device can compile a program's kernels beside the first (jit-warm.ts). */
+  readonly sharedJitCache: boolean;
 }
 
 let handle: GPU | undefined;
@@ -86,11 +91,46 @@ async function open(): Promise<Gpu> {
     limits: device.limits,
     features: new Set(adapter.features),
     pipelines: new Map(),
+    sharedJitCache: /llvmpipe/i.test(i.description || i.device) && !/^(1|true|yes)$/i.test(process.env.MESA_SHADER_CACHE_DISABLE ?? ""),
   };
+}
+
+/** Work beside the process's device (jit-warm.ts), waited for by releaseGpu. */
+const helpers = new Set<Promise<unknown>>();
+
+/** A second device on another adapter object of the same Dawn instance, with the limits of
+ *  `gpu`'s: on lavapipe its own queue thread. `use` gets it for a task releaseGpu waits for; the
+ *  device is destroyed when the task ends. */
+export function besideGpu(gpu: Gpu, use: (device: GPUDevice) => Promise<void>): Promise<void> {
+  const task = (async () => {
+    const adapter = await handle!.requestAdapter({ powerPreference: "high-performance" });
+    if (!adapter) throw new GpuError("no second adapter for a helper device");
+    const l = gpu.limits;
+    const device = await adapter.requestDevice({
+      requiredLimits: {
+        maxStorageBufferBindingSize: l.maxStorageBufferBindingSize,
+        maxStorageBuffersPerShaderStage: l.maxStorageBuffersPerShaderStage,
+        maxComputeWorkgroupStorageSize: l.maxComputeWorkgroupStorageSize,
+        maxComputeInvocationsPerWorkgroup: l.maxComputeInvocationsPerWorkgroup,
+        maxComputeWorkgroupSizeX: l.maxComputeWorkgroupSizeX,
+        maxComputeWorkgroupSizeY: l.maxComputeWorkgroupSizeY,
+      },
+    });
+    try {
+      await use(device);
+    } finally {
+      device.destroy();
+    }
+  })();
+  helpers.add(task);
+  const done = () => helpers.delete(task);
+  task.then(done, done);
+  return task;
 }
 
 /** Destroy the device and drop Dawn's handle; the next acquireGpu starts afresh. */
 export async function releaseGpu(): Promise<void> {
+  await Promise.allSettled(helpers);
   const g = current;
   current = undefined;
   const device = g && (await g.catch(() => undefined))?.device;

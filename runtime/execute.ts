@@ -32,6 +32,7 @@ import { programPlan } from "../compiler/bundle/plan.ts";
 import { createBuffer, destroyBuffer, toStorage, type HostArray } from "./buffers.ts";
 import { acquireGpu, checked, settle, type Gpu } from "./device.ts";
 import { Executor, readBack, Serial, USAGE, type ExecutorHooks, type StorageArray } from "./executor.ts";
+import { warmJit, type WarmResult } from "./jit-warm.ts";
 import { pipeline, release } from "./pipelines.ts";
 
 export interface OutputTensor {
@@ -64,6 +65,11 @@ export class Executable {
   /** Calls queued or running: dispose waits for them before freeing their buffers. */
   private pending = 0;
   private readonly hooks: ExecutorHooks;
+  /** Kernels whose pipelines this load created and no run has dispatched yet: the first run
+   *  has a helper device compile them beside it (jit-warm.ts). */
+  private unrun: readonly Kernel[] = [];
+  /** How far the first run's helper got (tests and test/bench/profile.ts read it). */
+  warmed: Promise<WarmResult> | undefined;
 
   private constructor(
     readonly gpu: Gpu,
@@ -112,12 +118,14 @@ export class Executable {
   static async load(program: Program, gpu?: Gpu): Promise<Executable> {
     const g = gpu ?? (await acquireGpu());
     const { kernels } = program;
+    const fresh = kernels.filter((k) => !g.pipelines.has(k.key));
     const compiling = kernels.map((k) => pipeline(g, k));
-    const pipelines = await Promise.all(compiling).catch((e) => {
+    const pipelines = await settle(Promise.all(compiling)).catch((e) => {
       release(g, kernels);
       throw e;
     });
     const exe = new Executable(g, program, kernels, pipelines);
+    exe.unrun = fresh;
     try {
       await checked(g, "uploading constants", () => exe.upload());
     } catch (e) {
@@ -226,11 +234,16 @@ export class Executable {
   private async runNow(inputs: Readonly<Record<string, HostTensor>>, outputs?: readonly string[]): Promise<Record<string, OutputTensor>> {
     const { env, uploads, wanted } = this.bind(inputs, outputs);
     const core = await this.coreFor(env);
-    const out = await core.run(
-      env,
-      uploads,
-      wanted.map((o) => o.name),
-    );
+    const warming = warmJit(this.gpu, this.unrun);
+    this.unrun = [];
+    this.warmed = warming?.done ?? this.warmed;
+    const out = await core
+      .run(
+        env,
+        uploads,
+        wanted.map((o) => o.name),
+      )
+      .finally(() => warming?.stop());
     for (const name of uploads.keys()) {
       const r = this.resident.get(name);
       if (r) r.written = true;
@@ -258,6 +271,7 @@ export class Executable {
       const { env, uploads } = this.bind(inputs);
       const core = await this.coreFor(env);
       await core.prepare(env, uploads);
+      this.unrun = [];
       const { queue } = this.gpu.device;
       await settle(queue.onSubmittedWorkDone());
       const time = async (kernels: number[]) => {
