@@ -1,9 +1,10 @@
 /** Fusion (compiler/fuse.ts): which values get a buffer and a kernel, and that fusing never
- *  changes results (random graphs and row epilogues on Dawn, fused and unfused, against the
- *  float64 reference). */
+ *  changes results (random graphs, row and reduction epilogues on Dawn, fused and unfused,
+ *  against the float64 reference). */
 import fc from "fast-check";
 import { describe, expect, test } from "vitest";
 import { compile } from "../../compiler/pipeline.ts";
+import { CPU_TARGET, GPU_TARGET } from "../../compiler/target.ts";
 import { GraphBuilder, type Tensor } from "../../src/api/builder.ts";
 import { logSoftmax, softmax } from "../../src/api/composites.ts";
 import type { Graph } from "../../src/ir/types.ts";
@@ -12,7 +13,8 @@ import { buildRecipe, recipeArb } from "../helpers/random-graph.ts";
 
 useGpu();
 
-const heads = (g: Graph, fuse = true) => compile(g, { fuse }).kernels.map((k) => k.wgsl.slice(3, k.wgsl.indexOf(" ->")));
+const heads = (g: Graph, fuse = true, target = GPU_TARGET) =>
+  compile(g, { fuse, target }).kernels.map((k) => k.wgsl.slice(3, k.wgsl.indexOf(" ->")));
 
 function graph(f: (x: Tensor, g: GraphBuilder) => Record<string, Tensor>): Graph {
   const g = new GraphBuilder();
@@ -62,6 +64,58 @@ describe("fusion decisions", () => {
     const long = new GraphBuilder();
     const v = long.input("v", "f32", [4, 1000]);
     expect(heads(long.build({ p: softmax(v) }))).toHaveLength(3);
+  });
+
+  test("a reduction takes the chain of its own shape that ends in a buffer: a bias update is one kernel", () => {
+    const step = (b: GraphBuilder, x: Tensor) => b.input("bias", "f32", [10]).sub(x.sum([0]).mul(0.1));
+    // On the cpu target every reduction loops; on the gpu target a sum over a symbolic batch is
+    // a workgroup tree, which holds no output per thread: no epilogue.
+    expect(
+      heads(
+        graph((x, b) => ({ b_next: step(b, x) })),
+        true,
+        CPU_TARGET,
+      ),
+    ).toEqual(["k0 = fused[reduce_sum, mul, sub]"]);
+    expect(heads(graph((x, b) => ({ b_next: step(b, x) })))).toEqual(["k0 = reduce_sum", "k1 = fused[mul, sub]"]);
+    const short = new GraphBuilder();
+    const v = short.input("v", "f32", [64, 10]);
+    expect(heads(short.build({ y: short.input("bias", "f32", [10]).sub(v.sum([0]).mul(0.1)) }))).toEqual([
+      "k0 = fused[reduce_sum, mul, sub]",
+    ]);
+    // The sum read twice, or itself an output, keeps its buffer.
+    expect(
+      heads(
+        graph((x) => ({ y: x.sum([0]).mul(x.sum([0]).add(1)) })),
+        true,
+        CPU_TARGET,
+      ),
+    ).toHaveLength(2);
+    const both = graph((x, b) => {
+      const s = x.sum([0]);
+      return { s, b_next: b.input("bias", "f32", [10]).sub(s.mul(0.1)) };
+    });
+    expect(heads(both, true, CPU_TARGET)).toEqual(["k0 = reduce_sum", "k1 = fused[mul, sub]"]);
+  });
+
+  test("reduction epilogues on Dawn: bias updates over a symbolic batch, fused and not, against float64", async () => {
+    await fc.assert(
+      fc.asyncProperty(fc.integer({ min: 1, max: 300 }), fc.boolean(), async (rows, fuse) => {
+        const graph = (() => {
+          const g = new GraphBuilder();
+          const x = g.input("x", "f32", ["B", 10]);
+          const bias = g.input("bias", "f32", [10]);
+          return g.build({ b_next: bias.sub(x.sum([0]).mul(0.1)), m: x.max([0]).relu().neg() });
+        })();
+        const data = {
+          x: { shape: [rows, 10], data: Array.from({ length: rows * 10 }, (_, i) => Math.fround(Math.sin(i * 0.37) * 6)) },
+          bias: { shape: [10], data: Array.from({ length: 10 }, (_, i) => i / 3) },
+        };
+        await expectMatchesReference(graph, data, { atol: 1e-5, rtol: 1e-5 }, { fuse, target: CPU_TARGET });
+        await expectMatchesReference(graph, data, { atol: 1e-5, rtol: 1e-5 }, { fuse, target: GPU_TARGET });
+      }),
+      { seed: 13, numRuns: 12 },
+    );
   });
 
   test("row epilogues on Dawn: softmax, log-softmax and centring against the float64 reference", async () => {
