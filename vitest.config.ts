@@ -27,6 +27,8 @@ export default defineConfig({
     // quiet 2-core machine and 3× that on a busy one with a cold shader cache. No test sets its own.
     testTimeout: 900_000,
     hookTimeout: 900_000,
-    env: { MESA_SHADER_CACHE_DIR: shaderCache, XDG_RUNTIME_DIR: runtimeDir },
+    // No JIT helper device (runtime/jit-warm.ts) beside the two workers: with the cache warm it
+    // only adds work; test/runtime/jit-warm.test.ts turns it back on for itself.
+    env: { MESA_SHADER_CACHE_DIR: shaderCache, XDG_RUNTIME_DIR: runtimeDir, KILN_JIT_HELPER: "0" },
   },
 });

@@ -11,6 +11,8 @@ import { MIN_KERNELS, warmJit } from "../../runtime/jit-warm.ts";
 import { useGpu } from "../helpers/gpu.ts";
 
 useGpu();
+// The suite turns the helper off (vitest.config.ts); these tests are about it.
+delete process.env.KILN_JIT_HELPER;
 
 /** A few distinct kernels (a GEMM, a reduction, elementwise), a symbolic batch (dims uniforms);
  *  `salt` makes the kernels new to the process. */
