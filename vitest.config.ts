@@ -27,6 +27,8 @@ export default defineConfig({
     // quiet 2-core machine and 3× that on a busy one with a cold shader cache. No test sets its own.
     testTimeout: 900_000,
     hookTimeout: 900_000,
-    env: { MESA_SHADER_CACHE_DIR: shaderCache, XDG_RUNTIME_DIR: runtimeDir },
+    // KILN_TUNING off: the suite compiles with the portable GEMM defaults whatever a `kiln tune`
+    // left in the user's cache (runtime/tuning-cache.ts); the tuning tests pass their own folder.
+    env: { MESA_SHADER_CACHE_DIR: shaderCache, XDG_RUNTIME_DIR: runtimeDir, KILN_TUNING: "off" },
   },
 });
