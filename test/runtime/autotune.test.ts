@@ -5,13 +5,15 @@ import fc from "fast-check";
 import { mkdtempSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { describe, expect, test } from "vitest";
+import { describe, expect, test, vi } from "vitest";
 import { compile } from "../../compiler/pipeline.ts";
 import { CPU_TARGET, GPU_TARGET, type Target } from "../../compiler/target.ts";
 import { formatConfig, gemmCandidates, type GemmConfig } from "../../compiler/tuning.ts";
 import { GraphBuilder } from "../../src/api/builder.ts";
 import { gemmKernels, kernelGraph, searchClass, tuneProgram, type Trial } from "../../runtime/autotune.ts";
 import { acquireGpu, type Gpu } from "../../runtime/device.ts";
+import { Executable } from "../../runtime/execute.ts";
+import { interpret } from "../../src/interpret.ts";
 import { readTuning } from "../../runtime/tuning-cache.ts";
 import { expectMatchesReference, useGpu } from "../helpers/gpu.ts";
 
@@ -183,6 +185,31 @@ describe("on Dawn: tuned kernels compute what the defaults do", () => {
       gy: { shape: [2, 4, 5, 5], data: data(200, 3) },
     };
     await expectMatchesReference(graph, inputs, tol, { target });
+  });
+
+  test("Executable.fromGraph with tune: tunes the classes the cache lacks at first use, then loads the tuned kernels", async () => {
+    const dir = mkdtempSync(join(tmpdir(), "kiln-tune-"));
+    const saved = process.env.KILN_CACHE_DIR;
+    process.env.KILN_CACHE_DIR = dir;
+    vi.spyOn(console, "error").mockImplementation(() => {});
+    try {
+      const g = new GraphBuilder();
+      const graph = g.build({ y: g.input("x", "f32", [9, 12]).matmul(g.input("w", "f32", [12, 5])) });
+      const exe = await Executable.fromGraph(graph, { tune: true });
+      try {
+        const gpu = await acquireGpu();
+        const cls = exe.program.kernels[0].gemm!.class;
+        expect(exe.program.kernels[0].gemm).toMatchObject({ source: "tuned", config: readTuning(gpu.adapterId, dir)[cls].config });
+        const out = await exe.run({ x: { shape: [9, 12], data: data(108, 1) }, w: { shape: [12, 5], data: data(60, 2) } });
+        const ref = interpret(graph, { x: { shape: [9, 12], data: data(108, 1) }, w: { shape: [12, 5], data: data(60, 2) } });
+        out.y.data.forEach((v, i) => expect(Math.abs(v - ref.y.data[i])).toBeLessThan(1e-4));
+      } finally {
+        exe.dispose();
+      }
+    } finally {
+      vi.restoreAllMocks();
+      saved === undefined ? delete process.env.KILN_CACHE_DIR : (process.env.KILN_CACHE_DIR = saved);
+    }
   });
 
   test("a real search on this adapter writes an entry whose kernel matches float64", async () => {
