@@ -263,10 +263,8 @@ export async function tuneProgram(gpu: Gpu, program: Program, opts: TuneOptions 
     };
     entries[cls] = entry;
     results.push({ class: cls, kernel: k.name, entry, medians: found.medians });
-  }
-  if (Object.keys(entries).length) {
-    const path = writeTuning(gpu.adapterId, entries, opts.dir);
-    log(`wrote ${path}`);
+    // Written class by class: a tune stopped halfway keeps what it found.
+    log(`    wrote ${writeTuning(gpu.adapterId, { [cls]: entry }, opts.dir)}`);
   }
   setTuning(gpu, asTuning(gpu.adapterId, { ...cached, ...entries }));
   return results;
