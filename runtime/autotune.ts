@@ -8,7 +8,9 @@
  *      k3 = matmul[permute, add, relu] over %7, %2  →  graph { in7, in2 → permute, matmul, add, relu }
  *  A search, per class, within a time box:
  *      warm-up   each candidate compiled and run once (the compile and first-run costs are not
- *                timed); the dispatches a sample repeats are fitted to ≈ SAMPLE_MS
+ *                timed); then the default is timed once more to fit the dispatches a sample
+ *                repeats to ≈ SAMPLE_MS — one count for every candidate, so the submission's
+ *                fixed cost weighs the same in each
  *      rounds    every candidate timed once a round, in an order rotated each round (drift and a
  *                neighbour's load spread over all of them), until `repeats` rounds or the budget
  *      choice    the lowest median; the default stays unless another beats it by MIN_GAIN, so
@@ -28,9 +30,10 @@ import { USAGE } from "./executor.ts";
 import { pipeline, release, workgroups } from "./pipelines.ts";
 import { asTuning, readTuning, writeTuning, type TuningEntry } from "./tuning-cache.ts";
 
-/** A candidate ready to time: `time()` is the milliseconds of one dispatch (one sample). */
+/** A candidate ready to time: `time(n)` submits n dispatches and returns the milliseconds per
+ *  dispatch (one sample). */
 export interface Trial {
-  time(): Promise<number>;
+  time(dispatches: number): Promise<number>;
   dispose(): void;
 }
 
@@ -91,18 +94,20 @@ export async function searchClass(
       try {
         const trial = await prepare(config);
         trials.push({ config, trial, times: [] });
-        await trial.time();
+        await trial.time(1);
       } catch (e) {
         if (i === 0) throw e;
         log(`    ${formatConfig(config)}: dropped (${(e as Error).message.split("\n")[0]})`);
         trials.at(-1)?.config === config && trials.pop()?.trial.dispose();
       }
     }
+    const once = await trials[0].trial.time(1);
+    const n = Math.max(1, Math.min(MAX_DISPATCHES, Math.round(SAMPLE_MS / Math.max(once, 0.01))));
     const repeats = opts.repeats ?? 5;
     for (let r = 0; r < repeats && (r === 0 || performance.now() - t0 < budget); r++)
       for (let j = 0; j < trials.length; j++) {
         const t = trials[(j + r) % trials.length];
-        t.times.push(await t.trial.time());
+        t.times.push(await t.trial.time(n));
       }
   } finally {
     for (const t of trials) t.trial.dispose();
@@ -189,7 +194,6 @@ export async function deviceTrial(
       }
       return device.createBindGroup({ layout: pipe.getBindGroupLayout(0), entries });
     });
-    let dispatches = 1;
     const run = async (n: number): Promise<number> => {
       const t = performance.now();
       await checked(gpu, what, async () => {
@@ -204,15 +208,8 @@ export async function deviceTrial(
       });
       return (performance.now() - t) / n;
     };
-    let first = true;
     return {
-      async time() {
-        const ms = await run(dispatches);
-        // The first run (the warm-up) sizes the sample: enough dispatches for ≈ SAMPLE_MS.
-        if (first) dispatches = Math.max(1, Math.min(MAX_DISPATCHES, Math.round(SAMPLE_MS / Math.max(ms, 0.01))));
-        first = false;
-        return ms;
-      },
+      time: run,
       dispose() {
         for (const b of buffers) destroyBuffer(b);
         release(gpu, [k]);
