@@ -8,6 +8,9 @@ import { basename, dirname, extname, join, resolve } from "node:path";
 import { emitBundle, type BundleFiles } from "../compiler/bundle/emit.ts";
 import { compile } from "../compiler/pipeline.ts";
 import { CPU_TARGET, GPU_TARGET } from "../compiler/target.ts";
+import { withTuning, type Tuning } from "../compiler/tuning.ts";
+import { acquireGpu, releaseGpu } from "../runtime/device.ts";
+import { asTuning, readTuning } from "../runtime/tuning-cache.ts";
 import { inputNodes } from "../src/ir/bind.ts";
 import { KilnError } from "../src/ir/errors.ts";
 import { parseGraph } from "../src/ir/parse.ts";
@@ -41,11 +44,14 @@ export interface BuildOptions {
   /** Which kernel variants: "gpu" (workgroup-tiled GEMMs, default) or "cpu" (register-blocked,
    *  for software rasterizers such as lavapipe). */
   readonly target?: "gpu" | "cpu";
+  /** GEMM configurations tuned for an adapter (runtime/tuning-cache.ts); without, the portable
+   *  defaults. Only those for the target's GEMM writer apply. */
+  readonly tuning?: Tuning;
 }
 
 /** Compile and emit a bundle in memory. */
 export function buildBundle(input: BuildInput, opts: BuildOptions): BundleFiles {
-  const target = opts.target === "cpu" ? CPU_TARGET : GPU_TARGET;
+  const target = withTuning(opts.target === "cpu" ? CPU_TARGET : GPU_TARGET, opts.tuning);
   const tensors: Record<string, SafeTensor> = {};
   for (const n of inputNodes(input.graph)) {
     const name = n.attrs.name;
@@ -167,10 +173,27 @@ async function resolveModel(
   return { input: { graph: m.graph, state: m.state, weights: m.weights }, dims: m.dims };
 }
 
+/** --tuned: the tuning cache's configurations for this machine's adapter (read even when
+ *  KILN_TUNING=off: the flag asks for them), saying when there are none for `target`'s writer. */
+async function adapterTuning(target: "gpu" | "cpu"): Promise<Tuning | undefined> {
+  try {
+    const gpu = await acquireGpu();
+    const tuning = asTuning(gpu.adapterId, readTuning(gpu.adapterId));
+    const writer = (target === "cpu" ? CPU_TARGET : GPU_TARGET).gemm;
+    if (!Object.values(tuning?.configs ?? {}).some((c) => c.writer === writer))
+      console.log(
+        `--tuned: the tuning cache has no ${writer} configurations for ${gpu.adapter} (kiln tune <model> makes them): portable defaults`,
+      );
+    return tuning;
+  } finally {
+    await releaseGpu();
+  }
+}
+
 /** kiln build: compile a model into a standalone bundle folder. */
 export async function build(
   model: string,
-  opts: { out: string; batch?: string; train?: boolean; fuse: boolean; target: string } & FineTuneFlags,
+  opts: { out: string; batch?: string; train?: boolean; fuse: boolean; target: string; tuned?: boolean } & FineTuneFlags,
 ): Promise<void> {
   if (opts.target !== "gpu" && opts.target !== "cpu") throw new KilnError(`build: --target must be gpu or cpu, got "${opts.target}"`);
   const batch = opts.batch === undefined ? undefined : Number(opts.batch);
@@ -184,6 +207,7 @@ export async function build(
     );
   const { input, dims: declared } = await resolveModel(model, opts.train ?? false, flags);
   const dims = { ...declared, ...(batch !== undefined || !declared?.B ? { B: batch ?? 32 } : {}) };
+  const tuning = opts.tuned ? await adapterTuning(opts.target) : undefined;
   const t0 = performance.now();
   const files = buildBundle(
     { ...input, dims },
@@ -192,6 +216,7 @@ export async function build(
       mode: opts.train ? "train" : "inference",
       fuse: opts.fuse,
       target: opts.target,
+      tuning,
     },
   );
   writeBundle(opts.out, files);

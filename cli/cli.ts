@@ -21,6 +21,7 @@ import { importCommand, importOnnxFile } from "./import.ts";
 import { acquireGpu, releaseGpu, SETUP_HINT } from "../runtime/device.ts";
 import { Executable } from "../runtime/execute.ts";
 import { explain, parseDims } from "./explain.ts";
+import { tuneCommand } from "./tune.ts";
 
 /** The limits that decide how Kiln binds, sizes and dispatches kernels. */
 const LIMITS = [
@@ -157,6 +158,16 @@ function cli(): Command {
     .option("--no-fuse", "compile without fusion, for comparison")
     .action(explain);
   program
+    .command("tune <model>")
+    .description(
+      "time each GEMM shape class of a model (matmul, conv2d and its gradients) on this adapter over a few tile configurations and keep the fastest in the tuning cache ($KILN_CACHE_DIR, else ~/.cache/kiln), which later compiles for this adapter use",
+    )
+    .option("-d, --dim <NAME=SIZE...>", "bind a symbolic dim to time at (e.g. -d B=128)", [])
+    .option("--retune", "tune classes the cache already has too")
+    .option("--budget <seconds>", "time a class may take, shader compiles included; at least one round runs", "30")
+    .option("--repeats <n>", "timed rounds a class (each candidate once a round, the median kept)", "5")
+    .action(tuneCommand);
+  program
     .command("build <model>")
     .description(
       "compile a model ahead of time into a standalone bundle (WGSL kernels, manifest, weights, typed loader) that runs wherever WebGPU exists: a saved-model folder, an .onnx file (--train with --loss and --optimizer fine-tunes it), or a module exporting { graph, state, dims?, weights }",
@@ -170,6 +181,7 @@ function cli(): Command {
     .option("--trainable <names>", 'the .onnx weights to train, comma-separated; "fc/*" is a prefix (default: every f32 weight)')
     .option("--no-fuse", "compile without fusion")
     .option("--target <gpu|cpu>", "kernel variants: gpu (workgroup-tiled GEMM) or cpu (register-blocked, for software rasterizers)", "gpu")
+    .option("--tuned", "use the GEMM configurations tuned for this machine's adapter (kiln tune); without it, the portable defaults")
     .action(build);
   program
     .command("export <model>")

@@ -11,12 +11,14 @@ import { compile } from "../compiler/pipeline.ts";
 import { memoryReport } from "../compiler/plan-memory.ts";
 import { forwardNodes, lossOutput, savedForBackward } from "../compiler/saved-values.ts";
 import { GPU_TARGET, type Target } from "../compiler/target.ts";
+import { formatConfig, type KernelGemm } from "../compiler/tuning.ts";
 import type { Program } from "../compiler/program.ts";
 import { toDot } from "../src/ir/dot.ts";
 import { KilnError } from "../src/ir/errors.ts";
 import { formatType, type DimEnv } from "../src/ir/shape.ts";
 import type { Graph, ValueId } from "../src/ir/types.ts";
 import { acquireGpu, releaseGpu } from "../runtime/device.ts";
+import { tuningMode, tuningPath } from "../runtime/tuning-cache.ts";
 import { loadModel } from "./model-file.ts";
 import { toSvg } from "./render.ts";
 
@@ -60,14 +62,27 @@ export function formatBytes(n: number): string {
   return `${(n / u[1]).toFixed(2)} ${u[0]}`;
 }
 
-/** The device's target and binding limit, or the defaults (with why) when there is no adapter. */
-async function deviceTarget(): Promise<{ target: Target; maxStorageBuffers: number; note: string }> {
+/** The device's target (with its tuned GEMM configurations, runtime/tuning-cache.ts) and binding
+ *  limit, or the defaults (with why) when there is no adapter. */
+async function deviceTarget(): Promise<{ target: Target; maxStorageBuffers: number; note: string; tuning: string }> {
   try {
     const gpu = await acquireGpu();
-    return { target: gpu.target, maxStorageBuffers: gpu.limits.maxStorageBuffersPerShaderStage, note: gpu.adapter };
+    const n = Object.keys(gpu.target.tuning?.configs ?? {}).length;
+    const tuning =
+      tuningMode() === "off"
+        ? "off (KILN_TUNING=off): portable defaults"
+        : n
+          ? `${n} GEMM class${n === 1 ? "" : "es"} tuned for this adapter in ${tuningPath(gpu.adapterId)}`
+          : `no tuning cache for this adapter (kiln tune <model> makes one): portable defaults`;
+    return { target: gpu.target, maxStorageBuffers: gpu.limits.maxStorageBuffersPerShaderStage, note: gpu.adapter, tuning };
   } catch (e) {
     const why = (e instanceof Error ? e.message : String(e)).split(/\n|\. /)[0];
-    return { target: GPU_TARGET, maxStorageBuffers: 8, note: `no GPU adapter (${why}); compiled for the default target` };
+    return {
+      target: GPU_TARGET,
+      maxStorageBuffers: 8,
+      note: `no GPU adapter (${why}); compiled for the default target`,
+      tuning: "portable defaults (no adapter)",
+    };
   } finally {
     await releaseGpu();
   }
@@ -111,12 +126,17 @@ function kernelsSection(program: Program, env: DimEnv, wgsl: boolean): string[] 
     out.push(
       `      ${formatFlops(c.flops)}, read ${formatBytes(c.bytesRead)}, write ${formatBytes(c.bytesWritten)}; binds ${binds}${k.uniforms.length ? `; uniforms ${k.uniforms.join(",")}` : ""}`,
     );
+    if (k.gemm) out.push(`      gemm ${gemmLine(k.gemm)}`);
   }
   out.push(
     `  total: ${formatFlops(flops)}, read ${formatBytes(read)}, write ${formatBytes(written)} (${formatBytes(read + written)} moved)`,
   );
   return out;
 }
+
+/** "matmul/register-blocked/M128xN512xK1024/nn: rm16 rn8 lanes64 (tuning cache)". */
+export const gemmLine = (g: KernelGemm): string =>
+  `${g.class}: ${formatConfig(g.config)} (${g.source === "tuned" ? "tuning cache" : "default"})`;
 
 function savedSection(program: Program, env: DimEnv): string[] {
   const { graph } = program;
@@ -171,6 +191,7 @@ export async function explain(file: string, opts: ExplainOptions): Promise<void>
   const lines = [
     `model:  ${file} (${model.graph.nodes.length} nodes; outputs ${model.graph.outputs.map((o) => o.name).join(", ")})`,
     `target: ${dev.target.name}, ${dev.maxStorageBuffers} storage buffers per kernel, fusion ${opts.fuse ? "on" : "off"} (${dev.note})`,
+    `tuning: ${dev.tuning}`,
     ...(Object.keys(env).length
       ? [
           `dims:   ${Object.entries(env)

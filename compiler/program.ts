@@ -2,6 +2,7 @@
  *  with their bindings and dispatch sizes as data over the symbolic dims, and the buffers. */
 import type { Size } from "../src/ir/shape.ts";
 import type { DType, Graph, Shape, ValueId } from "../src/ir/types.ts";
+import type { KernelGemm } from "./tuning.ts";
 
 /** A storage binding, decided before the kernel's WGSL is written and declared exactly so:
  *  read_write for the value the kernel stores and for every value in the shared arena (WebGPU
@@ -50,6 +51,9 @@ export interface Kernel {
    *  input is a resident input that `output` updates, or a value that dies at this kernel (a
    *  temporary, or a non-resident input: uploaded again each run); chains share one range. */
   readonly inPlace?: ValueId;
+  /** A GEMM kernel's shape class and the writer configuration it was written with, tuned or the
+   *  default (./tuning.ts). */
+  readonly gemm?: KernelGemm;
 }
 
 /** A buffer per value that lives in memory: inputs, constant data and kernel outputs. */

@@ -7,6 +7,8 @@
  *  and starts another, and every storage load is a per-lane scalar loop with a bounds check:
  *  speed follows loads per FMA, and a large block of outputs in each invocation's registers wins
  *  (measured on lavapipe, 2 cores: ≈3 GFLOP/s tiled, ≈20 register-blocked). */
+import type { Tuning } from "./tuning.ts";
+
 export interface Target {
   /** Shown in benchmark notes and kernel dumps. */
   readonly name: string;
@@ -23,6 +25,9 @@ export interface Target {
    *  invocations and every barrier splits that loop: a [B,500] column sum at B = 128 took
    *  5–7 ms as trees, 0.2–0.3 ms as a loop a thread (lavapipe), so it always loops there. */
   readonly reductionTree: boolean;
+  /** GEMM configurations tuned on one adapter, by shape class (./tuning.ts); without it, or for
+   *  a class it lacks, each GEMM writer uses its portable default. */
+  readonly tuning?: Tuning;
 }
 
 /** A hardware GPU: the default when nothing is known. */

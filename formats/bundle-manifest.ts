@@ -105,8 +105,16 @@ export interface Manifest extends Plan {
   readonly name: string;
   readonly mode: "inference" | "train";
   readonly weights: { readonly file: string; readonly bytes: number; readonly sha256: string };
-  /** How it was compiled (for people; the loader ignores it). */
-  readonly compiler: { readonly target: string; readonly fuse: boolean; readonly passes: readonly string[] };
+  /** How it was compiled (for people; the loader ignores it). `tuning`: the adapter the GEMM
+   *  configurations were tuned for ("portable default" when none was), and per GEMM kernel its
+   *  shape class and configuration. The configuration changes only the WGSL: a bundle tuned for
+   *  one adapter runs on any, just not necessarily at its best there. */
+  readonly compiler: {
+    readonly target: string;
+    readonly fuse: boolean;
+    readonly passes: readonly string[];
+    readonly tuning?: { readonly tunedFor: string; readonly kernels: Readonly<Record<string, string>> };
+  };
 }
 
 /** The device limits a manifest is checked against. */

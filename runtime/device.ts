@@ -4,8 +4,10 @@
  *  was being done; none is swallowed. */
 import { create, globals } from "webgpu";
 import { targetForAdapter, type Target } from "../compiler/target.ts";
+import { withTuning, type Tuning } from "../compiler/tuning.ts";
 import { GpuError } from "../src/ir/errors.ts";
 import { scoped } from "./executor.ts";
+import { asTuning, readTuning, tuningMode } from "./tuning-cache.ts";
 
 export interface Gpu {
   readonly device: GPUDevice;
@@ -13,8 +15,12 @@ export interface Gpu {
   readonly adapter: string;
   readonly limits: GPUSupportedLimits;
   readonly features: ReadonlySet<string>;
+  /** The adapter as the tuning cache keys it (./tuning-cache.ts): `adapter` and Dawn's device
+   *  string (lavapipe's names its SIMD width); the description carries the driver's version. */
+  readonly adapterId: string;
   /** What to compile for (pass it as `compile(graph, { target })`): CPU_TARGET on a software
-   *  rasterizer such as lavapipe, else GPU_TARGET. */
+   *  rasterizer such as lavapipe, else GPU_TARGET; with the GEMM configurations tuned for this
+   *  adapter from the tuning cache (./tuning-cache.ts) unless KILN_TUNING=off. */
   readonly target: Target;
   /** Pipelines by WGSL text: one compile per distinct shader in the process. */
   readonly pipelines: Map<string, Promise<GPUComputePipeline>>;
@@ -84,15 +90,31 @@ async function open(): Promise<Gpu> {
   const fallback = Boolean(
     (i as { isFallbackAdapter?: boolean }).isFallbackAdapter ?? (adapter as { isFallbackAdapter?: boolean }).isFallbackAdapter,
   );
-  return {
+  const name = `${i.description || i.device} [${[i.vendor, i.architecture].filter(Boolean).join(" ")}]`;
+  const adapterId = i.device && i.description ? `${name} ${i.device}` : name;
+  const base = targetForAdapter([i.description, i.device, i.vendor, i.architecture].join(" "), fallback);
+  const gpu: Gpu = {
     device,
-    adapter: `${i.description || i.device} [${[i.vendor, i.architecture].filter(Boolean).join(" ")}]`,
-    target: targetForAdapter([i.description, i.device, i.vendor, i.architecture].join(" "), fallback),
+    adapter: name,
+    adapterId,
+    target: base,
     limits: device.limits,
     features: new Set(adapter.features),
     pipelines: new Map(),
     sharedJitCache: /llvmpipe/i.test(i.description || i.device) && !/^(1|true|yes)$/i.test(process.env.MESA_SHADER_CACHE_DISABLE ?? ""),
   };
+  untuned.set(gpu, base);
+  if (tuningMode() !== "off") setTuning(gpu, asTuning(adapterId, readTuning(adapterId)));
+  return gpu;
+}
+
+/** Targets before tuning, by device. */
+const untuned = new WeakMap<Gpu, Target>();
+
+/** Make `gpu.target` the adapter's target with `tuning` (none: the portable defaults). */
+export function setTuning(gpu: Gpu, tuning: Tuning | undefined): void {
+  const base = untuned.get(gpu) ?? gpu.target;
+  (gpu as { target: Target }).target = withTuning(base, tuning);
 }
 
 /** Work beside the process's device (jit-warm.ts), waited for by releaseGpu. */

@@ -34,6 +34,8 @@ import { acquireGpu, checked, settle, type Gpu } from "./device.ts";
 import { Executor, readBack, Serial, USAGE, type ExecutorHooks, type StorageArray } from "./executor.ts";
 import { warmJit, type WarmResult } from "./jit-warm.ts";
 import { pipeline, release } from "./pipelines.ts";
+import { tuneProgram } from "./autotune.ts";
+import { tuningMode } from "./tuning-cache.ts";
 
 export interface OutputTensor {
   readonly dtype: DType;
@@ -103,15 +105,25 @@ export class Executable {
   }
 
   /** Compile `graph` for this process's device — its target (e.g. the register-blocked GEMM on
-   *  lavapipe) and its storage-buffer limit — and load it. */
-  static async fromGraph(graph: Graph, opts: CompileOptions = {}): Promise<Executable> {
+   *  lavapipe, with the configurations tuned for it: ./tuning-cache.ts) and its storage-buffer
+   *  limit — and load it. With `tune` (default: KILN_TUNING=auto) the GEMM classes the tuning
+   *  cache lacks are tuned first (./autotune.ts), at the declared dims; opt-in, since a search
+   *  takes seconds a class. */
+  static async fromGraph(graph: Graph, opts: CompileOptions & { readonly tune?: boolean } = {}): Promise<Executable> {
     const gpu = await acquireGpu();
-    const program = compileGraph(graph, {
-      target: gpu.target,
-      maxStorageBuffers: gpu.limits.maxStorageBuffersPerShaderStage,
-      limits: limitsOf(gpu.limits),
-      ...opts,
-    });
+    const { tune = tuningMode() === "auto", ...rest } = opts;
+    const compileHere = () =>
+      compileGraph(graph, {
+        target: gpu.target,
+        maxStorageBuffers: gpu.limits.maxStorageBuffersPerShaderStage,
+        limits: limitsOf(gpu.limits),
+        ...rest,
+      });
+    let program = compileHere();
+    if (tune && opts.target === undefined && program.kernels.some((k) => k.gemm?.source === "default")) {
+      await tuneProgram(gpu, program, { skipUnbound: true, log: (l) => console.error(`kiln tune: ${l}`) });
+      program = compileHere();
+    }
     return Executable.load(program, gpu);
   }
 

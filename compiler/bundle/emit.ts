@@ -27,6 +27,7 @@ import { formatType } from "../../src/ir/shape.ts";
 import type { Node, ValueId } from "../../src/ir/types.ts";
 import { DEFAULT_PLAN, planFor } from "../plan-memory.ts";
 import type { Program } from "../program.ts";
+import { formatConfig } from "../tuning.ts";
 import { generateLoader } from "./loader.ts";
 import { programPlan } from "./plan.ts";
 import { FORMAT, integrityFiles, integrityInput, validateManifest, type Manifest } from "../../formats/bundle-manifest.ts";
@@ -82,6 +83,11 @@ export function emitBundle(program: Program, opts: EmitOptions): BundleFiles {
       ...k.bindings.map((b, j) => `//   binding ${j} (${b.access}): ${describe(b.value)}`),
       ...(k.uniforms.length ? [`//   binding ${k.bindings.length} (uniform): dims ${k.uniforms.join(", ")}`] : []),
       ...(k.inPlace !== undefined ? [`//   writes %${k.output} in place over %${k.inPlace}`] : []),
+      ...(k.gemm
+        ? [
+            `//   gemm ${k.gemm.class}: ${formatConfig(k.gemm.config)} (${k.gemm.source === "tuned" ? `tuned for ${k.gemm.tunedFor}` : "portable default"})`,
+          ]
+        : []),
     ];
     files.set(plan.kernels[i].file, `${head.join("\n")}\n${k.wgsl.endsWith("\n") ? k.wgsl : `${k.wgsl}\n`}`);
   });
@@ -93,7 +99,7 @@ export function emitBundle(program: Program, opts: EmitOptions): BundleFiles {
     ...plan,
     dims: Object.fromEntries([...symbols].sort().map((s) => [s, dims[s]])),
     weights: { file: "weights.safetensors", bytes: opts.weights.length, sha256: createHash("sha256").update(opts.weights).digest("hex") },
-    compiler: { target: opts.target, fuse: opts.fuse, passes: program.stats.map((s) => s.pass) },
+    compiler: { target: opts.target, fuse: opts.fuse, passes: program.stats.map((s) => s.pass), tuning: tuningRecord(kernels) },
   };
   validateManifest(JSON.parse(JSON.stringify(manifest)));
   const json = `${readableJson(manifest)}\n`;
@@ -112,6 +118,16 @@ export function emitBundle(program: Program, opts: EmitOptions): BundleFiles {
   files.set("loader.ts", loader.ts);
   files.set("loader.js", loader.js);
   return files;
+}
+
+/** Which adapter the GEMM kernels were tuned for, and each one's class and configuration. */
+function tuningRecord(kernels: Program["kernels"]): NonNullable<Manifest["compiler"]["tuning"]> {
+  const gemms = kernels.filter((k) => k.gemm);
+  const tuned = [...new Set(gemms.flatMap((k) => (k.gemm!.source === "tuned" ? [k.gemm!.tunedFor ?? "unknown adapter"] : [])))];
+  const kernelsOut = Object.fromEntries(
+    gemms.map((k) => [k.name, `${k.gemm!.class}: ${formatConfig(k.gemm!.config)} (${k.gemm!.source === "tuned" ? "tuned" : "default"})`]),
+  );
+  return { tunedFor: tuned.length ? tuned.join("; ") : "portable default", kernels: kernelsOut };
 }
 
 const fmtSize = (s: { k: number; syms: readonly string[] }) => [...(s.k !== 1 || !s.syms.length ? [String(s.k)] : []), ...s.syms].join("·");

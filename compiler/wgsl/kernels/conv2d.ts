@@ -28,6 +28,7 @@ export function conv2dKernel(kb: KernelBuilder, what: string): Kernel {
     rows: sizeOf(rows),
     cols: sizeOf([cog]),
     batch: sizeOf(groups === 1 ? [] : [groups]),
+    depth: sizeOf([kh * kw * c]),
     M: kb.size(rows),
     N: `${cog}u`,
     K: `${kh * kw * c}u`,

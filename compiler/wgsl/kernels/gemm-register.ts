@@ -23,22 +23,29 @@ import type { Kernel } from "../../program.ts";
 import type { KernelBuilder } from "../kernel-builder.ts";
 import { type Gemm, gemmGroups } from "./gemm.ts";
 
-/** Invocations a workgroup: lavapipe runs a workgroup as SIMD loops over its lanes, and 64 fills
- *  its 8-wide vectors 8 times over (WX×WY below spreads them over columns and rows). */
-const LANES = 64;
-/** The largest block, RM rows × RN columns: 16×8 outputs are 128 accumulators (32 vec4s, what a
+/** The writer's tile parameters (compiler/tuning.ts searches over them per adapter and shape class). */
+export interface RegisterGemmConfig {
+  /** The largest block, rm rows × rn columns of outputs an invocation keeps (shrunk to a small
+   *  static M or N). rm·rn accumulators must fit a CPU's vector registers and what spills bear. */
+  readonly rm: number;
+  readonly rn: number;
+  /** Invocations a workgroup (a power of two, spread WX×WY over column and row blocks). */
+  readonly lanes: number;
+}
+
+/** The portable default. lanes 64: lavapipe runs a workgroup as SIMD loops over its lanes, and
+ *  64 fills its 8-wide vectors 8 times over. 16×8 outputs are 128 accumulators (32 vec4s, what a
  *  CPU's vector registers and spills bear) for 16 + 8 loads per k — 5.3 multiply-adds a load,
  *  the best measured (header: 4×4 ≈ 10, 8×8 ≈ 17, 16×8 ≈ 20 GFLOP/s). */
-const MAX_RM = 16;
-const MAX_RN = 8;
+export const DEFAULT_REGISTER_GEMM: RegisterGemmConfig = { rm: 16, rn: 8, lanes: 64 };
 
-export function registerGemm(kb: KernelBuilder, what: string, g: Gemm): Kernel {
+export function registerGemm(kb: KernelBuilder, what: string, g: Gemm, cfg: RegisterGemmConfig = DEFAULT_REGISTER_GEMM): Kernel {
   const { w } = kb;
   const { M, N, K } = g;
-  const rm = block(g.rows, MAX_RM);
-  const rn = block(g.cols, MAX_RN);
-  const wx = g.cols.syms.length ? 8 : Math.min(LANES, pow2(Math.ceil(g.cols.k / rn)));
-  const wy = LANES / wx;
+  const rm = block(g.rows, cfg.rm);
+  const rn = block(g.cols, cfg.rn);
+  const wx = g.cols.syms.length ? Math.min(8, cfg.lanes) : Math.min(cfg.lanes, pow2(Math.ceil(g.cols.k / rn)));
+  const wy = cfg.lanes / wx;
   // Accumulators as vectors of up to 4 columns: P of them per row.
   const vw = Math.min(rn, 4);
   const P = rn / vw;

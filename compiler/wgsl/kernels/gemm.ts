@@ -21,6 +21,11 @@ export interface Gemm {
   readonly rows: Size;
   readonly cols: Size;
   readonly batch: Size;
+  /** The reduction length, for the shape class (../../tuning.ts). */
+  readonly depth: Size;
+  /** Whether a matmul reads A, B transposed (a permute of the last two axes inlined into the
+   *  loads): part of the shape class, since it changes which loads are contiguous. */
+  readonly transposed?: readonly [boolean, boolean];
   /** The same sizes and the reduction length as u32 expressions (from `kb.dim`/`kb.size`). */
   readonly M: string;
   readonly N: string;

@@ -1,8 +1,9 @@
 /** matmul as a GEMM, and the workgroup-tiled GEMM writer (for GPUs) that conv2d shares (it is an
  *  implicit GEMM); `gemm` picks it or ./gemm-register.ts by target.
  *
- *  Each workgroup of 16×16 threads computes a 64×64 tile of C = A·B; thread (tx, ty) keeps a
- *  4×4 block of it in registers: rows ty + 16i, columns tx + 16j (strided, so the stores of
+ *  With the default configuration (DEFAULT_TILED_GEMM; a tuned one changes the numbers, not
+ *  the scheme) each workgroup of 16×16 threads computes a 64×64 tile of C = A·B; thread (tx, ty)
+ *  keeps a 4×4 block of it in registers: rows ty + 16i, columns tx + 16j (strided, so the stores of
  *  neighbouring threads are neighbours). K is walked 16 at a time:
  *
  *        k0 →                      n0 → (64 columns)
@@ -22,40 +23,59 @@
  *  static batch or column count past it folds with the row tiles over y and z (`gemmGroups` in
  *  ./gemm.ts). */
 import { sizeOf } from "../../../src/ir/shape.ts";
+import type { Node, OpAttrs } from "../../../src/ir/types.ts";
 import type { Kernel } from "../../program.ts";
 import { broadcastCoords, type KernelBuilder } from "../kernel-builder.ts";
 import { type Gemm, gemmGroups } from "./gemm.ts";
-import { registerGemm } from "./gemm-register.ts";
+import { DEFAULT_REGISTER_GEMM, registerGemm } from "./gemm-register.ts";
+import { type GemmConfig, gemmClass, tunedConfig } from "../../tuning.ts";
 
-/** Rows and columns of C a workgroup computes: each element loaded into workgroup memory is then
- *  used TILE = 64 times, and two 64×16 f32 tiles take 8 KiB, well inside WebGPU's guaranteed
- *  16 KiB of workgroup storage. */
-const TILE = 64;
-/** K a step: the depth of both tiles. 16 keeps a step's loads at 4 elements a thread per tile
- *  (64·16 / 256 threads) and one barrier pair per 16 rank-1 updates. */
-const TK = 16;
-/** Threads along each side of the workgroup: 16×16 = 256, WebGPU's guaranteed
- *  maxComputeInvocationsPerWorkgroup. */
-const THREADS = 16;
-/** Outputs a thread keeps along each side (64 / 16 = 4): a 4×4 block, one vec4 accumulator per
- *  row, so each thread does 16 multiply-adds per pair of values it reads from the tiles. */
-const BLOCK = TILE / THREADS;
-
-/** The GEMM writer for `kb.target` (../../target.ts): workgroup tiles on a GPU, register blocks
- *  on a CPU rasterizer. */
-export function gemm(kb: KernelBuilder, what: string, g: Gemm): Kernel {
-  return kb.target.gemm === "register-blocked" ? registerGemm(kb, what, g) : tiledGemm(kb, what, g);
+/** The writer's tile parameters (compiler/tuning.ts searches over them per adapter and shape
+ *  class): a workgroup of threads×threads computes a tile×tile block of C, walking K tk at a
+ *  time; each thread keeps block = tile / threads rows × as many columns (1, 2 or 4: one vector
+ *  accumulator per row). Valid when tile·tk is a multiple of threads² (each thread loads the same
+ *  number of elements of each tile a step) and the two tile×tk f32 tiles fit workgroup memory. */
+export interface TiledGemmConfig {
+  readonly tile: number;
+  readonly tk: number;
+  readonly threads: number;
 }
 
-export function tiledGemm(kb: KernelBuilder, what: string, g: Gemm): Kernel {
+/** The portable default: tile 64, so each element loaded into workgroup memory is used 64 times,
+ *  and two 64×16 f32 tiles take 8 KiB, well inside WebGPU's guaranteed 16 KiB; tk 16 keeps a
+ *  step's loads at 4 elements a thread per tile and one barrier pair per 16 rank-1 updates;
+ *  16×16 = 256 threads, WebGPU's guaranteed maxComputeInvocationsPerWorkgroup, so a 4×4 block a
+ *  thread: 16 multiply-adds per pair of values read from the tiles. */
+export const DEFAULT_TILED_GEMM: TiledGemmConfig = { tile: 64, tk: 16, threads: 16 };
+
+/** The GEMM writer for `kb.target` (../../target.ts): workgroup tiles on a GPU, register blocks
+ *  on a CPU rasterizer; each with the configuration tuned for the GEMM's shape class when the
+ *  target carries one (../../tuning.ts), else its default. The kernel records which. */
+export function gemm(kb: KernelBuilder, what: string, g: Gemm): Kernel {
+  const cls = gemmClass(kb.target, kb.node(kb.op).op, g);
+  const tuned = tunedConfig(kb.target, cls);
+  const config: GemmConfig =
+    tuned ??
+    (kb.target.gemm === "register-blocked"
+      ? { writer: "register-blocked", ...DEFAULT_REGISTER_GEMM }
+      : { writer: "workgroup-tiled", ...DEFAULT_TILED_GEMM });
+  const k = config.writer === "register-blocked" ? registerGemm(kb, what, g, config) : tiledGemm(kb, what, g, config);
+  const source = tuned ? { source: "tuned" as const, tunedFor: kb.target.tuning!.tunedFor } : { source: "default" as const };
+  return { ...k, gemm: { class: cls, config, ...source } };
+}
+
+export function tiledGemm(kb: KernelBuilder, what: string, g: Gemm, cfg: TiledGemmConfig = DEFAULT_TILED_GEMM): Kernel {
   const { w } = kb;
   const { M, N, K } = g;
+  const { tile: TILE, tk: TK, threads: THREADS } = cfg;
+  const BLOCK = TILE / THREADS;
+  const vec = BLOCK === 1 ? "f32" : `vec${BLOCK}<f32>`;
   const { batch, group, col, surplus, x, y, z } = gemmGroups(kb, g, TILE, TILE);
   w.line(`let m0 = ${group === "0u" ? "0u" : `${group} * ${TILE}u`};`);
   if (surplus) w.line(`if (m0 >= ${M}) { return; }`);
   w.line(`let n0 = ${col} * ${TILE}u;`);
   const mat = g.matrix(batch);
-  w.line(`var acc: array<vec4<f32>, ${BLOCK}>;`);
+  w.line(`var acc: array<${vec}, ${BLOCK}>;`);
   w.block(`for (var k0 = 0u; k0 < ${K}; k0 += ${TK}u)`, () => {
     w.block(`for (var r = 0u; r < ${(TILE * TK) / (THREADS * THREADS)}u; r++)`, () => {
       w.line(`let ld = lid + r * ${THREADS * THREADS}u;`);
@@ -70,9 +90,9 @@ export function tiledGemm(kb: KernelBuilder, what: string, g: Gemm): Kernel {
     });
     w.line("workgroupBarrier();");
     w.block(`for (var kk = 0u; kk < ${TK}u; kk++)`, () => {
-      const cols = range(BLOCK).map((j) => `tileB[kk * ${TILE}u + lid3.x${off(j)}]`);
-      w.line(`let bv = vec4(${cols.join(", ")});`);
-      for (const i of range(BLOCK)) w.line(`acc[${i}] += tileA[kk * ${TILE}u + lid3.y${off(i)}] * bv;`);
+      const cols = range(BLOCK).map((j) => `tileB[kk * ${TILE}u + lid3.x${off(j, THREADS)}]`);
+      w.line(`let bv = ${BLOCK === 1 ? cols[0] : `vec${BLOCK}(${cols.join(", ")})`};`);
+      for (const i of range(BLOCK)) w.line(`acc[${i}] += tileA[kk * ${TILE}u + lid3.y${off(i, THREADS)}] * bv;`);
     });
     w.line("workgroupBarrier();");
   });
@@ -80,7 +100,7 @@ export function tiledGemm(kb: KernelBuilder, what: string, g: Gemm): Kernel {
     w.line(`let sm = m0 + lid3.y + i * ${THREADS}u;`);
     w.block(`for (var j = 0u; j < ${BLOCK}u; j++)`, () => {
       w.line(`let sn = n0 + lid3.x + j * ${THREADS}u;`);
-      w.block(`if (sm < ${M} && sn < ${N})`, () => mat.store("sm", "sn", "acc[i][j]"));
+      w.block(`if (sm < ${M} && sn < ${N})`, () => mat.store("sm", "sn", BLOCK === 1 ? "acc[i]" : "acc[i][j]"));
     });
   });
   const tile = `array<f32, ${TILE * TK}>`;
@@ -97,8 +117,15 @@ export function tiledGemm(kb: KernelBuilder, what: string, g: Gemm): Kernel {
   });
 }
 
+/** A permute whose last two axes trade places (`x.T`), read by the matmul through its index map. */
+function swapsLastTwo(n: Node): boolean {
+  if (n.op !== "permute") return false;
+  const p = (n.attrs as OpAttrs["permute"]).perm;
+  return p.length >= 2 && p[p.length - 1] === p.length - 2 && p[p.length - 2] === p.length - 1;
+}
+
 const range = (n: number): number[] => [...Array(n).keys()];
-const off = (i: number): string => (i ? ` + ${i * THREADS}u` : "");
+const off = (i: number, threads: number): string => (i ? ` + ${i * threads}u` : "");
 
 /** [..., M, K] × [..., K, N]: the batch index unravels over the output's batch dims and each
  *  operand reads its broadcast coordinates (size-1 batch dims stay 0). */
@@ -114,6 +141,8 @@ export function matmulKernel(kb: KernelBuilder, what: string): Kernel {
     rows: sizeOf([m]),
     cols: sizeOf([n]),
     batch: sizeOf(batch),
+    depth: sizeOf([sa[sa.length - 1]]),
+    transposed: [ia, ib].map((i) => swapsLastTwo(kb.node(i))) as [boolean, boolean],
     M,
     N,
     K,

@@ -109,7 +109,7 @@ await serveRunner({
       library: `kiln ${(JSON.parse(readFileSync(new URL("../../../package.json", import.meta.url), "utf8")) as { version: string }).version}`,
       backend: "webgpu",
       adapter: gpu.adapter,
-      notes: [`target ${gpu.target.name}`],
+      notes: [`target ${gpu.target.name}`, `${Object.keys(gpu.target.tuning?.configs ?? {}).length} GEMM classes from the tuning cache`],
     };
   },
   setup,
