@@ -8,16 +8,34 @@
  *                     b_j = B(k, n_j)   j < RN        RM·RN multiply-adds
  *                     acc[i][j] += a_i · b_j
  *
- *  On lavapipe a storage load is a loop over the SIMD lanes with a bounds check and an FMA is one
- *  vector instruction, so speed follows loads per FMA (measured on 2 cores, GFLOP/s per both
- *  cores' CPU time, 1024³: 4×4 ≈ 10, 8×8 ≈ 17, 16×8 ≈ 20; the tiled writer ≈ 3.4). Unrolling k
- *  or vec4 loads did not help (a vec4 load is four lane loops), nor did workgroup shape. Rows and columns past the edges are clamped, not branched on: the
- *  k loop has no test but its own, and the clamped duplicates are dropped at the store. A block
+ *  What bounds it on lavapipe (Mesa 25.0, LLVM 15, 8-wide AVX2; read in GALLIVM_DEBUG=asm dumps
+ *  and counted with valgrind's cachegrind, whose executed-instruction counts do not depend on the
+ *  load of a shared machine, where wall clocks varied 1.8× between identical runs):
+ *    - every storage load inside the k loop is a loop over the 8 lanes (test the lane's mask
+ *      bit, reload the binding's pointer and size, bounds check, load, insert): ≈ 10
+ *      instructions a lane, even when the address is uniform. This Mesa loads once for all
+ *      lanes only where no control flow is open, and a loop is control flow: A(m_i, k) with
+ *      rows from workgroup_id alone (what the mapping below gives whenever the columns fill
+ *      the lanes) is still eight loads.
+ *    - a multiply-add is vmulps + vaddps + a blend with the loop's execution mask, plus the
+ *      spilled accumulator's load and store; fma() compiles to the same code (NIR splits it).
+ *  So a k step costs ≈ 80·(RM + RN) + 5·RM·RN instructions per 8 lanes, and larger blocks run
+ *  fewer: per lane multiply-add, 16×8 3.2 (a 128×784×500 matmul: 164M instructions), 16×16 2.5
+ *  (1.3× fewer), 32×16 1.7 (2× fewer). But compiling grows faster: 3.6G instructions for the
+ *  16×8 kernel, 9.4G for 16×16, ≈ 24G for 32×16 (≈ 1, 3 and 7 s of one core, paid per GEMM
+ *  kernel on a cold start). So 16×8 stays the default and the tuner (compiler/tuning.ts) may
+ *  pick another block per shape class. Earlier, on a quiet machine (GFLOP/s per both cores' CPU
+ *  time, 1024³): 4×4 ≈ 10, 8×8 ≈ 17, 16×8 ≈ 20; the tiled writer ≈ 3.4. Unrolling k by 2 and an
+ *  accumulator `var` each instead of one array (each ≈ 7% more instructions a multiply-add in
+ *  the loop body) and clamping edge invocations instead of returning (1% more) did not help; a
+ *  vec4 load is still a lane loop. The subgroup variant (./gemm-subgroup.ts) passes A values
+ *  between lanes instead. Rows and columns past the edges are clamped, not branched on: the k
+ *  loop has no test but its own, and the clamped duplicates are dropped at the store. A block
  *  shrinks to a small static M or N (M = 1 computes one row, not 16 copies).
  *
- *  Workgroups are 64 invocations, WX×WY over (column, row) blocks, WX fitted to the column
- *  blocks so the SIMD lanes (x fastest) are not spent past N when N is small. Grid: x = column
- *  groups, y = row groups, z = batch (folded past 65,535: `gemmGroups` in ./gemm.ts). */
+ *  Workgroups are `lanes` invocations (64 by default), WX×WY over (column, row) blocks, WX fitted
+ *  to the column blocks so the SIMD lanes (x fastest) are not spent past N when N is small.
+ *  Grid: x = column groups, y = row groups, z = batch (folded past 65,535: `gemmGroups` in ./gemm.ts). */
 import type { Size } from "../../../src/ir/shape.ts";
 import type { Kernel } from "../../program.ts";
 import type { KernelBuilder } from "../kernel-builder.ts";
