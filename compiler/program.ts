@@ -87,7 +87,8 @@ export interface Placement {
   readonly value: ValueId;
   readonly arena: number;
   readonly offset: number;
-  /** The tensor's bytes (elements × 4: every dtype is stored in 32 bits). */
+  /** The tensor's bytes (elements × 4: every dtype is stored in 32 bits; × 2 for a value stored
+   *  as f16, Program.half). */
   readonly bytes: number;
   /** Bytes it occupies: `bytes` rounded up to the alignment, at least one unit. */
   readonly size: number;
@@ -133,6 +134,9 @@ export interface Program {
    *  (or for static shapes) at WebGPU's default limits; where dims are open the runtime plans
    *  each binding with the same code (`planFor`). */
   readonly memory?: MemoryPlan;
+  /** Values stored as f16, ascending (CompileOptions.precision "mixed", ./precision.ts): their
+   *  kernels need WebGPU's `shader-f16` feature, and their memory is 2 bytes an element. */
+  readonly half?: readonly ValueId[];
   /** Per pass: node count after it and its time (compile fills it; codegen alone leaves it empty). */
   readonly stats: readonly { readonly pass: string; readonly nodes: number; readonly ms: number }[];
 }

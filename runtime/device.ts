@@ -12,6 +12,7 @@ export interface Gpu {
   /** e.g. "llvmpipe: Mesa 25.0.7 (LLVM 15.0.6) [mesa software]" */
   readonly adapter: string;
   readonly limits: GPUSupportedLimits;
+  /** The device's features: those of OPTIONAL_FEATURES the adapter offers (requested at creation). */
   readonly features: ReadonlySet<string>;
   /** What to compile for (pass it as `compile(graph, { target })`): CPU_TARGET on a software
    *  rasterizer such as lavapipe, else GPU_TARGET. */
@@ -32,6 +33,20 @@ export const SETUP_HINT =
   "(as root it installs libvulkan1 and mesa-vulkan-drivers ≥ 25 from bookworm-backports; Mesa 22 is too old for Dawn), " +
   "or install your GPU's Vulkan driver.";
 
+/** Features requested whenever the adapter offers them; kernels that need one say so (e.g. a
+ *  program in mixed precision needs "shader-f16", compiler/precision.ts), and loading them on a
+ *  device without it is an error naming it (requireFeatures). */
+export const OPTIONAL_FEATURES: readonly string[] = ["shader-f16"];
+
+/** Throw unless the device has every feature in `needed`, naming what needs them. */
+export function requireFeatures(gpu: Pick<Gpu, "features" | "adapter">, needed: Iterable<string>, what: string): void {
+  const missing = [...needed].filter((f) => !gpu.features.has(f));
+  if (missing.length)
+    throw new GpuError(
+      `${what} needs the WebGPU feature${missing.length > 1 ? "s" : ""} ${missing.map((f) => `"${f}"`).join(", ")}, which this adapter (${gpu.adapter}) does not offer${missing.includes("shader-f16") ? '; compile with precision: "f32"' : ""}`,
+    );
+}
+
 /** The process's GPU, created on first use. */
 export function acquireGpu(): Promise<Gpu> {
   current ??= open().catch((e) => {
@@ -49,6 +64,7 @@ async function open(): Promise<Gpu> {
   if (!adapter) throw new GpuError(SETUP_HINT);
   const a = adapter.limits;
   const device = await adapter.requestDevice({
+    requiredFeatures: OPTIONAL_FEATURES.filter((f) => adapter.features.has(f)) as GPUFeatureName[],
     requiredLimits: {
       maxStorageBufferBindingSize: a.maxStorageBufferBindingSize,
       maxBufferSize: a.maxBufferSize,
@@ -77,7 +93,7 @@ async function open(): Promise<Gpu> {
     adapter: `${i.description || i.device} [${[i.vendor, i.architecture].filter(Boolean).join(" ")}]`,
     target: targetForAdapter([i.description, i.device, i.vendor, i.architecture].join(" "), fallback),
     limits: device.limits,
-    features: new Set(adapter.features),
+    features: new Set(device.features),
     pipelines: new Map(),
   };
 }

@@ -30,7 +30,8 @@ import { checkLimits, limitsOf } from "../compiler/limits.ts";
 import { planFor, type MemoryPlan } from "../compiler/plan-memory.ts";
 import { programPlan } from "../compiler/bundle/plan.ts";
 import { createBuffer, destroyBuffer, toStorage, type HostArray } from "./buffers.ts";
-import { acquireGpu, checked, type Gpu } from "./device.ts";
+import { acquireGpu, checked, requireFeatures, type Gpu } from "./device.ts";
+import { requiredFeatures, resolvePrecision, type Precision } from "../compiler/precision.ts";
 import { Executor, readBack, Serial, USAGE, type ExecutorHooks, type StorageArray } from "./executor.ts";
 import { pipeline, release } from "./pipelines.ts";
 
@@ -51,6 +52,10 @@ interface Resident {
   readonly update?: ValueId;
   written: boolean;
 }
+
+/** Compile options, with precision "auto": mixed where the device has f16 and is a GPU
+ *  (compiler/precision.ts resolvePrecision). */
+export type FromGraphOptions = Omit<CompileOptions, "precision"> & { readonly precision?: Precision | "auto" };
 
 export class Executable {
   /** The executor over the memory planned for `env`. */
@@ -97,19 +102,25 @@ export class Executable {
 
   /** Compile `graph` for this process's device — its target (e.g. the register-blocked GEMM on
    *  lavapipe) and its storage-buffer limit — and load it. */
-  static async fromGraph(graph: Graph, opts: CompileOptions = {}): Promise<Executable> {
+  static async fromGraph(graph: Graph, opts: FromGraphOptions = {}): Promise<Executable> {
     const gpu = await acquireGpu();
     const program = compileGraph(graph, {
       target: gpu.target,
       maxStorageBuffers: gpu.limits.maxStorageBuffersPerShaderStage,
       limits: limitsOf(gpu.limits),
       ...opts,
+      precision: resolvePrecision(opts.precision ?? "f32", { target: opts.target ?? gpu.target, features: gpu.features }),
     });
     return Executable.load(program, gpu);
   }
 
   static async load(program: Program, gpu?: Gpu): Promise<Executable> {
     const g = gpu ?? (await acquireGpu());
+    requireFeatures(
+      g,
+      requiredFeatures(program),
+      program.half?.length ? `a program in mixed precision (${program.half.length} values stored as f16)` : "this program",
+    );
     const { kernels } = program;
     const compiling = kernels.map((k) => pipeline(g, k));
     const pipelines = await Promise.all(compiling).catch((e) => {
