@@ -41,6 +41,9 @@ export interface BuildOptions {
   /** Which kernel variants: "gpu" (workgroup-tiled GEMMs, default) or "cpu" (register-blocked,
    *  for software rasterizers such as lavapipe). */
   readonly target?: "gpu" | "cpu";
+  /** "mixed": activations stored as f16 (compiler/precision.ts); the bundle then needs the
+   *  device's `shader-f16` (manifest.features). Default "f32". */
+  readonly precision?: "f32" | "mixed";
 }
 
 /** Compile and emit a bundle in memory. */
@@ -61,7 +64,14 @@ export function buildBundle(input: BuildInput, opts: BuildOptions): BundleFiles 
   }
   const weights = encodeSafetensors(tensors, { format: "kiln-bundle-weights/1" });
   // maxStorageBuffers 8: WebGPU's default limit, so the bundle runs on any device.
-  const program = compile(input.graph, { state: input.state, dims: input.dims, fuse: opts.fuse ?? true, target, maxStorageBuffers: 8 });
+  const program = compile(input.graph, {
+    state: input.state,
+    dims: input.dims,
+    fuse: opts.fuse ?? true,
+    target,
+    maxStorageBuffers: 8,
+    precision: opts.precision ?? "f32",
+  });
   return emitBundle(program, {
     name: opts.name,
     mode: opts.mode ?? (Object.values(input.state).some((o) => o !== null) ? "train" : "inference"),
@@ -170,9 +180,11 @@ async function resolveModel(
 /** kiln build: compile a model into a standalone bundle folder. */
 export async function build(
   model: string,
-  opts: { out: string; batch?: string; train?: boolean; fuse: boolean; target: string } & FineTuneFlags,
+  opts: { out: string; batch?: string; train?: boolean; fuse: boolean; target: string; precision?: string } & FineTuneFlags,
 ): Promise<void> {
   if (opts.target !== "gpu" && opts.target !== "cpu") throw new KilnError(`build: --target must be gpu or cpu, got "${opts.target}"`);
+  const precision = opts.precision ?? "f32";
+  if (precision !== "f32" && precision !== "mixed") throw new KilnError(`build: --precision must be f32 or mixed, got "${precision}"`);
   const batch = opts.batch === undefined ? undefined : Number(opts.batch);
   if (batch !== undefined && !(Number.isSafeInteger(batch) && batch >= 1))
     throw new KilnError(`build: --batch must be a positive integer, got "${opts.batch}"`);
@@ -192,6 +204,7 @@ export async function build(
       mode: opts.train ? "train" : "inference",
       fuse: opts.fuse,
       target: opts.target,
+      precision,
     },
   );
   writeBundle(opts.out, files);

@@ -170,6 +170,11 @@ function cli(): Command {
     .option("--trainable <names>", 'the .onnx weights to train, comma-separated; "fc/*" is a prefix (default: every f32 weight)')
     .option("--no-fuse", "compile without fusion")
     .option("--target <gpu|cpu>", "kernel variants: gpu (workgroup-tiled GEMM) or cpu (register-blocked, for software rasterizers)", "gpu")
+    .option(
+      "--precision <f32|mixed>",
+      "mixed: activations stored as f16, f32 arithmetic and weights; the bundle then needs shader-f16",
+      "f32",
+    )
     .action(build);
   program
     .command("export <model>")

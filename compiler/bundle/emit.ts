@@ -29,6 +29,7 @@ import { DEFAULT_PLAN, planFor } from "../plan-memory.ts";
 import type { Program } from "../program.ts";
 import { generateLoader } from "./loader.ts";
 import { programPlan } from "./plan.ts";
+import { requiredFeatures } from "../precision.ts";
 import { FORMAT, integrityFiles, integrityInput, validateManifest, type Manifest } from "../../formats/bundle-manifest.ts";
 
 export interface EmitOptions {
@@ -92,6 +93,7 @@ export function emitBundle(program: Program, opts: EmitOptions): BundleFiles {
     mode: opts.mode,
     ...plan,
     dims: Object.fromEntries([...symbols].sort().map((s) => [s, dims[s]])),
+    ...(requiredFeatures(program).length ? { features: requiredFeatures(program) } : {}),
     weights: { file: "weights.safetensors", bytes: opts.weights.length, sha256: createHash("sha256").update(opts.weights).digest("hex") },
     compiler: { target: opts.target, fuse: opts.fuse, passes: program.stats.map((s) => s.pass) },
   };

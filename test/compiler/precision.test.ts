@@ -8,6 +8,7 @@
  *  compares |gpu − ref| ≤ atol + rtol·|ref| with rtol = r·u and atol = r·u·S·c, S the largest
  *  |ref| of that output and c a cancellation factor of 2 (products of mixed signs). f32's own
  *  error (≈ 6e-8 a rounding) is far below. */
+import fc from "fast-check";
 import { describe, expect, test } from "vitest";
 import { compile } from "../../compiler/pipeline.ts";
 import { CPU_TARGET, GPU_TARGET } from "../../compiler/target.ts";
@@ -16,7 +17,10 @@ import { GraphBuilder } from "../../src/api/builder.ts";
 import { interpret } from "../../src/interpret.ts";
 import type { HostTensor } from "../../src/ir/host.ts";
 import type { Graph } from "../../src/ir/types.ts";
-import { mismatch, runGpu, useGpu } from "../helpers/gpu.ts";
+import { printGraph } from "../../src/ir/print.ts";
+import { Executable } from "../../runtime/execute.ts";
+import { host } from "../helpers/data.ts";
+import { GEMM_TARGETS, mismatch, runGpu, runsFor, useGpu } from "../helpers/gpu.ts";
 
 useGpu();
 
@@ -111,5 +115,86 @@ describe("mixed precision on Dawn against float64", () => {
   test("LeNet-5 forward, batch 3: 6 stores on the path (conv, pool, conv, pool, dense, dense)", async () => {
     const { graph } = buildStep({ kind: "forward", lr: 0 }, lenet, { x: { shape: [3, 28, 28, 1] }, ...lenetShapes() });
     await expectMixed(graph, inputsOf(graph), 6);
+  });
+});
+
+/** Properties over kernels whose input is an f16 intermediate: h = x·w (a GEMM's output, stored
+ *  f16 since another kernel reads it), then the kernel under test over h. Its error against
+ *  float64 is bounded per element: h's store is off by ≤ u·|h| and every kernel after it is
+ *  linear in h (sums, broadcast products, max, relu are 1-Lipschitz), so the output is off by
+ *  ≤ u·m + (K+1)·2⁻²⁴·m, m the same graph on |inputs| (Σ|terms|, tight where signs cancel),
+ *  the second term f32's own dot-product error (test/ops/matmul.test.ts). A wrong index or a
+ *  lost conversion is off by whole terms, far past it. */
+async function expectF16Bound(graph: Graph, inputs: Record<string, HostTensor>, k: number, target = CPU_TARGET): Promise<void> {
+  const p = compile(graph, { target, precision: "mixed", verifyEach: true });
+  expect(p.half?.length ?? 0).toBeGreaterThan(0);
+  const exe = await Executable.load(p);
+  const gpu = await exe.run(inputs).finally(() => exe.dispose());
+  const ref = interpret(graph, inputs);
+  const abs = Object.fromEntries(Object.entries(inputs).map(([n, t]) => [n, { shape: t.shape, data: Array.from(t.data, Math.abs) }]));
+  const mag = interpret(graph, abs);
+  for (const [name, r] of Object.entries(ref)) {
+    expect(gpu[name].shape).toEqual(r.shape);
+    for (let i = 0; i < r.data.length; i++) {
+      const bound = (U + (k + 1) * 2 ** -24) * mag[name].data[i];
+      const err = Math.abs(gpu[name].data[i] - r.data[i]);
+      if (!(err <= bound))
+        throw new Error(`${name}[${i}]: gpu ${gpu[name].data[i]}, reference ${r.data[i]}, bound ${bound}\n${printGraph(graph)}`);
+    }
+  }
+}
+
+/** Odd sizes, 1 included, and some past one GEMM tile. */
+const side = fc.oneof(fc.integer({ min: 1, max: 13 }), fc.integer({ min: 60, max: 70 }));
+const wide = fc.oneof(fc.integer({ min: 2, max: 13 }), fc.integer({ min: 60, max: 70 }));
+
+describe.each(GEMM_TARGETS)("f16 intermediates, $name", ({ target, share }) => {
+  test("elementwise with broadcasting over an f16 GEMM output: relu(h·c + d), c [N], d [M,1]", async () => {
+    await fc.assert(
+      fc.asyncProperty(side, side, side, fc.integer({ min: 0, max: 99 }), async (m, k, n, seed) => {
+        const g = new GraphBuilder();
+        const [x, w] = [g.input("x", "f32", [m, k]), g.input("w", "f32", [k, n])];
+        const [c, d] = [g.input("c", "f32", [n]), g.input("d", "f32", [m, 1])];
+        const h = x.matmul(w);
+        // h is read by two kernels (the elementwise one and the sum), so it is stored.
+        const graph = g.build({ y: h.mul(c).add(d).relu(), s: h.sum([0]) });
+        const inputs = { x: host([m, k], seed), w: host([k, n], seed + 1), c: host([n], seed + 2), d: host([m, 1], seed + 3) };
+        await expectF16Bound(graph, inputs, k, target);
+      }),
+      { numRuns: runsFor(6, share) },
+    );
+  });
+
+  test("matmul reading an f16 matrix: relu(x·w)·v", async () => {
+    await fc.assert(
+      fc.asyncProperty(side, side, side, side, fc.integer({ min: 0, max: 99 }), async (m, k, j, n, seed) => {
+        const g = new GraphBuilder();
+        const graph = g.build({
+          y: g
+            .input("x", "f32", [m, k])
+            .matmul(g.input("w", "f32", [k, j]))
+            .relu()
+            .matmul(g.input("v", "f32", [j, n])),
+        });
+        const inputs = { x: host([m, k], seed), w: host([k, j], seed + 1), v: host([j, n], seed + 2) };
+        // Two dot products in f32 (lengths k and j) around one f16 store.
+        await expectF16Bound(graph, inputs, k + j, target);
+      }),
+      { numRuns: runsFor(6, share) },
+    );
+  });
+
+  test("reductions over an f16 matrix: sum, mean and max along either axis", async () => {
+    await fc.assert(
+      // m, n ≥ 2: a sum over a size-1 axis simplifies to h itself, an output (f32), and nothing is f16.
+      fc.asyncProperty(wide, side, wide, fc.constantFrom(0, 1), fc.integer({ min: 0, max: 99 }), async (m, k, n, axis, seed) => {
+        const g = new GraphBuilder();
+        const h = g.input("x", "f32", [m, k]).matmul(g.input("w", "f32", [k, n]));
+        const graph = g.build({ s: h.sum([axis]), a: h.mean([axis], true), x: h.relu().max([axis]) });
+        const inputs = { x: host([m, k], seed), w: host([k, n], seed + 1) };
+        await expectF16Bound(graph, inputs, k + Math.max(m, n), target);
+      }),
+      { numRuns: runsFor(6, share) },
+    );
   });
 });
