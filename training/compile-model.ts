@@ -455,7 +455,7 @@ export class TrainedModel {
           t.version = ++this.version;
           if (before) {
             const bad = await this.badStep(t);
-            if (bad) this.nanError(bad, t0, first, steps, bar, firstNonFinite(t.mg.graph, { ...before, ...batch }));
+            if (bad) this.nanError(bad, t0, first, steps, bar, this.firstBad(t, { ...before, ...batch }));
           }
           if ((s + 1) % logEvery === 0 && s + 1 < steps) {
             const m = await this.sums(t);
@@ -606,8 +606,15 @@ export class TrainedModel {
         ? ""
         : "\nto find the node that made it, compile with compileModel(model, { ..., debugNans: true }) or set KILN_DEBUG_NANS=1";
     throw new KilnError(
-      `fit: ${what} ${where}; lower the learning rate or check the data (the weights now hold that step's values)${hint}`,
+      `fit: ${what} ${where}; lower the learning rate or check the data (the weights now hold that step's values)${this.config.precision === "mixed" ? `; in mixed precision an activation or gradient past f16's largest value, 65504, is stored as inf` : ""}${hint}`,
     );
+  }
+
+  /** The NaN debugger's finding for a step of `c` on `inputs`: in mixed precision over the
+   *  compiled graph, whose values stored as f16 it knows (training/debug-nans.ts). */
+  private firstBad(c: Compiled, inputs: Record<string, HostTensor>): string | undefined {
+    const { half, graph } = c.exe.program;
+    return half?.length ? firstNonFinite(graph, inputs, new Set(half)) : firstNonFinite(c.mg.graph, inputs);
   }
 
   /** Every resident input of `c` as host tensors (for the NaN debugger). */

@@ -10,7 +10,7 @@ import { Executable } from "../../runtime/execute.ts";
 import { dense } from "../../src/api/layers.ts";
 import { sequential, trainStepGraph } from "../../src/api/model.ts";
 import { adam, sgd } from "../../src/api/optimizers.ts";
-import { mulberry32 } from "../../src/api/initializers.ts";
+import { constant, mulberry32 } from "../../src/api/initializers.ts";
 import { compileModel } from "../../training/compile-model.ts";
 import { useGpu } from "../helpers/gpu.ts";
 
@@ -130,5 +130,32 @@ describe("mixed-precision training", () => {
       features: new Set(),
     });
     f32.dispose();
+  });
+});
+
+describe("f16 overflow in the forward pass is never silent", () => {
+  // x·W reaches 3·20000 + 1·20000 = 80000: finite in f32, past f16's 65504.
+  const x = { shape: [4, 2], data: [3, 1, 1, 3, -3, -1, 2, 2] };
+  const y = { shape: [4, 1], data: [1, 0, 1, 0] };
+  const big = () => sequential([dense(4, { kernelInitializer: constant(20000) }), dense(1)], { inputShape: [2] });
+  const opts = { optimizer: sgd({ learningRate: 1e-9 }), loss: "mse" as const, precision: "mixed" as const };
+
+  test("fit stops at the step and says that f16 overflows past 65504; f32 trains on", async () => {
+    const m = await compileModel(big(), opts);
+    await expect(m.fit(x, y, { epochs: 1, batchSize: 4, ...quiet })).rejects.toThrow(
+      /^fit: the training loss became NaN or infinite at step 1 of epoch 1 .*in mixed precision an activation or gradient past f16's largest value, 65504, is stored as inf/s,
+    );
+    m.dispose();
+    const f = await compileModel(big(), { ...opts, precision: "f32" });
+    expect(Number.isFinite((await f.fit(x, y, { epochs: 1, batchSize: 4, ...quiet })).loss[0])).toBe(true);
+    f.dispose();
+  });
+
+  test("debugNans names the layer whose value passed f16's range", async () => {
+    const m = await compileModel(big(), { ...opts, debugNans: true });
+    await expect(m.fit(x, y, { epochs: 1, batchSize: 4, ...quiet })).rejects.toThrow(
+      /the first non-finite value in that step .*: \w+ %\d+ @ .*\(dense_1\) gave 80000 \(f32\[B,4\], element 0\), past f16's largest finite value 65504: in mixed precision it is stored as f16, so the GPU held \+inf/s,
+    );
+    m.dispose();
   });
 });
