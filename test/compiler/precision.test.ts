@@ -11,6 +11,7 @@
 import fc from "fast-check";
 import { describe, expect, test } from "vitest";
 import { compile } from "../../compiler/pipeline.ts";
+import { resolvePrecision } from "../../compiler/precision.ts";
 import { CPU_TARGET, GPU_TARGET } from "../../compiler/target.ts";
 import { lenet, lenetShapes, mlp, mlpShapes, buildStep } from "../../examples/models/networks.ts";
 import { GraphBuilder } from "../../src/api/builder.ts";
@@ -95,6 +96,14 @@ describe("what mixed precision stores as f16", () => {
     const p = compile(graph, { target: CPU_TARGET, state });
     expect(p.half).toBeUndefined();
     for (const k of p.kernels) expect(k.wgsl).not.toMatch(/f16/);
+  });
+
+  test('"auto" is mixed on a GPU whose adapter has shader-f16, f32 on a CPU rasterizer or without it', () => {
+    const f16 = new Set(["shader-f16"]);
+    expect(resolvePrecision("auto", { target: GPU_TARGET, features: f16 })).toBe("mixed");
+    expect(resolvePrecision("auto", { target: GPU_TARGET, features: new Set() })).toBe("f32");
+    expect(resolvePrecision("auto", { target: CPU_TARGET, features: f16 })).toBe("f32");
+    expect(resolvePrecision("mixed", { target: CPU_TARGET, features: new Set() })).toBe("mixed");
   });
 
   test("a precision that is neither is refused", () => {

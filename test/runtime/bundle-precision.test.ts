@@ -2,15 +2,16 @@
  *  feature its kernels need and the values stored as f16, its loader exports REQUIRED_FEATURES,
  *  it runs on a device with `shader-f16` within f16's rounding of the f32 bundle, and a device
  *  without it is refused by name before anything is compiled. */
-import { describe, expect, test } from "vitest";
+import { afterAll, describe, expect, test } from "vitest";
 import { buildBundle } from "../../cli/build.ts";
 import { acquireGpu } from "../../runtime/device.ts";
 import { Bundle, type BundleFiles } from "../../runtime/bundle-runtime.ts";
 import type { Manifest } from "../../formats/bundle-manifest.ts";
-import { batchOf, mlpInput } from "../helpers/bundle.ts";
+import { batchOf, mlpInput, removeStandalone, runStandalone, standalone } from "../helpers/bundle.ts";
 import { useGpu } from "../helpers/gpu.ts";
 
 useGpu();
+afterAll(() => removeStandalone());
 
 const serve = (files: Map<string, string | Uint8Array>): BundleFiles => ({
   text: async (n) => files.get(n) as string,
@@ -57,6 +58,17 @@ describe("bundles in mixed precision", () => {
     expect(a.length).toBe(40);
     for (let i = 0; i < a.length; i++)
       expect(Math.abs(a[i] - b[i]), `out[${i}]`).toBeLessThanOrEqual(2 * 2 ** -11 * (scale * 2 + Math.abs(a[i])));
+  });
+
+  test("standalone (its own Node process, device made with REQUIRED_FEATURES) it gives what it gives in-process", async () => {
+    const { device } = await acquireGpu();
+    const { x } = batchOf(3, 784, 8);
+    const b = await Bundle.open(device, serve(mixed));
+    const here = (await b.call({ x })).out as Float32Array;
+    b.dispose();
+    const there = (await runStandalone(standalone(mixed), { x })).results[0].out;
+    // The same kernels on the same driver: the same f16 roundings.
+    expect(there).toEqual(Array.from(here));
   });
 
   test("a device without shader-f16 is refused by name", async () => {
