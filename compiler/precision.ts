@@ -24,7 +24,7 @@
  *  lossScaling). */
 import type { Graph, ValueId } from "../src/ir/types.ts";
 import { pattern } from "../src/ops/table.ts";
-import type { BufferSpec, Program } from "./program.ts";
+import type { BufferSpec } from "./program.ts";
 import type { Target } from "./target.ts";
 
 export type Precision = "f32" | "mixed";
@@ -44,10 +44,6 @@ export function halfValues(graph: Graph, specs: readonly BufferSpec[], arena: Re
       .map((b) => b.value),
   );
 }
-
-/** The WebGPU features a program's kernels need, beyond WebGPU's core (the device requests the
- *  ones its adapter offers: runtime/device.ts; a bundle's manifest lists them). */
-export const requiredFeatures = (p: Pick<Program, "half">): string[] => (p.half?.length ? [F16_FEATURE] : []);
 
 /** "auto": mixed precision where it pays — a GPU (not a CPU rasterizer, which has no f16
  *  arithmetic units and gains only memory) whose adapter offers `shader-f16` — else f32. */

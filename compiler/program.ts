@@ -45,6 +45,9 @@ export interface Kernel {
   readonly bindings: readonly Binding[];
   readonly uniforms: readonly string[];
   readonly dispatch: Dispatch;
+  /** WebGPU features its WGSL enables beyond the core ("shader-f16" for `enable f16;`): the
+   *  device must have them (runtime/device.ts requests those its adapter offers). */
+  readonly features?: readonly string[];
   /** Written in place (compiler/codegen.ts): the kernel stores `output` into this input's
    *  buffer or arena range, bound once read_write, and `output` gets no memory of its own. The
    *  input is a resident input that `output` updates, or a value that dies at this kernel (a
@@ -70,6 +73,10 @@ export interface StateUpdate {
   /** The update's kernel writes the input's buffer directly: no copy after the run. */
   readonly inPlace?: boolean;
 }
+
+/** The WebGPU features a program's kernels need (Kernel.features, each once, sorted): a device
+ *  without one is refused by name (runtime/execute.ts), a bundle's manifest lists them. */
+export const requiredFeatures = (p: Pick<Program, "kernels">): string[] => [...new Set(p.kernels.flatMap((k) => k.features ?? []))].sort();
 
 /** Output value → the input it is stored into, for the kernels writing in place. */
 export const inPlaceOutputs = (p: Pick<Program, "kernels">): Map<ValueId, ValueId> =>

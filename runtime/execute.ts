@@ -25,13 +25,13 @@ import { bindShape, formatType, type DimEnv } from "../src/ir/shape.ts";
 import type { DType, Graph, Node, ValueId } from "../src/ir/types.ts";
 import { compile as compileGraph, type CompileOptions } from "../compiler/pipeline.ts";
 import type { HostTensor } from "../src/ir/host.ts";
-import type { Kernel, Program } from "../compiler/program.ts";
+import { requiredFeatures, type Kernel, type Program } from "../compiler/program.ts";
 import { checkLimits, limitsOf } from "../compiler/limits.ts";
 import { planFor, type MemoryPlan } from "../compiler/plan-memory.ts";
 import { programPlan } from "../compiler/bundle/plan.ts";
 import { createBuffer, destroyBuffer, toStorage, type HostArray } from "./buffers.ts";
 import { acquireGpu, checked, requireFeatures, type Gpu } from "./device.ts";
-import { requiredFeatures, resolvePrecision, type Precision } from "../compiler/precision.ts";
+import { resolvePrecision, type Precision } from "../compiler/precision.ts";
 import { Executor, readBack, Serial, USAGE, type ExecutorHooks, type StorageArray } from "./executor.ts";
 import { pipeline, release } from "./pipelines.ts";
 

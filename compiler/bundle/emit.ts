@@ -26,10 +26,9 @@ import { KilnError } from "../../src/ir/errors.ts";
 import { formatType } from "../../src/ir/shape.ts";
 import type { Node, ValueId } from "../../src/ir/types.ts";
 import { DEFAULT_PLAN, planFor } from "../plan-memory.ts";
-import type { Program } from "../program.ts";
+import { requiredFeatures, type Program } from "../program.ts";
 import { generateLoader } from "./loader.ts";
 import { programPlan } from "./plan.ts";
-import { requiredFeatures } from "../precision.ts";
 import { FORMAT, integrityFiles, integrityInput, validateManifest, type Manifest } from "../../formats/bundle-manifest.ts";
 
 export interface EmitOptions {

@@ -26,6 +26,7 @@ import { WGSL_HELPERS, wgslType } from "../../src/ops/wgsl.ts";
 import { formatType } from "../../src/ir/shape.ts";
 import type { DType, Dim, Graph, Node, OpKind, Shape, ValueId } from "../../src/ir/types.ts";
 import type { Binding, Dispatch, Kernel } from "../program.ts";
+import { F16_FEATURE } from "../precision.ts";
 import { GPU_TARGET, type Target } from "../target.ts";
 import { Writer } from "./writer.ts";
 
@@ -287,7 +288,8 @@ export class KernelBuilder {
     comment(`${this.name} = ${opts.what} -> %${out.id}, ${formatType(out.type)}${out.site ? ` @ ${out.site}` : ""}`);
     if (this.alias !== undefined) comment(`in place: %${out.id} is stored over %${this.alias}, read only at the element stored`);
     // A directive comes before every declaration; only kernels binding an f16 value need it.
-    if (bindings.some((b) => this.half.has(b.value))) head.line("enable f16;");
+    const f16 = bindings.some((b) => this.half.has(b.value));
+    if (f16) head.line("enable f16;");
     bindings.forEach((b, i) =>
       head.line(
         `@group(0) @binding(${i}) var<storage, ${b.access}> ${this.buffer(b.value)}: array<${this.half.has(b.value) ? "f16" : storageType(this.node(b.value).type.dtype)}>;`,
@@ -313,6 +315,7 @@ export class KernelBuilder {
       bindings,
       uniforms,
       dispatch: opts.dispatch,
+      ...(f16 ? { features: [F16_FEATURE] } : {}),
     };
     return this.alias === undefined ? k : { ...k, inPlace: this.alias };
   }

@@ -12,6 +12,7 @@ import fc from "fast-check";
 import { describe, expect, test } from "vitest";
 import { compile } from "../../compiler/pipeline.ts";
 import { resolvePrecision } from "../../compiler/precision.ts";
+import { requiredFeatures } from "../../compiler/program.ts";
 import { CPU_TARGET, GPU_TARGET } from "../../compiler/target.ts";
 import { lenet, lenetShapes, mlp, mlpShapes, buildStep } from "../../examples/models/networks.ts";
 import { GraphBuilder } from "../../src/api/builder.ts";
@@ -70,6 +71,7 @@ describe("what mixed precision stores as f16", () => {
     for (const k of p.kernels) {
       const f16 = k.bindings.some((b) => half.has(b.value));
       expect(k.wgsl.includes("enable f16;")).toBe(f16);
+      expect(k.features ?? []).toEqual(f16 ? ["shader-f16"] : []);
       for (const b of k.bindings) expect(k.wgsl).toContain(`v${b.value}: array<${half.has(b.value) ? "f16" : "f32"}>`);
     }
     // The arena's f16 values take 2 bytes an element, the rest 4.
@@ -79,6 +81,8 @@ describe("what mixed precision stores as f16", () => {
     }
     const f32 = compile(graph, { target: CPU_TARGET, state });
     expect(p.memory!.arenaBytes).toBeLessThan(f32.memory!.arenaBytes);
+    expect(requiredFeatures(p)).toEqual(["shader-f16"]);
+    expect(requiredFeatures(f32)).toEqual([]);
   });
 
   test("a reduction's output stays f32, its row epilogue (softmax's division) is f16", () => {
