@@ -40,7 +40,8 @@ async function info(): Promise<void> {
     const row = (label: string, value: unknown) => console.log(`${label.padEnd(width)}${value}`);
     row("adapter", gpu.adapter);
     for (const k of LIMITS) row(`  ${k}`, gpu.limits[k]);
-    row("features", [...gpu.features].sort().join(" ") || "(none)");
+    row("features", [...gpu.adapterFeatures].sort().join(" ") || "(none)");
+    row("  enabled", [...gpu.features].sort().join(" ") || "(none)");
     row("MESA_SHADER_CACHE_DIR", process.env.MESA_SHADER_CACHE_DIR ?? "(unset: Mesa's default)");
   } catch (e) {
     const message = e instanceof Error ? e.message : String(e);

@@ -14,6 +14,8 @@ export interface Gpu {
   readonly limits: GPUSupportedLimits;
   /** The device's features: those of OPTIONAL_FEATURES the adapter offers (requested at creation). */
   readonly features: ReadonlySet<string>;
+  /** Every feature the adapter offers (kiln info). */
+  readonly adapterFeatures: ReadonlySet<string>;
   /** What to compile for (pass it as `compile(graph, { target })`): CPU_TARGET on a software
    *  rasterizer such as lavapipe, else GPU_TARGET. */
   readonly target: Target;
@@ -94,6 +96,7 @@ async function open(): Promise<Gpu> {
     target: targetForAdapter([i.description, i.device, i.vendor, i.architecture].join(" "), fallback),
     limits: device.limits,
     features: new Set(device.features),
+    adapterFeatures: new Set(adapter.features),
     pipelines: new Map(),
   };
 }
