@@ -312,15 +312,23 @@ export class TrainedModel {
       const file = readSafetensors(path);
       if (file.metadata.format !== FORMAT)
         throw new KilnError(`${path}: not Kiln weights (format "${file.metadata.format ?? "none"}", want "${FORMAT}")`);
-      const expected = this.expected();
+      // The loss scaler's state ("amp/…") is the precision's, not the model's: a file from the other
+      // precision loads, and the scale starts afresh when the file has none.
+      const amp = (k: string) => k.startsWith("amp/");
+      const expected = Object.fromEntries(Object.entries(this.expected()).filter(([k]) => !amp(k)));
       const withoutOptimizer = Object.fromEntries(Object.entries(expected).filter(([k]) => this.modelNames(false).includes(k)));
-      const got = Object.fromEntries(Object.entries(file.tensors).map(([k, v]) => [k, { dtype: v.dtype, shape: v.shape }]));
+      const got = Object.fromEntries(
+        Object.entries(file.tensors)
+          .filter(([k]) => !amp(k))
+          .map(([k, v]) => [k, { dtype: v.dtype, shape: v.shape }]),
+      );
       checkAgainst(Object.keys(got).length === Object.keys(withoutOptimizer).length ? withoutOptimizer : expected, got, path);
       await this.syncHost();
       for (const s of this.specs.slots) this.host.set(s.name, new Float32Array(size(s.shape)).fill(s.init));
       this.host.set("step/t", new Float32Array([1]));
       for (const v of this.specs.variables) if (v.name.startsWith("amp/")) this.host.set(v.name, v.initial(0));
-      for (const [k, v] of Object.entries(file.tensors)) this.host.set(k, Float32Array.from(v.data as Float32Array));
+      for (const [k, v] of Object.entries(file.tensors))
+        if (!amp(k) || this.host.has(k)) this.host.set(k, Float32Array.from(v.data as Float32Array));
       this.hostVersion = ++this.version;
     });
   }

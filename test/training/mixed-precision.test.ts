@@ -3,6 +3,9 @@
  *  (src/api/loss-scaling.ts): it trains like f32, a step whose scaled gradients overflow f16 is
  *  skipped with the weights unchanged and the scale halved, and a device without `shader-f16`
  *  is refused by name. */
+import { mkdtempSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { describe, expect, test } from "vitest";
 import { compile } from "../../compiler/pipeline.ts";
 import { acquireGpu } from "../../runtime/device.ts";
@@ -157,5 +160,27 @@ describe("f16 overflow in the forward pass is never silent", () => {
       /the first non-finite value in that step .*: \w+ %\d+ @ .*\(dense_1\) gave 80000 \(f32\[B,4\], element 0\), past f16's largest finite value 65504: in mixed precision it is stored as f16, so the GPU held \+inf/s,
     );
     m.dispose();
+  });
+});
+
+describe("saved weights across precisions", () => {
+  test("a model trained in mixed precision saves its scaler's state; f32 loads the weights, and back", async () => {
+    const { x, y } = blobs(32, 9);
+    const dir = mkdtempSync(join(tmpdir(), "kiln-amp-"));
+    const m = await compileModel(net(), { ...config, precision: "mixed", lossScaling: { initial: 1024, growthInterval: 1 } });
+    await m.fit(x, y, { epochs: 1, batchSize: 16, ...quiet }); // 2 good steps: S = 4096
+    await m.save(join(dir, "mixed"));
+    const w = await m.getWeights();
+    const f = await compileModel(net(), config);
+    await f.load(join(dir, "mixed"));
+    expect(await f.getWeights()).toEqual(w);
+    await f.save(join(dir, "f32"));
+    const back = await compileModel(net(), { ...config, precision: "mixed" });
+    await back.load(join(dir, "mixed"));
+    expect((await back.getWeights({ optimizer: true }))["amp/scale"][0]).toBe(4096);
+    await back.load(join(dir, "f32")); // no scaler state: it starts afresh
+    expect((await back.getWeights({ optimizer: true }))["amp/scale"][0]).toBe(65536);
+    expect(await back.getWeights()).toEqual(w);
+    for (const t of [m, f, back]) t.dispose();
   });
 });
