@@ -47,6 +47,9 @@ export interface BuildOptions {
   /** GEMM configurations tuned for an adapter (runtime/tuning-cache.ts); without, the portable
    *  defaults. Only those for the target's GEMM writer apply. */
   readonly tuning?: Tuning;
+  /** "mixed": activations stored as f16 (compiler/precision.ts); the bundle then needs the
+   *  device's `shader-f16` (manifest.features). Default "f32". */
+  readonly precision?: "f32" | "mixed";
 }
 
 /** Compile and emit a bundle in memory. */
@@ -67,7 +70,14 @@ export function buildBundle(input: BuildInput, opts: BuildOptions): BundleFiles 
   }
   const weights = encodeSafetensors(tensors, { format: "kiln-bundle-weights/1" });
   // maxStorageBuffers 8: WebGPU's default limit, so the bundle runs on any device.
-  const program = compile(input.graph, { state: input.state, dims: input.dims, fuse: opts.fuse ?? true, target, maxStorageBuffers: 8 });
+  const program = compile(input.graph, {
+    state: input.state,
+    dims: input.dims,
+    fuse: opts.fuse ?? true,
+    target,
+    maxStorageBuffers: 8,
+    precision: opts.precision ?? "f32",
+  });
   return emitBundle(program, {
     name: opts.name,
     mode: opts.mode ?? (Object.values(input.state).some((o) => o !== null) ? "train" : "inference"),
@@ -193,9 +203,19 @@ async function adapterTuning(target: "gpu" | "cpu"): Promise<Tuning | undefined>
 /** kiln build: compile a model into a standalone bundle folder. */
 export async function build(
   model: string,
-  opts: { out: string; batch?: string; train?: boolean; fuse: boolean; target: string; tuned?: boolean } & FineTuneFlags,
+  opts: {
+    out: string;
+    batch?: string;
+    train?: boolean;
+    fuse: boolean;
+    target: string;
+    tuned?: boolean;
+    precision?: string;
+  } & FineTuneFlags,
 ): Promise<void> {
   if (opts.target !== "gpu" && opts.target !== "cpu") throw new KilnError(`build: --target must be gpu or cpu, got "${opts.target}"`);
+  const precision = opts.precision ?? "f32";
+  if (precision !== "f32" && precision !== "mixed") throw new KilnError(`build: --precision must be f32 or mixed, got "${precision}"`);
   const batch = opts.batch === undefined ? undefined : Number(opts.batch);
   if (batch !== undefined && !(Number.isSafeInteger(batch) && batch >= 1))
     throw new KilnError(`build: --batch must be a positive integer, got "${opts.batch}"`);
@@ -217,6 +237,7 @@ export async function build(
       fuse: opts.fuse,
       target: opts.target,
       tuning,
+      precision,
     },
   );
   writeBundle(opts.out, files);

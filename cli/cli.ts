@@ -41,7 +41,8 @@ async function info(): Promise<void> {
     const row = (label: string, value: unknown) => console.log(`${label.padEnd(width)}${value}`);
     row("adapter", gpu.adapter);
     for (const k of LIMITS) row(`  ${k}`, gpu.limits[k]);
-    row("features", [...gpu.features].sort().join(" ") || "(none)");
+    row("features", [...gpu.adapterFeatures].sort().join(" ") || "(none)");
+    row("  enabled", [...gpu.features].sort().join(" ") || "(none)");
     row("MESA_SHADER_CACHE_DIR", process.env.MESA_SHADER_CACHE_DIR ?? "(unset: Mesa's default)");
   } catch (e) {
     const message = e instanceof Error ? e.message : String(e);
@@ -182,6 +183,11 @@ function cli(): Command {
     .option("--no-fuse", "compile without fusion")
     .option("--target <gpu|cpu>", "kernel variants: gpu (workgroup-tiled GEMM) or cpu (register-blocked, for software rasterizers)", "gpu")
     .option("--tuned", "use the GEMM configurations tuned for this machine's adapter (kiln tune); without it, the portable defaults")
+    .option(
+      "--precision <f32|mixed>",
+      "mixed: activations stored as f16, f32 arithmetic and weights; the bundle then needs shader-f16",
+      "f32",
+    )
     .action(build);
   program
     .command("export <model>")

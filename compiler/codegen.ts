@@ -31,6 +31,7 @@ import type { Graph, ValueId } from "../src/ir/types.ts";
 import { lowering } from "../src/ops/table.ts";
 import { type FusionPlan, type KernelGroup, planFusion } from "./fuse.ts";
 import { inArena } from "./plan-memory.ts";
+import { halfValues, type Precision } from "./precision.ts";
 import type { BufferSpec, Kernel, Program } from "./program.ts";
 import { GPU_TARGET, type Target } from "./target.ts";
 import { KernelBuilder, storageType } from "./wgsl/kernel-builder.ts";
@@ -53,6 +54,9 @@ export interface CodegenOptions {
   readonly resident?: ReadonlySet<ValueId>;
   /** Memory is planned in one shared arena (Program.arena): its values are bound read_write. */
   readonly arena?: boolean;
+  /** "mixed": the arena's f32 temporaries are stored as f16 (./precision.ts); needs `arena`.
+   *  Default "f32". */
+  readonly precision?: Precision;
 }
 
 export const DEFAULT_CODEGEN: CodegenOptions = { maxStorageBuffers: 8, target: GPU_TARGET };
@@ -74,7 +78,11 @@ export function generateKernels(graph: Graph, fusion: FusionPlan, order: readonl
   const specs = buffers(graph, fusion.buffers);
   const resident = opts.resident ?? new Set<ValueId>();
   const arena = new Set(opts.arena ? specs.filter((b) => inArena(b.role, resident.has(b.value))).map((b) => b.value) : []);
-  const gen: Generate = (k, name, alias) => generate(graph, k, name, opts.target, arena, alias);
+  const precision = opts.precision ?? "f32";
+  if (precision === "mixed" && !opts.arena)
+    throw new KilnError('precision "mixed" stores activations in the planned arena: compile with plan: true (the default)');
+  const half = halfValues(graph, specs, arena, precision);
+  const gen: Generate = (k, name, alias) => generate(graph, k, name, opts.target, arena, half, alias);
   const kernels: Kernel[] = [];
   for (const root of order) {
     const group = groups.get(root);
@@ -92,8 +100,8 @@ export function generateKernels(graph: Graph, fusion: FusionPlan, order: readonl
   }
   if (kernels.length !== groups.size) throw new Error(`internal: the schedule orders ${kernels.length} of ${groups.size} kernels`);
   for (const [o, w] of opts.inPlace ?? []) updateInPlace(graph, kernels, groups, o, w, gen);
-  if (opts.reuse) reuseInPlace(graph, kernels, groups, gen, opts.resident);
-  return { graph, kernels, buffers: specs, state: [], stats: [] };
+  if (opts.reuse) reuseInPlace(graph, kernels, groups, gen, half, opts.resident);
+  return { graph, kernels, buffers: specs, state: [], stats: [], ...(half.size ? { half: [...half].sort((a, b) => a - b) } : {}) };
 }
 
 /** Writes a group's kernel, named; with `alias`, storing into that input (undefined where unsafe). */
@@ -121,7 +129,8 @@ function updateInPlace(
 /** In-place reuse, after the resident updates: each kernel in turn whose output is a temporary
  *  is written storing into an input that dies there — its last reader, not a graph output, a
  *  temporary or (given `resident`) a non-resident input, the same storage type and element count
- *  — when the kernel builder saw every load of it at the element the store writes. The output
+ *  — stored alike (both f16 or neither, ./precision.ts) — when the kernel builder saw every
+ *  load of it at the element the store writes. The output
  *  then lives in that input's memory (compiler/plan-memory.ts places the two as one value);
  *  chains follow, each step over the last:  k0: v1 = exp(v0) → v0;  k1: v2 = neg(v1) → v0. */
 function reuseInPlace(
@@ -129,6 +138,7 @@ function reuseInPlace(
   kernels: Kernel[],
   groups: ReadonlyMap<ValueId, KernelGroup>,
   gen: Generate,
+  half: ReadonlySet<ValueId>,
   resident?: ReadonlySet<ValueId>,
 ): void {
   const last = new Map<ValueId, number>();
@@ -148,6 +158,7 @@ function reuseInPlace(
         w.id === n.id ||
         !dying(w.id, i) ||
         storageType(w.type.dtype) !== storageType(n.type.dtype) ||
+        half.has(w.id) !== half.has(n.id) ||
         !sizeEq(numel(w.type.shape), numel(n.type.shape))
       )
         continue;
@@ -167,10 +178,11 @@ function generate(
   name: string,
   target: Target,
   arena: ReadonlySet<ValueId>,
+  half: ReadonlySet<ValueId>,
   alias?: ValueId,
 ): Kernel | undefined {
   const builder = (render?: ReturnType<KernelBuilder["plan"]>) =>
-    new KernelBuilder(graph, name, k.root, k.inlined, target, k.op ?? k.root, alias, render);
+    new KernelBuilder(graph, name, k.root, k.inlined, target, k.op ?? k.root, alias, render, half);
   const analysis = builder();
   write(analysis, graph, k);
   if (alias !== undefined && !analysis.aliasSafe) return undefined;

@@ -18,6 +18,7 @@ import type { DeviceLimits } from "./limits.ts";
 import type { MemoryPlan } from "./plan-memory.ts";
 import type { Program } from "./program.ts";
 import type { Schedule, ScheduleKind } from "./schedule.ts";
+import type { Precision } from "./precision.ts";
 import type { Target } from "./target.ts";
 
 export interface PassContext {
@@ -78,6 +79,8 @@ export interface StageContext extends Required<PassContext> {
   readonly dims: DimEnv;
   /** Resident state: input name → the output replacing it after each run (CompileOptions.state). */
   readonly state: Readonly<Record<string, string | null>>;
+  /** "mixed": activations stored as f16 (./precision.ts). */
+  readonly precision: Precision;
 }
 
 export interface Stage {

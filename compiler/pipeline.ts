@@ -25,6 +25,7 @@ import { inputNodes } from "../src/ir/bind.ts";
 import { KilnError } from "../src/ir/errors.ts";
 import { formatType, isStatic, shapeEq } from "../src/ir/shape.ts";
 import { simplify } from "./simplify.ts";
+import type { Precision } from "./precision.ts";
 import { GPU_TARGET } from "./target.ts";
 
 /** Run `passes` in turn until a round changes nothing (at most `rounds` times). */
@@ -179,6 +180,10 @@ export interface CompileOptions extends Partial<PassContext> {
    *  (reported in `stats`) and, at run time, once for every binding within them; a binding
    *  beyond a bound is refused. Without them the runtime plans for the bindings it meets. */
   readonly dims?: Readonly<Record<string, number>>;
+  /** "mixed": the arena's f32 activations are stored as f16, arithmetic and accumulation stay
+   *  f32, and inputs, outputs and resident state stay f32 (./precision.ts); the kernels then need
+   *  the device's `shader-f16` feature. Default "f32". */
+  readonly precision?: Precision;
 }
 
 export function compile(graph: Graph, opts: CompileOptions = {}): Program {
@@ -192,6 +197,7 @@ export function compile(graph: Graph, opts: CompileOptions = {}): Program {
     plan: opts.plan ?? true,
     dims: opts.dims ?? {},
     state: opts.state ?? {},
+    precision: checkPrecision(opts.precision ?? "f32"),
   };
   // `globalThis.process`: no Node in a browser (lib/browser.ts), and no KILN_DUMP there.
   const dump = new Set(
@@ -226,6 +232,11 @@ export function compile(graph: Graph, opts: CompileOptions = {}): Program {
         .join(", ")}); keep "codegen" or a stage of your own that sets program`,
     );
   return { ...l.program, stats, ...(opts.dims ? { dims: opts.dims } : {}) };
+}
+
+function checkPrecision(p: unknown): Precision {
+  if (p === "f32" || p === "mixed") return p;
+  throw new KilnError(`compile: precision must be "f32" or "mixed" (f16 activations, f32 arithmetic), got ${JSON.stringify(p)}`);
 }
 
 function stateUpdates(g: Graph, state: Readonly<Record<string, string | null>>): StateUpdate[] {

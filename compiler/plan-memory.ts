@@ -16,7 +16,7 @@
  *  Placement is greedy by size with best fit (TFLite's GreedyBySize): largest first; each takes
  *  the smallest gap between the values already placed that are live at the same time, or the
  *  end. Every size is rounded up to `alignment` (WebGPU's minStorageBufferOffsetAlignment, 256
- *  on lavapipe) and a zero-size tensor still takes one unit (a binding cannot be empty), so
+ *  on lavapipe; a value stored as f16, Program.half, has 2 bytes an element) and a zero-size tensor still takes one unit (a binding cannot be empty), so
  *  every offset is aligned.
  *      time →   k0   k1   k2   k3
  *      v1  [=========]                 offset 0
@@ -41,6 +41,7 @@
 import { describeNode, KilnError } from "../src/ir/errors.ts";
 import { bindShape, formatType, type DimEnv } from "../src/ir/shape.ts";
 import type { Node, ValueId } from "../src/ir/types.ts";
+import { elementBytes } from "./precision.ts";
 import { type BufferSpec, inPlaceRoots, type MemoryPlan, type Placement, type Program } from "./program.ts";
 
 export type { MemoryPlan, Placement };
@@ -111,12 +112,13 @@ export function planMemory(program: Program, env: DimEnv, opts: PlanOptions = DE
   const values = arenaValues(program);
   const roots = inPlaceRoots(program);
   const live = liveness(program, values);
+  const half = new Set(program.half);
   const members = new Map<ValueId, ValueId[]>();
   for (const [o, r] of roots) members.set(r, [...(members.get(r) ?? []), o]);
   const align = (n: number) => Math.max(1, Math.ceil(n / opts.alignment)) * opts.alignment;
   const items = [...values].map((value) => {
     const n = program.graph.nodes[value];
-    const bytes = bindShape(n.type.shape, env).reduce((a, d) => a * d, 4);
+    const bytes = bindShape(n.type.shape, env).reduce((a, d) => a * d, elementBytes(half, value));
     if (align(bytes) > opts.maxBufferSize) {
       throw new KilnError(
         `${describeNode(n.op, n.id, n.site)}: ${formatType(n.type)} with ${JSON.stringify(env)} is ${bytes} bytes; a buffer holds at most ${opts.maxBufferSize}`,
@@ -160,7 +162,7 @@ export function planMemory(program: Program, env: DimEnv, opts: PlanOptions = DE
     lowerBound,
     ownBytes: program.buffers
       .filter((b) => !values.has(b.value) && !roots.has(b.value))
-      .reduce((s, b) => s + bindShape(b.shape, env).reduce((a, d) => a * d, 4), 0),
+      .reduce((s, b) => s + bindShape(b.shape, env).reduce((a, d) => a * d, elementBytes(half, b.value)), 0),
   };
 }
 

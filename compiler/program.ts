@@ -46,6 +46,9 @@ export interface Kernel {
   readonly bindings: readonly Binding[];
   readonly uniforms: readonly string[];
   readonly dispatch: Dispatch;
+  /** WebGPU features its WGSL enables beyond the core ("shader-f16" for `enable f16;`): the
+   *  device must have them (runtime/device.ts requests those its adapter offers). */
+  readonly features?: readonly string[];
   /** Written in place (compiler/codegen.ts): the kernel stores `output` into this input's
    *  buffer or arena range, bound once read_write, and `output` gets no memory of its own. The
    *  input is a resident input that `output` updates, or a value that dies at this kernel (a
@@ -75,6 +78,10 @@ export interface StateUpdate {
   readonly inPlace?: boolean;
 }
 
+/** The WebGPU features a program's kernels need (Kernel.features, each once, sorted): a device
+ *  without one is refused by name (runtime/execute.ts), a bundle's manifest lists them. */
+export const requiredFeatures = (p: Pick<Program, "kernels">): string[] => [...new Set(p.kernels.flatMap((k) => k.features ?? []))].sort();
+
 /** Output value → the input it is stored into, for the kernels writing in place. */
 export const inPlaceOutputs = (p: Pick<Program, "kernels">): Map<ValueId, ValueId> =>
   new Map(p.kernels.flatMap((k) => (k.inPlace === undefined ? [] : [[k.output, k.inPlace] as const])));
@@ -91,7 +98,8 @@ export interface Placement {
   readonly value: ValueId;
   readonly arena: number;
   readonly offset: number;
-  /** The tensor's bytes (elements × 4: every dtype is stored in 32 bits). */
+  /** The tensor's bytes (elements × 4: every dtype is stored in 32 bits; × 2 for a value stored
+   *  as f16, Program.half). */
   readonly bytes: number;
   /** Bytes it occupies: `bytes` rounded up to the alignment, at least one unit. */
   readonly size: number;
@@ -137,6 +145,9 @@ export interface Program {
    *  (or for static shapes) at WebGPU's default limits; where dims are open the runtime plans
    *  each binding with the same code (`planFor`). */
   readonly memory?: MemoryPlan;
+  /** Values stored as f16, ascending (CompileOptions.precision "mixed", ./precision.ts): their
+   *  kernels need WebGPU's `shader-f16` feature, and their memory is 2 bytes an element. */
+  readonly half?: readonly ValueId[];
   /** Per pass: node count after it and its time (compile fills it; codegen alone leaves it empty). */
   readonly stats: readonly { readonly pass: string; readonly nodes: number; readonly ms: number }[];
 }

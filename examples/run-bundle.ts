@@ -33,16 +33,17 @@ export function standalone(files: BundleFiles): string {
   return dir;
 }
 
-/** run.mjs: device from `webgpu` with default limits, load, `steps` calls, outputs (and, for a
+/** run.mjs: device from `webgpu` with default limits and the bundle's REQUIRED_FEATURES, load, `steps` calls, outputs (and, for a
  *  training bundle, the weights after) as JSON on stdout. */
 const RUN = `import { readFileSync } from "node:fs";
 import { create, globals } from "webgpu";
-import { fromDirectory, load } from "./bundle/loader.js";
+import { fromDirectory, load, REQUIRED_FEATURES } from "./bundle/loader.js";
 Object.assign(globalThis, globals);
 const { inputs, steps } = JSON.parse(readFileSync("inputs.json", "utf8"));
 const gpu = create([]); // kept: Dawn crashes if its handle is collected while a device lives
 const adapter = await gpu.requestAdapter();
-const device = await adapter.requestDevice();
+// A bundle built in mixed precision needs shader-f16: REQUIRED_FEATURES lists what its kernels need.
+const device = await adapter.requestDevice({ requiredFeatures: REQUIRED_FEATURES });
 const model = await load(device, fromDirectory("./bundle"));
 const typed = Object.fromEntries(Object.entries(inputs).map(([k, v]) => [k, Float32Array.from(v)]));
 const results = [];

@@ -70,7 +70,18 @@ export interface ValueData {
   readonly offset: number;
   readonly dtype: BundleDtype;
   readonly shape: readonly BundleDim[];
+  /** "f16": an f32 value stored in 16 bits (mixed precision, compiler/precision.ts), 2 bytes an
+   *  element; absent: 32 bits. */
+  readonly storage?: "f16";
 }
+
+/** A value's bytes at `dims` as bound: 2 or 4 an element, rounded up to 4, at least 4 (a binding
+ *  may not be empty, and a storage binding's size is a multiple of 4). */
+export const valueBytes = (v: Pick<ValueData, "shape" | "storage">, dims: Readonly<Record<string, number>>): number =>
+  Math.max(
+    4,
+    Math.ceil((v.shape.reduce<number>((a, d) => a * (typeof d === "number" ? d : dims[d]), 1) * (v.storage === "f16" ? 2 : 4)) / 4) * 4,
+  );
 
 export interface KernelData {
   readonly name: string;
@@ -105,6 +116,9 @@ export interface Manifest extends Plan {
   readonly name: string;
   readonly mode: "inference" | "train";
   readonly weights: { readonly file: string; readonly bytes: number; readonly sha256: string };
+  /** WebGPU features the kernels need (["shader-f16"] for mixed precision): the loader requests
+   *  them and refuses an adapter without them. Absent: none. */
+  readonly features?: readonly string[];
   /** How it was compiled (for people; the loader ignores it). `tuning`: the adapter the GEMM
    *  configurations were tuned for ("portable default" when none was), and per GEMM kernel its
    *  shape class and configuration. The configuration changes only the WGSL: a bundle tuned for
@@ -187,7 +201,11 @@ export function validateManifest(m: unknown, source = "manifest.json", limits?: 
     nat(o.offset, `values[${i}].offset`);
     dtype(o.dtype, `values[${i}].dtype`);
     shape(o.shape, `values[${i}].shape`);
+    if (o.storage !== undefined && (o.storage !== "f16" || o.dtype !== "f32"))
+      fail(`values[${i}].storage ${JSON.stringify(o.storage)}: only an f32 value may be stored as "f16"`);
   });
+  if (m.features !== undefined && !arr(m.features, "features").every((f) => typeof f === "string"))
+    fail("features must be a list of WebGPU feature names");
   const value = (v: unknown, what: string) => (ids.has(v as number) ? v : fail(`${what}: no value ${JSON.stringify(v)}`));
   arr(m.inputs, "inputs").forEach((v, i) => {
     const t = tensor(v, `inputs[${i}]`);
@@ -271,7 +289,7 @@ function checkPlan(m: Plan, lim: PlanLimits, fail: (what: string) => never): voi
   m.values.forEach((v, i) => {
     if (values.has(v.id)) fail(`values[${i}]: value ${v.id} is placed twice`);
     values.set(v.id, v);
-    const bytes = Math.max(4, numelBound(v.shape, m.dims) * 4);
+    const bytes = valueBytes(v, m.dims);
     const buf = m.buffers[v.buffer];
     if (!Number.isSafeInteger(v.offset + bytes) || v.offset + bytes > size(buf))
       fail(`values[${i}] (%${v.id} ${fmt(v)}) at [${v.offset}, ${v.offset + bytes}) runs past buffers[${v.buffer}] (${buf.bytes} bytes)`);
@@ -306,7 +324,7 @@ function checkPlan(m: Plan, lim: PlanLimits, fail: (what: string) => never): voi
         ...b,
         buffer: v.buffer,
         begin: v.offset,
-        end: v.offset + Math.max(4, numelBound(v.shape, m.dims) * 4),
+        end: v.offset + valueBytes(v, m.dims),
         n: numelBound(v.shape, m.dims),
       };
     });

@@ -29,6 +29,7 @@ export * from "../src/api/layers.ts";
 export * as layers from "../src/api/layers.ts";
 export * from "../src/api/recurrent.ts";
 export * from "../src/api/model.ts";
+export { scaledGradients, type LossScaling } from "../src/api/loss-scaling.ts";
 export * from "../src/api/losses.ts";
 export * as losses from "../src/api/losses.ts";
 export {
@@ -69,7 +70,9 @@ export type { Tensor64 } from "../src/ops/tensor64.ts";
 export { compile, fixpoint, insertBefore, PASSES, PIPELINE, type CompileOptions, type PassStat } from "../compiler/pipeline.ts";
 export type { Lowered, Pass, PassContext, Stage, StageContext, Step } from "../compiler/pass.ts";
 export type { Binding, BufferSpec, Dispatch, Kernel, Program, StateUpdate } from "../compiler/program.ts";
+export { requiredFeatures } from "../compiler/program.ts";
 export { CPU_TARGET, GPU_TARGET, targetForAdapter, type Target } from "../compiler/target.ts";
+export { F16_FEATURE, resolvePrecision, type Precision } from "../compiler/precision.ts";
 export { rewrite, type Rebuilder, type Rule } from "../compiler/rewrite.ts";
 // The standard graph passes, to rearrange into a pipeline of your own (PIPELINE, insertBefore).
 export { cse } from "../compiler/cse.ts";

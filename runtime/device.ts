@@ -14,10 +14,13 @@ export interface Gpu {
   /** e.g. "llvmpipe: Mesa 25.0.7 (LLVM 15.0.6) [mesa software]" */
   readonly adapter: string;
   readonly limits: GPUSupportedLimits;
+  /** The device's features: those of OPTIONAL_FEATURES the adapter offers (requested at creation). */
   readonly features: ReadonlySet<string>;
   /** The adapter as the tuning cache keys it (./tuning-cache.ts): `adapter` and Dawn's device
    *  string (lavapipe's names its SIMD width); the description carries the driver's version. */
   readonly adapterId: string;
+  /** Every feature the adapter offers (kiln info). */
+  readonly adapterFeatures: ReadonlySet<string>;
   /** What to compile for (pass it as `compile(graph, { target })`): CPU_TARGET on a software
    *  rasterizer such as lavapipe, else GPU_TARGET; with the GEMM configurations tuned for this
    *  adapter from the tuning cache (./tuning-cache.ts) unless KILN_TUNING=off. */
@@ -50,6 +53,20 @@ function dawnFlags(): string[] {
   return toggles.length ? [`enable-dawn-features=${toggles.join(",")}`] : [];
 }
 
+/** Features requested whenever the adapter offers them; kernels that need one say so (e.g. a
+ *  program in mixed precision needs "shader-f16", compiler/precision.ts), and loading them on a
+ *  device without it is an error naming it (requireFeatures). */
+export const OPTIONAL_FEATURES: readonly string[] = ["shader-f16"];
+
+/** Throw unless the device has every feature in `needed`, naming what needs them. */
+export function requireFeatures(gpu: Pick<Gpu, "features" | "adapter">, needed: Iterable<string>, what: string): void {
+  const missing = [...needed].filter((f) => !gpu.features.has(f));
+  if (missing.length)
+    throw new GpuError(
+      `${what} needs the WebGPU feature${missing.length > 1 ? "s" : ""} ${missing.map((f) => `"${f}"`).join(", ")}, which this adapter (${gpu.adapter}) does not offer${missing.includes("shader-f16") ? '; compile with precision: "f32"' : ""}`,
+    );
+}
+
 /** The process's GPU, created on first use. */
 export function acquireGpu(): Promise<Gpu> {
   current ??= open().catch((e) => {
@@ -67,6 +84,7 @@ async function open(): Promise<Gpu> {
   if (!adapter) throw new GpuError(SETUP_HINT);
   const a = adapter.limits;
   const device = await adapter.requestDevice({
+    requiredFeatures: OPTIONAL_FEATURES.filter((f) => adapter.features.has(f)) as GPUFeatureName[],
     requiredLimits: {
       maxStorageBufferBindingSize: a.maxStorageBufferBindingSize,
       maxBufferSize: a.maxBufferSize,
@@ -99,7 +117,8 @@ async function open(): Promise<Gpu> {
     adapterId,
     target: base,
     limits: device.limits,
-    features: new Set(adapter.features),
+    features: new Set(device.features),
+    adapterFeatures: new Set(adapter.features),
     pipelines: new Map(),
     sharedJitCache: /llvmpipe/i.test(i.description || i.device) && !/^(1|true|yes)$/i.test(process.env.MESA_SHADER_CACHE_DISABLE ?? ""),
   };
@@ -129,6 +148,7 @@ export function besideGpu(gpu: Gpu, use: (device: GPUDevice) => Promise<void>): 
     if (!adapter) throw new GpuError("no second adapter for a helper device");
     const l = gpu.limits;
     const device = await adapter.requestDevice({
+      requiredFeatures: OPTIONAL_FEATURES.filter((f) => gpu.features.has(f)) as GPUFeatureName[],
       requiredLimits: {
         maxStorageBufferBindingSize: l.maxStorageBufferBindingSize,
         maxStorageBuffersPerShaderStage: l.maxStorageBuffersPerShaderStage,

@@ -25,12 +25,13 @@ import { bindShape, formatType, type DimEnv } from "../src/ir/shape.ts";
 import type { DType, Graph, Node, ValueId } from "../src/ir/types.ts";
 import { compile as compileGraph, type CompileOptions } from "../compiler/pipeline.ts";
 import type { HostTensor } from "../src/ir/host.ts";
-import type { Kernel, Program } from "../compiler/program.ts";
+import { requiredFeatures, type Kernel, type Program } from "../compiler/program.ts";
 import { checkLimits, limitsOf } from "../compiler/limits.ts";
 import { planFor, type MemoryPlan } from "../compiler/plan-memory.ts";
 import { programPlan } from "../compiler/bundle/plan.ts";
 import { createBuffer, destroyBuffer, toStorage, type HostArray } from "./buffers.ts";
-import { acquireGpu, checked, settle, type Gpu } from "./device.ts";
+import { acquireGpu, checked, requireFeatures, settle, type Gpu } from "./device.ts";
+import { resolvePrecision, type Precision } from "../compiler/precision.ts";
 import { Executor, readBack, Serial, USAGE, type ExecutorHooks, type StorageArray } from "./executor.ts";
 import { warmJit, type WarmResult } from "./jit-warm.ts";
 import { pipeline, release } from "./pipelines.ts";
@@ -54,6 +55,10 @@ interface Resident {
   readonly update?: ValueId;
   written: boolean;
 }
+
+/** Compile options, with precision "auto": mixed where the device has f16 and is a GPU
+ *  (compiler/precision.ts resolvePrecision). */
+export type FromGraphOptions = Omit<CompileOptions, "precision"> & { readonly precision?: Precision | "auto" };
 
 export class Executable {
   /** The executor over the memory planned for `env`. */
@@ -108,8 +113,9 @@ export class Executable {
    *  lavapipe, with the configurations tuned for it: ./tuning-cache.ts) and its storage-buffer
    *  limit — and load it. With `tune` (default: KILN_TUNING=auto) the GEMM classes the tuning
    *  cache lacks are tuned first (./autotune.ts), at the declared dims; opt-in, since a search
-   *  takes seconds a class. */
-  static async fromGraph(graph: Graph, opts: CompileOptions & { readonly tune?: boolean } = {}): Promise<Executable> {
+   *  takes seconds a class. `precision: "auto"` is mixed where the target and device suit it
+   *  (compiler/precision.ts). */
+  static async fromGraph(graph: Graph, opts: FromGraphOptions & { readonly tune?: boolean } = {}): Promise<Executable> {
     const gpu = await acquireGpu();
     const { tune = tuningMode() === "auto", ...rest } = opts;
     const compileHere = () =>
@@ -118,6 +124,7 @@ export class Executable {
         maxStorageBuffers: gpu.limits.maxStorageBuffersPerShaderStage,
         limits: limitsOf(gpu.limits),
         ...rest,
+        precision: resolvePrecision(rest.precision ?? "f32", { target: rest.target ?? gpu.target, features: gpu.features }),
       });
     let program = compileHere();
     if (tune && opts.target === undefined && program.kernels.some((k) => k.gemm?.source === "default")) {
@@ -129,6 +136,11 @@ export class Executable {
 
   static async load(program: Program, gpu?: Gpu): Promise<Executable> {
     const g = gpu ?? (await acquireGpu());
+    requireFeatures(
+      g,
+      requiredFeatures(program),
+      program.half?.length ? `a program in mixed precision (${program.half.length} values stored as f16)` : "this program",
+    );
     const { kernels } = program;
     const fresh = kernels.filter((k) => !g.pipelines.has(k.key));
     const compiling = kernels.map((k) => pipeline(g, k));

@@ -20,6 +20,7 @@ import {
   type DispatchData,
   type KernelData,
   type Plan,
+  valueBytes,
 } from "../formats/bundle-manifest.ts";
 
 export type HostArray = Float32Array | Int32Array | Uint32Array | Uint8Array;
@@ -243,7 +244,7 @@ export class Executor {
           );
         for (const o of plan.outputs) x.staging.set(o.name, make(`out ${o.name}`, numelAt(o.shape, plan.dims) * 4, MAP_READ | COPY_DST));
       });
-      const bytes = new Map(plan.values.map((v) => [v.id, Math.max(4, numelAt(v.shape, plan.dims) * 4)]));
+      const bytes = new Map(plan.values.map((v) => [v.id, valueBytes(v, plan.dims)]));
       await hooks.scope("binding buffers", () => {
         plan.kernels.forEach((k, i) => {
           const entries: GPUBindGroupEntry[] = k.bindings.map((b, j) => {

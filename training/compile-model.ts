@@ -31,6 +31,9 @@ import { parseGraph } from "../src/ir/parse.ts";
 import { printGraph } from "../src/ir/print.ts";
 import type { HostTensor } from "../src/ir/host.ts";
 import { Executable, type OutputTensor } from "../runtime/execute.ts";
+import { acquireGpu } from "../runtime/device.ts";
+import { resolvePrecision, type Precision } from "../compiler/precision.ts";
+import { MAX_SCALE, MIN_SCALE, type LossScaling } from "../src/api/loss-scaling.ts";
 import { examples, gatherRows, rows, rowSize, shuffle, size } from "./batches.ts";
 import { checkpointFile, readCheckpoint, writeCheckpoint } from "./checkpoint.ts";
 import { debugNansFromEnv, firstNonFinite } from "./debug-nans.ts";
@@ -61,9 +64,18 @@ export interface CompileConfig {
    *  float64 interpreter and name the first node that made it (also KILN_DEBUG_NANS=1). Reads
    *  the step's state before every step: slow, for debugging. */
   readonly debugNans?: boolean;
+  /** "mixed": activations stored as f16 on the GPU, arithmetic, accumulation, weights and
+   *  optimizer state in f32 (compiler/precision.ts), with dynamic loss scaling; needs the
+   *  adapter's `shader-f16`. "auto": mixed on a GPU that has it, else f32. Default "f32". */
+  readonly precision?: Precision | "auto";
+  /** Dynamic loss scaling (src/api/loss-scaling.ts, as PyTorch's GradScaler): on by default in
+   *  mixed precision ({ initial: 65536, growthInterval: 2000 }), off in f32; false turns it off,
+   *  an object turns it on with those settings in either precision. fit reports the steps it
+   *  skipped and the scale (History.skippedSteps, History.lossScale). */
+  readonly lossScaling?: LossScaling | false;
 }
 
-const CONFIG_OPTIONS = ["optimizer", "loss", "metrics", "l2", "seed", "debugNans"];
+const CONFIG_OPTIONS = ["optimizer", "loss", "metrics", "l2", "seed", "debugNans", "precision", "lossScaling"];
 type Monitor = "loss" | "val_loss" | "accuracy" | "val_accuracy";
 const MONITORS: readonly Monitor[] = ["loss", "val_loss", "accuracy", "val_accuracy"];
 /** Keras's and camelCase spellings of what early stopping watches. */
@@ -129,6 +141,10 @@ export interface History {
   bestEpoch?: number;
   stoppedEarly: boolean;
   readonly ms: number[];
+  /** With loss scaling: per epoch, the steps skipped for a non-finite gradient, and the scale S
+   *  at the epoch's end (src/api/loss-scaling.ts). */
+  readonly skippedSteps?: number[];
+  readonly lossScale?: number[];
   /** Why the `plot` file could not be written (training and the history are kept). */
   plotError?: string;
 }
@@ -160,8 +176,19 @@ export async function compileModel(model: Model, config: CompileConfig): Promise
   if (config.metrics !== undefined && !Array.isArray(config.metrics))
     throw new KilnError(`compileModel: metrics must be a list such as ["accuracy"], got ${JSON.stringify(config.metrics)}`);
   const metrics = config.metrics?.map(metricName);
+  const chosen = checkChoice("compileModel", "precision", config.precision ?? "f32", ["f32", "mixed", "auto"] as const);
+  const precision = chosen === "auto" ? resolvePrecision("auto", await acquireGpu()) : chosen;
+  const ls = config.lossScaling;
+  if (ls !== undefined && ls !== false) {
+    checkOptions("compileModel lossScaling", ls, ["initial", "growthInterval"]);
+    if (ls.initial !== undefined) checkRange("compileModel", "lossScaling.initial", ls.initial, MIN_SCALE, MAX_SCALE);
+    if (ls.growthInterval !== undefined) checkInt("compileModel", "lossScaling.growthInterval", ls.growthInterval, 1);
+  }
+  const lossScaling = ls === false ? undefined : (ls ?? (precision === "mixed" ? {} : undefined));
   return new TrainedModel(model, {
     ...config,
+    precision,
+    lossScaling,
     ...(metrics ? { metrics } : {}),
     optimizer: optimizerByName(config.optimizer),
     site,
@@ -192,7 +219,12 @@ export class TrainedModel {
 
   constructor(
     readonly model: Model,
-    readonly config: CompileConfig & { readonly optimizer: Optimizer; readonly site?: string },
+    readonly config: CompileConfig & {
+      readonly optimizer: Optimizer;
+      readonly site?: string;
+      readonly precision: Precision;
+      readonly lossScaling: LossScaling | undefined;
+    },
   ) {
     this.specs = trainStepGraph(model, { ...config, accumulate: false });
     const loss = lossByName(config.loss);
@@ -280,14 +312,23 @@ export class TrainedModel {
       const file = readSafetensors(path);
       if (file.metadata.format !== FORMAT)
         throw new KilnError(`${path}: not Kiln weights (format "${file.metadata.format ?? "none"}", want "${FORMAT}")`);
-      const expected = this.expected();
+      // The loss scaler's state ("amp/…") is the precision's, not the model's: a file from the other
+      // precision loads, and the scale starts afresh when the file has none.
+      const amp = (k: string) => k.startsWith("amp/");
+      const expected = Object.fromEntries(Object.entries(this.expected()).filter(([k]) => !amp(k)));
       const withoutOptimizer = Object.fromEntries(Object.entries(expected).filter(([k]) => this.modelNames(false).includes(k)));
-      const got = Object.fromEntries(Object.entries(file.tensors).map(([k, v]) => [k, { dtype: v.dtype, shape: v.shape }]));
+      const got = Object.fromEntries(
+        Object.entries(file.tensors)
+          .filter(([k]) => !amp(k))
+          .map(([k, v]) => [k, { dtype: v.dtype, shape: v.shape }]),
+      );
       checkAgainst(Object.keys(got).length === Object.keys(withoutOptimizer).length ? withoutOptimizer : expected, got, path);
       await this.syncHost();
       for (const s of this.specs.slots) this.host.set(s.name, new Float32Array(size(s.shape)).fill(s.init));
       this.host.set("step/t", new Float32Array([1]));
-      for (const [k, v] of Object.entries(file.tensors)) this.host.set(k, Float32Array.from(v.data as Float32Array));
+      for (const v of this.specs.variables) if (v.name.startsWith("amp/")) this.host.set(v.name, v.initial(0));
+      for (const [k, v] of Object.entries(file.tensors))
+        if (!amp(k) || this.host.has(k)) this.host.set(k, Float32Array.from(v.data as Float32Array));
       this.hostVersion = ++this.version;
     });
   }
@@ -359,6 +400,7 @@ export class TrainedModel {
       epochs: 0,
       stoppedEarly: false,
       ms: [],
+      ...(this.config.lossScaling ? { skippedSteps: [], lossScale: [] } : {}),
     };
     let best = { value: Infinity, epoch: 0, weights: undefined as Map<string, Float32Array> | undefined };
     const seed = opts.seed ?? this.config.seed ?? 0;
@@ -400,6 +442,7 @@ export class TrainedModel {
         await this.push(t);
         for (const name of Object.keys(t.mg.state).filter((s) => s.startsWith("metrics/")))
           await t.exe.write(name, { shape: [], data: [0] });
+        const skipped0 = history.skippedSteps ? (await t.exe.read("amp/skipped")).data[0] : 0;
         const bar = progress({
           total: steps,
           label: `epoch ${epoch}/${opts.epochs}`,
@@ -420,7 +463,7 @@ export class TrainedModel {
           t.version = ++this.version;
           if (before) {
             const bad = await this.badStep(t);
-            if (bad) this.nanError(bad, t0, first, steps, bar, firstNonFinite(t.mg.graph, { ...before, ...batch }));
+            if (bad) this.nanError(bad, t0, first, steps, bar, this.firstBad(t, { ...before, ...batch }));
           }
           if ((s + 1) % logEvery === 0 && s + 1 < steps) {
             const m = await this.sums(t);
@@ -435,6 +478,10 @@ export class TrainedModel {
         if (bad || !Number.isFinite(m.loss)) this.nanError(bad ?? { what: "loss", step: NaN }, t0, first, steps, bar);
         history.loss.push(m.loss);
         if (m.accuracy !== undefined) history.accuracy!.push(m.accuracy);
+        if (history.skippedSteps) {
+          history.skippedSteps.push((await t.exe.read("amp/skipped")).data[0] - skipped0);
+          history.lossScale!.push((await t.exe.read("amp/scale")).data[0]);
+        }
         let logs: EpochLogs = { loss: m.loss, ...(m.accuracy !== undefined ? { accuracy: m.accuracy } : {}) };
         if (val) {
           const v = await this.evaluateNow(val.x, val.y, batchSize, say);
@@ -567,8 +614,15 @@ export class TrainedModel {
         ? ""
         : "\nto find the node that made it, compile with compileModel(model, { ..., debugNans: true }) or set KILN_DEBUG_NANS=1";
     throw new KilnError(
-      `fit: ${what} ${where}; lower the learning rate or check the data (the weights now hold that step's values)${hint}`,
+      `fit: ${what} ${where}; lower the learning rate or check the data (the weights now hold that step's values)${this.config.precision === "mixed" ? `; in mixed precision an activation or gradient past f16's largest value, 65504, is stored as inf` : ""}${hint}`,
     );
+  }
+
+  /** The NaN debugger's finding for a step of `c` on `inputs`: in mixed precision over the
+   *  compiled graph, whose values stored as f16 it knows (training/debug-nans.ts). */
+  private firstBad(c: Compiled, inputs: Record<string, HostTensor>): string | undefined {
+    const { half, graph } = c.exe.program;
+    return half?.length ? firstNonFinite(graph, inputs, new Set(half)) : firstNonFinite(c.mg.graph, inputs);
   }
 
   /** Every resident input of `c` as host tensors (for the NaN debugger). */
@@ -612,8 +666,10 @@ export class TrainedModel {
   }
 
   private modelNames(optimizer: boolean): string[] {
-    const names = [...this.specs.params.map((p) => p.name), ...this.specs.variables.map((v) => v.name).filter((v) => v !== "step/t")];
-    return optimizer ? [...names, ...this.specs.slots.map((s) => s.name), "step/t"] : names;
+    const own = (v: string) => v === "step/t" || v.startsWith("amp/");
+    const names = [...this.specs.params.map((p) => p.name), ...this.specs.variables.map((v) => v.name).filter((v) => !own(v))];
+    const amp = this.specs.variables.map((v) => v.name).filter((v) => v.startsWith("amp/"));
+    return optimizer ? [...names, ...this.specs.slots.map((s) => s.name), ...amp, "step/t"] : names;
   }
 
   private expected(): Record<string, SafeSpec> {
@@ -650,7 +706,7 @@ export class TrainedModel {
     }
     const t0 = performance.now();
     say?.(`compiling ${what} (batch ${batch}) into GPU kernels…`);
-    const exe = await Executable.fromGraph(mg.graph, { state: mg.state, dims: { B: batch } });
+    const exe = await Executable.fromGraph(mg.graph, { state: mg.state, dims: { B: batch }, precision: this.config.precision });
     say?.(`compiled ${what}: ${exe.program.kernels.length} kernels in ${((performance.now() - t0) / 1000).toFixed(1)}s`);
     return { mg, exe, version: -1, batch };
   }

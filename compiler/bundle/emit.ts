@@ -26,7 +26,7 @@ import { KilnError } from "../../src/ir/errors.ts";
 import { formatType } from "../../src/ir/shape.ts";
 import type { Node, ValueId } from "../../src/ir/types.ts";
 import { DEFAULT_PLAN, planFor } from "../plan-memory.ts";
-import type { Program } from "../program.ts";
+import { requiredFeatures, type Program } from "../program.ts";
 import { formatConfig } from "../tuning.ts";
 import { generateLoader } from "./loader.ts";
 import { programPlan } from "./plan.ts";
@@ -98,6 +98,7 @@ export function emitBundle(program: Program, opts: EmitOptions): BundleFiles {
     mode: opts.mode,
     ...plan,
     dims: Object.fromEntries([...symbols].sort().map((s) => [s, dims[s]])),
+    ...(requiredFeatures(program).length ? { features: requiredFeatures(program) } : {}),
     weights: { file: "weights.safetensors", bytes: opts.weights.length, sha256: createHash("sha256").update(opts.weights).digest("hex") },
     compiler: { target: opts.target, fuse: opts.fuse, passes: program.stats.map((s) => s.pass), tuning: tuningRecord(kernels) },
   };

@@ -14,6 +14,7 @@ import { bindShape } from "../../src/ir/shape.ts";
 import type { Node, ValueId } from "../../src/ir/types.ts";
 import type { BufferData, KernelData, Plan, ValueData } from "../../formats/bundle-manifest.ts";
 import type { MemoryPlan } from "../plan-memory.ts";
+import { elementBytes } from "../precision.ts";
 import { inPlaceOutputs, type Kernel, type Program } from "../program.ts";
 
 export interface PlanOptions {
@@ -33,7 +34,9 @@ export function programPlan(program: Program, opts: PlanOptions): Plan {
   const { dims, memory } = opts;
   const state = new Map(program.state.map((s) => [s.input, s]));
   const inPlace = inPlaceOutputs(program);
-  const bytesAt = (shape: Node["type"]["shape"]) => bindShape(shape, dims).reduce((a, d) => a * d, 4);
+  const half = new Set(program.half);
+  const bytesAt = (shape: Node["type"]["shape"], v?: ValueId) =>
+    bindShape(shape, dims).reduce((a, d) => a * d, elementBytes(half, v ?? -1));
 
   const buffers: BufferData[] = (memory?.arenas ?? []).map((bytes, i) => ({ label: `arena ${i}`, bytes, kind: "arena" as const }));
   const stateBuffer = new Map<string, number>();
@@ -58,14 +61,20 @@ export function programPlan(program: Program, opts: PlanOptions): Plan {
       const data = b.role === "const" && opts.constData ? [...((n as Node<"const">).attrs.value as readonly number[])] : undefined;
       buffers.push({
         label: `v${b.value}`,
-        bytes: bytesAt(b.shape),
+        bytes: bytesAt(b.shape, b.value),
         kind: b.role === "const" ? "const" : "own",
         ...(b.role === "const" ? { dtype: n.type.dtype } : {}),
         ...(data ? { data } : {}),
       });
     }
   }
-  const values: ValueData[] = program.buffers.map((b) => ({ id: b.value, ...at.get(b.value)!, dtype: b.dtype, shape: [...b.shape] }));
+  const values: ValueData[] = program.buffers.map((b) => ({
+    id: b.value,
+    ...at.get(b.value)!,
+    dtype: b.dtype,
+    shape: [...b.shape],
+    ...(half.has(b.value) ? { storage: "f16" as const } : {}),
+  }));
   const valueIds = new Set(values.map((v) => v.id));
   const updates = new Set(program.state.flatMap((s) => s.output ?? []));
   const kernels: KernelData[] = opts.kernels.map((k) => {

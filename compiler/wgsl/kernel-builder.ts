@@ -26,6 +26,7 @@ import { WGSL_HELPERS, wgslType } from "../../src/ops/wgsl.ts";
 import { formatType } from "../../src/ir/shape.ts";
 import type { DType, Dim, Graph, Node, OpKind, Shape, ValueId } from "../../src/ir/types.ts";
 import type { Binding, Dispatch, Kernel } from "../program.ts";
+import { F16_FEATURE } from "../precision.ts";
 import { GPU_TARGET, type Target } from "../target.ts";
 import { Writer } from "./writer.ts";
 
@@ -83,6 +84,9 @@ export class KernelBuilder {
     readonly alias?: ValueId,
     /** The render pass's decisions; without it this is the analysis pass. */
     private readonly render?: RenderPlan,
+    /** Values stored as f16 (mixed precision, ../precision.ts): declared `array<f16>`, each load
+     *  widened to f32 and each store narrowed, so all arithmetic stays f32. */
+    readonly half: ReadonlySet<ValueId> = NO_VALUES,
   ) {
     // Statements sit inside `main`, one level in.
     this.w = new Writer(1);
@@ -174,6 +178,7 @@ export class KernelBuilder {
     if (id === this.output && this.alias !== undefined) this.aliasOk = false;
     if (!this.seen.reads.includes(id)) this.seen.reads.push(id);
     const e = `${this.buffer(id)}[${flat}]`;
+    if (this.half.has(id)) return `f32(${e})`;
     return this.node(id).type.dtype === "bool" ? `(${e} != 0u)` : e;
   }
 
@@ -216,7 +221,7 @@ export class KernelBuilder {
     return { attrs: node.attrs, type: node.type, inTypes: node.inputs.map((i) => this.node(i).type), dim: (d) => this.dim(d) };
   }
 
-  /** `v<out>[flat] = expr;`, converting a bool to its stored u32. */
+  /** `v<out>[flat] = expr;`, converting a bool to its stored u32 and an f32 to a stored f16. */
   store(flat: string, expr: string, at?: string): void {
     const dest = this.alias ?? this.output;
     if (this.alias !== undefined) {
@@ -224,7 +229,7 @@ export class KernelBuilder {
       this.pending = [];
       this.stores++;
     }
-    const v = this.node(this.output).type.dtype === "bool" ? `select(0u, 1u, ${expr})` : expr;
+    const v = this.half.has(dest) ? `f16(${expr})` : this.node(this.output).type.dtype === "bool" ? `select(0u, 1u, ${expr})` : expr;
     this.w.line(`${this.buffer(dest)}[${flat}] = ${v};`);
   }
 
@@ -282,9 +287,12 @@ export class KernelBuilder {
     const comment = (text: string) => head.line(canonical ? "" : `// ${text}`);
     comment(`${this.name} = ${opts.what} -> %${out.id}, ${formatType(out.type)}${out.site ? ` @ ${out.site}` : ""}`);
     if (this.alias !== undefined) comment(`in place: %${out.id} is stored over %${this.alias}, read only at the element stored`);
+    // A directive comes before every declaration; only kernels binding an f16 value need it.
+    const f16 = bindings.some((b) => this.half.has(b.value));
+    if (f16) head.line("enable f16;");
     bindings.forEach((b, i) =>
       head.line(
-        `@group(0) @binding(${i}) var<storage, ${b.access}> ${this.buffer(b.value)}: array<${storageType(this.node(b.value).type.dtype)}>;`,
+        `@group(0) @binding(${i}) var<storage, ${b.access}> ${this.buffer(b.value)}: array<${this.half.has(b.value) ? "f16" : storageType(this.node(b.value).type.dtype)}>;`,
       ),
     );
     if (uniforms.length) {
@@ -307,6 +315,7 @@ export class KernelBuilder {
       bindings,
       uniforms,
       dispatch: opts.dispatch,
+      ...(f16 ? { features: [F16_FEATURE] } : {}),
     };
     return this.alias === undefined ? k : { ...k, inPlace: this.alias };
   }
@@ -384,6 +393,8 @@ function helpersFor(body: string): string[] {
   }
   return used;
 }
+
+const NO_VALUES: ReadonlySet<ValueId> = new Set();
 
 const WGSL_TYPE_NAMES = new Set(["f16", "f32", "i32", "u32"]);
 

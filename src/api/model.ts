@@ -12,6 +12,7 @@ import { GraphBuilder, type Tensor } from "./builder.ts";
 import { grad } from "./grad.ts";
 import { ones, type Initializer } from "./initializers.ts";
 import { Layer, SymbolicTensor, type Scope } from "./layers.ts";
+import { scaledGradients, type LossScaling } from "./loss-scaling.ts";
 import { l2Penalty, lossByName, type Loss, type LossName } from "./losses.ts";
 import type { Optimizer } from "./optimizer.ts";
 import { checkOptions, didYouMean } from "./options.ts";
@@ -350,8 +351,13 @@ const kept = (infos: readonly { name: string }[]): Record<string, null> => Objec
 
 /** One training step: inputs x (the model's inputs) and y; outputs "loss" (the batch mean plus
  *  added terms and L2), the metric counts, and "<name>_next" for every parameter, slot
- *  ("<param>/<slot>") and assigned variable, which the state map makes resident updates. */
-export function trainStepGraph(m: Model, opts: LossOptions & { readonly optimizer: Optimizer }): ModelGraph {
+ *  ("<param>/<slot>") and assigned variable, which the state map makes resident updates. With
+ *  `lossScaling` the gradients are those of S·loss divided by S, and a step with a non-finite
+ *  gradient is skipped (./loss-scaling.ts); its state "amp/…" joins the variables. */
+export function trainStepGraph(
+  m: Model,
+  opts: LossOptions & { readonly optimizer: Optimizer; readonly lossScaling?: LossScaling | false },
+): ModelGraph {
   const g = new GraphBuilder();
   const t = g.input("step/t", "f32", []);
   const { built, outputs, metrics, y } = lossGraph(m, opts, true, t);
@@ -361,12 +367,14 @@ export function trainStepGraph(m: Model, opts: LossOptions & { readonly optimize
     state[name] = next ? `${name}_next` : null;
     if (next) outputs[`${name}_next`] = next;
   };
-  const grads = grad(
-    outputs.loss,
-    built.params.map((p) => p.tensor),
-  );
-  const slots = optimizerUpdates(opts.optimizer, built.params, grads, t, resident);
+  const wrt = built.params.map((p) => p.tensor);
+  const scaling = opts.lossScaling ? scaledGradients(outputs.loss, wrt, opts.lossScaling) : undefined;
+  const grads = scaling?.grads ?? grad(outputs.loss, wrt);
+  // With loss scaling a step whose gradients are not all finite leaves parameters and slots as they were.
+  const update = scaling ? (name: string, next: Tensor, current: Tensor) => resident(name, scaling.keep(next, current)) : resident;
+  const slots = optimizerUpdates(opts.optimizer, built.params, grads, t, update);
   for (const v of built.variables) resident(v.name, v.next);
+  for (const v of scaling?.variables ?? []) resident(v.name, v.next);
   if (opts.accumulate)
     watchFinite(
       t,
@@ -384,7 +392,14 @@ export function trainStepGraph(m: Model, opts: LossOptions & { readonly optimize
     initial: () => new Float32Array([1]),
   };
   resident(counter.name, counter.next);
-  return { graph: g.build(outputs), state, params: built.params, slots, variables: [...built.variables, counter], metrics };
+  return {
+    graph: g.build(outputs),
+    state,
+    params: built.params,
+    slots,
+    variables: [...built.variables, ...(scaling?.variables ?? []), counter],
+    metrics,
+  };
 }
 
 /** The optimizer's update of each parameter from its gradient, at step `t`: declares its slots
@@ -396,7 +411,7 @@ export function optimizerUpdates(
   params: readonly { readonly name: string; readonly shape: readonly number[]; readonly tensor: Tensor }[],
   grads: readonly Tensor[],
   t: Tensor,
-  resident: (name: string, next: Tensor) => void,
+  resident: (name: string, next: Tensor, current: Tensor) => void,
 ): SlotInfo[] {
   const g = t.builder;
   const lr = optimizer.schedule(t);
@@ -409,11 +424,11 @@ export function optimizerUpdates(
       slots.push({ name, param: p.name, shape: p.shape, init: s.init });
     }
     const up = optimizer.update(p.tensor, grads[k], current, { t, lr });
-    resident(p.name, up.param);
+    resident(p.name, up.param, p.tensor);
     for (const s of optimizer.slots) {
       const next = up.slots[s.name];
       if (!next) throw new KilnError(`optimizer ${optimizer.name}: update gave no value for slot "${s.name}" of ${p.name}`);
-      resident(`${p.name}/${s.name}`, next);
+      resident(`${p.name}/${s.name}`, next, current[s.name]);
     }
   });
   return slots;

@@ -33,6 +33,13 @@ export const RUNNERS: readonly RunnerEntry[] = [
     optIn: "Kiln of the checkout KILN_BENCH_BASE names, for a paired before/after run",
     checkout: BASE ?? "",
   },
+  {
+    id: "kiln-mixed",
+    module: "kiln.ts",
+    args: ["mixed"],
+    workloads: [...ALL, "W7"],
+    optIn: 'Kiln with precision "mixed" (f16 activations behind shader-f16), paired with kiln in one run',
+  },
   // ONNX files only: W2 as Kiln exports it, W7 as the bench writes it.
   { id: "onnxruntime", module: "onnxruntime.ts", args: [], workloads: ["W2", "W7"] },
   { id: "tfjs-webgpu", module: "tfjs.ts", args: ["webgpu"], workloads: ALL, smoke: true },

@@ -11,6 +11,11 @@ describe("kiln CLI", () => {
     const out = kiln("info");
     expect(out).toMatch(/^adapter\s+\S/m);
     expect(out).toMatch(/maxStorageBuffersPerShaderStage\s+\d+/);
+    // What the adapter offers, and what the device was created with: shader-f16 whenever offered.
+    const offered = /^features\s+(.*)$/m.exec(out)![1].split(" ");
+    const enabled = /^ {2}enabled\s+(.*)$/m.exec(out)![1].split(" ");
+    for (const f of enabled) expect(offered).toContain(f);
+    expect(enabled.includes("shader-f16")).toBe(offered.includes("shader-f16"));
   });
 
   test("run executes a text-IR graph on the GPU and agrees with the reference", () => {

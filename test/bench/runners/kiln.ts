@@ -8,6 +8,10 @@
  *  W6 is the Keras-style path instead: compileModel(sequential([...])) with Adam, and a step is
  *  one `fit` epoch, unshuffled, from the workload's weights (set through setWeights).
  *
+ *  With the argument "mixed" (the runner kiln-mixed) every workload compiles with precision
+ *  "mixed" (compiler/precision.ts: activations stored as f16, f32 arithmetic; W6's compileModel
+ *  with its dynamic loss scaling); W1 and W3 are buildStep's plain SGD step, without loss scaling.
+ *
  *  W7 imports the bench's ONNX file (onnx-models.ts) with importOnnx and runs the imported graph,
  *  weights and batch resident; where this checkout has no importer, setup says "not built". */
 import { GraphBuilder } from "../../../src/api/builder.ts";
@@ -25,6 +29,8 @@ import { NotBuilt, serveRunner, type Session } from "../protocol.ts";
 import { readFileSync } from "node:fs";
 import { MLP_LAYERS, batchFor, checksum, matmulOperands, paramsFor, type HostArray, type WorkloadSpec } from "../workloads.ts";
 
+const precision = process.argv[2] === "mixed" ? "mixed" : "f32";
+
 async function fitSession(spec: WorkloadSpec): Promise<Session> {
   const [[inputs]] = MLP_LAYERS;
   const layers = MLP_LAYERS.map(([, units], l) => dense(units, { activation: l < MLP_LAYERS.length - 1 ? "relu" : "softmax" }));
@@ -32,6 +38,7 @@ async function fitSession(spec: WorkloadSpec): Promise<Session> {
     optimizer: adam({ learningRate: spec.lr }),
     loss: "categoricalCrossEntropy",
     metrics: ["accuracy"],
+    precision,
   });
   // The workload's w1 b1 w2 b2 … become dense_1/kernel, dense_1/bias, …; setWeights checks
   // every name and size.
@@ -58,7 +65,7 @@ async function onnxSession(spec: WorkloadSpec): Promise<Session> {
   const [y] = m.outputInfo;
   // The weights stay resident; the batch is fed each step, as ONNX Runtime is fed (its batch
   // dim is the file's symbolic N, which resident state cannot have).
-  const exe = await Executable.fromGraph(m.graph, { state: m.state });
+  const exe = await Executable.fromGraph(m.graph, { state: m.state, precision });
   for (const n of m.graph.nodes) {
     const name = n.op === "input" ? (n.attrs as { name: string }).name : undefined;
     if (name && name in m.weights) await exe.write(name, { shape: n.type.shape as number[], data: m.weights[name] });
@@ -90,7 +97,7 @@ async function setup(spec: WorkloadSpec): Promise<Session> {
     for (const { name, value } of paramsFor(spec)) values[name] = value;
     built = buildStep(spec, spec.id === "W3" ? lenet : mlp, values);
   }
-  const exe = await Executable.fromGraph(built.graph, { state: built.state });
+  const exe = await Executable.fromGraph(built.graph, { state: built.state, precision });
   for (const name of Object.keys(built.state)) await exe.write(name, values[name]);
   const scalar = spec.kind === "train";
   return {
@@ -109,7 +116,11 @@ await serveRunner({
       library: `kiln ${(JSON.parse(readFileSync(new URL("../../../package.json", import.meta.url), "utf8")) as { version: string }).version}`,
       backend: "webgpu",
       adapter: gpu.adapter,
-      notes: [`target ${gpu.target.name}`, `${Object.keys(gpu.target.tuning?.configs ?? {}).length} GEMM classes from the tuning cache`],
+      notes: [
+        `target ${gpu.target.name}`,
+        `${Object.keys(gpu.target.tuning?.configs ?? {}).length} GEMM classes from the tuning cache`,
+        ...(precision === "mixed" ? ["precision mixed (f16 activations)"] : []),
+      ],
     };
   },
   setup,
