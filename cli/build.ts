@@ -7,7 +7,7 @@ import { existsSync, mkdirSync, readFileSync, renameSync, rmSync, statSync, writ
 import { basename, dirname, extname, join, resolve } from "node:path";
 import { emitBundle, type BundleFiles } from "../compiler/bundle/emit.ts";
 import { compile } from "../compiler/pipeline.ts";
-import { CPU_TARGET, GPU_TARGET } from "../compiler/target.ts";
+import { CPU_TARGET, GPU_TARGET, withFeatures } from "../compiler/target.ts";
 import { inputNodes } from "../src/ir/bind.ts";
 import { KilnError } from "../src/ir/errors.ts";
 import { parseGraph } from "../src/ir/parse.ts";
@@ -41,11 +41,15 @@ export interface BuildOptions {
   /** Which kernel variants: "gpu" (workgroup-tiled GEMMs, default) or "cpu" (register-blocked,
    *  for software rasterizers such as lavapipe). */
   readonly target?: "gpu" | "cpu";
+  /** Optional WebGPU features the kernels may use (compiler/target.ts KERNEL_FEATURES, e.g.
+   *  ["subgroups"]); the manifest then requires them of the device. Default none: the bundle runs
+   *  on any WebGPU device. */
+  readonly features?: readonly string[];
 }
 
 /** Compile and emit a bundle in memory. */
 export function buildBundle(input: BuildInput, opts: BuildOptions): BundleFiles {
-  const target = opts.target === "cpu" ? CPU_TARGET : GPU_TARGET;
+  const target = withFeatures(opts.target === "cpu" ? CPU_TARGET : GPU_TARGET, opts.features ?? []);
   const tensors: Record<string, SafeTensor> = {};
   for (const n of inputNodes(input.graph)) {
     const name = n.attrs.name;
@@ -170,7 +174,7 @@ async function resolveModel(
 /** kiln build: compile a model into a standalone bundle folder. */
 export async function build(
   model: string,
-  opts: { out: string; batch?: string; train?: boolean; fuse: boolean; target: string } & FineTuneFlags,
+  opts: { out: string; batch?: string; train?: boolean; fuse: boolean; target: string; subgroups?: boolean } & FineTuneFlags,
 ): Promise<void> {
   if (opts.target !== "gpu" && opts.target !== "cpu") throw new KilnError(`build: --target must be gpu or cpu, got "${opts.target}"`);
   const batch = opts.batch === undefined ? undefined : Number(opts.batch);
@@ -192,6 +196,7 @@ export async function build(
       mode: opts.train ? "train" : "inference",
       fuse: opts.fuse,
       target: opts.target,
+      features: opts.subgroups ? ["subgroups"] : [],
     },
   );
   writeBundle(opts.out, files);

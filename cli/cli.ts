@@ -170,6 +170,10 @@ function cli(): Command {
     .option("--trainable <names>", 'the .onnx weights to train, comma-separated; "fc/*" is a prefix (default: every f32 weight)')
     .option("--no-fuse", "compile without fusion")
     .option("--target <gpu|cpu>", "kernel variants: gpu (workgroup-tiled GEMM) or cpu (register-blocked, for software rasterizers)", "gpu")
+    .option(
+      "--subgroups",
+      "kernels may use WebGPU's subgroups feature (subgroup reductions and GEMMs); the bundle then needs a device with it",
+    )
     .action(build);
   program
     .command("export <model>")

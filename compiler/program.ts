@@ -2,6 +2,7 @@
  *  with their bindings and dispatch sizes as data over the symbolic dims, and the buffers. */
 import type { Size } from "../src/ir/shape.ts";
 import type { DType, Graph, Shape, ValueId } from "../src/ir/types.ts";
+import type { KernelFeature } from "./target.ts";
 
 /** A storage binding, decided before the kernel's WGSL is written and declared exactly so:
  *  read_write for the value the kernel stores and for every value in the shared arena (WebGPU
@@ -50,7 +51,14 @@ export interface Kernel {
    *  input is a resident input that `output` updates, or a value that dies at this kernel (a
    *  temporary, or a non-resident input: uploaded again each run); chains share one range. */
   readonly inPlace?: ValueId;
+  /** The WebGPU features its WGSL enables (`enable subgroups;`): the device must have them.
+   *  Absent when none. */
+  readonly features?: readonly KernelFeature[];
 }
+
+/** The features a program's kernels need, sorted: a device without one of them cannot run it. */
+export const requiredFeatures = (p: Pick<Program, "kernels">): KernelFeature[] =>
+  [...new Set(p.kernels.flatMap((k) => k.features ?? []))].sort();
 
 /** A buffer per value that lives in memory: inputs, constant data and kernel outputs. */
 export interface BufferSpec {

@@ -105,6 +105,10 @@ export interface Manifest extends Plan {
   readonly name: string;
   readonly mode: "inference" | "train";
   readonly weights: { readonly file: string; readonly bytes: number; readonly sha256: string };
+  /** The optional WebGPU features its kernels enable (e.g. "subgroups"), sorted; absent when
+   *  none. Request them when creating the device (`requestDevice({ requiredFeatures })`): the
+   *  loader refuses a device without one, before compiling anything. */
+  readonly requiredFeatures?: readonly string[];
   /** How it was compiled (for people; the loader ignores it). */
   readonly compiler: { readonly target: string; readonly fuse: boolean; readonly passes: readonly string[] };
 }
@@ -124,11 +128,20 @@ const KERNEL_FILE = /^kernels\/[A-Za-z0-9_][A-Za-z0-9_.-]*\.wgsl$/;
 /** A file at the bundle's top level: a plain name. */
 const TOP_FILE = /^[A-Za-z0-9_][A-Za-z0-9_.-]*$/;
 
+/** A WebGPU feature name as the spec spells them: "subgroups", "shader-f16". */
+const FEATURE = /^[a-z0-9]+(-[a-z0-9]+)*$/;
+
 /** Checks a parsed manifest's structure, then (with `limits`) its consistency: file names
  *  confined to the bundle, every value's range inside its buffer, types as the inputs, outputs
  *  and state declare them, bindings within the device's limits and not aliased, dispatch counts
- *  within the device's limits and the kernel's own bounds. Throws naming the first bad field. */
-export function validateManifest(m: unknown, source = "manifest.json", limits?: PlanLimits): Manifest {
+ *  within the device's limits and the kernel's own bounds; with `features` (the device's), that
+ *  it has every feature the kernels need. Throws naming the first bad field. */
+export function validateManifest(
+  m: unknown,
+  source = "manifest.json",
+  limits?: PlanLimits,
+  features?: { has(name: string): boolean },
+): Manifest {
   const fail = (what: string): never => {
     throw new KilnError(`kiln bundle: ${source}: ${what}`);
   };
@@ -231,6 +244,14 @@ export function validateManifest(m: unknown, source = "manifest.json", limits?: 
   if (!TOP_FILE.test(wfile) || wfile.includes("..")) fail(`weights.file ${JSON.stringify(wfile)} is not a file in the bundle's folder`);
   nat(wt.bytes, "weights.bytes");
   if (!/^[0-9a-f]{64}$/.test(str(wt.sha256, "weights.sha256"))) fail("weights.sha256 must be 64 hex digits");
+  if (m.requiredFeatures !== undefined)
+    arr(m.requiredFeatures, "requiredFeatures").forEach((f, i) => {
+      if (!FEATURE.test(str(f, `requiredFeatures[${i}]`))) fail(`requiredFeatures[${i}] ${JSON.stringify(f)} is not a WebGPU feature name`);
+      if (features && !features.has(f as string))
+        fail(
+          `its kernels need the WebGPU feature "${f}", which this device lacks: create the device with requestDevice({ requiredFeatures: ${JSON.stringify(m.requiredFeatures)} }) on an adapter that offers it, or rebuild the bundle without it (kiln build without --subgroups)`,
+        );
+    });
   if (limits) checkPlan(m as unknown as Plan, limits, fail);
   return m as unknown as Manifest;
 }

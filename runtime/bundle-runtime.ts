@@ -145,7 +145,7 @@ export class Bundle {
     } catch (e) {
       throw new KilnError(`kiln bundle: manifest.json is not valid JSON (${(e as Error).message})`);
     }
-    const m = validateManifest(raw, "manifest.json", device.limits);
+    const m = validateManifest(raw, "manifest.json", device.limits, device.features);
     const sig = opts.signature;
     if (sig && JSON.stringify(signatureOf(m)) !== JSON.stringify(sig))
       throw new KilnError(

@@ -3,7 +3,7 @@
  *  (validation, out-of-memory, internal, a lost device) becomes a thrown GpuError naming what
  *  was being done; none is swallowed. */
 import { create, globals } from "webgpu";
-import { targetForAdapter, type Target } from "../compiler/target.ts";
+import { KERNEL_FEATURES, targetForAdapter, type Target } from "../compiler/target.ts";
 import { GpuError } from "../src/ir/errors.ts";
 import { scoped } from "./executor.ts";
 
@@ -12,9 +12,11 @@ export interface Gpu {
   /** e.g. "llvmpipe: Mesa 25.0.7 (LLVM 15.0.6) [mesa software]" */
   readonly adapter: string;
   readonly limits: GPUSupportedLimits;
+  /** The adapter's features (`kiln info`); those kernels may use are the device's (`device.features`). */
   readonly features: ReadonlySet<string>;
   /** What to compile for (pass it as `compile(graph, { target })`): CPU_TARGET on a software
-   *  rasterizer such as lavapipe, else GPU_TARGET. */
+   *  rasterizer such as lavapipe, else GPU_TARGET, with the kernel features (compiler/target.ts
+   *  KERNEL_FEATURES) the device was given. */
   readonly target: Target;
   /** Pipelines by WGSL text: one compile per distinct shader in the process. */
   readonly pipelines: Map<string, Promise<GPUComputePipeline>>;
@@ -48,7 +50,10 @@ async function open(): Promise<Gpu> {
   const adapter = await handle.requestAdapter({ powerPreference: "high-performance" });
   if (!adapter) throw new GpuError(SETUP_HINT);
   const a = adapter.limits;
+  // Every optional feature some kernel variant can use, where the adapter offers it.
+  const requiredFeatures = KERNEL_FEATURES.filter((f) => adapter.features.has(f));
   const device = await adapter.requestDevice({
+    requiredFeatures,
     requiredLimits: {
       maxStorageBufferBindingSize: a.maxStorageBufferBindingSize,
       maxBufferSize: a.maxBufferSize,
@@ -75,7 +80,7 @@ async function open(): Promise<Gpu> {
   return {
     device,
     adapter: `${i.description || i.device} [${[i.vendor, i.architecture].filter(Boolean).join(" ")}]`,
-    target: targetForAdapter([i.description, i.device, i.vendor, i.architecture].join(" "), fallback),
+    target: targetForAdapter([i.description, i.device, i.vendor, i.architecture].join(" "), fallback, device.features),
     limits: device.limits,
     features: new Set(adapter.features),
     pipelines: new Map(),
@@ -92,6 +97,22 @@ export async function releaseGpu(): Promise<void> {
     device.destroy();
   }
   handle = undefined;
+}
+
+/** Refuse kernels that need a feature `device` lacks, naming the first such kernel: `what` says
+ *  what was being loaded ("kiln: loading the program", "kiln bundle: manifest.json"). */
+export function assertFeatures(
+  device: Pick<GPUDevice, "features">,
+  kernels: readonly { readonly name: string; readonly features?: readonly string[] }[],
+  what: string,
+): void {
+  for (const k of kernels)
+    for (const f of k.features ?? [])
+      if (!device.features.has(f))
+        throw new GpuError(
+          `${what}: kernel ${k.name} uses the WebGPU feature "${f}", which this device lacks (it has: ${[...device.features].sort().join(", ") || "none"}); ` +
+            `compile for the device's own target (acquireGpu().target), or without it (withFeatures(target, []))`,
+        );
 }
 
 /** Throw if the device was lost or reported an error outside any scope. */

@@ -30,7 +30,7 @@ import { checkLimits, limitsOf } from "../compiler/limits.ts";
 import { planFor, type MemoryPlan } from "../compiler/plan-memory.ts";
 import { programPlan } from "../compiler/bundle/plan.ts";
 import { createBuffer, destroyBuffer, toStorage, type HostArray } from "./buffers.ts";
-import { acquireGpu, checked, type Gpu } from "./device.ts";
+import { acquireGpu, assertFeatures, checked, type Gpu } from "./device.ts";
 import { Executor, readBack, Serial, USAGE, type ExecutorHooks, type StorageArray } from "./executor.ts";
 import { pipeline, release } from "./pipelines.ts";
 
@@ -111,6 +111,7 @@ export class Executable {
   static async load(program: Program, gpu?: Gpu): Promise<Executable> {
     const g = gpu ?? (await acquireGpu());
     const { kernels } = program;
+    assertFeatures(g.device, kernels, "loading the program");
     const compiling = kernels.map((k) => pipeline(g, k));
     const pipelines = await Promise.all(compiling).catch((e) => {
       release(g, kernels);

@@ -26,7 +26,7 @@ import { KilnError } from "../../src/ir/errors.ts";
 import { formatType } from "../../src/ir/shape.ts";
 import type { Node, ValueId } from "../../src/ir/types.ts";
 import { DEFAULT_PLAN, planFor } from "../plan-memory.ts";
-import type { Program } from "../program.ts";
+import { requiredFeatures, type Program } from "../program.ts";
 import { generateLoader } from "./loader.ts";
 import { programPlan } from "./plan.ts";
 import { FORMAT, integrityFiles, integrityInput, validateManifest, type Manifest } from "../../formats/bundle-manifest.ts";
@@ -86,6 +86,7 @@ export function emitBundle(program: Program, opts: EmitOptions): BundleFiles {
     files.set(plan.kernels[i].file, `${head.join("\n")}\n${k.wgsl.endsWith("\n") ? k.wgsl : `${k.wgsl}\n`}`);
   });
 
+  const features = requiredFeatures(program);
   const manifest: Manifest = {
     format: FORMAT,
     name: opts.name,
@@ -93,6 +94,7 @@ export function emitBundle(program: Program, opts: EmitOptions): BundleFiles {
     ...plan,
     dims: Object.fromEntries([...symbols].sort().map((s) => [s, dims[s]])),
     weights: { file: "weights.safetensors", bytes: opts.weights.length, sha256: createHash("sha256").update(opts.weights).digest("hex") },
+    ...(features.length ? { requiredFeatures: features } : {}),
     compiler: { target: opts.target, fuse: opts.fuse, passes: program.stats.map((s) => s.pass) },
   };
   validateManifest(JSON.parse(JSON.stringify(manifest)));

@@ -26,7 +26,7 @@ import { WGSL_HELPERS, wgslType } from "../../src/ops/wgsl.ts";
 import { formatType } from "../../src/ir/shape.ts";
 import type { DType, Dim, Graph, Node, OpKind, Shape, ValueId } from "../../src/ir/types.ts";
 import type { Binding, Dispatch, Kernel } from "../program.ts";
-import { GPU_TARGET, type Target } from "../target.ts";
+import { GPU_TARGET, type KernelFeature, type Target } from "../target.ts";
 import { Writer } from "./writer.ts";
 
 /** What a `let` becomes when rendered (see the header). */
@@ -271,7 +271,15 @@ export class KernelBuilder {
 
   /** Assemble the shader: header comment, helpers, bindings, then `main` around the body. In the
    *  analysis pass the bindings are provisional (all read); only render passes' kernels are kept. */
-  finish(opts: { what: string; workgroupSize: readonly number[]; dispatch: Dispatch; shared?: readonly string[] }): Kernel {
+  finish(opts: {
+    what: string;
+    workgroupSize: readonly number[];
+    dispatch: Dispatch;
+    shared?: readonly string[];
+    /** WebGPU features the body uses (enabled at the top); with "subgroups", main also gets
+     *  the builtins `sid` (subgroup_invocation_id) and `ssize` (subgroup_size) the body reads. */
+    features?: readonly KernelFeature[];
+  }): Kernel {
     const out = this.node(this.output);
     const body = this.w.toString();
     const bindings = this.render?.bindings ?? this.bindings(() => false);
@@ -281,6 +289,8 @@ export class KernelBuilder {
     // Comments are blank lines in the key: line numbers stay those of the WGSL.
     const comment = (text: string) => head.line(canonical ? "" : `// ${text}`);
     comment(`${this.name} = ${opts.what} -> %${out.id}, ${formatType(out.type)}${out.site ? ` @ ${out.site}` : ""}`);
+    const features = opts.features ?? [];
+    for (const f of features) head.line(`enable ${f};`);
     if (this.alias !== undefined) comment(`in place: %${out.id} is stored over %${this.alias}, read only at the element stored`);
     bindings.forEach((b, i) =>
       head.line(
@@ -295,7 +305,13 @@ export class KernelBuilder {
     for (const src of helpersFor(body)) head.line("", src);
     head.line("", `@compute @workgroup_size(${opts.workgroupSize.join(", ")})`);
     head.line("fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,");
-    head.line("        @builtin(local_invocation_index) lid: u32, @builtin(local_invocation_id) lid3: vec3<u32>) {");
+    // The subgroup builtins a body reads (`sid`, `ssize`), on a line of their own.
+    const builtins = [
+      ["sid", "subgroup_invocation_id"],
+      ["ssize", "subgroup_size"],
+    ].filter(([name]) => features.includes("subgroups") && identifiers(body).includes(name));
+    const sub = builtins.length ? `,\n        ${builtins.map(([name, b]) => `@builtin(${b}) ${name}: u32`).join(", ")}` : "";
+    head.line(`        @builtin(local_invocation_index) lid: u32, @builtin(local_invocation_id) lid3: vec3<u32>${sub}) {`);
     const wgsl = `${head}\n${body}\n}\n`;
     const k: Kernel = {
       name: this.name,
@@ -308,7 +324,8 @@ export class KernelBuilder {
       uniforms,
       dispatch: opts.dispatch,
     };
-    return this.alias === undefined ? k : { ...k, inPlace: this.alias };
+    const withFeatures = features.length ? { ...k, features } : k;
+    return this.alias === undefined ? withFeatures : { ...withFeatures, inPlace: this.alias };
   }
 }
 

@@ -93,6 +93,24 @@ describe("bundle emission", () => {
     expect(manifestOf(unfused).compiler.fuse).toBe(false);
   });
 
+  it("a bundle built with subgroups says so: requiredFeatures, and `enable subgroups;` in those kernels", () => {
+    const sg = buildBundle(mlpInput("train", 16), { name: "mnist-mlp", features: ["subgroups"] });
+    const m = manifestOf(sg);
+    expect(m.requiredFeatures).toEqual(["subgroups"]);
+    const enabled = m.kernels.filter((k) => (sg.get(k.file) as string).includes("\nenable subgroups;\n"));
+    // The bias gradients (column sums over the symbolic batch) are subgroup reductions.
+    expect(enabled.length).toBeGreaterThan(0);
+    expect(manifestOf(train).requiredFeatures).toBeUndefined();
+    const good = JSON.parse(sg.get("manifest.json") as string);
+    expect(() => validateManifest(good, "manifest.json", undefined, new Set(["subgroups"]))).not.toThrow();
+    expect(() => validateManifest(good, "manifest.json", undefined, new Set())).toThrow(
+      /its kernels need the WebGPU feature "subgroups", which this device lacks: create the device with requestDevice\(\{ requiredFeatures: \["subgroups"\] \}\)/,
+    );
+    expect(() => validateManifest({ ...good, requiredFeatures: ["Sub groups"] })).toThrow(
+      /requiredFeatures\[0\] "Sub groups" is not a WebGPU feature name/,
+    );
+  });
+
   it("validateManifest refuses a wrong format, a dangling value and an unbounded dim", () => {
     const good = JSON.parse(mlp.get("manifest.json") as string);
     expect(() => validateManifest({ ...good, format: "kiln-bundle/0" })).toThrow(/format "kiln-bundle\/0" is not "kiln-bundle\/1"/);
