@@ -279,6 +279,9 @@ export class KernelBuilder {
     /** WebGPU features the body uses (enabled at the top); with "subgroups", main also gets
      *  the builtins `sid` (subgroup_invocation_id) and `ssize` (subgroup_size) the body reads. */
     features?: readonly KernelFeature[];
+    /** WGSL diagnostic filters for the module, e.g. "off, subgroup_uniformity" where subgroup
+     *  operations run under branches WGSL's analysis cannot see are uniform across a subgroup. */
+    diagnostics?: readonly string[];
   }): Kernel {
     const out = this.node(this.output);
     const body = this.w.toString();
@@ -291,6 +294,7 @@ export class KernelBuilder {
     comment(`${this.name} = ${opts.what} -> %${out.id}, ${formatType(out.type)}${out.site ? ` @ ${out.site}` : ""}`);
     const features = opts.features ?? [];
     for (const f of features) head.line(`enable ${f};`);
+    for (const d of opts.diagnostics ?? []) head.line(`diagnostic(${d});`);
     if (this.alias !== undefined) comment(`in place: %${out.id} is stored over %${this.alias}, read only at the element stored`);
     bindings.forEach((b, i) =>
       head.line(

@@ -26,6 +26,8 @@ import type { Kernel } from "../../program.ts";
 import { broadcastCoords, type KernelBuilder } from "../kernel-builder.ts";
 import { type Gemm, gemmGroups } from "./gemm.ts";
 import { registerGemm } from "./gemm-register.ts";
+import { subgroupRegisterGemm, subgroupTiledGemm } from "./gemm-subgroup.ts";
+import { uses } from "../../target.ts";
 
 /** Rows and columns of C a workgroup computes: each element loaded into workgroup memory is then
  *  used TILE = 64 times, and two 64×16 f32 tiles take 8 KiB, well inside WebGPU's guaranteed
@@ -42,9 +44,12 @@ const THREADS = 16;
 const BLOCK = TILE / THREADS;
 
 /** The GEMM writer for `kb.target` (../../target.ts): workgroup tiles on a GPU, register blocks
- *  on a CPU rasterizer. */
+ *  on a CPU rasterizer; each in its subgroup variant (./gemm-subgroup.ts) when the target has
+ *  the feature and chooses it (Target.subgroupGemm). */
 export function gemm(kb: KernelBuilder, what: string, g: Gemm): Kernel {
-  return kb.target.gemm === "register-blocked" ? registerGemm(kb, what, g) : tiledGemm(kb, what, g);
+  const sub = uses(kb.target, "subgroups") && kb.target.subgroupGemm;
+  if (kb.target.gemm === "register-blocked") return sub ? subgroupRegisterGemm(kb, what, g) : registerGemm(kb, what, g);
+  return sub ? subgroupTiledGemm(kb, what, g) : tiledGemm(kb, what, g);
 }
 
 export function tiledGemm(kb: KernelBuilder, what: string, g: Gemm): Kernel {
