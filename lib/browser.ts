@@ -69,7 +69,15 @@ export type { Tensor64 } from "../src/ops/tensor64.ts";
 export { compile, fixpoint, insertBefore, PASSES, PIPELINE, type CompileOptions, type PassStat } from "../compiler/pipeline.ts";
 export type { Lowered, Pass, PassContext, Stage, StageContext, Step } from "../compiler/pass.ts";
 export type { Binding, BufferSpec, Dispatch, Kernel, Program, StateUpdate } from "../compiler/program.ts";
-export { CPU_TARGET, GPU_TARGET, targetForAdapter, type Target } from "../compiler/target.ts";
+export {
+  CPU_TARGET,
+  GPU_TARGET,
+  KERNEL_FEATURES,
+  targetForAdapter,
+  withFeatures,
+  type KernelFeature,
+  type Target,
+} from "../compiler/target.ts";
 export { rewrite, type Rebuilder, type Rule } from "../compiler/rewrite.ts";
 // The standard graph passes, to rearrange into a pipeline of your own (PIPELINE, insertBefore).
 export { cse } from "../compiler/cse.ts";

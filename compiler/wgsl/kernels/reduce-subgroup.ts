@@ -20,6 +20,8 @@
  *      argmax          (key, index): the largest key, then the smallest index holding it — the
  *                      first among equals, NaN the largest (numpy's rule, as ./reduce.ts) */
 import type { DType, OpKind } from "../../../src/ir/types.ts";
+import { highest, lowest } from "../../../src/ops/reduce.ts";
+import { lit } from "../../../src/ops/wgsl.ts";
 import type { KernelBuilder } from "../kernel-builder.ts";
 
 // NaN by its bits: a driver that assumes no NaNs may fold `x != x` to false.
@@ -99,10 +101,10 @@ function form(op: OpKind, dtype: DType): Form {
       state: ([k]) => [`from_key(${k})`],
       helpers: [IS_NAN, ORDER_KEY, op === "reduce_max" ? MAX_KEY : MIN_KEY, FROM_KEY],
     };
-  const extreme =
-    (op === "reduce_max") === (dtype === "i32") ? (dtype === "i32" ? "i32(-2147483648)" : "0u") : dtype === "i32" ? "2147483647i" : U32_MAX;
+  // The identity of the slots that hold no subgroup's total: the dtype's lowest for max.
+  const identity = lit(op === "reduce_max" ? lowest(dtype) : highest(dtype), dtype);
   return {
-    vars: [["acc", dtype, extreme]],
+    vars: [["acc", dtype, identity]],
     lift: ([acc]) => [acc],
     reduce: ([acc]) => [`${Sub}(${acc})`],
     merge: ([a], [b]) => `${a} = ${f}(${a}, ${b});`,

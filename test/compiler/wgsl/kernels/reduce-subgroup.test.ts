@@ -150,6 +150,15 @@ describe("subgroup reductions match the float64 reference (forced on)", () => {
     );
   });
 
+  test.each<DType>(["i32", "u32"])("%s max and min away from the dtype's extremes (the empty slots' identities)", async (dtype) => {
+    const shape = [3, 700];
+    const data = Array.from({ length: 2100 }, (_, i) => 1000 + ((i * 7919) % 4001) - (dtype === "i32" ? 3000 : 0));
+    const { graph } = graphOf(dtype, shape, [1], false, ["sum", "max", "min", "argmax"]);
+    const p = compile(graph, { target: SUBGROUPS });
+    expect(subgroupKernels(p)).toHaveLength(4);
+    await expectReference(p, undefined, { x: { shape, data } }, 0);
+  });
+
   test("a symbolic batch: one program for B = 0, 1, 7, 300 and 5000", async () => {
     const { graph, abs } = graphOf("f32", ["B", 10], [0], false, OPS);
     const p = compile(graph, { target: SUBGROUPS });
