@@ -97,6 +97,9 @@ export function generateLoader(m: Manifest, integrity: string): { ts: string; js
     `//   const model = await load(device, fromDirectory("path/to/bundle"));   // or fromUrl(base)`,
     `//   ${m.mode === "train" ? "const { loss } = await model.step({ x, y });" : "const out = await model.run({ x });"}`,
     `// Symbolic dims (bound per call from the input lengths): ${dims}.`,
+    ...(m.requiredFeatures?.length
+      ? [`// Needs the WebGPU features ${m.requiredFeatures.join(", ")}: requestDevice({ requiredFeatures: REQUIRED_FEATURES }).`]
+      : []),
     "",
   ].join("\n");
   const sf = project.createSourceFile("/out/loader.ts", `${header}\n${shipped.map((s) => s.text).join("\n\n")}\n`, {
@@ -163,6 +166,17 @@ export function generateLoader(m: Manifest, integrity: string): { ts: string; js
       declarationKind: VariableDeclarationKind.Const,
       docs: ["What this module was generated for: a manifest of another model is refused."],
       declarations: [{ name: "SIGNATURE", initializer: JSON.stringify(signature) }],
+    },
+    {
+      kind: StructureKind.VariableStatement,
+      declarationKind: VariableDeclarationKind.Const,
+      isExported: true,
+      docs: [
+        "The optional WebGPU features the kernels enable: create the device with `adapter.requestDevice({ requiredFeatures: REQUIRED_FEATURES })`; load refuses a device without one.",
+      ],
+      declarations: [
+        { name: "REQUIRED_FEATURES", type: "readonly GPUFeatureName[]", initializer: JSON.stringify(m.requiredFeatures ?? []) },
+      ],
     },
     {
       kind: StructureKind.VariableStatement,

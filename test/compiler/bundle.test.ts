@@ -101,6 +101,11 @@ describe("bundle emission", () => {
     // The bias gradients (column sums over the symbolic batch) are subgroup reductions.
     expect(enabled.length).toBeGreaterThan(0);
     expect(manifestOf(train).requiredFeatures).toBeUndefined();
+    expect(sg.get("loader.ts")).toContain('export const REQUIRED_FEATURES: readonly GPUFeatureName[] = ["subgroups"];');
+    expect(sg.get("loader.ts")).toContain(
+      "// Needs the WebGPU features subgroups: requestDevice({ requiredFeatures: REQUIRED_FEATURES }).",
+    );
+    expect(train.get("loader.ts")).toContain("export const REQUIRED_FEATURES: readonly GPUFeatureName[] = [];");
     const good = JSON.parse(sg.get("manifest.json") as string);
     expect(() => validateManifest(good, "manifest.json", undefined, new Set(["subgroups"]))).not.toThrow();
     expect(() => validateManifest(good, "manifest.json", undefined, new Set())).toThrow(
