@@ -7,7 +7,7 @@ import { existsSync, mkdirSync, readFileSync, renameSync, rmSync, statSync, writ
 import { basename, dirname, extname, join, resolve } from "node:path";
 import { emitBundle, type BundleFiles } from "../compiler/bundle/emit.ts";
 import { compile } from "../compiler/pipeline.ts";
-import { CPU_TARGET, GPU_TARGET } from "../compiler/target.ts";
+import { CPU_TARGET, GPU_TARGET, withFeatures } from "../compiler/target.ts";
 import { withTuning, type Tuning } from "../compiler/tuning.ts";
 import { acquireGpu, releaseGpu } from "../runtime/device.ts";
 import { asTuning, readTuning } from "../runtime/tuning-cache.ts";
@@ -50,11 +50,15 @@ export interface BuildOptions {
   /** "mixed": activations stored as f16 (compiler/precision.ts); the bundle then needs the
    *  device's `shader-f16` (manifest.features). Default "f32". */
   readonly precision?: "f32" | "mixed";
+  /** Optional WebGPU features the kernels may use (compiler/target.ts KERNEL_FEATURES, e.g.
+   *  ["subgroups"]); the manifest then requires them of the device. Default none: the bundle runs
+   *  on any WebGPU device. */
+  readonly features?: readonly string[];
 }
 
 /** Compile and emit a bundle in memory. */
 export function buildBundle(input: BuildInput, opts: BuildOptions): BundleFiles {
-  const target = withTuning(opts.target === "cpu" ? CPU_TARGET : GPU_TARGET, opts.tuning);
+  const target = withTuning(withFeatures(opts.target === "cpu" ? CPU_TARGET : GPU_TARGET, opts.features ?? []), opts.tuning);
   const tensors: Record<string, SafeTensor> = {};
   for (const n of inputNodes(input.graph)) {
     const name = n.attrs.name;
@@ -211,6 +215,7 @@ export async function build(
     target: string;
     tuned?: boolean;
     precision?: string;
+    subgroups?: boolean;
   } & FineTuneFlags,
 ): Promise<void> {
   if (opts.target !== "gpu" && opts.target !== "cpu") throw new KilnError(`build: --target must be gpu or cpu, got "${opts.target}"`);
@@ -238,6 +243,7 @@ export async function build(
       target: opts.target,
       tuning,
       precision,
+      features: opts.subgroups ? ["subgroups"] : [],
     },
   );
   writeBundle(opts.out, files);

@@ -188,6 +188,10 @@ function cli(): Command {
       "mixed: activations stored as f16, f32 arithmetic and weights; the bundle then needs shader-f16",
       "f32",
     )
+    .option(
+      "--subgroups",
+      "kernels may use WebGPU's subgroups feature (subgroup reductions and GEMMs); the bundle then needs a device with it",
+    )
     .action(build);
   program
     .command("export <model>")

@@ -190,7 +190,7 @@ export async function explain(file: string, opts: ExplainOptions): Promise<void>
   const nameWidth = Math.max(40, ...program.stats.map((st) => st.pass.length + 4));
   const lines = [
     `model:  ${file} (${model.graph.nodes.length} nodes; outputs ${model.graph.outputs.map((o) => o.name).join(", ")})`,
-    `target: ${dev.target.name}, ${dev.maxStorageBuffers} storage buffers per kernel, fusion ${opts.fuse ? "on" : "off"} (${dev.note})`,
+    `target: ${dev.target.name}${dev.target.features.length ? ` with ${dev.target.features.join(", ")}` : ""}, ${dev.maxStorageBuffers} storage buffers per kernel, fusion ${opts.fuse ? "on" : "off"} (${dev.note})`,
     `tuning: ${dev.tuning}`,
     ...(Object.keys(env).length
       ? [

@@ -25,12 +25,12 @@
 import type { Graph, ValueId } from "../src/ir/types.ts";
 import { pattern } from "../src/ops/table.ts";
 import type { BufferSpec } from "./program.ts";
-import type { Target } from "./target.ts";
+import type { KernelFeature, Target } from "./target.ts";
 
 export type Precision = "f32" | "mixed";
 
 /** The WebGPU feature a program in mixed precision needs. */
-export const F16_FEATURE = "shader-f16";
+export const F16_FEATURE: KernelFeature = "shader-f16";
 
 /** The values stored as f16 (see the header): f32 temporaries in `arena`, not graph outputs and
  *  not written by a reduction. Empty for "f32". */

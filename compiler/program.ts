@@ -2,6 +2,7 @@
  *  with their bindings and dispatch sizes as data over the symbolic dims, and the buffers. */
 import type { Size } from "../src/ir/shape.ts";
 import type { DType, Graph, Shape, ValueId } from "../src/ir/types.ts";
+import type { KernelFeature } from "./target.ts";
 import type { KernelGemm } from "./tuning.ts";
 
 /** A storage binding, decided before the kernel's WGSL is written and declared exactly so:
@@ -46,9 +47,10 @@ export interface Kernel {
   readonly bindings: readonly Binding[];
   readonly uniforms: readonly string[];
   readonly dispatch: Dispatch;
-  /** WebGPU features its WGSL enables beyond the core ("shader-f16" for `enable f16;`): the
-   *  device must have them (runtime/device.ts requests those its adapter offers). */
-  readonly features?: readonly string[];
+  /** WebGPU features its WGSL enables beyond the core ("shader-f16" for `enable f16;`,
+   *  "subgroups"), absent when none: the device must have them (runtime/device.ts requests
+   *  those its adapter offers). */
+  readonly features?: readonly KernelFeature[];
   /** Written in place (compiler/codegen.ts): the kernel stores `output` into this input's
    *  buffer or arena range, bound once read_write, and `output` gets no memory of its own. The
    *  input is a resident input that `output` updates, or a value that dies at this kernel (a
@@ -80,7 +82,8 @@ export interface StateUpdate {
 
 /** The WebGPU features a program's kernels need (Kernel.features, each once, sorted): a device
  *  without one is refused by name (runtime/execute.ts), a bundle's manifest lists them. */
-export const requiredFeatures = (p: Pick<Program, "kernels">): string[] => [...new Set(p.kernels.flatMap((k) => k.features ?? []))].sort();
+export const requiredFeatures = (p: Pick<Program, "kernels">): KernelFeature[] =>
+  [...new Set(p.kernels.flatMap((k) => k.features ?? []))].sort();
 
 /** Output value → the input it is stored into, for the kernels writing in place. */
 export const inPlaceOutputs = (p: Pick<Program, "kernels">): Map<ValueId, ValueId> =>

@@ -28,20 +28,70 @@ export interface Target {
   /** GEMM configurations tuned on one adapter, by shape class (./tuning.ts); without it, or for
    *  a class it lacks, each GEMM writer uses its portable default. */
   readonly tuning?: Tuning;
+  /** WebGPU features the kernels may use, beyond core WebGPU: a kernel that uses one opens with
+   *  its `enable` directive and records it (Kernel.features), and a program or bundle holding one
+   *  is refused on a device without it. Empty (CPU_TARGET, GPU_TARGET): kernels run on any
+   *  device. The device's target lists every one its adapter offers, and runtime/device.ts
+   *  requests them; `withFeatures` adds or removes them by hand. */
+  readonly features: readonly KernelFeature[];
+  /** With "subgroups" among the features, whether the GEMM writers use their subgroup variant
+   *  (./wgsl/kernels/gemm-subgroup.ts). Reductions always do where they run as workgroup trees
+   *  (one subgroup operation and one barrier instead of the tree's eight halving rounds).
+   *  On lavapipe the register-blocked variant won in paired bench runs against main (kiln ÷
+   *  kiln-base, --steps 10, two runs at load ≈ 10): W5 1024³ 1.42× and 1.42×, W2 1.24×, W1 1.04×
+   *  and 2.55×; its kernel is about twice the default's, so a cold (uncached) compile of one GEMM
+   *  pipeline took ≈1.4–2× as long (4.5 → 6.4 s and 3.9 → 8.2 s at that load). The tiled
+   *  variant is untimed: there is no GPU here. */
+  readonly subgroupGemm: boolean;
 }
 
+/** The optional WebGPU features some kernel variant can use, sorted:
+ *    shader-f16  f16 storage of intermediate values in mixed precision (./precision.ts; chosen by
+ *                the compile option `precision`, not by the target)
+ *    subgroups   subgroup reductions (./wgsl/kernels/reduce.ts) and GEMMs that share operands
+ *                between the invocations of a subgroup (./wgsl/kernels/gemm-subgroup.ts) */
+export type KernelFeature = "shader-f16" | "subgroups";
+export const KERNEL_FEATURES: readonly KernelFeature[] = ["shader-f16", "subgroups"];
+
+/** `target` using exactly the kernel features among `features` (unknown names are ignored):
+ *      compile(graph, { target: withFeatures(GPU_TARGET, ["subgroups"]) })   force subgroups on
+ *      compile(graph, { target: withFeatures(gpu.target, []) })              portable kernels */
+export function withFeatures(target: Target, features: Iterable<string>): Target {
+  const have = new Set(features);
+  const chosen = KERNEL_FEATURES.filter((f) => have.has(f));
+  return chosen.join() === target.features.join() ? target : { ...target, features: chosen };
+}
+
+/** Whether `target` may use `feature`. */
+export const uses = (target: Target, feature: KernelFeature): boolean => target.features.includes(feature);
+
 /** A hardware GPU: the default when nothing is known. */
-export const GPU_TARGET: Target = { name: "gpu", gemm: "workgroup-tiled", elementsPerThread: 1, reductionTree: true };
+export const GPU_TARGET: Target = {
+  name: "gpu",
+  gemm: "workgroup-tiled",
+  elementsPerThread: 1,
+  reductionTree: true,
+  features: [],
+  subgroupGemm: true,
+};
 
 /** A software rasterizer running compute shaders on the CPU. */
-export const CPU_TARGET: Target = { name: "cpu", gemm: "register-blocked", elementsPerThread: 8, reductionTree: false };
+export const CPU_TARGET: Target = {
+  name: "cpu",
+  gemm: "register-blocked",
+  elementsPerThread: 8,
+  reductionTree: false,
+  features: [],
+  subgroupGemm: true,
+};
 
 /** Mesa's llvmpipe/lavapipe, Google's SwiftShader, Microsoft's WARP ("Basic Render Driver"),
  *  and Vulkan's CPU device type as adapters describe it. */
 const SOFTWARE = /llvmpipe|lavapipe|softpipe|swiftshader|\bwarp\b|basic render|software|\bcpu\b/i;
 
 /** The target for an adapter, from its description (Dawn's `adapter.info` description, device,
- *  vendor and architecture, in any order) and `isFallbackAdapter` where the platform has it. */
-export function targetForAdapter(description: string, isFallback = false): Target {
-  return isFallback || SOFTWARE.test(description) ? CPU_TARGET : GPU_TARGET;
+ *  vendor and architecture, in any order), `isFallbackAdapter` where the platform has it, and
+ *  the features its device has (the kernel features among them are used). */
+export function targetForAdapter(description: string, isFallback = false, features: Iterable<string> = []): Target {
+  return withFeatures(isFallback || SOFTWARE.test(description) ? CPU_TARGET : GPU_TARGET, features);
 }

@@ -21,7 +21,7 @@ import type { TiledGemmConfig } from "./wgsl/kernels/matmul.ts";
 /** The writers' version: a tuned configuration was timed against the writers' code as it was, so
  *  a change to a writer's body (not just its defaults) bumps this and old cache entries are no
  *  longer read (it is part of the cache file's key, runtime/tuning-cache.ts). */
-export const GEMM_WRITERS_VERSION = "gemm-writers/1";
+export const GEMM_WRITERS_VERSION = "gemm-writers/2";
 
 export type GemmConfig =
   | ({ readonly writer: "register-blocked" } & RegisterGemmConfig)

@@ -146,11 +146,20 @@ const KERNEL_FILE = /^kernels\/[A-Za-z0-9_][A-Za-z0-9_.-]*\.wgsl$/;
 /** A file at the bundle's top level: a plain name. */
 const TOP_FILE = /^[A-Za-z0-9_][A-Za-z0-9_.-]*$/;
 
+/** A WebGPU feature name as the spec spells them: "subgroups", "shader-f16". */
+const FEATURE = /^[a-z0-9]+(-[a-z0-9]+)*$/;
+
 /** Checks a parsed manifest's structure, then (with `limits`) its consistency: file names
  *  confined to the bundle, every value's range inside its buffer, types as the inputs, outputs
  *  and state declare them, bindings within the device's limits and not aliased, dispatch counts
- *  within the device's limits and the kernel's own bounds. Throws naming the first bad field. */
-export function validateManifest(m: unknown, source = "manifest.json", limits?: PlanLimits): Manifest {
+ *  within the device's limits and the kernel's own bounds; with `features` (the device's), that
+ *  it has every feature the kernels need. Throws naming the first bad field. */
+export function validateManifest(
+  m: unknown,
+  source = "manifest.json",
+  limits?: PlanLimits,
+  features?: { has(name: string): boolean },
+): Manifest {
   const fail = (what: string): never => {
     throw new KilnError(`kiln bundle: ${source}: ${what}`);
   };
@@ -204,8 +213,6 @@ export function validateManifest(m: unknown, source = "manifest.json", limits?: 
     if (o.storage !== undefined && (o.storage !== "f16" || o.dtype !== "f32"))
       fail(`values[${i}].storage ${JSON.stringify(o.storage)}: only an f32 value may be stored as "f16"`);
   });
-  if (m.features !== undefined && !arr(m.features, "features").every((f) => typeof f === "string"))
-    fail("features must be a list of WebGPU feature names");
   const value = (v: unknown, what: string) => (ids.has(v as number) ? v : fail(`${what}: no value ${JSON.stringify(v)}`));
   arr(m.inputs, "inputs").forEach((v, i) => {
     const t = tensor(v, `inputs[${i}]`);
@@ -257,6 +264,14 @@ export function validateManifest(m: unknown, source = "manifest.json", limits?: 
   if (!TOP_FILE.test(wfile) || wfile.includes("..")) fail(`weights.file ${JSON.stringify(wfile)} is not a file in the bundle's folder`);
   nat(wt.bytes, "weights.bytes");
   if (!/^[0-9a-f]{64}$/.test(str(wt.sha256, "weights.sha256"))) fail("weights.sha256 must be 64 hex digits");
+  if (m.features !== undefined)
+    arr(m.features, "features").forEach((f, i) => {
+      if (!FEATURE.test(str(f, `features[${i}]`))) fail(`features[${i}] ${JSON.stringify(f)} is not a WebGPU feature name`);
+      if (features && !features.has(f as string))
+        fail(
+          `its kernels need the WebGPU feature "${f}"${f === "shader-f16" ? " (built in mixed precision)" : ""}, which this device lacks: create the device with adapter.requestDevice({ requiredFeatures: ${JSON.stringify(m.features)} }) on an adapter that offers it, or rebuild the bundle without it (kiln build ${f === "shader-f16" ? "--precision f32" : "without --subgroups"})`,
+        );
+    });
   if (limits) checkPlan(m as unknown as Plan, limits, fail);
   return m as unknown as Manifest;
 }

@@ -71,7 +71,15 @@ export { compile, fixpoint, insertBefore, PASSES, PIPELINE, type CompileOptions,
 export type { Lowered, Pass, PassContext, Stage, StageContext, Step } from "../compiler/pass.ts";
 export type { Binding, BufferSpec, Dispatch, Kernel, Program, StateUpdate } from "../compiler/program.ts";
 export { requiredFeatures } from "../compiler/program.ts";
-export { CPU_TARGET, GPU_TARGET, targetForAdapter, type Target } from "../compiler/target.ts";
+export {
+  CPU_TARGET,
+  GPU_TARGET,
+  KERNEL_FEATURES,
+  targetForAdapter,
+  withFeatures,
+  type KernelFeature,
+  type Target,
+} from "../compiler/target.ts";
 export { F16_FEATURE, resolvePrecision, type Precision } from "../compiler/precision.ts";
 export { rewrite, type Rebuilder, type Rule } from "../compiler/rewrite.ts";
 // The standard graph passes, to rearrange into a pipeline of your own (PIPELINE, insertBefore).

@@ -145,12 +145,7 @@ export class Bundle {
     } catch (e) {
       throw new KilnError(`kiln bundle: manifest.json is not valid JSON (${(e as Error).message})`);
     }
-    const m = validateManifest(raw, "manifest.json", device.limits);
-    const missing = (m.features ?? []).filter((f) => !device.features.has(f));
-    if (missing.length)
-      throw new KilnError(
-        `kiln bundle: the kernels need the WebGPU feature${missing.length > 1 ? "s" : ""} ${missing.map((f) => JSON.stringify(f)).join(", ")}${missing.includes("shader-f16") ? " (built in mixed precision)" : ""}, which this device lacks: create it with adapter.requestDevice({ requiredFeatures: ${JSON.stringify(m.features)} }) on an adapter whose adapter.features has ${missing.length > 1 ? "them" : "it"}, or rebuild the bundle without (kiln build --precision f32)`,
-      );
+    const m = validateManifest(raw, "manifest.json", device.limits, device.features);
     const sig = opts.signature;
     if (sig && JSON.stringify(signatureOf(m)) !== JSON.stringify(sig))
       throw new KilnError(

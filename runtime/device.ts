@@ -3,7 +3,7 @@
  *  (validation, out-of-memory, internal, a lost device) becomes a thrown GpuError naming what
  *  was being done; none is swallowed. */
 import { create, globals } from "webgpu";
-import { targetForAdapter, type Target } from "../compiler/target.ts";
+import { KERNEL_FEATURES, targetForAdapter, type Target } from "../compiler/target.ts";
 import { withTuning, type Tuning } from "../compiler/tuning.ts";
 import { GpuError } from "../src/ir/errors.ts";
 import { scoped } from "./executor.ts";
@@ -14,7 +14,8 @@ export interface Gpu {
   /** e.g. "llvmpipe: Mesa 25.0.7 (LLVM 15.0.6) [mesa software]" */
   readonly adapter: string;
   readonly limits: GPUSupportedLimits;
-  /** The device's features: those of OPTIONAL_FEATURES the adapter offers (requested at creation). */
+  /** The device's features: those of KERNEL_FEATURES (compiler/target.ts) the adapter offers,
+   *  requested at creation; kernels may use exactly these. */
   readonly features: ReadonlySet<string>;
   /** The adapter as the tuning cache keys it (./tuning-cache.ts): `adapter` and Dawn's device
    *  string (lavapipe's names its SIMD width); the description carries the driver's version. */
@@ -22,8 +23,9 @@ export interface Gpu {
   /** Every feature the adapter offers (kiln info). */
   readonly adapterFeatures: ReadonlySet<string>;
   /** What to compile for (pass it as `compile(graph, { target })`): CPU_TARGET on a software
-   *  rasterizer such as lavapipe, else GPU_TARGET; with the GEMM configurations tuned for this
-   *  adapter from the tuning cache (./tuning-cache.ts) unless KILN_TUNING=off. */
+   *  rasterizer such as lavapipe, else GPU_TARGET, with the kernel features (compiler/target.ts
+   *  KERNEL_FEATURES) the device was given and the GEMM configurations tuned for this adapter
+   *  from the tuning cache (./tuning-cache.ts) unless KILN_TUNING=off. */
   readonly target: Target;
   /** Pipelines by WGSL text: one compile per distinct shader in the process. */
   readonly pipelines: Map<string, Promise<GPUComputePipeline>>;
@@ -53,11 +55,6 @@ function dawnFlags(): string[] {
   return toggles.length ? [`enable-dawn-features=${toggles.join(",")}`] : [];
 }
 
-/** Features requested whenever the adapter offers them; kernels that need one say so (e.g. a
- *  program in mixed precision needs "shader-f16", compiler/precision.ts), and loading them on a
- *  device without it is an error naming it (requireFeatures). */
-export const OPTIONAL_FEATURES: readonly string[] = ["shader-f16"];
-
 /** Throw unless the device has every feature in `needed`, naming what needs them. */
 export function requireFeatures(gpu: Pick<Gpu, "features" | "adapter">, needed: Iterable<string>, what: string): void {
   const missing = [...needed].filter((f) => !gpu.features.has(f));
@@ -83,8 +80,10 @@ async function open(): Promise<Gpu> {
   const adapter = await handle.requestAdapter({ powerPreference: "high-performance" });
   if (!adapter) throw new GpuError(SETUP_HINT);
   const a = adapter.limits;
+  // Every optional feature some kernel variant can use, where the adapter offers it.
+  const requiredFeatures = KERNEL_FEATURES.filter((f) => adapter.features.has(f));
   const device = await adapter.requestDevice({
-    requiredFeatures: OPTIONAL_FEATURES.filter((f) => adapter.features.has(f)) as GPUFeatureName[],
+    requiredFeatures,
     requiredLimits: {
       maxStorageBufferBindingSize: a.maxStorageBufferBindingSize,
       maxBufferSize: a.maxBufferSize,
@@ -110,7 +109,7 @@ async function open(): Promise<Gpu> {
   );
   const name = `${i.description || i.device} [${[i.vendor, i.architecture].filter(Boolean).join(" ")}]`;
   const adapterId = i.device && i.description ? `${name} ${i.device}` : name;
-  const base = targetForAdapter([i.description, i.device, i.vendor, i.architecture].join(" "), fallback);
+  const base = targetForAdapter([i.description, i.device, i.vendor, i.architecture].join(" "), fallback, device.features);
   const gpu: Gpu = {
     device,
     adapter: name,
@@ -148,7 +147,7 @@ export function besideGpu(gpu: Gpu, use: (device: GPUDevice) => Promise<void>): 
     if (!adapter) throw new GpuError("no second adapter for a helper device");
     const l = gpu.limits;
     const device = await adapter.requestDevice({
-      requiredFeatures: OPTIONAL_FEATURES.filter((f) => gpu.features.has(f)) as GPUFeatureName[],
+      requiredFeatures: KERNEL_FEATURES.filter((f) => gpu.features.has(f)),
       requiredLimits: {
         maxStorageBufferBindingSize: l.maxStorageBufferBindingSize,
         maxStorageBuffersPerShaderStage: l.maxStorageBuffersPerShaderStage,
@@ -203,6 +202,21 @@ export async function settle<T>(p: Promise<T>): Promise<T> {
   return p;
 }
 const SLEEP = new Int32Array(new SharedArrayBuffer(4));
+/** Refuse kernels that need a feature `device` lacks, naming the first such kernel: `what` says
+ *  what was being loaded ("kiln: loading the program", "kiln bundle: manifest.json"). */
+export function assertFeatures(
+  device: Pick<GPUDevice, "features">,
+  kernels: readonly { readonly name: string; readonly features?: readonly string[] }[],
+  what: string,
+): void {
+  for (const k of kernels)
+    for (const f of k.features ?? [])
+      if (!device.features.has(f))
+        throw new GpuError(
+          `${what}: kernel ${k.name} uses the WebGPU feature "${f}", which this device lacks (it has: ${[...device.features].sort().join(", ") || "none"}); ` +
+            `compile for the device's own target (acquireGpu().target), or without it (withFeatures(target, []))`,
+        );
+}
 
 /** Throw if the device was lost or reported an error outside any scope. */
 export function assertHealthy(what: string): void {

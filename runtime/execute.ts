@@ -30,7 +30,7 @@ import { checkLimits, limitsOf } from "../compiler/limits.ts";
 import { planFor, type MemoryPlan } from "../compiler/plan-memory.ts";
 import { programPlan } from "../compiler/bundle/plan.ts";
 import { createBuffer, destroyBuffer, toStorage, type HostArray } from "./buffers.ts";
-import { acquireGpu, checked, requireFeatures, settle, type Gpu } from "./device.ts";
+import { acquireGpu, assertFeatures, checked, requireFeatures, settle, type Gpu } from "./device.ts";
 import { resolvePrecision, type Precision } from "../compiler/precision.ts";
 import { Executor, readBack, Serial, USAGE, type ExecutorHooks, type StorageArray } from "./executor.ts";
 import { warmJit, type WarmResult } from "./jit-warm.ts";
@@ -142,6 +142,7 @@ export class Executable {
       program.half?.length ? `a program in mixed precision (${program.half.length} values stored as f16)` : "this program",
     );
     const { kernels } = program;
+    assertFeatures(g.device, kernels, "loading the program");
     const fresh = kernels.filter((k) => !g.pipelines.has(k.key));
     const compiling = kernels.map((k) => pipeline(g, k));
     const pipelines = await settle(Promise.all(compiling)).catch((e) => {

@@ -92,13 +92,14 @@ export function emitBundle(program: Program, opts: EmitOptions): BundleFiles {
     files.set(plan.kernels[i].file, `${head.join("\n")}\n${k.wgsl.endsWith("\n") ? k.wgsl : `${k.wgsl}\n`}`);
   });
 
+  const features = requiredFeatures(program);
   const manifest: Manifest = {
     format: FORMAT,
     name: opts.name,
     mode: opts.mode,
     ...plan,
     dims: Object.fromEntries([...symbols].sort().map((s) => [s, dims[s]])),
-    ...(requiredFeatures(program).length ? { features: requiredFeatures(program) } : {}),
+    ...(features.length ? { features } : {}),
     weights: { file: "weights.safetensors", bytes: opts.weights.length, sha256: createHash("sha256").update(opts.weights).digest("hex") },
     compiler: { target: opts.target, fuse: opts.fuse, passes: program.stats.map((s) => s.pass), tuning: tuningRecord(kernels) },
   };

@@ -171,8 +171,10 @@ export function generateLoader(m: Manifest, integrity: string): { ts: string; js
       kind: StructureKind.VariableStatement,
       declarationKind: VariableDeclarationKind.Const,
       isExported: true,
-      docs: ["The WebGPU features the kernels need (shader-f16 for mixed precision): request them when creating the device."],
-      declarations: [{ name: "REQUIRED_FEATURES", initializer: `${JSON.stringify(m.features ?? [])} as GPUFeatureName[]` }],
+      docs: [
+        "The optional WebGPU features the kernels enable (shader-f16 for mixed precision, subgroups): create the device with `adapter.requestDevice({ requiredFeatures: REQUIRED_FEATURES })`; load refuses a device without one.",
+      ],
+      declarations: [{ name: "REQUIRED_FEATURES", type: "readonly GPUFeatureName[]", initializer: JSON.stringify(m.features ?? []) }],
     },
     {
       kind: StructureKind.VariableStatement,

@@ -27,7 +27,7 @@ import { formatType } from "../../src/ir/shape.ts";
 import type { DType, Dim, Graph, Node, OpKind, Shape, ValueId } from "../../src/ir/types.ts";
 import type { Binding, Dispatch, Kernel } from "../program.ts";
 import { F16_FEATURE } from "../precision.ts";
-import { GPU_TARGET, type Target } from "../target.ts";
+import { GPU_TARGET, type KernelFeature, type Target } from "../target.ts";
 import { Writer } from "./writer.ts";
 
 /** What a `let` becomes when rendered (see the header). */
@@ -276,7 +276,18 @@ export class KernelBuilder {
 
   /** Assemble the shader: header comment, helpers, bindings, then `main` around the body. In the
    *  analysis pass the bindings are provisional (all read); only render passes' kernels are kept. */
-  finish(opts: { what: string; workgroupSize: readonly number[]; dispatch: Dispatch; shared?: readonly string[] }): Kernel {
+  finish(opts: {
+    what: string;
+    workgroupSize: readonly number[];
+    dispatch: Dispatch;
+    shared?: readonly string[];
+    /** WebGPU features the body uses (enabled at the top); with "subgroups", main also gets
+     *  the builtins `sid` (subgroup_invocation_id) and `ssize` (subgroup_size) the body reads. */
+    features?: readonly KernelFeature[];
+    /** WGSL diagnostic filters for the module, e.g. "off, subgroup_uniformity" where subgroup
+     *  operations run under branches WGSL's analysis cannot see are uniform across a subgroup. */
+    diagnostics?: readonly string[];
+  }): Kernel {
     const out = this.node(this.output);
     const body = this.w.toString();
     const bindings = this.render?.bindings ?? this.bindings(() => false);
@@ -286,10 +297,13 @@ export class KernelBuilder {
     // Comments are blank lines in the key: line numbers stay those of the WGSL.
     const comment = (text: string) => head.line(canonical ? "" : `// ${text}`);
     comment(`${this.name} = ${opts.what} -> %${out.id}, ${formatType(out.type)}${out.site ? ` @ ${out.site}` : ""}`);
-    if (this.alias !== undefined) comment(`in place: %${out.id} is stored over %${this.alias}, read only at the element stored`);
-    // A directive comes before every declaration; only kernels binding an f16 value need it.
+    // Directives come before every declaration. Only kernels binding an f16 value (mixed
+    // precision) need `enable f16;`, only subgroup variants `enable subgroups;`.
     const f16 = bindings.some((b) => this.half.has(b.value));
-    if (f16) head.line("enable f16;");
+    const features: KernelFeature[] = [...(f16 ? [F16_FEATURE] : []), ...(opts.features ?? [])];
+    for (const f of features) head.line(`enable ${f === F16_FEATURE ? "f16" : f};`);
+    for (const d of opts.diagnostics ?? []) head.line(`diagnostic(${d});`);
+    if (this.alias !== undefined) comment(`in place: %${out.id} is stored over %${this.alias}, read only at the element stored`);
     bindings.forEach((b, i) =>
       head.line(
         `@group(0) @binding(${i}) var<storage, ${b.access}> ${this.buffer(b.value)}: array<${this.half.has(b.value) ? "f16" : storageType(this.node(b.value).type.dtype)}>;`,
@@ -303,7 +317,13 @@ export class KernelBuilder {
     for (const src of helpersFor(body)) head.line("", src);
     head.line("", `@compute @workgroup_size(${opts.workgroupSize.join(", ")})`);
     head.line("fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,");
-    head.line("        @builtin(local_invocation_index) lid: u32, @builtin(local_invocation_id) lid3: vec3<u32>) {");
+    // The subgroup builtins a body reads (`sid`, `ssize`), on a line of their own.
+    const builtins = [
+      ["sid", "subgroup_invocation_id"],
+      ["ssize", "subgroup_size"],
+    ].filter(([name]) => features.includes("subgroups") && identifiers(body).includes(name));
+    const sub = builtins.length ? `,\n        ${builtins.map(([name, b]) => `@builtin(${b}) ${name}: u32`).join(", ")}` : "";
+    head.line(`        @builtin(local_invocation_index) lid: u32, @builtin(local_invocation_id) lid3: vec3<u32>${sub}) {`);
     const wgsl = `${head}\n${body}\n}\n`;
     const k: Kernel = {
       name: this.name,
@@ -315,7 +335,7 @@ export class KernelBuilder {
       bindings,
       uniforms,
       dispatch: opts.dispatch,
-      ...(f16 ? { features: [F16_FEATURE] } : {}),
+      ...(features.length ? { features } : {}),
     };
     return this.alias === undefined ? k : { ...k, inPlace: this.alias };
   }

@@ -93,6 +93,29 @@ describe("bundle emission", () => {
     expect(manifestOf(unfused).compiler.fuse).toBe(false);
   });
 
+  it("a bundle built with subgroups says so: features, and `enable subgroups;` in those kernels", () => {
+    const sg = buildBundle(mlpInput("train", 16), { name: "mnist-mlp", features: ["subgroups"] });
+    const m = manifestOf(sg);
+    expect(m.features).toEqual(["subgroups"]);
+    const enabled = m.kernels.filter((k) => (sg.get(k.file) as string).includes("\nenable subgroups;\n"));
+    // The bias gradients (column sums over the symbolic batch) are subgroup reductions.
+    expect(enabled.length).toBeGreaterThan(0);
+    expect(manifestOf(train).features).toBeUndefined();
+    expect(sg.get("loader.ts")).toContain('export const REQUIRED_FEATURES: readonly GPUFeatureName[] = ["subgroups"];');
+    expect(sg.get("loader.ts")).toContain(
+      "// Needs the WebGPU features subgroups: adapter.requestDevice({ requiredFeatures: REQUIRED_FEATURES }).",
+    );
+    expect(train.get("loader.ts")).toContain("export const REQUIRED_FEATURES: readonly GPUFeatureName[] = [];");
+    const good = JSON.parse(sg.get("manifest.json") as string);
+    expect(() => validateManifest(good, "manifest.json", undefined, new Set(["subgroups"]))).not.toThrow();
+    expect(() => validateManifest(good, "manifest.json", undefined, new Set())).toThrow(
+      /its kernels need the WebGPU feature "subgroups", which this device lacks: create the device with adapter\.requestDevice\(\{ requiredFeatures: \["subgroups"\] \}\)/,
+    );
+    expect(() => validateManifest({ ...good, features: ["Sub groups"] })).toThrow(
+      /features\[0\] "Sub groups" is not a WebGPU feature name/,
+    );
+  });
+
   it("validateManifest refuses a wrong format, a dangling value and an unbounded dim", () => {
     const good = JSON.parse(mlp.get("manifest.json") as string);
     expect(() => validateManifest({ ...good, format: "kiln-bundle/0" })).toThrow(/format "kiln-bundle\/0" is not "kiln-bundle\/1"/);

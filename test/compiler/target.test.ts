@@ -1,5 +1,5 @@
 import { describe, expect, test } from "vitest";
-import { CPU_TARGET, GPU_TARGET, targetForAdapter } from "../../compiler/target.ts";
+import { CPU_TARGET, GPU_TARGET, targetForAdapter, uses, withFeatures } from "../../compiler/target.ts";
 
 describe("targetForAdapter", () => {
   test("software rasterizers get the CPU target", () => {
@@ -19,5 +19,23 @@ describe("targetForAdapter", () => {
     expect(targetForAdapter("Intel(R) UHD Graphics 630 intel gen-9")).toBe(GPU_TARGET);
     expect(targetForAdapter("", false)).toBe(GPU_TARGET);
     expect(targetForAdapter("some adapter", true)).toBe(CPU_TARGET);
+  });
+});
+
+describe("kernel features", () => {
+  test("the device's target uses the kernel features it has, and only those", () => {
+    const t = targetForAdapter("llvmpipe", false, ["timestamp-query", "subgroups"]);
+    expect(t).toEqual({ ...CPU_TARGET, features: ["subgroups"] });
+    expect(targetForAdapter("NVIDIA GeForce RTX 4090", false, ["subgroups"]).features).toEqual(["subgroups"]);
+    expect(targetForAdapter("NVIDIA GeForce RTX 4090", false, ["depth-clip-control"])).toBe(GPU_TARGET);
+  });
+
+  test("withFeatures forces features on or off; the same features give the same target", () => {
+    const on = withFeatures(GPU_TARGET, ["subgroups", "not-a-feature"]);
+    expect(on.features).toEqual(["subgroups"]);
+    expect(uses(on, "subgroups")).toBe(true);
+    expect(withFeatures(on, [])).toEqual(GPU_TARGET);
+    expect(uses(GPU_TARGET, "subgroups")).toBe(false);
+    expect(withFeatures(CPU_TARGET, [])).toBe(CPU_TARGET);
   });
 });

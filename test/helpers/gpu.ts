@@ -2,7 +2,7 @@
  *  and print the graph as text IR when they disagree. */
 import { afterAll } from "vitest";
 import { compile, type CompileOptions } from "../../compiler/pipeline.ts";
-import { CPU_TARGET, GPU_TARGET, type Target } from "../../compiler/target.ts";
+import { CPU_TARGET, GPU_TARGET, type Target, withFeatures } from "../../compiler/target.ts";
 import { interpret } from "../../src/interpret.ts";
 import type { HostTensor } from "../../src/ir/host.ts";
 import type { Graph } from "../../src/ir/types.ts";
@@ -22,11 +22,19 @@ export async function gpuOrFail(): Promise<string> {
 }
 
 /** The targets whose kernels differ for GEMMs (matmul, conv2d and its gradients): the default
- *  GPU target (workgroup-tiled) and the CPU target (register-blocked), both run on this Dawn.
- *  `share` scales a property's runs: the full count on the default, a third on the other. */
+ *  GPU target (workgroup-tiled) and the CPU target (register-blocked), and each with its
+ *  subgroup variant forced on (compiler/wgsl/kernels/gemm-subgroup.ts; lavapipe has the
+ *  feature), all run on this Dawn. `share` scales a property's runs: the full count on the
+ *  default, a third on the others. */
 export const GEMM_TARGETS: readonly { readonly name: string; readonly target: Target; readonly share: number }[] = [
   { name: "gpu target (workgroup-tiled GEMM)", target: GPU_TARGET, share: 1 },
   { name: "cpu target (register-blocked GEMM)", target: CPU_TARGET, share: 1 / 3 },
+  { name: "gpu target, subgroups (subgroup-shuffle tiled GEMM)", target: withFeatures(GPU_TARGET, ["subgroups"]), share: 1 / 3 },
+  {
+    name: "cpu target, subgroups (subgroup-broadcast register GEMM)",
+    target: withFeatures({ ...CPU_TARGET, subgroupGemm: true }, ["subgroups"]),
+    share: 1 / 3,
+  },
 ];
 
 /** `n` runs scaled by a target's share, at least 2. */

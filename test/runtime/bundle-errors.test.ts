@@ -115,6 +115,14 @@ describe("the generated loader refuses", () => {
     );
   });
 
+  it("a device without a WebGPU feature the kernels need, before compiling anything", async () => {
+    const m = { ...manifest(), features: ["subgroups"] };
+    const bare = { limits: device.limits, features: new Set<string>() } as unknown as GPUDevice;
+    await expect(loader.load(bare, serve({ "manifest.json": JSON.stringify(m) }))).rejects.toThrow(
+      /kiln bundle: manifest\.json: its kernels need the WebGPU feature "subgroups", which this device lacks/,
+    );
+  });
+
   it("a manifest of another model", async () => {
     const m = manifest();
     m.outputs[0].name = "logits";

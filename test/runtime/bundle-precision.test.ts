@@ -32,9 +32,9 @@ describe("bundles in mixed precision", () => {
     const half = m.values.filter((v) => v.storage === "f16");
     expect(half.length).toBe(2); // the two hidden layers
     for (const v of half) expect(v.dtype).toBe("f32");
-    expect(mixed.get("loader.ts")).toContain('export const REQUIRED_FEATURES = ["shader-f16"] as GPUFeatureName[]');
+    expect(mixed.get("loader.ts")).toContain('export const REQUIRED_FEATURES: readonly GPUFeatureName[] = ["shader-f16"];');
     expect(manifest(f32).features).toBeUndefined();
-    expect(f32.get("loader.ts")).toContain("export const REQUIRED_FEATURES = [] as GPUFeatureName[]");
+    expect(f32.get("loader.ts")).toContain("export const REQUIRED_FEATURES: readonly GPUFeatureName[] = [];");
     // Kernels binding an f16 value enable f16, the others do not.
     for (const k of m.kernels) {
       const wgsl = mixed.get(k.file) as string;
@@ -75,7 +75,7 @@ describe("bundles in mixed precision", () => {
     const { device } = await acquireGpu();
     const without = new Proxy(device, { get: (t, k) => (k === "features" ? new Set() : Reflect.get(t, k, t)) });
     await expect(Bundle.open(without, serve(mixed))).rejects.toThrow(
-      /kiln bundle: the kernels need the WebGPU feature "shader-f16" \(built in mixed precision\), which this device lacks: create it with adapter\.requestDevice\(\{ requiredFeatures: \["shader-f16"\] \}\)/,
+      /kiln bundle: manifest\.json: its kernels need the WebGPU feature "shader-f16" \(built in mixed precision\), which this device lacks: create the device with adapter\.requestDevice\(\{ requiredFeatures: \["shader-f16"\] \}\)/,
     );
   });
 });

@@ -28,6 +28,8 @@ import type { Kernel } from "../../program.ts";
 import { broadcastCoords, type KernelBuilder } from "../kernel-builder.ts";
 import { type Gemm, gemmGroups } from "./gemm.ts";
 import { DEFAULT_REGISTER_GEMM, registerGemm } from "./gemm-register.ts";
+import { subgroupRegisterGemm, subgroupTiledGemm } from "./gemm-subgroup.ts";
+import { uses } from "../../target.ts";
 import { type GemmConfig, gemmClass, tunedConfig } from "../../tuning.ts";
 
 /** The writer's tile parameters (compiler/tuning.ts searches over them per adapter and shape
@@ -50,7 +52,10 @@ export const DEFAULT_TILED_GEMM: TiledGemmConfig = { tile: 64, tk: 16, threads: 
 
 /** The GEMM writer for `kb.target` (../../target.ts): workgroup tiles on a GPU, register blocks
  *  on a CPU rasterizer; each with the configuration tuned for the GEMM's shape class when the
- *  target carries one (../../tuning.ts), else its default. The kernel records which. */
+ *  target carries one (../../tuning.ts), else its default. The kernel records which. With the
+ *  `subgroups` feature and Target.subgroupGemm, the subgroup variant (./gemm-subgroup.ts): the
+ *  register-blocked one at any configuration, the tiled one at the default's (its shuffles are
+ *  laid out for 16-thread tile rows; another configuration takes the plain writer). */
 export function gemm(kb: KernelBuilder, what: string, g: Gemm): Kernel {
   const cls = gemmClass(kb.target, kb.node(kb.op).op, g);
   const tuned = tunedConfig(kb.target, cls);
@@ -59,7 +64,18 @@ export function gemm(kb: KernelBuilder, what: string, g: Gemm): Kernel {
     (kb.target.gemm === "register-blocked"
       ? { writer: "register-blocked", ...DEFAULT_REGISTER_GEMM }
       : { writer: "workgroup-tiled", ...DEFAULT_TILED_GEMM });
-  const k = config.writer === "register-blocked" ? registerGemm(kb, what, g, config) : tiledGemm(kb, what, g, config);
+  const sub = uses(kb.target, "subgroups") && kb.target.subgroupGemm;
+  const k =
+    config.writer === "register-blocked"
+      ? sub
+        ? subgroupRegisterGemm(kb, what, g, config)
+        : registerGemm(kb, what, g, config)
+      : sub &&
+          config.tile === DEFAULT_TILED_GEMM.tile &&
+          config.tk === DEFAULT_TILED_GEMM.tk &&
+          config.threads === DEFAULT_TILED_GEMM.threads
+        ? subgroupTiledGemm(kb, what, g)
+        : tiledGemm(kb, what, g, config);
   const source = tuned ? { source: "tuned" as const, tunedFor: kb.target.tuning!.tunedFor } : { source: "default" as const };
   return { ...k, gemm: { class: cls, config, ...source } };
 }

@@ -21,7 +21,8 @@
  *      if (lid == 0u) { v2[o] = acc_wg[0]; }
  *
  *  The input is read through `kb.value`, so an inlined permute or broadcast is index arithmetic
- *  inside the loop. Sums accumulate in the dtype (f32 error bound: test/ops/reduce.test.ts;
+ *  inside the loop. With the `subgroups` feature the tree ends in subgroup operations instead of
+ *  its halving rounds (./reduce-subgroup.ts). Sums accumulate in the dtype (f32 error bound: test/ops/reduce.test.ts;
  *  i32/u32 wrap, as the reference does). Max and min keep NaN; argmax counts NaN as the largest
  *  value and keeps the first index among equals. */
 import { sizeOf } from "../../../src/ir/shape.ts";
@@ -30,7 +31,8 @@ import { highest, lowest } from "../../../src/ops/reduce.ts";
 import { lit } from "../../../src/ops/wgsl.ts";
 import type { Kernel } from "../../program.ts";
 import type { KernelBuilder } from "../kernel-builder.ts";
-import type { Target } from "../../target.ts";
+import { type Target, uses } from "../../target.ts";
+import { IS_NAN, subgroupTree } from "./reduce-subgroup.ts";
 
 const PER_GROUP = 64;
 const TREE = 256;
@@ -53,10 +55,6 @@ interface Accumulator {
   readonly helpers: readonly string[];
 }
 
-// NaN by its bits: a driver that assumes no NaNs may fold `x != x` to false.
-const IS_NAN = `fn is_nan(x: f32) -> bool {
-  return (bitcast<u32>(x) & 0x7fffffffu) > 0x7f800000u;
-}`;
 // WGSL leaves max/min of a NaN to the driver; the reference propagates it.
 const nanSafe = (f: "max" | "min") => `fn nan_${f}(a: f32, b: f32) -> f32 {
   if (is_nan(a)) { return a; }
@@ -176,6 +174,16 @@ export function reduceKernel(kb: KernelBuilder, what: string): Kernel {
   const o = kb.let("wid.y * nwg.x + wid.x", "o");
   w.line(`if (${o} >= ${kb.size(outShape)}) { return; }`);
   const state = walk(kb.unravel(o, outShape), TREE);
+  if (uses(kb.target, "subgroups")) {
+    const sg = subgroupTree(kb, node.op, x.dtype, state, TREE, (s) => kb.store(o, acc.result(s)));
+    return kb.finish({
+      what,
+      workgroupSize: [TREE],
+      dispatch: { kind: "linear", total: out, perGroup: 1 },
+      shared: [...sg.shared, ...[...new Set([...acc.helpers, ...sg.helpers])].flatMap((h) => ["", h])],
+      features: ["subgroups"],
+    });
+  }
   const at = (k: string) => acc.vars.map(([name]) => `${name}_wg[${k}]`);
   acc.vars.forEach(([name], v) => w.line(`${name}_wg[lid] = ${state[v]};`));
   w.line("workgroupBarrier();");
