@@ -179,8 +179,14 @@ export async function releaseGpu(): Promise<void> {
     released.add(device);
     device.destroy();
   }
+  if (handle) retired.push(handle);
   handle = undefined;
 }
+
+/** Dawn instances releaseGpu let go of, kept referenced: one collected while the process goes on
+ *  with a new one crashed Dawn (`pthread_mutex_lock` assertion, or a hang) after a few release and
+ *  acquire cycles on a device with shader-f16 (test/cli/tune-cli.test.ts, lavapipe). */
+const retired: GPU[] = [];
 
 /** Node's `webgpu` binding polls Dawn for events back to back (setImmediate) as long as any of
  *  its promises is pending: waiting for a step's readback keeps a core busy the whole time, and on
