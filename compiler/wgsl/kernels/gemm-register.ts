@@ -109,15 +109,15 @@ export function registerGemm(kb: KernelBuilder, what: string, g: Gemm, cfg: Regi
 
 /** Outputs per invocation along one side: `max`, or the power of two covering a smaller static
  *  size (a symbolic one may be anything, so it gets `max`). */
-function block(size: Size, max: number): number {
+export function block(size: Size, max: number): number {
   return size.syms.length ? max : Math.min(max, pow2(size.k));
 }
 
 /** size − 1 as u32 WGSL; folded when static, since `0u - 1u` would not compile (an empty side
  *  dispatches nothing, but its shader must still compile). */
-const last = (size: Size, expr: string): string => (size.syms.length ? `${expr} - 1u` : `${Math.max(size.k - 1, 0)}u`);
+export const last = (size: Size, expr: string): string => (size.syms.length ? `${expr} - 1u` : `${Math.max(size.k - 1, 0)}u`);
 /** The invocation's block index along one axis: group·lanes + its lane (just the group with one lane). */
-const lane = (group: string, lanes: number, id: string): string =>
+export const lane = (group: string, lanes: number, id: string): string =>
   group === "0u" ? (lanes === 1 ? "0u" : id) : lanes === 1 ? group : `(${group} * ${lanes}u + ${id})`;
-const pow2 = (n: number): number => 2 ** Math.ceil(Math.log2(Math.max(n, 1)));
-const range = (n: number): number[] => [...Array(n).keys()];
+export const pow2 = (n: number): number => 2 ** Math.ceil(Math.log2(Math.max(n, 1)));
+export const range = (n: number): number[] => [...Array(n).keys()];

@@ -24,11 +24,10 @@
  *  consecutive lanes (checked; the usual layout), thread tx reads them for k = tx mod C only,
  *  C = min(subgroup size, 16), and the row takes them from lane (row start + c) with
  *  subgroupShuffle: 4 workgroup-memory reads per C k instead of per k. */
-import type { Size } from "../../../src/ir/shape.ts";
 import type { Kernel } from "../../program.ts";
 import type { KernelBuilder } from "../kernel-builder.ts";
 import { type Gemm, type GemmMatrix, gemmGroups } from "./gemm.ts";
-import { DEFAULT_REGISTER_GEMM, registerGemm, type RegisterGemmConfig } from "./gemm-register.ts";
+import { block, DEFAULT_REGISTER_GEMM, last, lane, pow2, range, registerGemm, type RegisterGemmConfig } from "./gemm-register.ts";
 
 /** WGSL's uniformity analysis takes a subgroup operation's result (`share`, `rows`) and a return
  *  that depends on the invocation as non-uniform, so it would refuse the broadcasts under them;
@@ -193,12 +192,4 @@ function loadTiles(kb: KernelBuilder, mat: GemmMatrix, M: string, N: string, K: 
   });
 }
 
-function block(size: Size, max: number): number {
-  return size.syms.length ? max : Math.min(max, pow2(size.k));
-}
-const last = (size: Size, expr: string): string => (size.syms.length ? `${expr} - 1u` : `${Math.max(size.k - 1, 0)}u`);
-const lane = (group: string, lanes: number, id: string): string =>
-  group === "0u" ? (lanes === 1 ? "0u" : id) : lanes === 1 ? group : `(${group} * ${lanes}u + ${id})`;
-const pow2 = (n: number): number => 2 ** Math.ceil(Math.log2(Math.max(n, 1)));
-const range = (n: number): number[] => [...Array(n).keys()];
 const off = (i: number): string => (i ? ` + ${i * THREADS}u` : "");
