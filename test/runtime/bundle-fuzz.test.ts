@@ -69,13 +69,17 @@ const SIGNATURE = {
   outputs: MANIFEST.outputs.map(({ name, dtype, shape }) => ({ name, dtype, shape })),
 };
 
-/** A device that records every use and does nothing: a refusal must leave `touched` empty. */
+/** A device that records every use and does nothing: a refusal must leave `touched` empty. Its
+ *  limits and features (read-only facts the validator checks a manifest against) are the real
+ *  device's. */
 let limits: GPUSupportedLimits;
+let features: GPUSupportedFeatures;
 function recorder(): { device: GPUDevice; touched: string[] } {
   const touched: string[] = [];
   const device = new Proxy({} as GPUDevice, {
     get: (_, k) => {
       if (k === "limits") return limits;
+      if (k === "features") return features;
       if (k === "then") return undefined;
       touched.push(String(k));
       return () => {
@@ -181,6 +185,7 @@ let expected: Float32Array;
 beforeAll(async () => {
   device = (await acquireGpu()).device;
   limits = device.limits;
+  features = device.features;
   const b = await Bundle.open(device, serve(original()), { integrity: BUILT });
   expected = (await b.call({ x: X })).out as Float32Array;
   b.dispose();
