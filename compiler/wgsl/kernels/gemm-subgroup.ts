@@ -26,7 +26,7 @@
  *  subgroupShuffle: 4 workgroup-memory reads per C k instead of per k. */
 import type { Kernel } from "../../program.ts";
 import type { KernelBuilder } from "../kernel-builder.ts";
-import { type Gemm, type GemmMatrix, gemmGroups } from "./gemm.ts";
+import { type Gemm, gemmGroups, loadTiles } from "./gemm.ts";
 import { block, DEFAULT_REGISTER_GEMM, last, lane, pow2, range, registerGemm, type RegisterGemmConfig } from "./gemm-register.ts";
 
 /** WGSL's uniformity analysis takes a subgroup operation's result (`share`, `rows`) and a return
@@ -132,7 +132,7 @@ export function subgroupTiledGemm(kb: KernelBuilder, what: string, g: Gemm): Ker
   w.line(`var acc: array<vec4<f32>, ${BLOCK}>;`);
   w.line("let own = lid3.x % span;");
   w.block(`for (var k0 = 0u; k0 < ${K}; k0 += ${TK}u)`, () => {
-    loadTiles(kb, mat, M, N, K);
+    loadTiles(kb, mat, g, TILE, TK, THREADS);
     w.line("workgroupBarrier();");
     const bv = (kk: string) =>
       `vec4(${range(BLOCK)
@@ -175,20 +175,6 @@ export function subgroupTiledGemm(kb: KernelBuilder, what: string, g: Gemm): Ker
     dispatch: { kind: "grid", x, y, z },
     features: ["subgroups"],
     diagnostics: [SUBGROUP_UNIFORM],
-  });
-}
-
-/** The tiles of this K step, 0 past the edges (as ./matmul.ts's). */
-function loadTiles(kb: KernelBuilder, mat: GemmMatrix, M: string, N: string, K: string): void {
-  const { w } = kb;
-  w.block(`for (var r = 0u; r < ${(TILE * TK) / (THREADS * THREADS)}u; r++)`, () => {
-    w.line(`let ld = lid + r * ${THREADS * THREADS}u;`);
-    w.line(`let am = m0 + ld / ${TK}u;`, `let ak = k0 + ld % ${TK}u;`, "var a = 0.0f;");
-    w.block(`if (am < ${M} && ak < ${K})`, () => w.line(`a = ${mat.loadA("am", "ak")};`));
-    w.line(`tileA[ld % ${TK}u * ${TILE}u + ld / ${TK}u] = a;`);
-    w.line(`let bk = k0 + ld / ${TILE}u;`, `let bn = n0 + ld % ${TILE}u;`, "var b = 0.0f;");
-    w.block(`if (bk < ${K} && bn < ${N})`, () => w.line(`b = ${mat.loadB("bk", "bn")};`));
-    w.line("tileB[ld] = b;");
   });
 }
 

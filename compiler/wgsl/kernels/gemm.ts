@@ -108,3 +108,28 @@ export function gemmGroups(
   const batch = single ? "0u" : kb.let(`wid.z / ${fold}u`, "z");
   return { batch, group: `(wid.z % ${fold}u * nwg.y + wid.y)`, col: "wid.x", surplus: true, x, y, z };
 }
+
+/** One K step's tiles of a workgroup-tiled GEMM (./matmul.ts and its subgroup variant): the
+ *  threads² threads load tile×tk of A and tk×tile of B from k0, 0 past the edges. A: consecutive
+ *  threads take consecutive k (row-major A reads contiguously); its tile is stored k-major so the
+ *  update loop reads a column of A as a row. */
+export function loadTiles(
+  kb: KernelBuilder,
+  mat: GemmMatrix,
+  g: Pick<Gemm, "M" | "N" | "K">,
+  tile: number,
+  tk: number,
+  threads: number,
+): void {
+  const { w } = kb;
+  const { M, N, K } = g;
+  w.block(`for (var r = 0u; r < ${(tile * tk) / (threads * threads)}u; r++)`, () => {
+    w.line(`let ld = lid + r * ${threads * threads}u;`);
+    w.line(`let am = m0 + ld / ${tk}u;`, `let ak = k0 + ld % ${tk}u;`, "var a = 0.0f;");
+    w.block(`if (am < ${M} && ak < ${K})`, () => w.line(`a = ${mat.loadA("am", "ak")};`));
+    w.line(`tileA[ld % ${tk}u * ${tile}u + ld / ${tk}u] = a;`);
+    w.line(`let bk = k0 + ld / ${tile}u;`, `let bn = n0 + ld % ${tile}u;`, "var b = 0.0f;");
+    w.block(`if (bk < ${K} && bn < ${N})`, () => w.line(`b = ${mat.loadB("bk", "bn")};`));
+    w.line("tileB[ld] = b;");
+  });
+}

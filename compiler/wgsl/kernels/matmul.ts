@@ -26,7 +26,7 @@ import { sizeOf } from "../../../src/ir/shape.ts";
 import type { Node, OpAttrs } from "../../../src/ir/types.ts";
 import type { Kernel } from "../../program.ts";
 import { broadcastCoords, type KernelBuilder } from "../kernel-builder.ts";
-import { type Gemm, gemmGroups } from "./gemm.ts";
+import { type Gemm, gemmGroups, loadTiles } from "./gemm.ts";
 import { DEFAULT_REGISTER_GEMM, registerGemm } from "./gemm-register.ts";
 import { subgroupRegisterGemm, subgroupTiledGemm } from "./gemm-subgroup.ts";
 import { uses } from "../../target.ts";
@@ -93,17 +93,7 @@ export function tiledGemm(kb: KernelBuilder, what: string, g: Gemm, cfg: TiledGe
   const mat = g.matrix(batch);
   w.line(`var acc: array<${vec}, ${BLOCK}>;`);
   w.block(`for (var k0 = 0u; k0 < ${K}; k0 += ${TK}u)`, () => {
-    w.block(`for (var r = 0u; r < ${(TILE * TK) / (THREADS * THREADS)}u; r++)`, () => {
-      w.line(`let ld = lid + r * ${THREADS * THREADS}u;`);
-      // A: consecutive threads take consecutive k (row-major A reads contiguously); the tile
-      // is stored k-major so the update loop reads a column of A as a row.
-      w.line(`let am = m0 + ld / ${TK}u;`, `let ak = k0 + ld % ${TK}u;`, "var a = 0.0f;");
-      w.block(`if (am < ${M} && ak < ${K})`, () => w.line(`a = ${mat.loadA("am", "ak")};`));
-      w.line(`tileA[ld % ${TK}u * ${TILE}u + ld / ${TK}u] = a;`);
-      w.line(`let bk = k0 + ld / ${TILE}u;`, `let bn = n0 + ld % ${TILE}u;`, "var b = 0.0f;");
-      w.block(`if (bk < ${K} && bn < ${N})`, () => w.line(`b = ${mat.loadB("bk", "bn")};`));
-      w.line("tileB[ld] = b;");
-    });
+    loadTiles(kb, mat, g, TILE, TK, THREADS);
     w.line("workgroupBarrier();");
     w.block(`for (var kk = 0u; kk < ${TK}u; kk++)`, () => {
       const cols = range(BLOCK).map((j) => `tileB[kk * ${TILE}u + lid3.x${off(j, THREADS)}]`);
