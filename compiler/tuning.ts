@@ -4,11 +4,14 @@
  *  Every GEMM (matmul, conv2d and its gradients) is written by one of two writers, each with a
  *  configuration object: register-blocked (rm × rn outputs an invocation, `lanes` invocations a
  *  workgroup) and workgroup-tiled (tile × tile a workgroup, tk deep, threads × threads). Any valid
- *  configuration computes the same GEMM — the same multiply-adds in the same k order per output —
- *  so tuning changes only speed, never results. A Target may carry a `Tuning`: configurations by
- *  shape class, found by a timed search on one adapter (runtime/autotune.ts) and cached on disk
- *  per adapter (runtime/tuning-cache.ts). Without one, or for a class it lacks, each writer uses
- *  its portable default (today's constants), and the kernel records which it got:
+ *  configuration computes the same GEMM — the same products per output, summed in the writer's
+ *  order (k by k; in groups of four k for ./wgsl/kernels/gemm-grouped.ts, whose edge subgroups
+ *  go k by k, so the last bits of an output may differ between two configurations, within the
+ *  same bound of the float64 reference) — so tuning changes speed, not accuracy. A Target may
+ *  carry a `Tuning`: configurations by shape class, found by a timed search on one adapter
+ *  (runtime/autotune.ts) and cached on disk per adapter (runtime/tuning-cache.ts). Without one,
+ *  or for a class it lacks, each writer uses its portable default (today's constants), and the
+ *  kernel records which it got:
  *      k3 = matmul -> %4 …    gemm matmul/register-blocked/M128xN512xK1024: rm16 rn8 lanes64 (default)
  *  Nothing here touches the device or the file system: the browser entry reaches it. */
 import type { Size } from "../src/ir/shape.ts";
@@ -21,7 +24,7 @@ import type { TiledGemmConfig } from "./wgsl/kernels/matmul.ts";
 /** The writers' version: a tuned configuration was timed against the writers' code as it was, so
  *  a change to a writer's body (not just its defaults) bumps this and old cache entries are no
  *  longer read (it is part of the cache file's key, runtime/tuning-cache.ts). */
-export const GEMM_WRITERS_VERSION = "gemm-writers/2";
+export const GEMM_WRITERS_VERSION = "gemm-writers/3";
 
 export type GemmConfig =
   | ({ readonly writer: "register-blocked" } & RegisterGemmConfig)

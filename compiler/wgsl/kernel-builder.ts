@@ -41,12 +41,17 @@ export interface RenderPlan {
   readonly lets: ReadonlyMap<string, LetFate>;
   /** Name buffers by binding index (vv0, vv1, …) and leave comment lines blank: the pipeline key. */
   readonly canonical: boolean;
+  /** Bindings declared `array<vec4<f32>>` because the generator read four elements at once
+   *  (`value4`); their scalar loads pick a component. */
+  readonly vec4: ReadonlySet<ValueId>;
 }
 
 /** What the analysis pass saw. */
 interface Analysis {
   /** Buffers in order of first load. */
   readonly reads: ValueId[];
+  /** Buffers read four elements at a time somewhere (`value4`). */
+  readonly vec4: Set<ValueId>;
   /** Per `let` the builder made: its expression's identifiers. */
   readonly lets: Map<string, { readonly expr: string; readonly refs: readonly string[] }>;
 }
@@ -56,7 +61,7 @@ export const storageType = (d: DType): string => (d === "bool" ? "u32" : d);
 export class KernelBuilder {
   /** The body of `main`; generators write into it. */
   readonly w: Writer;
-  private readonly seen: Analysis = { reads: [], lets: new Map() };
+  private readonly seen: Analysis = { reads: [], vec4: new Set(), lets: new Map() };
   private readonly syms = new Set<string>();
   private readonly flatOf = new Map<string, string>();
   private tmp = 0;
@@ -177,7 +182,7 @@ export class KernelBuilder {
     if (id === this.alias) this.pending.push({ flat, at });
     if (id === this.output && this.alias !== undefined) this.aliasOk = false;
     if (!this.seen.reads.includes(id)) this.seen.reads.push(id);
-    const e = `${this.buffer(id)}[${flat}]`;
+    const e = this.render?.vec4.has(id) ? `${this.buffer(id)}[(${flat}) / 4u][(${flat}) % 4u]` : `${this.buffer(id)}[${flat}]`;
     if (this.half.has(id)) return `f32(${e})`;
     return this.node(id).type.dtype === "bool" ? `(${e} != 0u)` : e;
   }
@@ -215,6 +220,45 @@ export class KernelBuilder {
       default:
         throw new Error(`${node.op} %${id} cannot be computed inside another kernel`);
     }
+  }
+
+  /** Whether node `id` is computed inside this kernel (an index map or elementwise op fused in)
+   *  rather than loaded from its buffer. */
+  inlined(id: ValueId): boolean {
+    return this.inline.has(id);
+  }
+
+  /** Whether `value4` can read node `id`: an f32 value in a buffer of its own (not computed in
+   *  this kernel, not the GEMM's accumulator, not stored as f16, not stored over), whose last
+   *  axis is a static multiple of 4, so that four elements from a coordinate that is a multiple
+   *  of 4 along it are one aligned vec4 (every binding starts at a multiple of 16 bytes: the
+   *  arena's offsets are WebGPU's minStorageBufferOffsetAlignment, at least 16). */
+  canValue4(id: ValueId): boolean {
+    const { type } = this.node(id);
+    const last = type.shape[type.shape.length - 1];
+    return (
+      !this.inline.has(id) &&
+      id !== this.op &&
+      id !== this.alias &&
+      id !== this.output &&
+      type.dtype === "f32" &&
+      !this.half.has(id) &&
+      typeof last === "number" &&
+      last > 0 &&
+      last % 4 === 0
+    );
+  }
+
+  /** The elements of node `id` at `coords` and the next three along its last axis, as one
+   *  vec4<f32> load: `coords`' last entry must be a multiple of 4 and `canValue4(id)` true. The
+   *  binding is then declared `array<vec4<f32>>` (the render plan's `vec4`) and every scalar load
+   *  of it picks a component: on lavapipe each storage load is a loop over the SIMD lanes
+   *  (../kernels/gemm-register.ts), so one vec4 load costs about what one f32 load does. */
+  value4(id: ValueId, coords: readonly string[]): string {
+    if (!this.canValue4(id)) throw new Error(`${this.name}: %${id} cannot be read four elements at a time`);
+    if (!this.seen.reads.includes(id)) this.seen.reads.push(id);
+    this.seen.vec4.add(id);
+    return `${this.buffer(id)}[(${this.linear(coords, this.node(id).type.shape)}) / 4u]`;
   }
 
   lowerCtx(node: Node): LowerCtx<OpKind> {
@@ -262,7 +306,12 @@ export class KernelBuilder {
    *  shared arena) and for the destination; the fate of every `let`. */
   plan(readWrite: (v: ValueId) => boolean, canonical = false): RenderPlan {
     if (this.render) throw new Error(`${this.name}: plan() belongs to the analysis pass`);
-    return { bindings: this.bindings(readWrite), lets: letFates(this.seen.lets, this.w.toString()), canonical };
+    return {
+      bindings: this.bindings(readWrite),
+      lets: letFates(this.seen.lets, this.w.toString()),
+      canonical,
+      vec4: new Set(this.seen.vec4),
+    };
   }
 
   private bindings(readWrite: (v: ValueId) => boolean): Binding[] {
@@ -304,10 +353,10 @@ export class KernelBuilder {
     for (const f of features) head.line(`enable ${f === F16_FEATURE ? "f16" : f};`);
     for (const d of opts.diagnostics ?? []) head.line(`diagnostic(${d});`);
     if (this.alias !== undefined) comment(`in place: %${out.id} is stored over %${this.alias}, read only at the element stored`);
+    const vec4 = this.render?.vec4 ?? this.seen.vec4;
+    const element = (v: ValueId) => (vec4.has(v) ? "vec4<f32>" : this.half.has(v) ? "f16" : storageType(this.node(v).type.dtype));
     bindings.forEach((b, i) =>
-      head.line(
-        `@group(0) @binding(${i}) var<storage, ${b.access}> ${this.buffer(b.value)}: array<${this.half.has(b.value) ? "f16" : storageType(this.node(b.value).type.dtype)}>;`,
-      ),
+      head.line(`@group(0) @binding(${i}) var<storage, ${b.access}> ${this.buffer(b.value)}: array<${element(b.value)}>;`),
     );
     if (uniforms.length) {
       head.line(`struct Dims { ${uniforms.map((s) => `${s}: u32`).join(", ")} }`);

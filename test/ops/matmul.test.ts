@@ -2,40 +2,12 @@ import fc from "fast-check";
 import { describe, expect, test } from "vitest";
 import { compile, type CompileOptions } from "../../compiler/pipeline.ts";
 import { GraphBuilder } from "../../src/api/builder.ts";
-import { interpret } from "../../src/interpret.ts";
-import type { HostTensor } from "../../src/ir/host.ts";
-import { printGraph } from "../../src/ir/print.ts";
-import type { Graph } from "../../src/ir/types.ts";
-import { Executable, type OutputTensor } from "../../runtime/execute.ts";
+import { Executable } from "../../runtime/execute.ts";
 import { host } from "../helpers/data.ts";
-import { GEMM_TARGETS, runGpu, runsFor, useGpu } from "../helpers/gpu.ts";
+import { checkDotBound, expectDotBound } from "../helpers/dot-bound.ts";
+import { GEMM_TARGETS, runsFor, useGpu } from "../helpers/gpu.ts";
 
 useGpu();
-
-/** Tolerance. Each output is a dot product of length K of f32 inputs. Summed in f32 in any
- *  order (tiles, FMA contraction or not), it is within γ_K·Σ|a_i·b_i| of the exact value, with
- *  γ_K = K·u/(1 − K·u) and u = 2^-24 (Higham, Accuracy and Stability, §3.1); (K+1)·u covers it.
- *  A per-element bound on Σ|a_i·b_i| (the same graph on |inputs|) rather than on |result| keeps
- *  it tight where positive and negative products cancel, and an indexing bug is still off by
- *  whole products, far beyond it. */
-function checkDotBound(graph: Graph, inputs: Readonly<Record<string, HostTensor>>, gpu: Record<string, OutputTensor>, k: number): void {
-  const ref = interpret(graph, inputs);
-  const abs = Object.fromEntries(Object.entries(inputs).map(([n, t]) => [n, { shape: t.shape, data: Array.from(t.data, Math.abs) }]));
-  const mag = interpret(graph, abs);
-  for (const [name, r] of Object.entries(ref)) {
-    expect(gpu[name].shape).toEqual(r.shape);
-    for (let i = 0; i < r.data.length; i++) {
-      const bound = (k + 1) * 2 ** -24 * mag[name].data[i];
-      const err = Math.abs(gpu[name].data[i] - r.data[i]);
-      if (!(err <= bound))
-        throw new Error(`${name}[${i}]: gpu ${gpu[name].data[i]}, reference ${r.data[i]}, bound ${bound}\n${printGraph(graph)}`);
-    }
-  }
-}
-
-async function expectDotBound(graph: Graph, inputs: Readonly<Record<string, HostTensor>>, k: number, opts?: CompileOptions): Promise<void> {
-  checkDotBound(graph, inputs, await runGpu(graph, inputs, opts), k);
-}
 
 /** Sizes: 1, odd ones, around one tile (64) and over two (up to 130). */
 const size = fc.oneof(fc.integer({ min: 1, max: 9 }), fc.integer({ min: 60, max: 70 }), fc.integer({ min: 120, max: 130 }));

@@ -33,13 +33,18 @@
  *  loop has no test but its own, and the clamped duplicates are dropped at the store. A block
  *  shrinks to a small static M or N (M = 1 computes one row, not 16 copies).
  *
+ *  Where both operands can be read four elements at a time (a dense matmul's, in either
+ *  orientation), ./gemm-grouped.ts writes this layout with K in groups of four and vec4 loads
+ *  instead (1.5× on 1024³); the loop here serves the rest (conv's im2col, broadcasts, sizes
+ *  that are not multiples of 4).
+ *
  *  Workgroups are `lanes` invocations (64 by default), WX×WY over (column, row) blocks, WX fitted
  *  to the column blocks so the SIMD lanes (x fastest) are not spent past N when N is small.
  *  Grid: x = column groups, y = row groups, z = batch (folded past 65,535: `gemmGroups` in ./gemm.ts). */
 import type { Size } from "../../../src/ir/shape.ts";
-import type { Kernel } from "../../program.ts";
+import type { Count, Kernel } from "../../program.ts";
 import type { KernelBuilder } from "../kernel-builder.ts";
-import { type Gemm, gemmGroups } from "./gemm.ts";
+import { type Gemm, type GemmMatrix, gemmGroups } from "./gemm.ts";
 
 /** The writer's tile parameters (compiler/tuning.ts searches over them per adapter and shape class). */
 export interface RegisterGemmConfig {
@@ -60,20 +65,7 @@ export const DEFAULT_REGISTER_GEMM: RegisterGemmConfig = { rm: 16, rn: 8, lanes:
 export function registerGemm(kb: KernelBuilder, what: string, g: Gemm, cfg: RegisterGemmConfig = DEFAULT_REGISTER_GEMM): Kernel {
   const { w } = kb;
   const { M, N, K } = g;
-  const rm = block(g.rows, cfg.rm);
-  const rn = block(g.cols, cfg.rn);
-  const wx = g.cols.syms.length ? Math.min(8, cfg.lanes) : Math.min(cfg.lanes, pow2(Math.ceil(g.cols.k / rn)));
-  const wy = cfg.lanes / wx;
-  // Accumulators as vectors of up to 4 columns: P of them per row.
-  const vw = Math.min(rn, 4);
-  const P = rn / vw;
-  const vec = vw === 1 ? "f32" : `vec${vw}<f32>`;
-
-  const { batch, group, col, x, y, z } = gemmGroups(kb, g, rm * wy, rn * wx);
-  w.line(`let m0 = ${lane(group, wy, "lid3.y")} * ${rm}u;`);
-  w.line(`let n0 = ${lane(col, wx, "lid3.x")} * ${rn}u;`);
-  w.line(`if (m0 >= ${M} || n0 >= ${N}) { return; }`);
-  const mat = g.matrix(batch);
+  const { rm, rn, wx, wy, vw, P, vec, x, y, z, mat } = registerBlock(kb, g, cfg);
   const [lastM, lastN] = [last(g.rows, M), last(g.cols, N)];
   // m_i, n_j: row and column i, j of the block (m0, n0 are in bounds after the return above).
   for (const i of range(rm).slice(1)) w.line(`let m${i} = min(m0 + ${i}u, ${lastM});`);
@@ -87,14 +79,7 @@ export function registerGemm(kb: KernelBuilder, what: string, g: Gemm, cfg: Regi
     }
     for (const i of range(rm)) for (const p of range(P)) w.line(`acc[${i * P + p}] += a${i} * b${p};`);
   });
-  w.block(`for (var i = 0u; i < ${rm}u; i++)`, () => {
-    w.line("let sm = m0 + i;");
-    w.block(`for (var j = 0u; j < ${rn}u; j++)`, () => {
-      w.line("let sn = n0 + j;");
-      const acc = vw === 1 ? `acc[i * ${P}u + j]` : P === 1 ? `acc[i][j]` : `acc[i * ${P}u + j / ${vw}u][j % ${vw}u]`;
-      w.block(`if (sm < ${M} && sn < ${N})`, () => mat.store("sm", "sn", acc));
-    });
-  });
+  storeBlock(kb, g, mat, rm, rn);
   return kb.finish({
     what,
     workgroupSize: [wx, wy],
@@ -104,6 +89,53 @@ export function registerGemm(kb: KernelBuilder, what: string, g: Gemm, cfg: Regi
       y,
       z,
     },
+  });
+}
+
+/** The register-blocked layout (the header's) for `cfg`: the block (rm × rn, shrunk to a small
+ *  static side), the workgroup (wx × wy invocations over column and row blocks), the
+ *  accumulators (P vectors of vw columns a row, `vec`), the grid, and the matrix accessors; it
+ *  writes m0 and n0, the block's first row and column, and returns an invocation past the edge. */
+export function registerBlock(
+  kb: KernelBuilder,
+  g: Gemm,
+  cfg: RegisterGemmConfig,
+): { rm: number; rn: number; wx: number; wy: number; vw: number; P: number; vec: string; x: Count; y: Count; z: Count; mat: GemmMatrix } {
+  const rm = block(g.rows, cfg.rm);
+  const rn = block(g.cols, cfg.rn);
+  const wx = columnLanes(g, cfg);
+  const wy = cfg.lanes / wx;
+  // Accumulators as vectors of up to 4 columns: P of them per row.
+  const vw = Math.min(rn, 4);
+  const P = rn / vw;
+  const vec = vw === 1 ? "f32" : `vec${vw}<f32>`;
+  const { batch, group, col, x, y, z } = gemmGroups(kb, g, rm * wy, rn * wx);
+  kb.w.line(`let m0 = ${lane(group, wy, "lid3.y")} * ${rm}u;`);
+  kb.w.line(`let n0 = ${lane(col, wx, "lid3.x")} * ${rn}u;`);
+  kb.w.line(`if (m0 >= ${g.M} || n0 >= ${g.N}) { return; }`);
+  return { rm, rn, wx, wy, vw, P, vec, x, y, z, mat: g.matrix(batch) };
+}
+
+/** WX, a workgroup's invocations along the columns: fitted to the column blocks so the SIMD
+ *  lanes (x fastest) are not spent past N when N is small (8 for a symbolic N). */
+export function columnLanes(g: Gemm, cfg: RegisterGemmConfig): number {
+  return g.cols.syms.length ? Math.min(8, cfg.lanes) : Math.min(cfg.lanes, pow2(Math.ceil(g.cols.k / block(g.cols, cfg.rn))));
+}
+
+/** The store of an rm × rn block from `acc` (registerBlock's accumulators), each output inside
+ *  the matrix through `mat.store` (the fused epilogue); the clamped duplicates past the edges
+ *  are dropped here. */
+export function storeBlock(kb: KernelBuilder, g: Gemm, mat: GemmMatrix, rm: number, rn: number): void {
+  const { w } = kb;
+  const vw = Math.min(rn, 4);
+  const P = rn / vw;
+  w.block(`for (var i = 0u; i < ${rm}u; i++)`, () => {
+    w.line("let sm = m0 + i;");
+    w.block(`for (var j = 0u; j < ${rn}u; j++)`, () => {
+      w.line("let sn = n0 + j;");
+      const acc = vw === 1 ? `acc[i * ${P}u + j]` : P === 1 ? `acc[i][j]` : `acc[i * ${P}u + j / ${vw}u][j % ${vw}u]`;
+      w.block(`if (sm < ${g.M} && sn < ${g.N})`, () => mat.store("sm", "sn", acc));
+    });
   });
 }
 

@@ -27,13 +27,22 @@
 import type { Kernel } from "../../program.ts";
 import type { KernelBuilder } from "../kernel-builder.ts";
 import { type Gemm, gemmGroups, loadTiles } from "./gemm.ts";
-import { block, DEFAULT_REGISTER_GEMM, last, lane, pow2, range, registerGemm, type RegisterGemmConfig } from "./gemm-register.ts";
+import {
+  columnLanes,
+  DEFAULT_REGISTER_GEMM,
+  last,
+  range,
+  registerBlock,
+  registerGemm,
+  type RegisterGemmConfig,
+  storeBlock,
+} from "./gemm-register.ts";
 
 /** WGSL's uniformity analysis takes a subgroup operation's result (`share`, `rows`) and a return
  *  that depends on the invocation as non-uniform, so it would refuse the broadcasts under them;
  *  each is uniform across its subgroup by construction (all lanes of the subgroup take the same
  *  branch, and the checks count the active lanes), which is what subgroup operations need. */
-const SUBGROUP_UNIFORM = "off, subgroup_uniformity";
+export const SUBGROUP_UNIFORM = "off, subgroup_uniformity";
 
 /** k steps whose A values one load of four lanes covers: WebGPU's smallest subgroup is 4. */
 const SHARE = 4;
@@ -43,21 +52,9 @@ const SHARE = 4;
 export function subgroupRegisterGemm(kb: KernelBuilder, what: string, g: Gemm, cfg: RegisterGemmConfig = DEFAULT_REGISTER_GEMM): Kernel {
   const { w } = kb;
   const { M, N, K } = g;
-  const rm = block(g.rows, cfg.rm);
-  const rn = block(g.cols, cfg.rn);
-  const wx = g.cols.syms.length ? Math.min(8, cfg.lanes) : Math.min(cfg.lanes, pow2(Math.ceil(g.cols.k / rn)));
   // Fewer column blocks than four lanes: no subgroup's lanes could share rows.
-  if (wx < SHARE) return registerGemm(kb, what, g, cfg);
-  const wy = cfg.lanes / wx;
-  const vw = Math.min(rn, 4);
-  const P = rn / vw;
-  const vec = vw === 1 ? "f32" : `vec${vw}<f32>`;
-
-  const { batch, group, col, x, y, z } = gemmGroups(kb, g, rm * wy, rn * wx);
-  w.line(`let m0 = ${lane(group, wy, "lid3.y")} * ${rm}u;`);
-  w.line(`let n0 = ${lane(col, wx, "lid3.x")} * ${rn}u;`);
-  w.line(`if (m0 >= ${M} || n0 >= ${N}) { return; }`);
-  const mat = g.matrix(batch);
+  if (columnLanes(g, cfg) < SHARE) return registerGemm(kb, what, g, cfg);
+  const { rm, rn, wx, wy, vw, P, vec, x, y, z, mat } = registerBlock(kb, g, cfg);
   const [lastM, lastN] = [last(g.rows, M), last(g.cols, N)];
   for (const i of range(rm).slice(1)) w.line(`let m${i} = min(m0 + ${i}u, ${lastM});`);
   for (const j of range(rn).slice(1)) w.line(`let n${j} = min(n0 + ${j}u, ${lastN});`);
@@ -92,14 +89,7 @@ export function subgroupRegisterGemm(kb: KernelBuilder, what: string, g: Gemm, c
     for (const i of range(rm)) w.line(`let a${i} = ${mat.loadA(`m${i}`, "k")};`);
     step("k", "");
   });
-  w.block(`for (var i = 0u; i < ${rm}u; i++)`, () => {
-    w.line("let sm = m0 + i;");
-    w.block(`for (var j = 0u; j < ${rn}u; j++)`, () => {
-      w.line("let sn = n0 + j;");
-      const acc = vw === 1 ? `acc[i * ${P}u + j]` : P === 1 ? `acc[i][j]` : `acc[i * ${P}u + j / ${vw}u][j % ${vw}u]`;
-      w.block(`if (sm < ${M} && sn < ${N})`, () => mat.store("sm", "sn", acc));
-    });
-  });
+  storeBlock(kb, g, mat, rm, rn);
   return kb.finish({
     what,
     workgroupSize: [wx, wy],

@@ -13,6 +13,11 @@ import type { KernelBuilder } from "../kernel-builder.ts";
 export interface GemmMatrix {
   loadA(m: string, k: string): string;
   loadB(k: string, n: string): string;
+  /** Four elements of A as one vec4<f32> load, along the axis `Gemm.vec4.a` names: A(m, k…k+3)
+   *  or A(m…m+3, k), that coordinate a multiple of 4 (KernelBuilder.value4). Present with it. */
+  readonly loadA4?: (m: string, k: string) => string;
+  /** B(k, n…n+3) or B(k…k+3, n), as `Gemm.vec4.b` says. */
+  readonly loadB4?: (k: string, n: string) => string;
   store(m: string, n: string, value: string): void;
 }
 
@@ -26,6 +31,10 @@ export interface Gemm {
   /** Whether a matmul reads A, B transposed (a permute of the last two axes inlined into the
    *  loads): part of the shape class, since it changes which loads are contiguous. */
   readonly transposed?: readonly [boolean, boolean];
+  /** Where both operands can be read four elements at a time, along which axis of each: its
+   *  contiguous one, a static multiple of 4 (A row-major: "k", A stored transposed: "m"; B
+   *  row-major: "n", transposed: "k"); the matrix then has loadA4 and loadB4 (./gemm-grouped.ts). */
+  readonly vec4?: { readonly a: "k" | "m"; readonly b: "n" | "k" };
   /** The same sizes and the reduction length as u32 expressions (from `kb.dim`/`kb.size`). */
   readonly M: string;
   readonly N: string;

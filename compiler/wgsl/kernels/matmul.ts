@@ -29,6 +29,7 @@ import { broadcastCoords, type KernelBuilder } from "../kernel-builder.ts";
 import { type Gemm, gemmGroups, loadTiles } from "./gemm.ts";
 import { DEFAULT_REGISTER_GEMM, registerGemm } from "./gemm-register.ts";
 import { subgroupRegisterGemm, subgroupTiledGemm } from "./gemm-subgroup.ts";
+import { groupable, groupedGemm } from "./gemm-grouped.ts";
 import { uses } from "../../target.ts";
 import { type GemmConfig, gemmClass, tunedConfig } from "../../tuning.ts";
 
@@ -51,8 +52,9 @@ export interface TiledGemmConfig {
 export const DEFAULT_TILED_GEMM: TiledGemmConfig = { tile: 64, tk: 16, threads: 16 };
 
 /** The GEMM writer for `kb.target` (../../target.ts): workgroup tiles on a GPU, register blocks
- *  on a CPU rasterizer; each with the configuration tuned for the GEMM's shape class when the
- *  target carries one (../../tuning.ts), else its default. The kernel records which. With the
+ *  on a CPU rasterizer (K in groups of four, ./gemm-grouped.ts, where both operands have vec4
+ *  readers); each with the configuration tuned for the GEMM's shape class when the target
+ *  carries one (../../tuning.ts), else its default. The kernel records which. With the
  *  `subgroups` feature and Target.subgroupGemm, the subgroup variant (./gemm-subgroup.ts): the
  *  register-blocked one at any configuration, the tiled one at the default's (its shuffles are
  *  laid out for 16-thread tile rows; another configuration takes the plain writer). */
@@ -67,9 +69,11 @@ export function gemm(kb: KernelBuilder, what: string, g: Gemm): Kernel {
   const sub = uses(kb.target, "subgroups") && kb.target.subgroupGemm;
   const k =
     config.writer === "register-blocked"
-      ? sub
-        ? subgroupRegisterGemm(kb, what, g, config)
-        : registerGemm(kb, what, g, config)
+      ? groupable(g, config)
+        ? groupedGemm(kb, what, g, config, sub)
+        : sub
+          ? subgroupRegisterGemm(kb, what, g, config)
+          : registerGemm(kb, what, g, config)
       : sub &&
           config.tile === DEFAULT_TILED_GEMM.tile &&
           config.tk === DEFAULT_TILED_GEMM.tk &&
@@ -130,6 +134,24 @@ function swapsLastTwo(n: Node): boolean {
   return p.length >= 2 && p[p.length - 1] === p.length - 2 && p[p.length - 2] === p.length - 1;
 }
 
+/** How operand `id` of a matmul (its last two axes the matrix, read at (row, col)) can be read
+ *  four elements at a time: along its last axis when it is a buffer of its own (KernelBuilder
+ *  canValue4), or along its second-to-last when it is a permute that swaps only its last two
+ *  axes of such a buffer (`x.T`: four consecutive rows of the operand are four consecutive
+ *  elements of x); else undefined. `load(batch, r, c)` takes a multiple of 4 on that axis. */
+function vec4Reader(
+  kb: KernelBuilder,
+  id: number,
+): { along: "last" | "first"; load: (batch: readonly string[], r: string, c: string) => string } | undefined {
+  if (kb.canValue4(id)) return { along: "last", load: (b, r, c) => kb.value4(id, [...b, r, c]) };
+  const n = kb.node(id);
+  if (!swapsLastTwo(n) || !kb.inlined(id)) return undefined;
+  const perm = (n.attrs as OpAttrs["permute"]).perm;
+  const x = n.inputs[0];
+  if (!perm.slice(0, -2).every((p, i) => p === i) || !kb.canValue4(x)) return undefined;
+  return { along: "first", load: (b, r, c) => kb.value4(x, [...b, c, r]) };
+}
+
 const range = (n: number): number[] => [...Array(n).keys()];
 const off = (i: number, threads: number): string => (i ? ` + ${i * threads}u` : "");
 
@@ -143,7 +165,10 @@ export function matmulKernel(kb: KernelBuilder, what: string): Kernel {
   const batch = out.type.shape.slice(0, -2);
   const [m, n] = out.type.shape.slice(-2);
   const [M, N, K] = [kb.dim(m), kb.dim(n), kb.dim(sa[sa.length - 1])];
+  const va = vec4Reader(kb, ia);
+  const vb = vec4Reader(kb, ib);
   return gemm(kb, what, {
+    ...(va && vb ? { vec4: { a: va.along === "last" ? "k" : "m", b: vb.along === "last" ? "n" : "k" } } : {}),
     rows: sizeOf([m]),
     cols: sizeOf([n]),
     batch: sizeOf(batch),
@@ -160,6 +185,7 @@ export function matmulKernel(kb: KernelBuilder, what: string): Kernel {
       return {
         loadA: (r, k) => kb.value(ia, [...ca, r, k]),
         loadB: (k, c) => kb.value(ib, [...cb, k, c]),
+        ...(va && vb ? { loadA4: (r: string, k: string) => va.load(ca, r, k), loadB4: (k: string, c: string) => vb.load(cb, k, c) } : {}),
         store: (r, c, v) => kb.result(() => [...bc, r, c], `${row(r)} * ${N} + ${c}`, v),
       };
     },
