@@ -43,6 +43,14 @@ export interface Target {
    *  pipeline took ≈1.4–2× as long (4.5 → 6.4 s and 3.9 → 8.2 s at that load). The tiled
    *  variant is untimed: there is no GPU here. */
   readonly subgroupGemm: boolean;
+  /** GEMMs of static sizes with fewer multiply-adds than this take the register-blocked
+   *  writer's plain loop (./wgsl/kernels/gemm-register.ts), not its grouped or subgroup forms.
+   *  Those hold two k loops, or a group body four times the size, so llvmpipe's JIT takes 2–3.5×
+   *  as long on their first dispatch (LeNet's dense layers, 64×120×84 and the like: 0.8–1.4 s
+   *  against 0.4 s each, test/bench/profile.ts --cold), while a GEMM this small runs in well
+   *  under a millisecond either way: a cold start is what it costs. 0: always the fast forms
+   *  (the tests that exercise them on small sizes). */
+  readonly variantMinMacs: number;
 }
 
 /** The optional WebGPU features some kernel variant can use, sorted:
@@ -73,6 +81,7 @@ export const GPU_TARGET: Target = {
   reductionTree: true,
   features: [],
   subgroupGemm: true,
+  variantMinMacs: 0,
 };
 
 /** A software rasterizer running compute shaders on the CPU. */
@@ -83,6 +92,8 @@ export const CPU_TARGET: Target = {
   reductionTree: false,
   features: [],
   subgroupGemm: true,
+  // 2²² ≈ 4.2M: LeNet's dense GEMMs (≤ 3.1M) take the plain loop, an MLP's 128×784×500 (50M) not.
+  variantMinMacs: 2 ** 22,
 };
 
 /** Mesa's llvmpipe/lavapipe, Google's SwiftShader, Microsoft's WARP ("Basic Render Driver"),

@@ -32,7 +32,8 @@ export const GEMM_TARGETS: readonly { readonly name: string; readonly target: Ta
   { name: "gpu target, subgroups (subgroup-shuffle tiled GEMM)", target: withFeatures(GPU_TARGET, ["subgroups"]), share: 1 / 3 },
   {
     name: "cpu target, subgroups (subgroup-broadcast register GEMM)",
-    target: withFeatures({ ...CPU_TARGET, subgroupGemm: true }, ["subgroups"]),
+    // variantMinMacs 0: the grouped and subgroup forms even at the properties' small sizes.
+    target: withFeatures({ ...CPU_TARGET, subgroupGemm: true, variantMinMacs: 0 }, ["subgroups"]),
     share: 1 / 3,
   },
 ];

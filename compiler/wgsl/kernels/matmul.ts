@@ -30,7 +30,7 @@ import { type Gemm, gemmGroups, loadTiles } from "./gemm.ts";
 import { DEFAULT_REGISTER_GEMM, registerGemm } from "./gemm-register.ts";
 import { subgroupRegisterGemm, subgroupTiledGemm } from "./gemm-subgroup.ts";
 import { groupable, groupedGemm } from "./gemm-grouped.ts";
-import { uses } from "../../target.ts";
+import { type Target, uses } from "../../target.ts";
 import { type GemmConfig, gemmClass, tunedConfig } from "../../tuning.ts";
 
 /** The writer's tile parameters (compiler/tuning.ts searches over them per adapter and shape
@@ -66,10 +66,11 @@ export function gemm(kb: KernelBuilder, what: string, g: Gemm): Kernel {
     (kb.target.gemm === "register-blocked"
       ? { writer: "register-blocked", ...DEFAULT_REGISTER_GEMM }
       : { writer: "workgroup-tiled", ...DEFAULT_TILED_GEMM });
-  const sub = uses(kb.target, "subgroups") && kb.target.subgroupGemm;
+  const big = config.writer === "workgroup-tiled" || large(kb.target, g);
+  const sub = uses(kb.target, "subgroups") && kb.target.subgroupGemm && big;
   const k =
     config.writer === "register-blocked"
-      ? groupable(g, config)
+      ? big && groupable(g, config)
         ? groupedGemm(kb, what, g, config, sub)
         : sub
           ? subgroupRegisterGemm(kb, what, g, config)
@@ -82,6 +83,13 @@ export function gemm(kb: KernelBuilder, what: string, g: Gemm): Kernel {
         : tiledGemm(kb, what, g, config);
   const source = tuned ? { source: "tuned" as const, tunedFor: kb.target.tuning!.tunedFor } : { source: "default" as const };
   return { ...k, gemm: { class: cls, config, ...source } };
+}
+
+/** Whether a register-blocked GEMM may take its grouped or subgroup form (Target.variantMinMacs):
+ *  a symbolic size may be large, so it may. */
+function large(target: Target, g: Gemm): boolean {
+  const sizes = [g.rows, g.cols, g.depth, g.batch];
+  return sizes.some((s) => s.syms.length > 0) || sizes.reduce((a, s) => a * s.k, 1) >= target.variantMinMacs;
 }
 
 export function tiledGemm(kb: KernelBuilder, what: string, g: Gemm, cfg: TiledGemmConfig = DEFAULT_TILED_GEMM): Kernel {

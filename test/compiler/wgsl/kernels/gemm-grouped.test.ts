@@ -15,9 +15,11 @@ import { useGpu } from "../../../helpers/gpu.ts";
 
 useGpu();
 
+/** variantMinMacs 0: the grouped form at these small sizes too (CPU_TARGET leaves GEMMs under
+ *  2²² multiply-adds to the plain loop; the last test checks that choice). */
 const TARGETS: readonly { readonly name: string; readonly target: Target }[] = [
-  { name: "cpu target", target: { ...CPU_TARGET, subgroupGemm: false } },
-  { name: "cpu target, subgroups", target: withFeatures({ ...CPU_TARGET, subgroupGemm: true }, ["subgroups"]) },
+  { name: "cpu target", target: { ...CPU_TARGET, subgroupGemm: false, variantMinMacs: 0 } },
+  { name: "cpu target, subgroups", target: withFeatures({ ...CPU_TARGET, subgroupGemm: true, variantMinMacs: 0 }, ["subgroups"]) },
 ];
 
 /** The grouped writer's mark: an accumulator takes a sum of four products. */
@@ -86,4 +88,20 @@ describe.each(TARGETS)("grouped register GEMM, $name", ({ target }) => {
       { seed: 29, numRuns: 16 },
     );
   });
+});
+
+test("the CPU target leaves a small static GEMM to the plain loop, a large or symbolic one grouped", () => {
+  const target = withFeatures(CPU_TARGET, ["subgroups"]);
+  const wgsl = (m: number | string, k: number, n: number) => {
+    const g = new GraphBuilder();
+    return compile(g.build({ y: g.input("a", "f32", [m, k]).matmul(g.input("b", "f32", [k, n])) }), { target }).kernels[0].wgsl;
+  };
+  // 64·120·84 ≈ 0.65M multiply-adds: one k loop, no subgroup operation (its compile is the cheapest).
+  expect(wgsl(64, 120, 84)).not.toContain(GROUPED);
+  expect(wgsl(64, 120, 84)).not.toContain("subgroupShuffle");
+  // 128·784·500 ≈ 50M, and a symbolic batch: grouped, A shared by shuffles.
+  for (const m of [128, "B"]) {
+    expect(wgsl(m, 784, 500)).toContain(GROUPED);
+    expect(wgsl(m, 784, 500)).toContain("subgroupShuffle");
+  }
 });

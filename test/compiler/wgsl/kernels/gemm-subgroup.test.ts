@@ -16,7 +16,11 @@ import { useGpu } from "../../../helpers/gpu.ts";
 useGpu();
 
 const VARIANTS: readonly { readonly name: string; readonly target: Target; readonly op: string }[] = [
-  { name: "register-blocked", target: withFeatures({ ...CPU_TARGET, subgroupGemm: true }, ["subgroups"]), op: "subgroupShuffle(sa0, c)" },
+  {
+    name: "register-blocked",
+    target: withFeatures({ ...CPU_TARGET, subgroupGemm: true, variantMinMacs: 0 }, ["subgroups"]),
+    op: "subgroupShuffle(sa0, c)",
+  },
   { name: "workgroup-tiled", target: withFeatures(GPU_TARGET, ["subgroups"]), op: "subgroupShuffle(mine, sid - own + c)" },
 ];
 
