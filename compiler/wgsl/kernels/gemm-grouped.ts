@@ -36,7 +36,16 @@
 import type { Kernel } from "../../program.ts";
 import type { KernelBuilder } from "../kernel-builder.ts";
 import type { Gemm } from "./gemm.ts";
-import { block, DEFAULT_REGISTER_GEMM, last, range, type RegisterGemmConfig, registerBlock, storeBlock } from "./gemm-register.ts";
+import {
+  block,
+  columnLanes,
+  DEFAULT_REGISTER_GEMM,
+  last,
+  range,
+  type RegisterGemmConfig,
+  registerBlock,
+  storeBlock,
+} from "./gemm-register.ts";
 import { SUBGROUP_UNIFORM } from "./gemm-subgroup.ts";
 
 /** k steps summed before an accumulator is written. */
@@ -64,9 +73,12 @@ export function groupedGemm(
   const along = g.vec4;
   const { w } = kb;
   const { M, N, K } = g;
-  const { rm, rn, wx, wy, vw, P, vec, x, y, z, mat } = registerBlock(kb, g, cfg);
   // Fewer column blocks than four lanes: no subgroup's lanes could share rows.
-  const share = subgroups && wx >= SHARE;
+  const share = subgroups && columnLanes(g, cfg) >= SHARE;
+  // A sharing kernel keeps the spare lanes of the last column group (registerBlock): a subgroup
+  // that lost one to an early return could not share (500 columns in blocks of 8 leave one
+  // lane of 64 spare, and its subgroup of 8 took the one-k loop).
+  const { rm, rn, wx, wy, vw, P, vec, x, y, z, mat } = registerBlock(kb, g, cfg, share);
   const loadA4 = mat.loadA4!;
   const loadB4 = mat.loadB4!;
   const [lastM, lastN] = [last(g.rows, M), last(g.cols, N)];
@@ -144,7 +156,7 @@ export function groupedGemm(
       );
     for (const i of range(rm)) for (const p of range(P)) w.line(`acc[${i * P + p}] += a${i} * b${p};`);
   });
-  storeBlock(kb, g, mat, rm, rn);
+  storeBlock(kb, g, mat, rm, rn, share);
   return kb.finish({
     what,
     workgroupSize: [wx, wy],

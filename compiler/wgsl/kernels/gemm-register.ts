@@ -100,6 +100,9 @@ export function registerBlock(
   kb: KernelBuilder,
   g: Gemm,
   cfg: RegisterGemmConfig,
+  /** Keep the invocations whose columns start past N (the last column group's spare lanes):
+   *  they compute columns 0… and store nothing (`live`), so that every subgroup stays whole. */
+  spareLanes = false,
 ): { rm: number; rn: number; wx: number; wy: number; vw: number; P: number; vec: string; x: Count; y: Count; z: Count; mat: GemmMatrix } {
   const rm = block(g.rows, cfg.rm);
   const rn = block(g.cols, cfg.rn);
@@ -111,8 +114,14 @@ export function registerBlock(
   const vec = vw === 1 ? "f32" : `vec${vw}<f32>`;
   const { batch, group, col, x, y, z } = gemmGroups(kb, g, rm * wy, rn * wx);
   kb.w.line(`let m0 = ${lane(group, wy, "lid3.y")} * ${rm}u;`);
-  kb.w.line(`let n0 = ${lane(col, wx, "lid3.x")} * ${rn}u;`);
-  kb.w.line(`if (m0 >= ${g.M} || n0 >= ${g.N}) { return; }`);
+  if (spareLanes) {
+    kb.w.line(`if (m0 >= ${g.M}) { return; }`);
+    kb.w.line(`let live = ${lane(col, wx, "lid3.x")} * ${rn}u < ${g.N};`);
+    kb.w.line(`let n0 = select(0u, ${lane(col, wx, "lid3.x")} * ${rn}u, live);`);
+  } else {
+    kb.w.line(`let n0 = ${lane(col, wx, "lid3.x")} * ${rn}u;`);
+    kb.w.line(`if (m0 >= ${g.M} || n0 >= ${g.N}) { return; }`);
+  }
   return { rm, rn, wx, wy, vw, P, vec, x, y, z, mat: g.matrix(batch) };
 }
 
@@ -125,7 +134,7 @@ export function columnLanes(g: Gemm, cfg: RegisterGemmConfig): number {
 /** The store of an rm × rn block from `acc` (registerBlock's accumulators), each output inside
  *  the matrix through `mat.store` (the fused epilogue); the clamped duplicates past the edges
  *  are dropped here. */
-export function storeBlock(kb: KernelBuilder, g: Gemm, mat: GemmMatrix, rm: number, rn: number): void {
+export function storeBlock(kb: KernelBuilder, g: Gemm, mat: GemmMatrix, rm: number, rn: number, spareLanes = false): void {
   const { w } = kb;
   const vw = Math.min(rn, 4);
   const P = rn / vw;
@@ -134,7 +143,7 @@ export function storeBlock(kb: KernelBuilder, g: Gemm, mat: GemmMatrix, rm: numb
     w.block(`for (var j = 0u; j < ${rn}u; j++)`, () => {
       w.line("let sn = n0 + j;");
       const acc = vw === 1 ? `acc[i * ${P}u + j]` : P === 1 ? `acc[i][j]` : `acc[i * ${P}u + j / ${vw}u][j % ${vw}u]`;
-      w.block(`if (sm < ${g.M} && sn < ${g.N})`, () => mat.store("sm", "sn", acc));
+      w.block(`if (${spareLanes ? "live && " : ""}sm < ${g.M} && sn < ${g.N})`, () => mat.store("sm", "sn", acc));
     });
   });
 }
