@@ -27,7 +27,8 @@
  *  With the `subgroups` feature (Target.subgroupGemm), invocations whose blocks share rows (all
  *  of a subgroup, checked once as ./gemm-subgroup.ts does) split A's loads: along k, lane l < S
  *  loads rows l, l + S, … (S = 8 where the subgroup has 8 lanes and RM is a multiple of 8, else
- *  4: WebGPU's smallest subgroup), and along m lane l < 4 loads k + l; subgroupShuffle from a
+ *  4: WebGPU's smallest subgroup), and along m lane l loads k + l mod 4 for RM / S of the row
+ *  quads (with S = 8, lanes 4…7 the second half); subgroupShuffle from a
  *  constant lane hands every lane its values. A subgroup that cannot share walks K one k at a
  *  time with its own loads (edge subgroups; a second copy of the group body would double the
  *  compile time), so its sums round in another order than its neighbours': both are exact
@@ -111,7 +112,7 @@ export function groupedGemm(
       for (const i of range(rm)) w.line(`let a${i}_${c} = ${along.a === "k" ? `va${i}[${c}]` : `va${i >> 2}_${c}[${i % 4}]`};`);
   };
   // Shared over the subgroup (the header): loads split between lanes, shuffled from a constant lane.
-  const span = along.a === "k" && rm % 8 === 0 ? 8 : SHARE;
+  const span = rm % 8 === 0 ? 8 : SHARE;
   const sharedA = () => {
     if (along.a === "k") {
       for (const q of range(Math.ceil(rm / span)))
@@ -120,9 +121,15 @@ export function groupedGemm(
         for (const i of range(rm)) w.line(`let a${i}_${c} = subgroupShuffle(va${Math.floor(i / span)}[${c}], ${i % span}u);`);
       return;
     }
+    // Along m: lane l loads k + l % 4, and with 8 lanes, lanes 4… the second half of the row
+    // quads: Q quads a lane, row quad q from lane c + 4·⌊q / Q⌋.
+    const Q = rm / span;
+    const half = span > SHARE ? ` + (sid / 4u) % 2u * ${4 * Q}u` : "";
     w.line(`let kl = k + sid % ${SHARE}u;`);
-    for (const q of range(rm / 4)) w.line(`let va${q} = ${loadA4(`m${4 * q}`, "kl")};`);
-    for (const c of range(GROUP)) for (const i of range(rm)) w.line(`let a${i}_${c} = subgroupShuffle(va${i >> 2}[${i % 4}], ${c}u);`);
+    for (const t of range(Q)) w.line(`let va${t} = ${loadA4(`min(m0 + ${4 * t}u${half}, ${M} - 4u)`, "kl")};`);
+    for (const c of range(GROUP))
+      for (const i of range(rm))
+        w.line(`let a${i}_${c} = subgroupShuffle(va${(i >> 2) % Q}[${i % 4}], ${c + 4 * Math.floor((i >> 2) / Q)}u);`);
   };
   const sums = (a: () => void) => () => {
     a();
