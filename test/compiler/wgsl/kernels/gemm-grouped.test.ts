@@ -105,3 +105,16 @@ test("the CPU target leaves a small static GEMM to the plain loop, a large or sy
     expect(wgsl(m, 784, 500)).toContain("subgroupShuffle");
   }
 });
+
+test("one pipeline for a symbolic batch B = 0, 1, 5 and 130, with a vec4 binding each side", async () => {
+  const target = withFeatures({ ...CPU_TARGET, variantMinMacs: 0 }, ["subgroups"]);
+  const g = new GraphBuilder();
+  const x = g.input("x", "f32", ["B", 36]);
+  const w = g.input("w", "f32", [20, 36]);
+  const graph = g.build({ y: x.matmul(w.transpose()) });
+  expect(compile(graph, { target }).kernels[0].wgsl).toContain(GROUPED);
+  for (const B of [0, 1, 5, 130])
+    await expectDotBound(graph, { x: { shape: [B, 36], data: rand(B * 36, B) }, w: { shape: [20, 36], data: rand(20 * 36, 7) } }, 36, {
+      target,
+    });
+});
