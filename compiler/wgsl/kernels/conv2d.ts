@@ -24,7 +24,13 @@ export function conv2dKernel(kb: KernelBuilder, what: string): Kernel {
   const groups = a.groups ?? 1;
   const rows = out.type.shape.slice(0, 3);
   const cog = co / groups;
+  // Both operands four elements at a time (./gemm-grouped.ts): the input's channels and the
+  // filter's output channels multiples of 4 in buffers of their own. Four consecutive k at a
+  // multiple of 4 are four consecutive channels of one window tap, so A(m, k…k+3) is one vec4 of
+  // the input (or 0 in the padding); B(k, n…n+3) is one of the filter's row k.
+  const vec4 = groups === 1 && kb.canValue4(ix) && kb.canValue4(iff);
   return gemm(kb, what, {
+    ...(vec4 ? { vec4: { a: "k", b: "n" } } : {}),
     rows: sizeOf(rows),
     cols: sizeOf([cog]),
     batch: sizeOf(groups === 1 ? [] : [groups]),
@@ -41,6 +47,16 @@ export function conv2dKernel(kb: KernelBuilder, what: string): Kernel {
       // Unravelling the flat filter index lets an inlined filter (a reshape, say) read its own
       // coordinates; for a filter in a buffer the load is v[k·Cout + n] and the lets are pruned.
       loadB: (k, n) => kb.value(iff, kb.unravel(`(${k} * ${co}u + ${inGroup(groups, z, cog, n)})`, fshape)),
+      ...(vec4
+        ? {
+            loadA4: (m: string, k: string) => {
+              const [b, oh, ow] = kb.unravel(m, rows, "p");
+              const [y, x, ci] = kb.unravel(k, [kh, kw, c], "r");
+              return windowValue(kb, ix, a, [b, oh, ow], [y, x], ci, true);
+            },
+            loadB4: (k: string, n: string) => kb.value4(iff, kb.unravel(`(${k} * ${co}u + ${n})`, fshape)),
+          }
+        : {}),
       store: (m, n, v) => {
         const o = inGroup(groups, z, cog, n);
         kb.result(() => [...kb.unravel(m, rows, "s"), o], `${m} * ${co}u + ${o}`, v);
@@ -54,7 +70,8 @@ export function conv2dKernel(kb: KernelBuilder, what: string): Kernel {
 export const inGroup = (groups: number, z: string, per: number, i: string): string => (groups === 1 ? i : `(${z} * ${per}u + ${i})`);
 
 /** A(m, k) above, also the A of conv2d_grad_filter: input `ix` at tap (kh, kw) of the window of
- *  output position (b, oh, ow), channel ci; 0 in the padding. */
+ *  output position (b, oh, ow), channel ci; 0 in the padding. With `four`, channels ci…ci+3 as
+ *  one vec4 (KernelBuilder.value4; ci a multiple of 4). */
 export function windowValue(
   kb: KernelBuilder,
   ix: ValueId,
@@ -62,17 +79,19 @@ export function windowValue(
   [b, oh, ow]: readonly string[],
   [kh, kw]: readonly string[],
   ci: string,
+  four = false,
 ): string {
   const [, h, w] = kb.node(ix).type.shape as readonly [Dim, number, number, number];
   const ih = kb.let(window(oh, a.strides[0], kh, a.dilations[0], a.padding[0]), "h");
   const iw = kb.let(window(ow, a.strides[1], kw, a.dilations[1], a.padding[2]), "w");
   const padH = a.padding[0] + a.padding[1] > 0;
   const padW = a.padding[2] + a.padding[3] > 0;
-  if (!padH && !padW) return kb.value(ix, [b, ih, iw, ci]);
+  const load = (c: readonly string[]) => (four ? kb.value4(ix, c) : kb.value(ix, c));
+  if (!padH && !padW) return load([b, ih, iw, ci]);
   const cy = padH ? `min(${ih}, ${h - 1}u)` : ih;
   const cx = padW ? `min(${iw}, ${w - 1}u)` : iw;
   const inside = [...(padH ? [`${ih} < ${h}u`] : []), ...(padW ? [`${iw} < ${w}u`] : [])].join(" && ");
-  return `select(0.0f, ${kb.value(ix, [b, cy, cx, ci])}, ${inside})`;
+  return `select(${four ? "vec4<f32>()" : "0.0f"}, ${load([b, cy, cx, ci])}, ${inside})`;
 }
 
 /** `o·s + k·d − pad` as u32 WGSL, leaving out the terms that vanish. A constant is folded here:

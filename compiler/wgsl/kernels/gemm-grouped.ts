@@ -15,9 +15,11 @@
  *  standalone, quiet machine, medians of 7): 23–26 GFLOP/s before, 37–40 after; a vec4 B alone
  *  1.10×, the sums alone 1.15×. The k loop's first dispatch (llvmpipe's JIT) costs what the plain
  *  writer's does (746 against 761 ms). Where an operand must be read one element at a time (an
- *  implicit im2col, a broadcast, a column count not a multiple of 4) the group of four would be
- *  four times the loads' index arithmetic in one loop body: conv kernels compiled 5× slower and
- *  ran slower, so those keep ./gemm-register.ts's loop.
+ *  implicit im2col over 1 or 6 channels, a broadcast, a column count not a multiple of 4) the
+ *  group of four would be four times the loads' index arithmetic in one loop body: LeNet's conv
+ *  kernels compiled 5× slower and ran slower, so those keep ./gemm-register.ts's loop. A conv
+ *  whose input channels and output channels are multiples of 4 reads its window four channels
+ *  at a time (./conv2d.ts): 3×3, 64 → 64 channels over 8×32×32, 18–20 → 25–28 GFLOP/s.
  *
  *  Each operand is read along its contiguous axis (`Gemm.vec4`):
  *    A along k  (A row-major):        vec4 = A(m, k…k+3): one load a row per group

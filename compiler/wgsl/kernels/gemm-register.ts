@@ -34,9 +34,10 @@
  *  shrinks to a small static M or N (M = 1 computes one row, not 16 copies).
  *
  *  Where both operands can be read four elements at a time (a dense matmul's, in either
- *  orientation), ./gemm-grouped.ts writes this layout with K in groups of four and vec4 loads
- *  instead (1.5× on 1024³); the loop here serves the rest (conv's im2col, broadcasts, sizes
- *  that are not multiples of 4).
+ *  orientation; a conv's over channels that are multiples of 4), ./gemm-grouped.ts writes this
+ *  layout with K in groups of four and vec4 loads instead (1.5× on 1024³); the loop here serves
+ *  the rest (im2col over other channel counts, broadcasts, other sizes) and small GEMMs
+ *  (Target.variantMinMacs).
  *
  *  Workgroups are `lanes` invocations (64 by default), WX×WY over (column, row) blocks, WX fitted
  *  to the column blocks so the SIMD lanes (x fastest) are not spent past N when N is small.

@@ -118,3 +118,41 @@ test("one pipeline for a symbolic batch B = 0, 1, 5 and 130, with a vec4 binding
       target,
     });
 });
+
+describe.each(TARGETS)("grouped register GEMM in conv2d, $name", ({ target }) => {
+  test("property: channels multiples of 4, every window shape, padding and stride, against float64", async () => {
+    const dims = fc.record({
+      n: fc.constantFrom(1, 2),
+      hw: fc.constantFrom(5, 8, 11),
+      c: fc.constantFrom(4, 8, 12),
+      co: fc.constantFrom(4, 8, 20),
+      k: fc.constantFrom(1, 3),
+      stride: fc.constantFrom(1, 2),
+      pad: fc.constantFrom(0, 1),
+      dilation: fc.constantFrom(1, 2),
+      seed: fc.nat(1000),
+    });
+    await fc.assert(
+      fc.asyncProperty(dims, async ({ n, hw, c, co, k, stride, pad, dilation, seed }) => {
+        const g = new GraphBuilder();
+        const x = g.input("x", "f32", [n, hw, hw, c]);
+        const f = g.input("f", "f32", [k, k, c, co]);
+        const b = g.input("b", "f32", [co]);
+        const graph = g.build({
+          y: x
+            .conv2d(f, { strides: [stride, stride], padding: [pad, pad, pad, pad], dilations: [dilation, dilation] })
+            .add(b)
+            .relu(),
+        });
+        expect(compile(graph, { target }).kernels[0].wgsl).toContain(GROUPED);
+        const inputs = {
+          x: { shape: [n, hw, hw, c], data: rand(n * hw * hw * c, seed) },
+          f: { shape: [k, k, c, co], data: rand(k * k * c * co, seed + 1) },
+          b: { shape: [co], data: rand(co, seed + 2) },
+        };
+        await expectDotBound(graph, inputs, k * k * c + 1, { target });
+      }),
+      { seed: 31, numRuns: 12 },
+    );
+  });
+});
