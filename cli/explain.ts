@@ -134,9 +134,9 @@ function kernelsSection(program: Program, env: DimEnv, wgsl: boolean): string[] 
   return out;
 }
 
-/** "matmul/register-blocked/M128xN512xK1024/nn: rm16 rn8 lanes64 (tuning cache)". */
+/** "matmul/register-blocked/M128xN512xK1024/nn: rm16 rn8 lanes64 (tuning cache), grouped + subgroups". */
 export const gemmLine = (g: KernelGemm): string =>
-  `${g.class}: ${formatConfig(g.config)} (${g.source === "tuned" ? "tuning cache" : "default"})`;
+  `${g.class}: ${formatConfig(g.config)} (${g.source === "tuned" ? "tuning cache" : "default"})${g.form ? `, ${g.form}` : ""}`;
 
 function savedSection(program: Program, env: DimEnv): string[] {
   const { graph } = program;

@@ -45,6 +45,11 @@ export interface KernelGemm {
   /** "tuned": from the target's Tuning (for the adapter `tunedFor`); "default": the writer's own. */
   readonly source: "tuned" | "default";
   readonly tunedFor?: string;
+  /** Which form of the writer wrote it: "tiles" (workgroup-tiled), "loop" (register-blocked, one
+   *  k at a time), "grouped" (register-blocked, vec4 operands and four k a write:
+   *  ./wgsl/kernels/gemm-grouped.ts), each "+ subgroups" where it shares operands by subgroup
+   *  operations (./wgsl/kernels/gemm-subgroup.ts). */
+  readonly form?: string;
 }
 
 /** The shape class of a GEMM: the op, the writer, M, N and K each rounded up to a power of two,

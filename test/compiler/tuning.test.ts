@@ -73,10 +73,16 @@ describe("a target's tuning reaches the writer", () => {
 
   test("without one each GEMM records the default; with one, the tuned config and where it came from", () => {
     const plain = compile(graph, { target: CPU_TARGET }).kernels[0];
-    expect(plain.gemm).toEqual({ class: cls, config: { writer: "register-blocked", ...DEFAULT_REGISTER_GEMM }, source: "default" });
+    // 100·784·300 multiply-adds, both operands whole vec4s: the grouped form (gemm-grouped.ts).
+    expect(plain.gemm).toEqual({
+      class: cls,
+      config: { writer: "register-blocked", ...DEFAULT_REGISTER_GEMM },
+      source: "default",
+      form: "grouped",
+    });
     const target = withTuning(CPU_TARGET, { tunedFor: "some adapter", configs: { [cls]: tuned } });
     const k = compile(graph, { target }).kernels[0];
-    expect(k.gemm).toEqual({ class: cls, config: tuned, source: "tuned", tunedFor: "some adapter" });
+    expect(k.gemm).toEqual({ class: cls, config: tuned, source: "tuned", tunedFor: "some adapter", form: "grouped" });
     expect(k.wgsl).toContain("@workgroup_size(32, 4)");
     expect(k.wgsl).not.toBe(plain.wgsl);
   });

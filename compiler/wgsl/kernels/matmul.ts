@@ -68,9 +68,10 @@ export function gemm(kb: KernelBuilder, what: string, g: Gemm): Kernel {
       : { writer: "workgroup-tiled", ...DEFAULT_TILED_GEMM });
   const big = config.writer === "workgroup-tiled" || large(kb.target, g);
   const sub = uses(kb.target, "subgroups") && kb.target.subgroupGemm && big;
+  const grouped = config.writer === "register-blocked" && big && groupable(g, config);
   const k =
     config.writer === "register-blocked"
-      ? big && groupable(g, config)
+      ? grouped
         ? groupedGemm(kb, what, g, config, sub)
         : sub
           ? subgroupRegisterGemm(kb, what, g, config)
@@ -82,7 +83,8 @@ export function gemm(kb: KernelBuilder, what: string, g: Gemm): Kernel {
         ? subgroupTiledGemm(kb, what, g)
         : tiledGemm(kb, what, g, config);
   const source = tuned ? { source: "tuned" as const, tunedFor: kb.target.tuning!.tunedFor } : { source: "default" as const };
-  return { ...k, gemm: { class: cls, config, ...source } };
+  const form = `${config.writer === "workgroup-tiled" ? "tiles" : grouped ? "grouped" : "loop"}${k.features?.includes("subgroups") ? " + subgroups" : ""}`;
+  return { ...k, gemm: { class: cls, config, ...source, form } };
 }
 
 /** Whether a register-blocked GEMM may take its grouped or subgroup form (Target.variantMinMacs):
