@@ -48,13 +48,12 @@ import {
   type RegisterGemmConfig,
   registerBlock,
   storeBlock,
+  vector,
 } from "./gemm-register.ts";
-import { SUBGROUP_UNIFORM } from "./gemm-subgroup.ts";
+import { SHARE, SUBGROUP_UNIFORM, shareCheck } from "./gemm-subgroup.ts";
 
 /** k steps summed before an accumulator is written. */
 const GROUP = 4;
-/** WebGPU's smallest subgroup. */
-const SHARE = 4;
 
 /** Whether `g` can be written by `groupedGemm` at `cfg`: both operands have vec4 readers, and a
  *  side read four rows or columns at a time has blocks of a multiple of 4. */
@@ -94,7 +93,6 @@ export function groupedGemm(
   else for (const j of range(rn).slice(1)) w.line(`let n${j} = min(n0 + ${j}u, ${lastN});`);
   w.line(`var acc: array<${vec}, ${rm * P}>;`);
   const at = (c: number) => (c ? `(k + ${c}u)` : "k");
-  const vector = (xs: readonly string[]): string => (xs.length === 1 ? xs[0] : `vec${xs.length}<f32>(${xs.join(", ")})`);
 
   // B's values for the group: b<p>_<c>, the vector of columns 4p… at k + c.
   const loadB = () => {
@@ -148,11 +146,7 @@ export function groupedGemm(
   w.line("var k = 0u;");
   const groups = `for (; k + ${GROUP}u <= ${K}; k += ${GROUP}u)`;
   if (share) {
-    // Every lane of the subgroup active (an edge subgroup whose lanes returned above is not),
-    // all with these rows, and at least `span` of them.
-    w.line(
-      `let share = subgroupAll(m0 == subgroupBroadcastFirst(m0)) && subgroupAdd(1u) == ssize${span > SHARE ? ` && ssize >= ${span}u` : ""};`,
-    );
+    w.line(shareCheck(span));
     w.block("if (share)", () => w.block(groups, sums(sharedA)));
   } else w.block(groups, sums(ownA));
   // The rest of K (all of it in a subgroup that could not share), one k at a time; scalar

@@ -74,10 +74,7 @@ export function registerGemm(kb: KernelBuilder, what: string, g: Gemm, cfg: Regi
   w.line(`var acc: array<${vec}, ${rm * P}>;`);
   w.block(`for (var k = 0u; k < ${K}; k++)`, () => {
     for (const i of range(rm)) w.line(`let a${i} = ${mat.loadA(`m${i}`, "k")};`);
-    for (const p of range(P)) {
-      const bs = range(vw).map((q) => mat.loadB("k", `n${p * vw + q}`));
-      w.line(`let b${p} = ${vw === 1 ? bs[0] : `${vec}(${bs.join(", ")})`};`);
-    }
+    for (const p of range(P)) w.line(`let b${p} = ${vector(range(vw).map((q) => mat.loadB("k", `n${p * vw + q}`)))};`);
     for (const i of range(rm)) for (const p of range(P)) w.line(`acc[${i * P + p}] += a${i} * b${p};`);
   });
   storeBlock(kb, g, mat, rm, rn);
@@ -163,3 +160,5 @@ export const lane = (group: string, lanes: number, id: string): string =>
   group === "0u" ? (lanes === 1 ? "0u" : id) : lanes === 1 ? group : `(${group} * ${lanes}u + ${id})`;
 export const pow2 = (n: number): number => 2 ** Math.ceil(Math.log2(Math.max(n, 1)));
 export const range = (n: number): number[] => [...Array(n).keys()];
+/** A vecN<f32> of N scalar expressions (the expression itself for one). */
+export const vector = (xs: readonly string[]): string => (xs.length === 1 ? xs[0] : `vec${xs.length}<f32>(${xs.join(", ")})`);

@@ -36,6 +36,7 @@ import {
   registerGemm,
   type RegisterGemmConfig,
   storeBlock,
+  vector,
 } from "./gemm-register.ts";
 
 /** WGSL's uniformity analysis takes a subgroup operation's result (`share`, `rows`) and a return
@@ -45,7 +46,14 @@ import {
 export const SUBGROUP_UNIFORM = "off, subgroup_uniformity";
 
 /** k steps whose A values one load of four lanes covers: WebGPU's smallest subgroup is 4. */
-const SHARE = 4;
+export const SHARE = 4;
+
+/** `let share`: whether this invocation's subgroup may share A (the register-blocked variants
+ *  here and in ./gemm-grouped.ts) — every lane active (an edge subgroup whose lanes returned is
+ *  not), all with the block's rows (m0), and at least `lanes` of them (WebGPU guarantees 4). */
+export function shareCheck(lanes = SHARE): string {
+  return `let share = subgroupAll(m0 == subgroupBroadcastFirst(m0)) && subgroupAdd(1u) == ssize${lanes > SHARE ? ` && ssize >= ${lanes}u` : ""};`;
+}
 
 /** The register-blocked GEMM (./gemm-register.ts's layout: RM×RN outputs an invocation, 64
  *  invocations a workgroup) with A shared over the subgroup as the header shows. */
@@ -61,15 +69,12 @@ export function subgroupRegisterGemm(kb: KernelBuilder, what: string, g: Gemm, c
   w.line(`var acc: array<${vec}, ${rm * P}>;`);
   // One k step, with A's values already in a<i>.
   const step = (k: string, suffix: string) => {
-    for (const p of range(P)) {
-      const bs = range(vw).map((q) => mat.loadB(k, `n${p * vw + q}`));
-      w.line(`let b${p}${suffix} = ${vw === 1 ? bs[0] : `${vec}(${bs.join(", ")})`};`);
-    }
+    for (const p of range(P)) w.line(`let b${p}${suffix} = ${vector(range(vw).map((q) => mat.loadB(k, `n${p * vw + q}`)))};`);
     for (const i of range(rm)) for (const p of range(P)) w.line(`acc[${i * P + p}] += a${i}${suffix} * b${p}${suffix};`);
   };
   // A subgroup whose lanes all have these rows, every lane active (an edge subgroup whose lanes
   // returned above is not): lanes 0…3 exist and need the same A.
-  w.line("let share = subgroupAll(m0 == subgroupBroadcastFirst(m0)) && subgroupAdd(1u) == ssize;");
+  w.line(shareCheck());
   w.line("var k = 0u;");
   w.block("if (share)", () =>
     w.block(`for (; k + ${SHARE}u <= ${K}; k += ${SHARE}u)`, () => {

@@ -92,16 +92,14 @@ describe.each(TARGETS)("grouped register GEMM, $name", ({ target }) => {
 
 test("the CPU target leaves a small static GEMM to the plain loop, a large or symbolic one grouped", () => {
   const target = withFeatures(CPU_TARGET, ["subgroups"]);
-  const wgsl = (m: number | string, k: number, n: number) => {
+  const kernel = (m: number | string, k: number, n: number) => {
     const g = new GraphBuilder();
-    return compile(g.build({ y: g.input("a", "f32", [m, k]).matmul(g.input("b", "f32", [k, n])) }), { target }).kernels[0].wgsl;
+    return compile(g.build({ y: g.input("a", "f32", [m, k]).matmul(g.input("b", "f32", [k, n])) }), { target }).kernels[0];
   };
+  const wgsl = (m: number | string, k: number, n: number) => kernel(m, k, n).wgsl;
   // 64·120·84 ≈ 0.65M multiply-adds: one k loop, no subgroup operation (its compile is the cheapest).
   expect(wgsl(64, 120, 84)).not.toContain(GROUPED);
-  const form = (m: number | string, k: number, n: number) => {
-    const g = new GraphBuilder();
-    return compile(g.build({ y: g.input("a", "f32", [m, k]).matmul(g.input("b", "f32", [k, n])) }), { target }).kernels[0].gemm?.form;
-  };
+  const form = (m: number | string, k: number, n: number) => kernel(m, k, n).gemm?.form;
   expect([form(64, 120, 84), form(128, 784, 500), form("B", 784, 500), form(128, 785, 500)]).toEqual([
     "loop",
     "grouped + subgroups",
